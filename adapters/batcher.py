@@ -1,0 +1,110 @@
+"""A micro-batcher: rows from concurrent requests run through one function call.
+
+Requests put their rows on a queue and await a future. One loop takes whatever is queued
+(up to ``max_rows``), runs the batch function in a worker thread and hands each request its
+slice of the results. While a batch runs, new requests queue up, so under load batches grow
+by themselves and at low load a lone request starts at once (``max_wait_ms`` is only a small
+gathering window, never a deadline that fails requests).
+
+Why not BentoML's adaptive batching: it batches along one request parameter, so rows of a
+request must share an adapter, and its ``max_latency_ms`` answers 503 when exceeded. Here a
+row carries its own adapter, and overload is a bounded queue answering 429.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Generic, Sequence, TypeVar
+
+from .batching import split_sizes
+from .errors import Overloaded
+
+Row = TypeVar("Row")
+Result = TypeVar("Result")
+
+
+@dataclass
+class _Pending(Generic[Row, Result]):
+    rows: Sequence[Row]
+    future: asyncio.Future
+    enqueued: float = field(default_factory=time.perf_counter)
+
+
+@dataclass
+class BatchStats:
+    batches: int = 0
+    rows: int = 0
+    largest: int = 0
+
+
+class MicroBatcher(Generic[Row, Result]):
+    def __init__(self, fn: Callable[[list[Row]], list[Result]], *, max_rows: int = 64,
+                 max_wait_ms: float = 2.0, max_queued_rows: int = 4096):
+        if max_rows < 1 or max_queued_rows < max_rows or max_wait_ms < 0:
+            raise ValueError("need max_rows >= 1, max_queued_rows >= max_rows, max_wait_ms >= 0")
+        self.fn = fn
+        self.max_rows = max_rows
+        self.max_wait = max_wait_ms / 1000
+        self.max_queued_rows = max_queued_rows
+        self.stats = BatchStats()
+        self._queue: list[_Pending] = []
+        self._queued_rows = 0
+        self._wakeup: asyncio.Event | None = None
+        self._task: asyncio.Task | None = None
+
+    @property
+    def queued_rows(self) -> int:
+        return self._queued_rows
+
+    async def submit(self, rows: Sequence[Row]) -> list[Result]:
+        if not rows:
+            return []
+        if self._queued_rows + len(rows) > self.max_queued_rows:
+            raise Overloaded(f"the server has {self._queued_rows} rows waiting (limit "
+                             f"{self.max_queued_rows}, TAILOR_MAX_QUEUED_ROWS); retry shortly",
+                             headers={"Retry-After": "1"})
+        loop = asyncio.get_running_loop()
+        if self._task is None or self._task.done():
+            self._wakeup = asyncio.Event()
+            self._task = loop.create_task(self._run())
+        fut = loop.create_future()
+        self._queue.append(_Pending(rows, fut))
+        self._queued_rows += len(rows)
+        self._wakeup.set()
+        return await fut
+
+    def _take(self) -> list[_Pending]:
+        taken, n = [], 0
+        while self._queue and (not taken or n + len(self._queue[0].rows) <= self.max_rows):
+            p = self._queue.pop(0)
+            n += len(p.rows)
+            taken.append(p)
+        self._queued_rows -= n
+        return taken
+
+    async def _run(self) -> None:
+        assert self._wakeup is not None
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._queue:
+                if self.max_wait and sum(len(p.rows) for p in self._queue) < self.max_rows:
+                    await asyncio.sleep(self.max_wait)  # a short window for company
+                batch = [p for p in self._take() if not p.future.cancelled()]
+                if not batch:
+                    continue
+                flat = [r for p in batch for r in p.rows]
+                try:
+                    results = await asyncio.to_thread(self.fn, flat)
+                except Exception as e:  # hand the error to every waiting request
+                    for p in batch:
+                        if not p.future.done():
+                            p.future.set_exception(e)
+                    continue
+                self.stats.batches += 1
+                self.stats.rows += len(flat)
+                self.stats.largest = max(self.stats.largest, len(flat))
+                for p, res in zip(batch, split_sizes(results, [len(p.rows) for p in batch])):
+                    if not p.future.done():
+                        p.future.set_result(res)

@@ -1,0 +1,93 @@
+"""Adapter options and request limits, checked at construction with messages that name the
+bad value (cf. peft ``LoraConfig.__post_init__``)."""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import InvalidName, InvalidOptions
+
+ADAPTER_KINDS = ("head",)
+
+# Names become folder names: a strict allow-list, never a raw path. No dots (so no ".."),
+# no "@" (reserved for name@version), no slashes.
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+
+
+def validate_name(name: object, what: str = "adapter name") -> str:
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise InvalidName(
+            f"{what} {name!r} is not allowed: use 1-64 characters from letters, digits, '-' "
+            "and '_', starting with a letter or digit")
+    return name
+
+
+def parse_ref(ref: str) -> tuple[str, int | None]:
+    """``name`` or ``name@version`` -> (name, version or None for latest)."""
+    if not isinstance(ref, str):
+        raise InvalidName(f"adapter must be a string like 'name' or 'name@3', got {ref!r}")
+    name, sep, version = ref.partition("@")
+    validate_name(name)
+    if not sep:
+        return name, None
+    if not version.isdigit() or int(version) < 1:
+        raise InvalidName(f"adapter version in {ref!r} must be a positive integer, e.g. '{name}@1'")
+    return name, int(version)
+
+
+class HeadOptions(BaseModel):
+    """Options of a ``kind: "head"`` adapter. Unknown keys are refused."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    head: Literal["logreg", "centroid"] = Field(
+        "logreg", description="logreg: L2 logistic regression; centroid: nearest class mean by cosine")
+    c: float = Field(1.0, gt=0, le=1e6, description="inverse L2 strength of the logreg head")
+    temperature: float = Field(20.0, gt=0, le=1000, description="logit scale of the centroid head")
+    threshold: float = Field(0.5, gt=0, lt=1, description="multi-label: a label is predicted when its probability >= threshold")
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    cv_folds: int = Field(5, ge=2, le=10, description="folds of the cross-validated quality estimate")
+
+    @field_validator("c", "temperature", "threshold", mode="before")
+    @classmethod
+    def _finite(cls, v: Any) -> Any:
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ValueError("must be a finite number")
+        return v
+
+    @classmethod
+    def parse(cls, options: dict[str, Any] | None) -> "HeadOptions":
+        try:
+            return cls.model_validate(options or {})
+        except ValidationError as e:
+            raise InvalidOptions("invalid options: " + describe_validation_error(e)
+                                 + f". Known options: {', '.join(cls.model_fields)}") from None
+
+
+def describe_validation_error(e: ValidationError) -> str:
+    parts = []
+    for err in e.errors():
+        loc = ".".join(str(p) for p in err.get("loc", ())) or "value"
+        msg = "unknown option" if err.get("type") == "extra_forbidden" else err.get("msg", "invalid")
+        parts.append(f"{loc}: {msg}")
+    return "; ".join(parts)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Request limits. Every one is a setting (see service/settings.py)."""
+
+    max_inputs: int = 256
+    max_chars: int = 10_000
+    max_examples: int = 2_000
+    max_labels: int = 100
+    max_label_chars: int = 100
+
+    def __post_init__(self) -> None:
+        for k, v in self.__dict__.items():
+            if not isinstance(v, int) or v < 1:
+                raise ValueError(f"limit {k} must be a positive integer, got {v!r}")

@@ -1,0 +1,245 @@
+"""The versioned adapter store: one folder per immutable version.
+
+Layout::
+
+    <root>/tenants/<tenant>/<name>/.seq          last version number handed out
+    <root>/tenants/<tenant>/<name>/.lock         flock target for publish/delete
+    <root>/tenants/<tenant>/<name>/v<N>/manifest.json
+    <root>/tenants/<tenant>/<name>/v<N>/head.safetensors
+    <root>/.tmp/                                 versions being written
+    <root>/.trash/                               versions being deleted
+
+A version is written in full to ``.tmp`` (files fsynced), then renamed into place: a reader
+sees a whole version or none. Version numbers come from ``.seq`` under an exclusive file
+lock, so two processes sharing the folder (two replicas on one volume) never hand out the
+same number and never reuse a deleted one: ``name@3`` always means the same weights.
+Only JSON and safetensors are ever read back; nothing is unpickled.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .backbone import BackboneIdentity
+from .config import validate_name
+from .errors import AdapterNotFound, CorruptAdapter, IncompatibleAdapter
+
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _version_of(entry: str) -> int | None:
+    if entry.startswith("v") and entry[1:].isdigit():
+        return int(entry[1:])
+    return None
+
+
+@dataclass(frozen=True)
+class StoredAdapter:
+    """A loaded version: its manifest and its tensors."""
+
+    manifest: dict[str, Any]
+    tensors: dict[str, torch.Tensor]
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        m = self.manifest
+        return m["tenant"], m["name"], m["version"]
+
+
+class AdapterStore:
+    def __init__(self, root: str | Path, backbone: BackboneIdentity):
+        self.root = Path(root)
+        self.backbone = backbone
+        for sub in ("tenants", ".tmp", ".trash"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+
+    # -- paths ----------------------------------------------------------------------------
+    def _tenant_dir(self, tenant: str) -> Path:
+        return self.root / "tenants" / validate_name(tenant, "tenant")
+
+    def _name_dir(self, tenant: str, name: str) -> Path:
+        return self._tenant_dir(tenant) / validate_name(name)
+
+    @contextlib.contextmanager
+    def _locked(self, name_dir: Path) -> Iterator[None]:
+        name_dir.mkdir(parents=True, exist_ok=True)
+        with open(name_dir / ".lock", "a+") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    # -- reading --------------------------------------------------------------------------
+    def versions(self, tenant: str, name: str) -> list[int]:
+        d = self._name_dir(tenant, name)
+        try:
+            entries = os.listdir(d)
+        except FileNotFoundError:
+            return []
+        return sorted(v for v in map(_version_of, entries) if v is not None)
+
+    def names(self, tenant: str) -> list[str]:
+        d = self._tenant_dir(tenant)
+        try:
+            entries = sorted(os.listdir(d))
+        except FileNotFoundError:
+            return []
+        return [n for n in entries if not n.startswith(".") and self.versions(tenant, n)]
+
+    def tenants(self) -> list[str]:
+        return sorted(t for t in os.listdir(self.root / "tenants") if not t.startswith("."))
+
+    def resolve(self, tenant: str, name: str, version: int | None = None) -> int:
+        """The version number that ``name`` (latest) or ``name@version`` refers to."""
+        vs = self.versions(tenant, name)
+        if not vs:
+            raise AdapterNotFound(f"adapter {name!r} does not exist; create it with POST /v1/adapters "
+                                  "or list yours with GET /v1/adapters")
+        if version is None:
+            return vs[-1]
+        if version not in vs:
+            raise AdapterNotFound(f"adapter {name!r} has no version {version}; versions: "
+                                  f"{', '.join(map(str, vs))}")
+        return version
+
+    def manifest(self, tenant: str, name: str, version: int | None = None) -> dict[str, Any]:
+        v = self.resolve(tenant, name, version)
+        path = self._name_dir(tenant, name) / f"v{v}" / MANIFEST
+        try:
+            return json.loads(path.read_text())
+        except FileNotFoundError:  # deleted between resolve and read
+            raise AdapterNotFound(f"adapter {name}@{v} was just deleted") from None
+
+    def load(self, tenant: str, name: str, version: int | None = None) -> StoredAdapter:
+        """Read a version, verifying file checksums and the backbone it was trained on."""
+        m = self.manifest(tenant, name, version)
+        ref = f"{name}@{m['version']}"
+        if m.get("schema_version") != SCHEMA_VERSION:
+            raise IncompatibleAdapter(f"adapter {ref} has manifest schema {m.get('schema_version')}; "
+                                      f"this server reads schema {SCHEMA_VERSION}. Re-create the adapter")
+        if m["backbone"]["sha256"] != self.backbone.sha256:
+            raise IncompatibleAdapter(
+                f"adapter {ref} was trained on backbone {m['backbone']['name']} "
+                f"({m['backbone']['sha256'][:12]}), but this server runs {self.backbone.name} "
+                f"({self.backbone.sha256[:12]}). Re-create the adapter on this backbone")
+        vdir = self._name_dir(tenant, name) / f"v{m['version']}"
+        tensors: dict[str, torch.Tensor] = {}
+        for fname, digest in m["files"].items():
+            if not fname.endswith(".safetensors") or "/" in fname or fname.startswith("."):
+                raise CorruptAdapter(f"adapter {ref} lists an unexpected file {fname!r}")
+            path = vdir / fname
+            if not path.exists() or _sha256(path) != digest:
+                raise CorruptAdapter(f"adapter {ref}: file {fname} is missing or does not match its "
+                                     "checksum. Delete this version and re-create it")
+            tensors.update(load_file(str(path)))
+        return StoredAdapter(m, tensors)
+
+    # -- writing --------------------------------------------------------------------------
+    def publish(self, tenant: str, name: str, *, kind: str, tensors: dict[str, torch.Tensor],
+                meta: dict[str, Any]) -> dict[str, Any]:
+        """Write a new immutable version of ``name`` and return its manifest."""
+        name_dir = self._name_dir(tenant, name)
+        tmp = self.root / ".tmp" / uuid.uuid4().hex
+        tmp.mkdir(parents=True)
+        try:
+            weights = tmp / f"{kind}.safetensors"
+            save_file({k: v.contiguous() for k, v in tensors.items()}, str(weights))
+            with weights.open("rb") as f:
+                os.fsync(f.fileno())
+            manifest = {
+                "schema_version": SCHEMA_VERSION,
+                "id": uuid.uuid4().hex,
+                "tenant": tenant,
+                "name": name,
+                "version": None,
+                "kind": kind,
+                **meta,
+                "backbone": self.backbone.as_dict(),
+                "files": {weights.name: _sha256(weights)},
+                "size_bytes": weights.stat().st_size,
+                "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds"),
+            }
+            with self._locked(name_dir):
+                seq_file = name_dir / ".seq"
+                last = max([int(seq_file.read_text() or 0) if seq_file.exists() else 0,
+                            *self.versions(tenant, name)])
+                version = last + 1
+                manifest["version"] = version
+                with (tmp / MANIFEST).open("w") as f:
+                    json.dump(manifest, f, indent=2, sort_keys=True)
+                    f.flush()
+                    os.fsync(f.fileno())
+                _fsync_dir(tmp)
+                seq_tmp = name_dir / f".seq.{uuid.uuid4().hex}"
+                seq_tmp.write_text(str(version))
+                os.replace(seq_tmp, seq_file)
+                os.rename(tmp, name_dir / f"v{version}")
+                _fsync_dir(name_dir)
+            return manifest
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+
+    def delete(self, tenant: str, name: str, version: int | None = None) -> list[int]:
+        """Remove one version, or all of them. Returns the version numbers removed."""
+        name_dir = self._name_dir(tenant, name)
+        with self._locked(name_dir):
+            vs = self.versions(tenant, name)
+            if not vs:
+                raise AdapterNotFound(f"adapter {name!r} does not exist")
+            if version is not None and version not in vs:
+                raise AdapterNotFound(f"adapter {name!r} has no version {version}; versions: "
+                                      f"{', '.join(map(str, vs))}")
+            doomed = vs if version is None else [version]
+            for v in doomed:
+                trash = self.root / ".trash" / uuid.uuid4().hex
+                os.rename(name_dir / f"v{v}", trash)  # atomic: readers never see half a version
+            _fsync_dir(name_dir)
+        for entry in os.listdir(self.root / ".trash"):
+            shutil.rmtree(self.root / ".trash" / entry, ignore_errors=True)
+        return doomed
+
+    def sweep(self, older_than_s: float = 3600.0) -> int:
+        """Drop leftovers of writes interrupted by a crash (never visible to readers).
+        Only entries older than ``older_than_s``: another replica may be writing right now."""
+        import time
+
+        removed = 0
+        for sub in (".tmp", ".trash"):
+            for entry in os.listdir(self.root / sub):
+                path = self.root / sub / entry
+                with contextlib.suppress(FileNotFoundError):
+                    if time.time() - path.stat().st_mtime > older_than_s:
+                        shutil.rmtree(path, ignore_errors=True)
+                        removed += 1
+        return removed

@@ -1,0 +1,1 @@
+"""Turning stored adapters into ONNX bundles (see issue: ONNX export). Imports adapters/ only."""

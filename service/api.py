@@ -1,0 +1,81 @@
+"""The v1 HTTP routes as a FastAPI app. Thin: parse, call the domain, map errors.
+
+The BentoML service mounts this app at ``/v1`` and puts its ``adapters.Tailor`` engine on
+``app.state.tailor``; tests can do the same without BentoML.
+"""
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import FastAPI, Query, Request, Response
+
+from adapters import Tailor
+
+from . import errors
+from .schemas import (AdapterList, AdapterRecord, CreateAdapterRequest, DeleteResponse,
+                      EmbedRequest, EmbedResponse, ErrorResponse, PredictRequest, PredictResponse)
+
+DEFAULT_TENANT = "default"
+
+ERRORS = {s: {"model": ErrorResponse} for s in (400, 404, 409, 413, 422, 429, 503)}
+
+
+def engine(request: Request) -> Tailor:
+    t = getattr(request.app.state, "tailor", None)
+    if t is None:
+        from adapters.errors import NotReady
+        raise NotReady("the backbone is still loading; retry when /readyz answers 200",
+                       headers={"Retry-After": "5"})
+    return t
+
+
+def tenant_of(request: Request) -> str:
+    """Single-tenant for now: every caller is the default tenant."""
+    return DEFAULT_TENANT
+
+
+def create_app(max_body_bytes: int = 16 * 1024 * 1024) -> FastAPI:
+    app = FastAPI(title="Tailor", version="1", description=(
+        "One frozen text encoder, many few-shot adapters. Errors are "
+        '`{"error": {"code", "message"}}` with a 4xx status.'), responses=ERRORS,
+        docs_url=None, redoc_url=None)
+    errors.install(app)
+    app.add_middleware(errors.BodyLimit, max_bytes=max_body_bytes)
+    app.state.max_body_bytes = max_body_bytes
+
+    @app.post("/adapters", status_code=201, response_model=AdapterRecord,
+              summary="Create an adapter (or a new version of one) from labeled examples")
+    async def create_adapter(req: CreateAdapterRequest, request: Request) -> dict:
+        t = engine(request)
+        examples = [e.model_dump(exclude_none=True) for e in req.examples]
+        return await asyncio.to_thread(t.create_adapter, tenant_of(request), req.name, req.kind,
+                                       examples, req.options)
+
+    @app.get("/adapters", response_model=AdapterList, summary="List your adapters (latest versions)")
+    async def list_adapters(request: Request) -> dict:
+        t = engine(request)
+        return {"adapters": await asyncio.to_thread(t.list_adapters, tenant_of(request))}
+
+    @app.get("/adapters/{name}", response_model=AdapterRecord,
+             summary="One adapter: `name` (latest) or `name@version`")
+    async def get_adapter(name: str, request: Request) -> dict:
+        return engine(request).get_adapter(tenant_of(request), name)
+
+    @app.delete("/adapters/{name}", response_model=DeleteResponse,
+                summary="Delete all versions of an adapter, or one with ?version=N")
+    async def delete_adapter(name: str, request: Request,
+                             version: int | None = Query(None, ge=1)) -> dict:
+        t = engine(request)
+        removed = await asyncio.to_thread(t.delete_adapter, tenant_of(request), name, version)
+        return {"name": name, "deleted_versions": removed}
+
+    @app.post("/predict", response_model=PredictResponse, response_model_exclude_none=True,
+              summary="Classify texts with an adapter")
+    async def predict(req: PredictRequest, request: Request) -> dict:
+        return await engine(request).apredict(tenant_of(request), req.adapter, req.inputs)
+
+    @app.post("/embed", response_model=EmbedResponse, summary="Embeddings from the frozen backbone")
+    async def embed(req: EmbedRequest, request: Request) -> dict:
+        return await engine(request).aembed(req.inputs)
+
+    return app

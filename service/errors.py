@@ -1,0 +1,125 @@
+"""One place that maps errors to HTTP: ``{"error": {"code", "message"}}`` with a 4xx status.
+
+Domain errors carry their status (adapters/errors.py); request-shape errors come from
+pydantic; anything else is a bug and answers 500 ``internal_error`` (and is logged).
+"""
+from __future__ import annotations
+
+import json
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from adapters.errors import TailorError
+
+log = logging.getLogger("tailor")
+
+
+def error_response(status: int, code: str, message: str, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status,
+                        headers=headers)
+
+
+def describe(errors: list[dict]) -> str:
+    parts = []
+    for err in errors[:5]:
+        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
+        kind = err.get("type", "")
+        if kind == "extra_forbidden":
+            msg = "unknown field; remove it"
+        elif kind == "missing":
+            msg = "required field is missing"
+        else:
+            msg = err.get("msg", "invalid")
+        parts.append(f"{loc}: {msg}")
+    more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
+    return "; ".join(parts) + more
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(TailorError)
+    async def _domain(request: Request, exc: TailorError) -> JSONResponse:
+        return error_response(exc.status, exc.code, exc.message, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = list(exc.errors())
+        if any(e.get("type") == "json_invalid" for e in errors):
+            return error_response(400, "invalid_json", "the request body is not valid JSON; send a "
+                                  "JSON object with Content-Type: application/json")
+        return error_response(422, "invalid_request", "invalid request: " + describe(errors))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if request.scope.get("tailor.too_big"):
+            return _too_big(request)
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        detail = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
+        if exc.status_code == 404:
+            detail = f"no route {request.method} {request.url.path}; see /docs.json for the API"
+        return error_response(exc.status_code, code, detail, getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _bug(request: Request, exc: Exception) -> JSONResponse:
+        if request.scope.get("tailor.too_big"):
+            return _too_big(request)
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(500, "internal_error", "internal error (a bug); the server log has "
+                              "the details")
+
+
+def _too_big(request: Request) -> JSONResponse:
+    limit = request.scope.get("tailor.max_body_bytes", "the limit")
+    return error_response(413, "too_large", f"request body over {limit} bytes "
+                          "(TAILOR_MAX_BODY_BYTES); send fewer or shorter texts per request")
+
+
+class BodyLimit:
+    """ASGI middleware: refuse bodies over ``max_bytes`` with 413, whether or not the client
+    sent Content-Length, before anything parses them."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        scope["tailor.max_body_bytes"] = self.max_bytes
+        too_big = error_response(413, "too_large", f"request body over {self.max_bytes} bytes "
+                                 "(TAILOR_MAX_BODY_BYTES); send fewer or shorter texts per request")
+        for k, v in scope.get("headers", []):
+            if k == b"content-length" and v.isdigit() and int(v) > self.max_bytes:
+                return await too_big(scope, receive, send)
+        seen = 0
+
+        async def limited_receive():
+            nonlocal seen
+            msg = await receive()
+            if msg["type"] == "http.request":
+                seen += len(msg.get("body", b""))
+                if seen > self.max_bytes:
+                    scope["tailor.too_big"] = True  # seen by the handlers if FastAPI re-wraps this
+                    raise _TooBig()
+            return msg
+
+        started = False
+
+        async def tracking_send(msg):
+            nonlocal started
+            if msg["type"] == "http.response.start":
+                started = True
+            await send(msg)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _TooBig:
+            if not started:
+                await too_big(scope, receive, send)
+
+
+class _TooBig(Exception):
+    pass

@@ -1,0 +1,92 @@
+"""The public HTTP contract (v1): pydantic request/response models. The OpenAPI document
+generated from them is what clients see, so fields are named as a client would.
+
+Limits (sizes, counts) are checked by the domain, which answers 413/422 naming the limit;
+these models check shape and types only.
+"""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Example(_Strict):
+    text: str = Field(..., description="the example text")
+    label: str | None = Field(None, description="its label (single-label adapters)")
+    labels: list[str] | None = Field(None, description="its labels (multi-label adapters), may be empty")
+
+
+class CreateAdapterRequest(_Strict):
+    name: str = Field(..., description="1-64 of [A-Za-z0-9_-]; re-using a name publishes a new version",
+                      examples=["support-topics"])
+    kind: Literal["head"] = Field("head", description="head: a classifier on frozen embeddings")
+    examples: list[Example] = Field(..., description="labeled examples, at least 2 labels")
+    options: dict[str, Any] = Field(default_factory=dict, description=(
+        "head: `head` (logreg|centroid, default logreg), `c` (1.0), `temperature` (20, centroid), "
+        "`threshold` (0.5, multi-label), `seed` (0), `cv_folds` (5), `labels` (label order)"))
+
+
+class AdapterRecord(BaseModel):
+    name: str
+    version: int
+    ref: str = Field(..., description="name@version, usable as `adapter` in /v1/predict")
+    kind: str
+    status: Literal["ready"]
+    labels: list[str]
+    multi_label: bool
+    options: dict[str, Any]
+    metrics: dict[str, Any] = Field(..., description="examples, per_label counts, cv_accuracy or cv_f1_micro")
+    warnings: list[str] = Field(..., description="why the quality estimate may not be trusted")
+    backbone: dict[str, str] = Field(..., description="name and sha256 of the backbone it was trained on")
+    size_bytes: int
+    created_at: str
+    versions: list[int] | None = Field(None, description="all stored versions (GET of one adapter)")
+
+
+class AdapterList(BaseModel):
+    adapters: list[AdapterRecord]
+
+
+class DeleteResponse(BaseModel):
+    name: str
+    deleted_versions: list[int]
+
+
+class PredictRequest(_Strict):
+    adapter: str = Field(..., description="`name` (latest version) or `name@version`", examples=["support-topics"])
+    inputs: list[str] = Field(..., description="texts to classify")
+
+
+class Prediction(BaseModel):
+    label: str = Field(..., description="most probable label")
+    score: float = Field(..., description="its probability")
+    scores: dict[str, float] = Field(..., description="probability of every label")
+    labels: list[str] | None = Field(None, description="multi-label: labels at or above the threshold")
+
+
+class PredictResponse(BaseModel):
+    adapter: str = Field(..., description="the name@version that answered")
+    predictions: list[Prediction]
+
+
+class EmbedRequest(_Strict):
+    inputs: list[str]
+
+
+class EmbedResponse(BaseModel):
+    embeddings: list[list[float]]
+    dim: int
+
+
+class ErrorBody(BaseModel):
+    code: str = Field(..., description="stable snake_case error code")
+    message: str = Field(..., description="what was wrong and what to do")
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody

@@ -1,0 +1,55 @@
+"""The BentoML service: the only place that knows BentoML.
+
+``bentoml serve service.service:TailorService`` loads the backbone once in ``__init__``
+(so ``/readyz`` answers 200 only when it is warm), builds the domain engine and mounts the
+v1 FastAPI routes at ``/v1``. BentoML supplies ``/readyz``, ``/livez``, ``/metrics`` and
+``/docs.json`` (which includes the v1 routes).
+"""
+from __future__ import annotations
+
+import logging
+
+import bentoml
+
+from .api import create_app
+from .settings import Settings
+
+log = logging.getLogger("tailor")
+
+# Read once at import of the service module: body-size middleware is part of the app that
+# BentoML mounts at class-definition time. Everything else is read again in __init__.
+app = create_app(Settings.from_env().max_body_bytes)
+
+
+def build_engine(settings: Settings):
+    """Backbone + store + engine from settings; warm the backbone with one forward."""
+    import torch
+
+    from adapters import AdapterStore, Backbone, Tailor
+
+    if settings.torch_threads:
+        torch.set_num_threads(settings.torch_threads)
+    backbone = Backbone(settings.backbone_path, name=settings.backbone_name,
+                        max_batch_rows=settings.max_batch_rows)
+    store = AdapterStore(settings.store_path, backbone.identity)
+    store.sweep()
+    engine = Tailor(backbone, store, limits=settings.limits(), cache_size=settings.cache_size,
+                    max_batch_rows=settings.max_batch_rows, max_wait_ms=settings.batch_wait_ms,
+                    max_queued_rows=settings.max_queued_rows)
+    backbone.embed(["warm-up"])
+    log.info("tailor ready: backbone %s (%s), store %s, %d threads", backbone.identity.name,
+             backbone.identity.sha256[:12], store.root.resolve(), torch.get_num_threads())
+    return engine
+
+
+@bentoml.service(name="tailor", workers=1, traffic={"timeout": 300},
+                 http={"cors": {"enabled": False}})
+@bentoml.asgi_app(app, path="/v1")
+class TailorService:
+    def __init__(self) -> None:
+        self.settings = Settings.from_env()
+        self.engine = build_engine(self.settings)
+        app.state.tailor = self.engine
+
+    def __is_ready__(self) -> bool:
+        return getattr(app.state, "tailor", None) is not None

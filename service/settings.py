@@ -1,0 +1,64 @@
+"""Settings: read once at start-up from ``TAILOR_*`` environment variables into one frozen
+object that is passed down. Nothing reads the environment at import time.
+
+Every setting is listed in README.md (keep the table in sync: tests/test_settings.py checks).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from adapters.config import Limits
+
+PREFIX = "TAILOR_"
+
+
+class SettingsError(ValueError):
+    pass
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    backbone_path: Path | None = Field(None, description="local Hugging Face model folder; empty = the embedded all-MiniLM-L6-v2")
+    backbone_name: str | None = Field(None, description="name recorded in adapter manifests; default: the folder name")
+    store_path: Path = Field(Path("tailor-store"), description="adapter store folder (shared by replicas)")
+    cache_size: int = Field(256, ge=1, description="adapters kept loaded in memory (LRU)")
+    torch_threads: int = Field(0, ge=0, description="intra-op threads for the backbone; 0 = all cores")
+    max_batch_rows: int = Field(64, ge=1, le=4096, description="rows per backbone forward")
+    batch_wait_ms: float = Field(2.0, ge=0, le=1000, description="how long the batcher waits for company")
+    max_queued_rows: int = Field(4096, ge=1, description="rows waiting for the backbone before 429")
+    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="largest request body (413 above)")
+    max_inputs: int = Field(256, ge=1, description="texts per predict/embed request (413 above)")
+    max_chars: int = Field(10_000, ge=1, description="characters per text (413 above)")
+    max_examples: int = Field(2_000, ge=2, description="examples per adapter (413 above)")
+    max_labels: int = Field(100, ge=2, description="labels per adapter (422 above)")
+    max_label_chars: int = Field(100, ge=1, description="characters per label (422 above)")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        env = os.environ if env is None else env
+        values = {}
+        for key, raw in env.items():
+            if not key.startswith(PREFIX):
+                continue
+            field = key[len(PREFIX):].lower()
+            if field not in cls.model_fields:
+                raise SettingsError(f"unknown setting {key}; known: "
+                                    + ", ".join(PREFIX + f.upper() for f in cls.model_fields))
+            if raw.strip() != "":
+                values[field] = raw.strip()
+        try:
+            return cls.model_validate(values)
+        except ValidationError as e:
+            bad = "; ".join(f"{PREFIX}{'.'.join(map(str, err['loc'])).upper()}: {err['msg']}"
+                            for err in e.errors())
+            raise SettingsError(f"invalid settings: {bad}") from None
+
+    def limits(self) -> Limits:
+        return Limits(max_inputs=self.max_inputs, max_chars=self.max_chars,
+                      max_examples=self.max_examples, max_labels=self.max_labels,
+                      max_label_chars=self.max_label_chars)
