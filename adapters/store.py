@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load as load_tensors, save_file
 
 from .backbone import BackboneIdentity
 from .config import validate_name
@@ -158,13 +158,32 @@ class AdapterStore:
             if not fname.endswith(".safetensors") or "/" in fname or fname.startswith("."):
                 raise CorruptAdapter(f"adapter {ref} lists an unexpected file {fname!r}")
             path = vdir / fname
-            if not path.exists() or _sha256(path) != digest:
+            # Read once, verify and parse the same bytes: no window between checksum and load
+            # in which another replica's delete (or a bad disk) could change the file.
+            try:
+                data = path.read_bytes()
+            except FileNotFoundError:
+                data = None
+            if data is not None and hashlib.sha256(data).hexdigest() == digest:
+                tensors.update(load_tensors(data))
+            else:
+                if not vdir.is_dir():  # another replica deleted it between manifest and here
+                    raise AdapterNotFound(f"adapter {ref} was just deleted")
                 raise CorruptAdapter(f"adapter {ref}: file {fname} is missing or does not match its "
                                      "checksum. Delete this version and re-create it")
-            tensors.update(load_file(str(path)))
         return StoredAdapter(m, tensors)
 
     # -- writing --------------------------------------------------------------------------
+    @staticmethod
+    def _read_seq(seq_file: Path) -> int:
+        """The last version number handed out (0 when none or unreadable: publish also
+        takes the max with the versions on disk, so a lost counter cannot go backwards past
+        a live version)."""
+        try:
+            return int(seq_file.read_text().strip() or 0)
+        except (FileNotFoundError, ValueError):
+            return 0
+
     def publish(self, tenant: str, name: str, *, kind: str, tensors: dict[str, torch.Tensor],
                 meta: dict[str, Any]) -> dict[str, Any]:
         """Write a new immutable version of ``name`` and return its manifest."""
@@ -191,8 +210,7 @@ class AdapterStore:
             }
             with self._locked(name_dir):
                 seq_file = name_dir / ".seq"
-                last = max([int(seq_file.read_text() or 0) if seq_file.exists() else 0,
-                            *self.versions(tenant, name)])
+                last = max([self._read_seq(seq_file), *self.versions(tenant, name)])
                 version = last + 1
                 manifest["version"] = version
                 with (tmp / MANIFEST).open("w") as f:
@@ -200,8 +218,13 @@ class AdapterStore:
                     f.flush()
                     os.fsync(f.fileno())
                 _fsync_dir(tmp)
+                # .seq is advanced (durably) before the version appears: after a crash the
+                # counter may skip a number, never hand one out twice.
                 seq_tmp = name_dir / f".seq.{uuid.uuid4().hex}"
-                seq_tmp.write_text(str(version))
+                with seq_tmp.open("w") as f:
+                    f.write(str(version))
+                    f.flush()
+                    os.fsync(f.fileno())
                 os.replace(seq_tmp, seq_file)
                 os.rename(tmp, name_dir / f"v{version}")
                 _fsync_dir(name_dir)
@@ -213,6 +236,8 @@ class AdapterStore:
     def delete(self, tenant: str, name: str, version: int | None = None) -> list[int]:
         """Remove one version, or all of them. Returns the version numbers removed."""
         name_dir = self._name_dir(tenant, name)
+        if not name_dir.is_dir():  # no lock file litter for names that never existed
+            raise AdapterNotFound(f"adapter {name!r} does not exist")
         with self._locked(name_dir):
             vs = self.versions(tenant, name)
             if not vs:
@@ -221,12 +246,15 @@ class AdapterStore:
                 raise AdapterNotFound(f"adapter {name!r} has no version {version}; versions: "
                                       f"{', '.join(map(str, vs))}")
             doomed = vs if version is None else [version]
+            trashed = []
             for v in doomed:
                 trash = self.root / ".trash" / uuid.uuid4().hex
                 os.rename(name_dir / f"v{v}", trash)  # atomic: readers never see half a version
+                trashed.append(trash)
             _fsync_dir(name_dir)
-        for entry in os.listdir(self.root / ".trash"):
-            shutil.rmtree(self.root / ".trash" / entry, ignore_errors=True)
+        # Only our own trash: another replica's entries are its business (and sweep()'s).
+        for trash in trashed:
+            shutil.rmtree(trash, ignore_errors=True)
         return doomed
 
     def sweep(self, older_than_s: float = 3600.0) -> int:
