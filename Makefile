@@ -52,8 +52,7 @@ bento: install wheels
 IMAGE_TAG ?= tailor:cpu
 image: bento
 	CONTAINERS_CONF=$(CURDIR)/deploy/container/containers.conf $(BIN)/bentoml containerize \
-	  tailor:latest --backend podman --image-tag $(IMAGE_TAG) --opt network=host \
-	  --opt ulimit=nofile=65536:65536
+	  tailor:latest --backend podman --image-tag $(IMAGE_TAG) --opt network=host
 
 # Build the image and run it like a pod: see deploy/smoke.sh. Needs root + podman.
 smoke: install
