@@ -50,9 +50,14 @@ tag=$(cd "$ROOT" && "$BENTOML" build --output tag | sed -n 's/^__tag__://p')
 echo "bento $tag"
 
 step "bentoml containerize -> $IMAGE_TAG"
+previous=$(podman image inspect -f '{{.Id}}' "$IMAGE_TAG" 2>/dev/null || true)
 "$BENTOML" containerize "$tag" --backend podman --image-tag "$IMAGE_TAG" --opt network=host \
   >"$work/containerize.log" 2>&1 || { tail -40 "$work/containerize.log"; fail "image build failed"; }
 podman image inspect -f 'image {{.Id}}: {{.Size}} bytes, user {{.Config.User}}' "$IMAGE_TAG"
+# the image this tag named before is now untagged: drop it (3 GB each) unless still in use
+if [ -n "$previous" ] && [ "$previous" != "$(podman image inspect -f '{{.Id}}' "$IMAGE_TAG")" ]; then
+  podman rmi "$previous" >/dev/null 2>&1 || true
+fi
 
 step "run it like the pod spec: non-root, read-only root, store volume"
 store="$work/store"; mkdir -p "$store"; chown 1034:1034 "$store"   # fsGroup 1034 in k8s

@@ -12,9 +12,13 @@ MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 HERE=$(cd "$(dirname "$0")" && pwd)
 export CONTAINERS_CONF=${CONTAINERS_CONF:-$HERE/containers.conf}
 
-if podman image exists "$IMAGE" && \
-   [ "$(podman image inspect -f '{{index .Labels "org.tailor.stand-in"}}' "$IMAGE")" = "1" ]; then
-  echo "base image $IMAGE (stand-in) already present"; exit 0
+if podman image exists "$IMAGE"; then
+  if [ "$(podman image inspect -f '{{index .Labels "org.tailor.stand-in"}}' "$IMAGE")" = "1" ]; then
+    echo "base image $IMAGE (stand-in) already present"
+  else
+    echo "base image $IMAGE (the real one) present: no stand-in needed"
+  fi
+  exit 0
 fi
 
 work=$(mktemp -d /var/tmp/tailor-base.XXXXXX)
