@@ -44,6 +44,7 @@ def create_app(max_body_bytes: int = 16 * 1024 * 1024) -> FastAPI:
     app.state.max_body_bytes = max_body_bytes
 
     @app.post("/adapters", status_code=201, response_model=AdapterRecord,
+              response_model_exclude_none=True,
               summary="Create an adapter (or a new version of one) from labeled examples")
     async def create_adapter(req: CreateAdapterRequest, request: Request) -> dict:
         t = engine(request)
@@ -77,5 +78,11 @@ def create_app(max_body_bytes: int = 16 * 1024 * 1024) -> FastAPI:
     @app.post("/embed", response_model=EmbedResponse, summary="Embeddings from the frozen backbone")
     async def embed(req: EmbedRequest, request: Request) -> dict:
         return await engine(request).aembed(req.inputs)
+
+    @app.api_route("/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+                   include_in_schema=False)
+    async def unknown_route(path: str, request: Request) -> None:
+        from starlette.exceptions import HTTPException
+        raise HTTPException(404)
 
     return app
