@@ -66,7 +66,7 @@ podman run -d --name "$ctr" --network host \
   --read-only --tmpfs /tmp:rw,size=1g --tmpfs /var/lib/bentoml:rw,size=256m \
   --cap-drop ALL --security-opt no-new-privileges \
   -e PORT="$port" -e BENTOML_HOME=/var/lib/bentoml -e HOME=/tmp -e TMPDIR=/tmp \
-  -e TAILOR_STORE_PATH=/data/store -e TAILOR_TORCH_THREADS=2 \
+  -e TAILOR_STORE_PATH=/data/store -e TAILOR_FORWARD_WORKERS=2 -e TAILOR_TORCH_THREADS=1 \
   -v "$store:/data/store" "$IMAGE_TAG" >/dev/null
 url="http://127.0.0.1:$port"
 
