@@ -36,7 +36,10 @@ trap cleanup EXIT
 step "podman can run containers?"
 command -v podman >/dev/null || fail "podman is not installed: run deploy/install-tools.sh (as root)"
 [ "$(id -u)" = 0 ] || fail "run as root (rootful podman; rootless needs subuid maps this script does not set up)"
-"$HERE/container/base-image.sh"
+podman info >/dev/null 2>"$work/podman-info.err" || {
+  cat "$work/podman-info.err" >&2
+  fail "PODMAN CANNOT RUN ON THIS MACHINE (podman info failed): the container smoke test did not run"; }
+"$HERE/container/base-image.sh" || fail "could not make the stand-in base image"
 if ! out=$(podman run --rm docker.io/library/python:3.11-slim python3 -c 'print("ok")' 2>&1) || [ "$out" != ok ]; then
   printf '%s\n' "$out" >&2
   fail "PODMAN CANNOT RUN CONTAINERS ON THIS MACHINE: the container smoke test did not run"
