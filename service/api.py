@@ -54,6 +54,7 @@ def create_app(max_body_bytes: int = 16 * 1024 * 1024) -> FastAPI:
     app.state.max_body_bytes = max_body_bytes
 
     @app.post("/adapters", status_code=201, response_model=AdapterRecord | PendingAdapter,
+              response_model_exclude_none=True,
               responses={202: {"model": PendingAdapter, "description": "LoRA: training started"}},
               summary="Create an adapter (or a new version of one) from labeled examples")
     async def create_adapter(req: CreateAdapterRequest, request: Request, response: Response) -> dict:
@@ -100,5 +101,11 @@ def create_app(max_body_bytes: int = 16 * 1024 * 1024) -> FastAPI:
     @app.delete("/jobs/{job_id}", response_model=JobRecord, summary="Cancel a queued or running job")
     async def cancel_job(job_id: str, request: Request) -> dict:
         return lora_jobs(request).cancel(tenant_of(request), job_id).public()
+
+    @app.api_route("/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+                   include_in_schema=False)
+    async def unknown_route(path: str, request: Request) -> None:
+        from starlette.exceptions import HTTPException
+        raise HTTPException(404)
 
     return app

@@ -30,15 +30,16 @@ def build_engine(settings: Settings):
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
     backbone = Backbone(settings.backbone_path, name=settings.backbone_name,
-                        max_batch_rows=settings.max_batch_rows)
+                        max_batch_rows=settings.max_batch_rows, workers=settings.workers())
     store = AdapterStore(settings.store_path, backbone.identity)
     store.sweep()
     engine = Tailor(backbone, store, limits=settings.limits(), cache_size=settings.cache_size,
                     max_batch_rows=settings.max_batch_rows, max_wait_ms=settings.batch_wait_ms,
                     max_queued_rows=settings.max_queued_rows)
     backbone.embed(["warm-up"])
-    log.info("tailor ready: backbone %s (%s), store %s, %d threads", backbone.identity.name,
-             backbone.identity.sha256[:12], store.root.resolve(), torch.get_num_threads())
+    log.info("tailor ready: backbone %s (%s), store %s, %d forward workers x %d threads",
+             backbone.identity.name, backbone.identity.sha256[:12], store.root.resolve(),
+             backbone.workers, torch.get_num_threads())
     return engine
 
 
