@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import queue
+import socket
 import threading
 import time
 import uuid
@@ -37,6 +38,28 @@ class JobNotFound(TailorError):
     code = "job_not_found"
 
 
+def _owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _owner_gone(owner: str) -> bool:
+    """True when the process that owned a job is known to be dead: this host, pid not alive
+    (or this very process, restarted in place). A job owned by another host (a replica
+    sharing the store) is left alone."""
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    if int(pid) == os.getpid():
+        return True  # a record from before this process existed
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
 
@@ -54,6 +77,7 @@ class JobRecord:
     loss: float | None = None
     error: dict[str, str] | None = None
     result: dict[str, Any] | None = None
+    owner: str = field(default_factory=lambda: _owner())  # host:pid of the process running it
     created_at: str = field(default_factory=_now)
     started_at: str | None = None
     finished_at: str | None = None
@@ -61,6 +85,7 @@ class JobRecord:
     def public(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("tenant")
+        d.pop("owner")
         return d
 
 
@@ -115,14 +140,15 @@ class JobManager:
         os.replace(tmp, self._path(rec.id))
 
     def _recover(self) -> None:
-        """Jobs that were queued or running when the process stopped did not finish: say so."""
+        """Jobs that were queued or running when their process stopped did not finish: say so.
+        Runs before this manager accepts jobs, so none of its own are on disk yet."""
         for path in self.root.glob("*.json"):
             try:
                 rec = JobRecord(**json.loads(path.read_text()))
             except (ValueError, TypeError) as e:
                 log.warning("unreadable job file %s: %s", path, e)
                 continue
-            if rec.status in ACTIVE:
+            if rec.status in ACTIVE and _owner_gone(rec.owner):
                 rec.status = "failed"
                 rec.error = {"code": "interrupted", "message": "interrupted by a restart of the "
                              "server before it finished; nothing was published. Submit it again"}

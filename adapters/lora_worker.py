@@ -70,6 +70,9 @@ def train_in_subprocess(job: Job, *, examples: list[dict], options: dict[str, An
                 raise err
         if job.cancel_requested.is_set():
             raise Cancelled("cancelled")
+        if proc.wait() < 0:  # killed by a signal: the server (its process group) is stopping
+            raise TrainingFailed("interrupted: the training worker was stopped (server shutdown); "
+                                 "nothing was published. Submit it again", code="interrupted")
         errlog.seek(0)
         stderr = errlog.read()[-2000:]
         raise RuntimeError(f"the training worker exited with {proc.wait()}: {stderr}")

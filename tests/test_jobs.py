@@ -89,8 +89,13 @@ def test_restart_reports_interrupted_jobs_as_failed(tmp_path):
     running = m.submit("lora_train", "t", "a", lambda job: gate.wait(5) and {})
     _wait_status(m, running.id, "running")
     queued = m.submit("lora_train", "t", "b", lambda job: {})
-    # a new manager on the same folder = the server after a restart
+    # a replica on another host sharing the folder must not fail this live job
+    other = tmp_path / "abcdef.json"
+    rec = json.loads((tmp_path / f"{running.id}.json").read_text())
+    other.write_text(json.dumps({**rec, "id": "abcdef", "owner": "another-host:1"}))
+    # a new manager on the same folder = the server after a restart (owner gone)
     after = JobManager(tmp_path)
+    assert after.get("t", "abcdef").status == "running"
     for job_id in (running.id, queued.id):
         rec = after.get("t", job_id)
         assert rec.status == "failed" and rec.error["code"] == "interrupted"
@@ -99,7 +104,7 @@ def test_restart_reports_interrupted_jobs_as_failed(tmp_path):
     after.close()
 
 
-@pytest.mark.parametrize("tenant, job_id", [("other", None), ("t", "../../etc/passwd"), ("t", "ffff")])
+@pytest.mark.parametrize("tenant, job_id", [("x", None), ("t", "../../etc/passwd"), ("t", "ffff")])
 def test_unknown_or_foreign_job_is_404(tmp_path, tenant, job_id):
     m = JobManager(tmp_path)
     rec = m.submit("lora_train", "t", "a", lambda job: {})
