@@ -106,6 +106,18 @@ class LoraWeights:
             raise ValueError("no lora.*.A tensors in the adapter file")
         return cls(spec, a, b)
 
+    def scaled_bt(self, name: str) -> torch.Tensor:
+        """(scaling * B).T, [rank, out]: what the forward multiplies by. Cached when the
+        weights are frozen (serving); computed afresh while they train."""
+        b = self.b[name]
+        if b.requires_grad:
+            return b.T * self.spec.scaling
+        cache = self.__dict__.setdefault("_bt_cache", {})
+        hit = cache.get(name)
+        if hit is None:
+            hit = cache[name] = (b.T * self.spec.scaling).contiguous()
+        return hit
+
     def delta_weight(self, name: str) -> torch.Tensor:
         """The dense update of one module: [out, in]. For merging into a *copy* (export)."""
         return self.spec.scaling * self.b[name] @ self.a[name]
@@ -148,7 +160,7 @@ def _make_hook(name: str):
             xs = x[start:end]  # [rows, seq, in]: a view, rows of one adapter are contiguous
             if routing.dropout:
                 xs = F.dropout(xs, routing.dropout, training=True)
-            parts.append((start, end, (xs @ a.T) @ (w.b[name].T * w.spec.scaling)))  # [rows, seq, out]
+            parts.append((start, end, (xs @ a.T) @ w.scaled_bt(name)))  # [rows, seq, out]
         if not parts:
             return None
         if torch.is_grad_enabled():  # training: out of place, autograd-safe
@@ -166,7 +178,11 @@ _INSTALL_LOCK = threading.Lock()
 
 
 def install_hooks(model: nn.Module, targets: Sequence[str]) -> None:
-    """Put the routing hook on every Linear named like ``targets`` (idempotent)."""
+    """Put the routing hook on every Linear named like ``targets`` (idempotent, and a set
+    lookup once done: it runs before every routed forward)."""
+    key = tuple(sorted(targets))
+    if key in model.__dict__.get("_tailor_lora_targets", ()):
+        return
     with _INSTALL_LOCK:
         done: set[str] = model.__dict__.setdefault("_tailor_lora_hooked", set())
         modules = dict(model.named_modules())
@@ -174,6 +190,7 @@ def install_hooks(model: nn.Module, targets: Sequence[str]) -> None:
             if name not in done:
                 modules[name].register_forward_hook(_make_hook(name))
                 done.add(name)
+        model.__dict__["_tailor_lora_targets"] = model.__dict__.get("_tailor_lora_targets", frozenset()) | {key}
 
 
 def plan(adapters: Sequence[LoraWeights | None]) -> tuple[list[int], Routing | None]:
