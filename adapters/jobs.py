@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import Conflict, Overloaded, TailorError
+from .errors import Conflict, JobNotFound, Overloaded, TailorError
 
 log = logging.getLogger("tailor.jobs")
 
@@ -31,11 +31,6 @@ JOB_ID_CHARS = set("0123456789abcdef")
 
 class Cancelled(Exception):
     """Raised by a job's work when it saw ``cancel_requested``."""
-
-
-class JobNotFound(TailorError):
-    status = 404
-    code = "job_not_found"
 
 
 def _owner() -> str:

@@ -7,8 +7,8 @@ import threading
 
 import pytest
 
-from adapters.errors import Conflict, Overloaded
-from adapters.jobs import Cancelled, JobManager, JobNotFound
+from adapters.errors import Conflict, JobNotFound, Overloaded
+from adapters.jobs import Cancelled, JobManager
 
 
 def _wait_status(m: JobManager, job_id: str, status: str, tenant: str = "t") -> None:
