@@ -151,11 +151,10 @@ class Backbone:
 
         Rows are sorted by token length and cut into chunks (at most ``max_batch_rows``, and
         small enough that every worker gets one) so short texts are not padded to long ones.
-        Chunks run on ``workers`` threads. With one intra-op torch thread per forward
-        (TAILOR_TORCH_THREADS=1, the default) a row's embedding is bitwise the same whatever
-        it is batched or padded with: measured here, a multi-threaded GEMM splits work by
-        batch size and changes the last bits, while two single-threaded forwards side by
-        side were also ~15% faster than one two-threaded forward on 2 cores.
+        Chunks run on ``workers`` threads, each forward single-threaded by default
+        (TAILOR_TORCH_THREADS=1): measured on 2 cores, two such forwards side by side were
+        ~15-25% faster than one two-threaded forward. A row's result does not depend on its
+        batch beyond float32 rounding (GEMM kernels differ by shape: ~1e-7 here).
         ``loras``: optional per-row LoRA weights (None = bare row), see ``embed_batch``.
         """
         texts = list(texts)

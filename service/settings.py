@@ -27,7 +27,7 @@ class Settings(BaseModel):
     backbone_name: str | None = Field(None, description="name recorded in adapter manifests; default: the folder name")
     store_path: Path = Field(Path("tailor-store"), description="adapter store folder (shared by replicas)")
     cache_size: int = Field(256, ge=1, description="adapters kept loaded in memory (LRU)")
-    torch_threads: int = Field(1, ge=0, description="intra-op torch threads per forward; 1 keeps scores bitwise batch-invariant; 0 = torch's default")
+    torch_threads: int = Field(1, ge=0, description="intra-op torch threads per forward (forwards run side by side, see forward_workers); 0 = torch's default")
     forward_workers: int = Field(0, ge=0, le=64, description="backbone forwards run side by side; 0 = one per CPU core")
     max_batch_rows: int = Field(64, ge=1, le=4096, description="rows per backbone forward")
     batch_wait_ms: float = Field(2.0, ge=0, le=1000, description="how long the batcher waits for company")
