@@ -58,7 +58,12 @@ def train_in_subprocess(job: Job, *, examples: list[dict], options: dict[str, An
         proc.stdin.flush()
         watcher.start()
         for line in proc.stdout:
-            msg = json.loads(line)
+            try:
+                msg = json.loads(line)
+            except ValueError:  # a library printed to stdout: not ours, skip it
+                continue
+            if not isinstance(msg, dict):
+                continue
             if "progress" in msg:
                 job.report(*msg["progress"])
             elif "done" in msg:
