@@ -107,6 +107,8 @@ class Job:
 class JobManager:
     """Runs jobs on ``concurrency`` background threads; at most ``max_queued`` wait."""
 
+    KEEP_FINISHED = 256  # finished jobs kept in memory; older ones are read from their files
+
     def __init__(self, root: str | Path, *, max_queued: int = 8, concurrency: int = 1,
                  retry_after_s: int = 30):
         if max_queued < 1 or concurrency < 1:
@@ -221,6 +223,9 @@ class JobManager:
             job.record.result = result
             job.record.finished_at = _now()
             self._save(job.record)
+            finished = [k for k, j in self._jobs.items() if j.record.status not in ACTIVE]
+            for k in finished[:max(0, len(finished) - self.KEEP_FINISHED)]:
+                del self._jobs[k]  # still answered from its file
 
     def _loop(self) -> None:
         while True:

@@ -111,3 +111,14 @@ def test_unknown_or_foreign_job_is_404(tmp_path, tenant, job_id):
     with pytest.raises(JobNotFound):
         m.get(tenant, job_id or rec.id)
     m.close()
+
+
+def test_finished_jobs_leave_memory_but_stay_readable(tmp_path, monkeypatch):
+    monkeypatch.setattr(JobManager, "KEEP_FINISHED", 1)
+    m = JobManager(tmp_path)
+    ids = [m.submit("lora_train", "t", "a", lambda job: {"n": 1}).id for _ in range(3)]
+    for i in ids:
+        m.wait("t", i, timeout=10)
+    assert len(m._jobs) == 1
+    assert [m.get("t", i).status for i in ids] == ["succeeded"] * 3
+    m.close()
