@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,9 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from . import lora
 from .batching import length_sorted_chunks
+from .lora import LoraWeights
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 
@@ -95,31 +98,55 @@ class Backbone:
         self.max_length = _max_seq_length(self.model_dir, self.tokenizer, model.config)
         self.dim = int(model.config.hidden_size)
         self.max_batch_rows = max_batch_rows
+        self._tok_lock = threading.Lock()
         self.workers = max(1, workers)
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="backbone") if self.workers > 1 else None
         default_name = "all-MiniLM-L6-v2" if model_dir is None else self.model_dir.name
         self.identity = BackboneIdentity(name or default_name, weights_sha256(self.model_dir))
 
     # -- tokenisation -------------------------------------------------------------------
+    # A fast tokenizer keeps padding/truncation settings in mutable state: two threads calling
+    # it at once (a forward and an in-process training) fail with "Already borrowed" or
+    # mis-padded batches, so calls are serialised (microseconds next to a forward).
     def token_lengths(self, texts: Sequence[str]) -> list[int]:
-        enc = self.tokenizer(list(texts), truncation=True, max_length=self.max_length,
-                             add_special_tokens=True)
+        with self._tok_lock:
+            enc = self.tokenizer(list(texts), truncation=True, max_length=self.max_length,
+                                 add_special_tokens=True)
         return [len(ids) for ids in enc["input_ids"]]
 
-    def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
-        enc = self.tokenizer(list(texts), padding=True, truncation=True,
-                             max_length=self.max_length, return_tensors="pt")
+    def tokenize(self, texts: Sequence[str], max_length: int | None = None) -> dict[str, torch.Tensor]:
+        with self._tok_lock:
+            enc = self.tokenizer(list(texts), padding=True, truncation=True,
+                                 max_length=min(max_length or self.max_length, self.max_length),
+                                 return_tensors="pt")
         return {k: v.to(self.device) for k, v in enc.items()}
 
     # -- forward ------------------------------------------------------------------------
     @torch.inference_mode()
-    def embed_batch(self, texts: Sequence[str]) -> torch.Tensor:
-        """One padded forward over ``texts``. Returns [len(texts), dim] float32 on CPU."""
-        enc = self.tokenize(texts)
-        hidden = self.model(**enc).last_hidden_state  # [batch, seq, dim]
-        return mean_pool(hidden, enc["attention_mask"]).float().cpu()
+    def embed_batch(self, texts: Sequence[str],
+                    loras: Sequence[LoraWeights | None] | None = None) -> torch.Tensor:
+        """One padded forward over ``texts``. Returns [len(texts), dim] float32 on CPU.
 
-    def embed(self, texts: Sequence[str]) -> torch.Tensor:
+        ``loras``: optional per-row LoRA weights (None = bare backbone for that row). Rows are
+        grouped by adapter for the forward and put back in order; the routing is set in this
+        thread's context only, so the shared model is never switched or changed."""
+        if loras is None or all(w is None for w in loras):
+            enc = self.tokenize(texts)
+            hidden = self.model(**enc).last_hidden_state  # [batch, seq, dim]
+            return mean_pool(hidden, enc["attention_mask"]).float().cpu()
+        order, routing = lora.plan(loras)
+        for w in {id(w): w for w in loras if w is not None}.values():
+            lora.install_hooks(self.model, w.spec.targets)
+        enc = self.tokenize([texts[i] for i in order])
+        with lora.routed(routing):
+            hidden = self.model(**enc).last_hidden_state  # [batch, seq, dim], rows in `order`
+        pooled = mean_pool(hidden, enc["attention_mask"]).float().cpu()
+        out = torch.empty_like(pooled)
+        out[torch.tensor(order)] = pooled
+        return out
+
+    def embed(self, texts: Sequence[str],
+              loras: Sequence[LoraWeights | None] | None = None) -> torch.Tensor:
         """Embed any number of texts.
 
         Rows are sorted by token length and cut into chunks (at most ``max_batch_rows``, and
@@ -128,6 +155,7 @@ class Backbone:
         (TAILOR_TORCH_THREADS=1): measured on 2 cores, two such forwards side by side were
         ~15-25% faster than one two-threaded forward. A row's result does not depend on its
         batch beyond float32 rounding (GEMM kernels differ by shape: ~1e-7 here).
+        ``loras``: optional per-row LoRA weights (None = bare row), see ``embed_batch``.
         """
         texts = list(texts)
         if not texts:
@@ -135,7 +163,8 @@ class Backbone:
         rows_per_chunk = min(self.max_batch_rows, math.ceil(len(texts) / self.workers))
         chunks = length_sorted_chunks(self.token_lengths(texts), rows_per_chunk)
         out = torch.empty(len(texts), self.dim)
-        run = lambda idx: self.embed_batch([texts[i] for i in idx])  # noqa: E731
+        run = lambda idx: self.embed_batch(  # noqa: E731
+            [texts[i] for i in idx], None if loras is None else [loras[i] for i in idx])
         results = self._pool.map(run, chunks) if self._pool and len(chunks) > 1 else map(run, chunks)
         for idx, emb in zip(chunks, results):
             out[idx] = emb

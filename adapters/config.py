@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .errors import InvalidName, InvalidOptions
 
-ADAPTER_KINDS = ("head",)
+ADAPTER_KINDS = ("head", "lora")
 
 # Names become folder names: a strict allow-list, never a raw path. No dots (so no ".."),
 # no "@" (reserved for name@version), no slashes.
@@ -61,6 +61,44 @@ class HeadOptions(BaseModel):
 
     @classmethod
     def parse(cls, options: dict[str, Any] | None) -> "HeadOptions":
+        try:
+            return cls.model_validate(options or {})
+        except ValidationError as e:
+            raise InvalidOptions("invalid options: " + describe_validation_error(e)
+                                 + f". Known options: {', '.join(cls.model_fields)}") from None
+
+
+class LoraOptions(BaseModel):
+    """Options of a ``kind: "lora"`` adapter. The defaults were chosen by measurement at 8
+    examples per label (benchmarks/bench_lora.py); unknown keys are refused."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    recipe: Literal["setfit", "ce"] = Field(
+        "setfit", description="setfit: contrastive pairs tune LoRA, then a logreg head is fitted on "
+        "the tuned embeddings; ce: cross-entropy through LoRA + head, then the head is refitted")
+    rank: int = Field(8, ge=1, le=64, description="LoRA rank")
+    alpha: float = Field(16.0, gt=0, le=1024, description="LoRA alpha (scaling = alpha / rank)")
+    dropout: float = Field(0.1, ge=0, lt=1, description="dropout on the LoRA input while training")
+    targets: tuple[str, ...] = Field(("query", "value"), min_length=1,
+                                     description="names of the backbone Linear layers to adapt")
+    epochs: int = Field(8, ge=1, le=100, description="passes over the examples")
+    batch_size: int = Field(16, ge=2, le=256, description="rows per training step")
+    learning_rate: float = Field(1e-3, gt=0, le=1, description="AdamW learning rate of the LoRA weights")
+    max_length: int = Field(128, ge=8, le=512, description="tokens per example while training")
+    c: float = Field(1.0, gt=0, le=1e6, description="inverse L2 strength of the final logreg head")
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    cv_folds: int = Field(5, ge=2, le=10, description="folds of the head-only quality estimate")
+
+    @field_validator("learning_rate", "alpha", "dropout", "c", mode="before")
+    @classmethod
+    def _finite(cls, v: Any) -> Any:
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ValueError("must be a finite number")
+        return v
+
+    @classmethod
+    def parse(cls, options: dict[str, Any] | None) -> "LoraOptions":
         try:
             return cls.model_validate(options or {})
         except ValidationError as e:

@@ -80,8 +80,11 @@ class Tailor:
     # -- the batched forward ----------------------------------------------------------------
     def run_rows(self, rows: list[Row]) -> list[torch.Tensor]:
         """One backbone pass over all rows (length-sorted chunks), then each row through its
-        own adapter's head. Rows without an adapter get their embedding."""
-        emb = self.backbone.embed([text for _, text in rows])  # [rows, dim]
+        own adapter's head. Rows of LoRA adapters get their low-rank deltas inside that same
+        pass. Rows without an adapter get their embedding."""
+        loras = [a.lora if a is not None else None for a, _ in rows]
+        emb = self.backbone.embed([text for _, text in rows],
+                                  loras if any(w is not None for w in loras) else None)  # [rows, dim]
         out: list[torch.Tensor] = list(emb)
         keys = [id(a) if a is not None else None for a, _ in rows]
         for key, idx in group_rows(keys).items():
@@ -112,6 +115,13 @@ class Tailor:
         validate_name(name)
         if kind not in ADAPTER_KINDS:
             raise InvalidRequest(f"kind {kind!r} is not supported; use one of {list(ADAPTER_KINDS)}")
+        if kind == "lora":  # in-process and blocking (notebooks); the service uses LoraJobs
+            from .lora_trainer import train_lora
+
+            lora_art = train_lora(self.backbone, examples, options, self.limits)
+            m = self.store.publish(tenant, name, kind="lora", tensors=lora_art.tensors(),
+                                   meta=lora_art.meta())
+            return adapter_record(m)
         art = train_head(self.backbone.embed, examples, options, self.limits)
         m = self.store.publish(tenant, name, kind=art.kind, tensors=art.tensors(), meta={
             "labels": art.labels, "multi_label": art.multi_label, "options": art.options,

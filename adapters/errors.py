@@ -42,6 +42,11 @@ class AdapterNotFound(TailorError):
     code = "adapter_not_found"
 
 
+class JobNotFound(TailorError):
+    status = 404
+    code = "job_not_found"
+
+
 class Conflict(TailorError):
     status = 409
     code = "conflict"

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .heads import LinearHead
+from .lora import LoraSpec, LoraWeights
 from .store import AdapterStore
 
 
@@ -20,6 +21,7 @@ from .store import AdapterStore
 class LoadedAdapter:
     manifest: dict[str, Any]
     head: LinearHead
+    lora: LoraWeights | None = None  # kind "lora": per-row low-rank deltas in the backbone
 
     @property
     def ref(self) -> str:
@@ -59,7 +61,9 @@ class AdapterRegistry:
         stored = self.store.load(tenant, name, v)
         m = stored.manifest
         activation = "sigmoid" if m.get("multi_label") else "softmax"
-        loaded = LoadedAdapter(m, LinearHead.from_tensors(stored.tensors, activation))
+        lora = (LoraWeights.from_tensors(stored.tensors, LoraSpec.from_dict(m["lora"]))
+                if m["kind"] == "lora" else None)
+        loaded = LoadedAdapter(m, LinearHead.from_tensors(stored.tensors, activation), lora)
         with self._lock:
             self.loads += 1
             self._cache[key] = loaded

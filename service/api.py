@@ -13,7 +13,8 @@ from adapters import Tailor
 
 from . import errors
 from .schemas import (AdapterList, AdapterRecord, CreateAdapterRequest, DeleteResponse,
-                      EmbedRequest, EmbedResponse, ErrorResponse, PredictRequest, PredictResponse)
+                      EmbedRequest, EmbedResponse, ErrorResponse, JobRecord, PendingAdapter,
+                      PredictRequest, PredictResponse)
 
 DEFAULT_TENANT = "default"
 
@@ -27,6 +28,15 @@ def engine(request: Request) -> Tailor:
         raise NotReady("the backbone is still loading; retry when /readyz answers 200",
                        headers={"Retry-After": "5"})
     return t
+
+
+def lora_jobs(request: Request):
+    j = getattr(request.app.state, "lora_jobs", None)
+    if j is None:
+        from adapters.errors import NotReady
+        raise NotReady("LoRA training is not available yet; retry when /readyz answers 200",
+                       headers={"Retry-After": "5"})
+    return j
 
 
 def tenant_of(request: Request) -> str:
@@ -43,12 +53,17 @@ def create_app(max_body_bytes: int = 16 * 1024 * 1024) -> FastAPI:
     app.add_middleware(errors.BodyLimit, max_bytes=max_body_bytes)
     app.state.max_body_bytes = max_body_bytes
 
-    @app.post("/adapters", status_code=201, response_model=AdapterRecord,
+    @app.post("/adapters", status_code=201, response_model=AdapterRecord | PendingAdapter,
               response_model_exclude_none=True,
+              responses={202: {"model": PendingAdapter, "description": "LoRA: training started"}},
               summary="Create an adapter (or a new version of one) from labeled examples")
-    async def create_adapter(req: CreateAdapterRequest, request: Request) -> dict:
+    async def create_adapter(req: CreateAdapterRequest, request: Request, response: Response) -> dict:
         t = engine(request)
         examples = [e.model_dump(exclude_none=True) for e in req.examples]
+        if req.kind == "lora":
+            response.status_code = 202
+            return await asyncio.to_thread(lora_jobs(request).submit, tenant_of(request), req.name,
+                                           examples, req.options)
         return await asyncio.to_thread(t.create_adapter, tenant_of(request), req.name, req.kind,
                                        examples, req.options)
 
@@ -78,6 +93,14 @@ def create_app(max_body_bytes: int = 16 * 1024 * 1024) -> FastAPI:
     @app.post("/embed", response_model=EmbedResponse, summary="Embeddings from the frozen backbone")
     async def embed(req: EmbedRequest, request: Request) -> dict:
         return await engine(request).aembed(req.inputs)
+
+    @app.get("/jobs/{job_id}", response_model=JobRecord, summary="A training job's status and progress")
+    async def get_job(job_id: str, request: Request) -> dict:
+        return lora_jobs(request).get(tenant_of(request), job_id).public()
+
+    @app.delete("/jobs/{job_id}", response_model=JobRecord, summary="Cancel a queued or running job")
+    async def cancel_job(job_id: str, request: Request) -> dict:
+        return lora_jobs(request).cancel(tenant_of(request), job_id).public()
 
     @app.api_route("/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
                    include_in_schema=False)

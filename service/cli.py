@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     c = sub.add_parser("create", help="create an adapter (or a new version) from a labeled file")
     c.add_argument("name")
     c.add_argument("--file", required=True, type=Path)
-    c.add_argument("--kind", default="head")
+    c.add_argument("--kind", default="head", choices=["head", "lora"])
     c.add_argument("--text-col", default="text")
     c.add_argument("--label-col", default="label")
     c.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE")
@@ -142,6 +142,11 @@ def main(argv: list[str] | None = None) -> int:
                 "name": args.name, "kind": args.kind, "examples": examples,
                 "options": parse_options(args.option)})
             print(json.dumps(rec, indent=2))
+            if "job" in rec:  # LoRA: trains in the background; show progress, then quality
+                from .cli_lora import follow_job
+
+                job = follow_job(client.call, rec["job"]["id"])
+                return 0 if job.get("status") == "succeeded" else 1
             for w in rec.get("warnings", []):
                 print(f"warning: {w}", file=sys.stderr)
         elif args.cmd == "predict":

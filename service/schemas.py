@@ -24,11 +24,16 @@ class Example(_Strict):
 class CreateAdapterRequest(_Strict):
     name: str = Field(..., description="1-64 of [A-Za-z0-9_-]; re-using a name publishes a new version",
                       examples=["support-topics"])
-    kind: Literal["head"] = Field("head", description="head: a classifier on frozen embeddings")
+    kind: Literal["head", "lora"] = Field("head", description=(
+        "head: a classifier on frozen embeddings (201, ready at once); lora: LoRA weights on the "
+        "backbone plus a head, trained in a background job (202 with the job)"))
     examples: list[Example] = Field(..., description="labeled examples, at least 2 labels")
     options: dict[str, Any] = Field(default_factory=dict, description=(
         "head: `head` (logreg|centroid, default logreg), `c` (1.0), `temperature` (20, centroid), "
-        "`threshold` (0.5, multi-label), `seed` (0), `cv_folds` (5), `labels` (label order)"))
+        "`threshold` (0.5, multi-label), `seed` (0), `cv_folds` (5), `labels` (label order). "
+        "lora: `recipe` (setfit|ce), `rank` (8), `alpha` (16), `dropout` (0.1), `targets` "
+        "([query, value]), `epochs` (8), `batch_size` (16), `learning_rate` (1e-3), `max_length` "
+        "(128), `c`, `seed`, `cv_folds`, `labels`"))
 
 
 class AdapterRecord(BaseModel):
@@ -46,6 +51,41 @@ class AdapterRecord(BaseModel):
     size_bytes: int
     created_at: str
     versions: list[int] | None = Field(None, description="all stored versions (GET of one adapter)")
+
+
+class JobProgress(BaseModel):
+    step: int
+    total: int
+
+
+class JobError(BaseModel):
+    code: str
+    message: str
+
+
+class JobRecord(BaseModel):
+    id: str
+    kind: str = Field(..., description="lora_train")
+    adapter: str = Field(..., description="name of the adapter the job creates")
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    progress: JobProgress
+    loss: float | None = Field(None, description="training loss of the last step")
+    error: JobError | None = Field(None, description="why it failed")
+    result: dict[str, Any] | None = Field(None, description="succeeded: `adapter` (name@version), `version`, `metrics`")
+    created_at: str
+    started_at: str | None = None
+    finished_at: str | None = None
+
+
+class PendingAdapter(BaseModel):
+    """The answer to creating a LoRA adapter: training runs in the background."""
+
+    name: str
+    kind: Literal["lora"]
+    status: Literal["training"]
+    labels: list[str]
+    options: dict[str, Any]
+    job: JobRecord = Field(..., description="poll GET /v1/jobs/{job.id}; DELETE cancels")
 
 
 class AdapterList(BaseModel):

@@ -43,6 +43,18 @@ def build_engine(settings: Settings):
     return engine
 
 
+def build_lora_jobs(settings: Settings, engine):
+    """LoRA training jobs: state under <store>/jobs, training in worker processes."""
+    from adapters.jobs import JobManager
+    from adapters.lora_jobs import LoraJobs
+
+    jobs = JobManager(engine.store.root / "jobs", max_queued=settings.job_queue_size,
+                      concurrency=settings.job_concurrency)
+    return LoraJobs(engine.store, jobs, backbone_path=str(engine.backbone.model_dir),
+                    limits=settings.limits(), threads=settings.train_threads,
+                    nice=settings.train_nice)
+
+
 @bentoml.service(name="tailor", workers=1, traffic={"timeout": 300},
                  http={"cors": {"enabled": False}})
 @bentoml.asgi_app(app, path="/v1")
@@ -50,6 +62,7 @@ class TailorService:
     def __init__(self) -> None:
         self.settings = Settings.from_env()
         self.engine = build_engine(self.settings)
+        app.state.lora_jobs = build_lora_jobs(self.settings, self.engine)
         app.state.tailor = self.engine
 
     def __is_ready__(self) -> bool:

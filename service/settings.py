@@ -38,6 +38,10 @@ class Settings(BaseModel):
     max_examples: int = Field(2_000, ge=2, description="examples per adapter (413 above)")
     max_labels: int = Field(100, ge=2, description="labels per adapter (422 above)")
     max_label_chars: int = Field(100, ge=1, description="characters per label (422 above)")
+    job_queue_size: int = Field(8, ge=1, description="LoRA training jobs waiting before 429")
+    job_concurrency: int = Field(1, ge=1, le=16, description="LoRA training jobs running at once")
+    train_threads: int = Field(1, ge=1, le=256, description="torch threads of each LoRA training worker process")
+    train_nice: int = Field(10, ge=0, le=19, description="CPU priority offset (nice) of LoRA training workers")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":

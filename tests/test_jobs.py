@@ -1,0 +1,124 @@
+"""The background job manager: states, progress, cancel, bounded queue, restart recovery.
+Pure bookkeeping (the work is a small function), so no model is loaded here."""
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+
+from adapters.errors import Conflict, JobNotFound, Overloaded
+from adapters.jobs import Cancelled, JobManager
+
+
+def _wait_status(m: JobManager, job_id: str, status: str, tenant: str = "t") -> None:
+    import time
+
+    for _ in range(200):
+        if m.get(tenant, job_id).status == status:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"job never reached {status}: {m.get(tenant, job_id)}")
+
+
+def test_job_runs_with_progress_and_is_persisted(tmp_path):
+    m = JobManager(tmp_path, max_queued=2)
+
+    def work(job):
+        for s in range(1, 4):
+            job.report(s, 3, 1.0 / s)
+        return {"adapter": "x@1"}
+
+    rec = m.submit("lora_train", "t", "x", work)
+    assert rec.status == "queued"
+    done = m.wait("t", rec.id, timeout=10)
+    assert done.status == "succeeded" and done.progress == {"step": 3, "total": 3}
+    assert done.loss == pytest.approx(1 / 3, abs=1e-5) and done.result == {"adapter": "x@1"}
+    assert done.started_at and done.finished_at
+    on_disk = json.loads((tmp_path / f"{rec.id}.json").read_text())
+    assert on_disk["status"] == "succeeded"
+    m.close()
+
+
+def test_failure_is_reported_not_raised(tmp_path):
+    m = JobManager(tmp_path)
+    rec = m.submit("lora_train", "t", "x", lambda job: 1 / 0)
+    done = m.wait("t", rec.id, timeout=10)
+    assert done.status == "failed" and done.error["code"] == "internal_error"
+    m.close()
+
+
+def test_cancel_running_and_queued_jobs(tmp_path):
+    m = JobManager(tmp_path, max_queued=3, concurrency=1)
+    started = threading.Event()
+
+    def slow(job):
+        started.set()
+        while not job.cancel_requested.wait(0.01):
+            pass
+        raise Cancelled("stop")
+
+    running = m.submit("lora_train", "t", "a", slow)
+    queued = m.submit("lora_train", "t", "b", lambda job: {"never": "runs"})
+    assert started.wait(5)
+    assert m.cancel("t", queued.id).status == "cancelled"
+    m.cancel("t", running.id)
+    _wait_status(m, running.id, "cancelled")
+    assert m.get("t", queued.id).status == "cancelled"
+    with pytest.raises(Conflict):
+        m.cancel("t", running.id)  # already finished
+    m.close()
+
+
+def test_full_queue_answers_overloaded_with_retry_after(tmp_path):
+    m = JobManager(tmp_path, max_queued=1, concurrency=1)
+    gate = threading.Event()
+    first = m.submit("lora_train", "t", "a", lambda job: gate.wait(5) and {})
+    _wait_status(m, first.id, "running")
+    m.submit("lora_train", "t", "b", lambda job: {})
+    with pytest.raises(Overloaded) as e:
+        m.submit("lora_train", "t", "c", lambda job: {})
+    assert e.value.status == 429 and "Retry-After" in e.value.headers
+    gate.set()
+    m.close()
+
+
+def test_restart_reports_interrupted_jobs_as_failed(tmp_path):
+    m = JobManager(tmp_path, max_queued=2)
+    gate = threading.Event()
+    running = m.submit("lora_train", "t", "a", lambda job: gate.wait(5) and {})
+    _wait_status(m, running.id, "running")
+    queued = m.submit("lora_train", "t", "b", lambda job: {})
+    # a replica on another host sharing the folder must not fail this live job
+    other = tmp_path / "abcdef.json"
+    rec = json.loads((tmp_path / f"{running.id}.json").read_text())
+    other.write_text(json.dumps({**rec, "id": "abcdef", "owner": "another-host:1"}))
+    # a new manager on the same folder = the server after a restart (owner gone)
+    after = JobManager(tmp_path)
+    assert after.get("t", "abcdef").status == "running"
+    for job_id in (running.id, queued.id):
+        rec = after.get("t", job_id)
+        assert rec.status == "failed" and rec.error["code"] == "interrupted"
+    gate.set()
+    m.close()
+    after.close()
+
+
+@pytest.mark.parametrize("tenant, job_id", [("x", None), ("t", "../../etc/passwd"), ("t", "ffff")])
+def test_unknown_or_foreign_job_is_404(tmp_path, tenant, job_id):
+    m = JobManager(tmp_path)
+    rec = m.submit("lora_train", "t", "a", lambda job: {})
+    with pytest.raises(JobNotFound):
+        m.get(tenant, job_id or rec.id)
+    m.close()
+
+
+def test_finished_jobs_leave_memory_but_stay_readable(tmp_path, monkeypatch):
+    monkeypatch.setattr(JobManager, "KEEP_FINISHED", 1)
+    m = JobManager(tmp_path)
+    ids = [m.submit("lora_train", "t", "a", lambda job: {"n": 1}).id for _ in range(3)]
+    for i in ids:
+        m.wait("t", i, timeout=10)
+    assert len(m._jobs) == 1
+    assert [m.get("t", i).status for i in ids] == ["succeeded"] * 3
+    m.close()
