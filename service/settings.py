@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Mapping
+from typing import Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -37,6 +37,9 @@ class Settings(BaseModel):
     max_examples: int = Field(2_000, ge=2, description="examples per adapter (413 above)")
     max_labels: int = Field(100, ge=2, description="labels per adapter (422 above)")
     max_label_chars: int = Field(100, ge=1, description="characters per label (422 above)")
+    runtime: Literal["torch", "onnx"] = Field("torch", description="backbone runtime for serving: torch (PyTorch eager) or onnx (onnxruntime)")
+    onnx_providers: str = Field("CPUExecutionProvider", description="comma-separated onnxruntime execution providers; start-up fails if one is not active")
+    onnx_quantize: Literal["none", "int8"] = Field("none", description="onnx runtime: fp32 (none) or dynamic per-channel int8 backbone")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -57,6 +60,9 @@ class Settings(BaseModel):
             bad = "; ".join(f"{PREFIX}{'.'.join(map(str, err['loc'])).upper()}: {err['msg']}"
                             for err in e.errors())
             raise SettingsError(f"invalid settings: {bad}") from None
+
+    def providers(self) -> list[str]:
+        return [p.strip() for p in self.onnx_providers.split(",") if p.strip()]
 
     def limits(self) -> Limits:
         return Limits(max_inputs=self.max_inputs, max_chars=self.max_chars,
