@@ -3,6 +3,7 @@ PY      ?= $(shell command -v python3.11 || command -v python3)
 VENV    ?= .venv
 BIN     := $(VENV)/bin
 PORT    ?= 3000
+export BENTOML_DO_NOT_TRACK ?= True
 STAMP   := $(VENV)/.installed-stamp
 
 .PHONY: install serve test test-fast bench clean

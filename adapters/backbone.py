@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -76,7 +78,7 @@ class Backbone:
     """A frozen Hugging Face encoder with tokenisation, truncation and pooling."""
 
     def __init__(self, model_dir: str | Path | None = None, *, name: str | None = None,
-                 device: str = "cpu", max_batch_rows: int = 64):
+                 device: str = "cpu", max_batch_rows: int = 64, workers: int = 1):
         from transformers import AutoModel, AutoTokenizer
 
         self.model_dir = Path(model_dir) if model_dir else default_model_path()
@@ -93,6 +95,8 @@ class Backbone:
         self.max_length = _max_seq_length(self.model_dir, self.tokenizer, model.config)
         self.dim = int(model.config.hidden_size)
         self.max_batch_rows = max_batch_rows
+        self.workers = max(1, workers)
+        self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="backbone") if self.workers > 1 else None
         default_name = "all-MiniLM-L6-v2" if model_dir is None else self.model_dir.name
         self.identity = BackboneIdentity(name or default_name, weights_sha256(self.model_dir))
 
@@ -116,14 +120,25 @@ class Backbone:
         return mean_pool(hidden, enc["attention_mask"]).float().cpu()
 
     def embed(self, texts: Sequence[str]) -> torch.Tensor:
-        """Embed any number of texts: rows are sorted by token length and cut into chunks of
-        at most ``max_batch_rows`` so that short texts are not padded to long ones."""
+        """Embed any number of texts.
+
+        Rows are sorted by token length and cut into chunks (at most ``max_batch_rows``, and
+        small enough that every worker gets one) so short texts are not padded to long ones.
+        Chunks run on ``workers`` threads, each forward single-threaded by default
+        (TAILOR_TORCH_THREADS=1): measured on 2 cores, two such forwards side by side were
+        ~15-25% faster than one two-threaded forward. A row's result does not depend on its
+        batch beyond float32 rounding (GEMM kernels differ by shape: ~1e-7 here).
+        """
         texts = list(texts)
         if not texts:
             return torch.empty(0, self.dim)
+        rows_per_chunk = min(self.max_batch_rows, math.ceil(len(texts) / self.workers))
+        chunks = length_sorted_chunks(self.token_lengths(texts), rows_per_chunk)
         out = torch.empty(len(texts), self.dim)
-        for idx in length_sorted_chunks(self.token_lengths(texts), self.max_batch_rows):
-            out[idx] = self.embed_batch([texts[i] for i in idx])
+        run = lambda idx: self.embed_batch([texts[i] for i in idx])  # noqa: E731
+        results = self._pool.map(run, chunks) if self._pool and len(chunks) > 1 else map(run, chunks)
+        for idx, emb in zip(chunks, results):
+            out[idx] = emb
         return out
 
     def weights_checksum(self) -> str:

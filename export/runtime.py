@@ -166,6 +166,10 @@ class OnnxBackbone:
         return self.torch_backbone.dim
 
     @property
+    def workers(self) -> int:
+        return 1  # one session; onnxruntime parallelises inside each run
+
+    @property
     def max_batch_rows(self) -> int:
         return self.torch_backbone.max_batch_rows
 

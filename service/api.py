@@ -48,6 +48,7 @@ def create_app(max_body_bytes: int = 16 * 1024 * 1024) -> FastAPI:
     app.state.max_body_bytes = max_body_bytes
 
     @app.post("/adapters", status_code=201, response_model=AdapterRecord,
+              response_model_exclude_none=True,
               summary="Create an adapter (or a new version of one) from labeled examples")
     async def create_adapter(req: CreateAdapterRequest, request: Request) -> dict:
         t = engine(request)
@@ -106,5 +107,11 @@ def create_app(max_body_bytes: int = 16 * 1024 * 1024) -> FastAPI:
             raise
         return FileResponse(result.path, media_type="application/zip", filename=result.path.name,
                             background=BackgroundTask(shutil.rmtree, dest, ignore_errors=True))
+
+    @app.api_route("/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+                   include_in_schema=False)
+    async def unknown_route(path: str, request: Request) -> None:
+        from starlette.exceptions import HTTPException
+        raise HTTPException(404)
 
     return app

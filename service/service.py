@@ -30,7 +30,7 @@ def build_engine(settings: Settings):
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
     backbone = Backbone(settings.backbone_path, name=settings.backbone_name,
-                        max_batch_rows=settings.max_batch_rows)
+                        max_batch_rows=settings.max_batch_rows, workers=settings.workers())
     store = AdapterStore(settings.store_path, backbone.identity)
     store.sweep()
     if settings.runtime == "onnx":
@@ -39,15 +39,16 @@ def build_engine(settings: Settings):
         from export.runtime import OnnxBackbone
 
         backbone = OnnxBackbone.open(backbone, settings.store_path, quantize=settings.onnx_quantize,
-                                     providers=settings.providers(), threads=settings.torch_threads)
+                                     providers=settings.providers(), threads=settings.onnx_threads)
     engine = Tailor(backbone, store, limits=settings.limits(), cache_size=settings.cache_size,
                     max_batch_rows=settings.max_batch_rows, max_wait_ms=settings.batch_wait_ms,
                     max_queued_rows=settings.max_queued_rows)
     backbone.embed(["warm-up"])
-    log.info("tailor ready: backbone %s (%s), store %s, %d threads, runtime %s", backbone.identity.name,
-             backbone.identity.sha256[:12], store.root.resolve(), torch.get_num_threads(),
-             settings.runtime if settings.runtime == "torch"
-             else f"onnx {settings.onnx_quantize} on {','.join(backbone.providers)}")
+    log.info("tailor ready: backbone %s (%s), store %s, runtime %s", backbone.identity.name,
+             backbone.identity.sha256[:12], store.root.resolve(),
+             f"torch: {backbone.workers} forward workers x {torch.get_num_threads()} threads"
+             if settings.runtime == "torch"
+             else f"onnxruntime {settings.onnx_quantize} on {','.join(backbone.providers)}")
     return engine
 
 

@@ -27,7 +27,8 @@ class Settings(BaseModel):
     backbone_name: str | None = Field(None, description="name recorded in adapter manifests; default: the folder name")
     store_path: Path = Field(Path("tailor-store"), description="adapter store folder (shared by replicas)")
     cache_size: int = Field(256, ge=1, description="adapters kept loaded in memory (LRU)")
-    torch_threads: int = Field(0, ge=0, description="intra-op threads for the backbone; 0 = all cores")
+    torch_threads: int = Field(1, ge=0, description="intra-op torch threads per forward (forwards run side by side, see forward_workers); 0 = torch's default")
+    forward_workers: int = Field(0, ge=0, le=64, description="backbone forwards run side by side; 0 = one per CPU core")
     max_batch_rows: int = Field(64, ge=1, le=4096, description="rows per backbone forward")
     batch_wait_ms: float = Field(2.0, ge=0, le=1000, description="how long the batcher waits for company")
     max_queued_rows: int = Field(4096, ge=1, description="rows waiting for the backbone before 429")
@@ -40,6 +41,7 @@ class Settings(BaseModel):
     runtime: Literal["torch", "onnx"] = Field("torch", description="backbone runtime for serving: torch (PyTorch eager) or onnx (onnxruntime)")
     onnx_providers: str = Field("CPUExecutionProvider", description="comma-separated onnxruntime execution providers; start-up fails if one is not active")
     onnx_quantize: Literal["none", "int8"] = Field("none", description="onnx runtime: fp32 (none) or dynamic per-channel int8 backbone")
+    onnx_threads: int = Field(0, ge=0, description="onnx runtime: intra-op threads of the one session; 0 = onnxruntime's default (all cores)")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -63,6 +65,9 @@ class Settings(BaseModel):
 
     def providers(self) -> list[str]:
         return [p.strip() for p in self.onnx_providers.split(",") if p.strip()]
+
+    def workers(self) -> int:
+        return self.forward_workers or len(os.sched_getaffinity(0))
 
     def limits(self) -> Limits:
         return Limits(max_inputs=self.max_inputs, max_chars=self.max_chars,

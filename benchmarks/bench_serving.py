@@ -1,0 +1,147 @@
+"""Serving benchmark (issue 2): head-adapter creation time over HTTP, and predict
+throughput over HTTP at several concurrencies as a ratio to the in-process backbone on the
+same inputs, measured side by side in one run against a real `bentoml serve`.
+
+    python -m benchmarks.bench_serving        # prints markdown, writes results/serving.md
+"""
+from __future__ import annotations
+
+import asyncio
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from benchmarks.common import HERE, machine, median_time, write_section
+from benchmarks.datasets import bbc_news
+
+CONCURRENCY = (1, 16, 64)
+REQUESTS = 256  # per throughput measurement
+ROUNDS = 3
+
+
+async def _load(url: str, adapters: list[str], texts: list[str], concurrency: int) -> tuple[float, list[float]]:
+    """Send REQUESTS single-text predicts with `concurrency` in flight. -> (texts/s, latencies)"""
+    queue = list(range(REQUESTS))
+    lat: list[float] = []
+    errors = 0
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        nonlocal errors
+        while queue:
+            i = queue.pop()
+            t = time.perf_counter()
+            r = await client.post("/v1/predict", json={"adapter": adapters[i % len(adapters)],
+                                                        "inputs": [texts[i % len(texts)]]})
+            lat.append(time.perf_counter() - t)
+            errors += r.status_code != 200
+
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, timeout=300, limits=limits) as client:
+        t = time.perf_counter()
+        await asyncio.gather(*[worker(client) for _ in range(concurrency)])
+        elapsed = time.perf_counter() - t
+    if errors:
+        raise RuntimeError(f"{errors} predict requests failed at concurrency {concurrency}")
+    return REQUESTS / elapsed, lat
+
+
+def main() -> str:
+    import torch
+
+    from adapters import Backbone
+    from tests.conftest import Server
+
+    torch.set_num_threads(1)
+    ds = bbc_news()
+    with tempfile.TemporaryDirectory() as tmp:
+        srv = Server(Path(tmp) / "store").start()
+        try:
+            with srv.client() as c:
+                # -- adapter creation time ------------------------------------------------
+                create_rows = []
+                for per_label in (8, 32):
+                    times = []
+                    for rep in range(5):
+                        train, _ = ds.few_shot(per_label, seed=rep, max_test=0, max_chars=1000)
+                        t = time.perf_counter()
+                        r = c.post("/v1/adapters", json={"name": f"create-{per_label}", "examples": train})
+                        times.append(time.perf_counter() - t)
+                        assert r.status_code == 201, r.text
+                    create_rows.append((per_label, len(train), statistics.median(times), min(times), max(times)))
+                # -- adapters and inputs for the throughput runs ---------------------------
+                adapters = []
+                for i in range(8):
+                    train, _ = ds.few_shot(4, seed=50 + i, max_test=0, max_chars=1000)
+                    c.post("/v1/adapters", json={"name": f"t{i}", "examples": train})
+                    adapters.append(f"t{i}")
+                _, test = ds.few_shot(1, seed=9, max_test=REQUESTS, max_chars=400)
+                texts = [t for t, _ in test]
+
+            backbone = Backbone(workers=2)
+            inproc = lambda: backbone.embed(texts)  # noqa: E731
+            http_rates = {n: [] for n in CONCURRENCY}
+            inproc_rates = []
+            p50 = {n: [] for n in CONCURRENCY}
+            p99 = {n: [] for n in CONCURRENCY}
+            asyncio.run(_load(srv.url, adapters, texts, 16))  # warm-up
+            for _ in range(ROUNDS):  # interleave so drift of the shared machine hits both sides
+                inproc_rates.append(len(texts) / median_time(inproc, repeats=1, warmup=0))
+                for n in CONCURRENCY:
+                    rate, lat = asyncio.run(_load(srv.url, adapters, texts, n))
+                    http_rates[n].append(rate)
+                    lat.sort()
+                    p50[n].append(lat[len(lat) // 2] * 1000)
+                    p99[n].append(lat[int(len(lat) * 0.99) - 1] * 1000)
+            del backbone
+        finally:
+            srv.stop()
+
+    base = statistics.median(inproc_rates)
+    md = ["## Serving (issue 2): adapter creation and HTTP predict throughput", "",
+          f"Machine: {machine()}. Real `bentoml serve` with the default settings (1 worker, "
+          "2 forward threads x 1 torch thread, micro-batcher); client: httpx asyncio in a "
+          "separate process on the same 2 cores, so HTTP numbers include the client's CPU.", "",
+          "### Head adapter creation over HTTP (5 labels, BBC News, median of 5)", "",
+          "| examples per label | examples | median s | min s | max s |", "|---|---|---|---|---|"]
+    md += [f"| {p} | {n} | {m:.3f} | {lo:.3f} | {hi:.3f} |" for p, n, m, lo, hi in create_rows]
+    md += ["", f"### Predict throughput, {REQUESTS} single-text requests over 8 adapters, median of {ROUNDS} rounds", "",
+           f"In-process backbone on the same {len(texts)} texts: **{base:.1f} texts/s**.", "",
+           "| concurrency | HTTP texts/s | ratio to in-process | p50 ms | p99 ms |", "|---|---|---|---|---|"]
+    for n in CONCURRENCY:
+        r = statistics.median(http_rates[n])
+        md.append(f"| {n} | {r:.1f} | {r / base:.2f} | {statistics.median(p50[n]):.0f} | {statistics.median(p99[n]):.0f} |")
+    md.append("")
+    md.append("Goal: at concurrency 64, HTTP serving keeps >= 80% of in-process throughput "
+              f"(measured {statistics.median(http_rates[64]) / base:.0%}).")
+    _plot(http_rates, base)
+    md += ["", "![HTTP throughput vs in-process](serving_throughput.png)", ""]
+    text = "\n".join(md)
+    write_section("serving", text)
+    return text
+
+
+def _plot(http_rates: dict[int, list[float]], base: float) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    xs = list(http_rates)
+    ax.bar([str(x) for x in xs], [statistics.median(http_rates[x]) for x in xs], color="#4c72b0",
+           label="HTTP predict")
+    ax.axhline(base, color="#dd8452", linestyle="--", label="in-process backbone")
+    ax.axhline(0.8 * base, color="grey", linestyle=":", label="80% goal")
+    ax.set_xlabel("concurrent clients")
+    ax.set_ylabel("texts / s")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(HERE / "serving_throughput.png", dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    print(main())

@@ -1,0 +1,174 @@
+"""``tailor``: the command-line client for the common jobs, so nobody hand-writes JSON.
+
+    tailor create topics --file examples.csv          # columns text,label (or labels)
+    tailor predict topics --file texts.txt --out preds.jsonl
+    tailor list | tailor show topics@2 | tailor delete topics [--version 2]
+
+The server address comes from --url or TAILOR_URL (default http://localhost:3000).
+Files: .csv (header with text and label/labels columns; labels separated by '|'),
+.jsonl (one {"text", "label"|"labels"} object per line), or .txt (one text per line,
+predict only).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Iterator
+
+import httpx
+
+DEFAULT_URL = "http://localhost:3000"
+
+
+class CliError(Exception):
+    pass
+
+
+def read_rows(path: Path, text_col: str = "text", label_col: str = "label") -> list[dict[str, Any]]:
+    """Examples or inputs from a .csv, .jsonl or .txt file."""
+    if not path.exists():
+        raise CliError(f"{path}: no such file")
+    suffix = path.suffix.lower()
+    if suffix == ".txt":
+        return [{"text": line} for line in path.read_text().splitlines() if line.strip()]
+    if suffix == ".jsonl":
+        rows = []
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise CliError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+        return rows
+    if suffix == ".csv":
+        with path.open(newline="") as f:
+            reader = csv.DictReader(f)
+            if not reader.fieldnames or text_col not in reader.fieldnames:
+                raise CliError(f"{path}: needs a header with a {text_col!r} column "
+                               f"(found {reader.fieldnames}); use --text-col to pick another")
+            rows = []
+            for r in reader:
+                row: dict[str, Any] = {"text": r[text_col]}
+                if label_col in r and r[label_col] is not None:
+                    row["label"] = r[label_col]
+                elif "labels" in r and r["labels"] is not None:
+                    row["labels"] = [v for v in r["labels"].split("|") if v]
+                rows.append(row)
+            return rows
+    raise CliError(f"{path}: unsupported file type {suffix!r}; use .csv, .jsonl or .txt")
+
+
+def parse_options(pairs: list[str]) -> dict[str, Any]:
+    """``key=value`` pairs; values parsed as JSON when they are JSON (numbers, lists)."""
+    out: dict[str, Any] = {}
+    for p in pairs:
+        key, sep, value = p.partition("=")
+        if not sep or not key:
+            raise CliError(f"option {p!r} must look like key=value")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+class Client:
+    def __init__(self, url: str, api_key: str | None = None, timeout: float = 300.0):
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.http = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=timeout)
+
+    def call(self, method: str, path: str, **kw: Any) -> Any:
+        try:
+            r = self.http.request(method, path, **kw)
+        except httpx.HTTPError as e:
+            raise CliError(f"cannot reach the server at {self.http.base_url}: {e}") from None
+        if r.status_code >= 400:
+            try:
+                err = r.json()["error"]
+                raise CliError(f"{r.status_code} {err['code']}: {err['message']}")
+            except (ValueError, KeyError, TypeError):
+                raise CliError(f"{r.status_code}: {r.text[:500]}") from None
+        return r.json() if r.headers.get("content-type", "").startswith("application/json") else r.content
+
+
+def _chunks(items: list[str], n: int) -> Iterator[list[str]]:
+    for i in range(0, len(items), n):
+        yield items[i:i + n]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="tailor", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--url", default=os.environ.get("TAILOR_URL", DEFAULT_URL),
+                    help="server address (env TAILOR_URL)")
+    ap.add_argument("--api-key", default=os.environ.get("TAILOR_API_KEY"),
+                    help="API key (env TAILOR_API_KEY)")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    c = sub.add_parser("create", help="create an adapter (or a new version) from a labeled file")
+    c.add_argument("name")
+    c.add_argument("--file", required=True, type=Path)
+    c.add_argument("--kind", default="head")
+    c.add_argument("--text-col", default="text")
+    c.add_argument("--label-col", default="label")
+    c.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE")
+
+    p = sub.add_parser("predict", help="classify texts from a file or the command line")
+    p.add_argument("adapter", help="name or name@version")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--file", type=Path)
+    src.add_argument("--text", action="append")
+    p.add_argument("--text-col", default="text")
+    p.add_argument("--batch", type=int, default=64, help="texts per request")
+    p.add_argument("--out", type=Path, help="write JSON lines here instead of stdout")
+
+    sub.add_parser("list", help="list adapters")
+    s = sub.add_parser("show", help="show one adapter")
+    s.add_argument("adapter")
+    d = sub.add_parser("delete", help="delete an adapter (all versions, or --version)")
+    d.add_argument("name")
+    d.add_argument("--version", type=int)
+
+    args = ap.parse_args(argv)
+    try:
+        client = Client(args.url, args.api_key)
+        if args.cmd == "create":
+            examples = read_rows(args.file, args.text_col, args.label_col)
+            rec = client.call("POST", "/v1/adapters", json={
+                "name": args.name, "kind": args.kind, "examples": examples,
+                "options": parse_options(args.option)})
+            print(json.dumps(rec, indent=2))
+            for w in rec.get("warnings", []):
+                print(f"warning: {w}", file=sys.stderr)
+        elif args.cmd == "predict":
+            texts = args.text or [r["text"] for r in read_rows(args.file, args.text_col)]
+            out = args.out.open("w") if args.out else sys.stdout
+            try:
+                for chunk in _chunks(texts, max(1, args.batch)):
+                    res = client.call("POST", "/v1/predict", json={"adapter": args.adapter, "inputs": chunk})
+                    for text, pred in zip(chunk, res["predictions"]):
+                        out.write(json.dumps({"text": text, "adapter": res["adapter"], **pred}) + "\n")
+            finally:
+                if args.out:
+                    out.close()
+        elif args.cmd == "list":
+            for a in client.call("GET", "/v1/adapters")["adapters"]:
+                acc = a["metrics"].get("cv_accuracy", a["metrics"].get("cv_f1_micro", "-"))
+                print(f"{a['ref']:<40} {a['kind']:<5} labels={len(a['labels']):<3} cv={acc} {a['created_at']}")
+        elif args.cmd == "show":
+            print(json.dumps(client.call("GET", f"/v1/adapters/{args.adapter}"), indent=2))
+        elif args.cmd == "delete":
+            params = {"version": args.version} if args.version else None
+            print(json.dumps(client.call("DELETE", f"/v1/adapters/{args.name}", params=params)))
+    except CliError as e:
+        print(f"tailor: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

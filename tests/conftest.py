@@ -1,0 +1,104 @@
+"""Shared fixtures: the real backbone (loaded once), engines on temporary stores, and a real
+`bentoml serve` process for end-to-end tests."""
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def backbone():
+    import torch
+
+    from adapters import Backbone
+
+    torch.set_num_threads(1)  # as the service does: batch-invariant forwards
+    return Backbone(workers=2)
+
+
+@pytest.fixture
+def engine(backbone, tmp_path):
+    from adapters import AdapterStore, Tailor
+
+    return Tailor(backbone, AdapterStore(tmp_path / "store", backbone.identity))
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """Every visible file of a store with its sha256: to prove a request changed nothing."""
+    out = {}
+    for p in sorted(Path(root).rglob("*")):
+        rel = p.relative_to(root).as_posix()
+        if p.is_file() and not p.name.startswith(".lock") and not rel.startswith((".tmp", ".trash")):
+            out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """A real `bentoml serve` of the service, on a free port, with the given store."""
+
+    def __init__(self, store: Path, env: dict[str, str] | None = None, log: Path | None = None):
+        self.store = Path(store)
+        self.env = env or {}
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log or self.store.parent / f"server-{self.port}.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 180.0) -> "Server":
+        env = {**os.environ, "TAILOR_STORE_PATH": str(self.store), "BENTOML_DO_NOT_TRACK": "true",
+               **self.env}
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bentoml", "serve", "service.service:TailorService",
+             "--port", str(self.port), "--host", "127.0.0.1", "--working-dir", str(ROOT)],
+            cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}; log:\n{self.tail()}")
+            try:
+                if httpx.get(self.url + "/readyz", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        self.stop()
+        raise RuntimeError(f"server not ready after {timeout}s; log:\n{self.tail()}")
+
+    def tail(self, n: int = 4000) -> str:
+        try:
+            return self.log_path.read_bytes()[-n:].decode(errors="replace")
+        except OSError:
+            return ""
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        os.killpg(self.proc.pid, sig)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        self.log.close()
+        return self.proc.returncode
+
+    def client(self, **kw) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=120, **kw)

@@ -1,0 +1,92 @@
+"""The micro-batcher: concurrent submissions share calls, results go back to their owner."""
+import asyncio
+import threading
+
+import pytest
+
+from adapters.batcher import MicroBatcher
+from adapters.errors import Overloaded
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_concurrent_requests_share_batches_and_get_their_own_rows():
+    calls = []
+    gate = threading.Event()
+
+    def fn(rows):
+        calls.append(list(rows))
+        gate.wait(1.0)  # hold the first batch so the others queue up behind it
+        return [r * 10 for r in rows]
+
+    async def main():
+        b = MicroBatcher(fn, max_rows=100, max_wait_ms=0)
+        first = asyncio.create_task(b.submit([0]))
+        await asyncio.sleep(0.05)
+        rest = [asyncio.create_task(b.submit([i, i + 1000])) for i in range(1, 21)]
+        await asyncio.sleep(0.05)
+        gate.set()
+        return await first, await asyncio.gather(*rest), b
+
+    first, rest, b = run(main())
+    assert first == [0]
+    assert rest == [[i * 10, (i + 1000) * 10] for i in range(1, 21)]
+    assert len(calls) == 2 and len(calls[1]) == 40  # 20 requests, one call
+    assert b.stats.largest == 40
+
+
+def test_max_rows_splits_batches():
+    sizes = []
+
+    def fn(rows):
+        sizes.append(len(rows))
+        return rows
+
+    async def main():
+        b = MicroBatcher(fn, max_rows=4, max_wait_ms=5)
+        return await asyncio.gather(*[b.submit([i, i]) for i in range(6)])
+
+    out = run(main())
+    assert out == [[i, i] for i in range(6)]
+    assert max(sizes) <= 4
+
+
+def test_errors_reach_every_request_of_the_batch_and_the_loop_survives():
+    def fn(rows):
+        if "boom" in rows:
+            raise ValueError("boom")
+        return rows
+
+    async def main():
+        b = MicroBatcher(fn, max_rows=10, max_wait_ms=5)
+        res = await asyncio.gather(b.submit(["boom"]), b.submit(["ok"]), return_exceptions=True)
+        return res, await b.submit(["later"])
+
+    res, later = run(main())
+    assert all(isinstance(r, ValueError) for r in res)
+    assert later == ["later"]
+
+
+def test_full_queue_answers_overloaded_with_retry_after():
+    gate = threading.Event()
+
+    def fn(rows):
+        gate.wait(1.0)
+        return rows
+
+    async def main():
+        b = MicroBatcher(fn, max_rows=2, max_wait_ms=0, max_queued_rows=4)
+        running = asyncio.create_task(b.submit([1, 2]))
+        await asyncio.sleep(0.05)
+        queued = asyncio.create_task(b.submit([3, 4, 5, 6]))
+        await asyncio.sleep(0.01)
+        with pytest.raises(Overloaded) as e:
+            await b.submit([7])
+        gate.set()
+        await running, await queued
+        return e.value
+
+    err = run(main())
+    assert err.status == 429 and err.headers["Retry-After"] == "1"

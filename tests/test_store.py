@@ -1,0 +1,121 @@
+"""The versioned store and the LRU registry (real files, small synthetic heads)."""
+import json
+import os
+
+import pytest
+import torch
+
+from adapters.backbone import BackboneIdentity
+from adapters.errors import AdapterNotFound, CorruptAdapter, IncompatibleAdapter, InvalidName
+from adapters.registry import AdapterRegistry
+from adapters.store import AdapterStore
+
+BB = BackboneIdentity("test-backbone", "a" * 64)
+
+
+def publish(store, name, scale=1.0, tenant="t1"):
+    w = torch.arange(6, dtype=torch.float32).reshape(2, 3) * scale
+    return store.publish(tenant, name, kind="head", tensors={"head.weight": w, "head.bias": torch.zeros(2)},
+                         meta={"labels": ["a", "b"], "multi_label": False, "options": {}, "metrics": {}})
+
+
+@pytest.fixture
+def store(tmp_path):
+    return AdapterStore(tmp_path, BB)
+
+
+def test_versions_are_immutable_and_numbered(store):
+    m1, m2 = publish(store, "x", 1.0), publish(store, "x", 2.0)
+    assert (m1["version"], m2["version"]) == (1, 2)
+    assert store.resolve("t1", "x") == 2 and store.resolve("t1", "x", 1) == 1
+    assert torch.equal(store.load("t1", "x", 1).tensors["head.weight"] * 2,
+                       store.load("t1", "x", 2).tensors["head.weight"])
+    m = store.manifest("t1", "x", 1)
+    assert m["backbone"] == BB.as_dict() and m["schema_version"] == 1
+    assert set(m["files"]) == {"head.safetensors"} and m["created_at"]
+
+
+def test_deleted_version_numbers_are_never_reused(store):
+    publish(store, "x"), publish(store, "x")
+    assert store.delete("t1", "x") == [1, 2]
+    assert store.names("t1") == []
+    with pytest.raises(AdapterNotFound):
+        store.resolve("t1", "x")
+    assert publish(store, "x")["version"] == 3
+
+
+def test_delete_one_version(store):
+    publish(store, "x"), publish(store, "x")
+    assert store.delete("t1", "x", 1) == [1]
+    assert store.versions("t1", "x") == [2]
+    with pytest.raises(AdapterNotFound):
+        store.delete("t1", "x", 1)
+
+
+def test_tenants_are_separate(store):
+    publish(store, "x", tenant="t1")
+    assert store.names("t2") == []
+    with pytest.raises(AdapterNotFound):
+        store.load("t2", "x")
+
+
+@pytest.mark.parametrize("name", ["../x", "..", "a/b", "", ".seq", "x@1"])
+def test_names_never_become_paths(store, name):
+    with pytest.raises(InvalidName):
+        publish(store, name)
+    assert not any(p.name == "x" for p in store.root.parent.iterdir())
+
+
+def test_tampered_weights_are_refused(store):
+    publish(store, "x")
+    f = store.root / "tenants" / "t1" / "x" / "v1" / "head.safetensors"
+    data = bytearray(f.read_bytes())
+    data[-1] ^= 0xFF
+    f.write_bytes(bytes(data))
+    with pytest.raises(CorruptAdapter):
+        store.load("t1", "x")
+
+
+def test_unexpected_file_in_manifest_is_refused(store):
+    publish(store, "x")
+    mpath = store.root / "tenants" / "t1" / "x" / "v1" / "manifest.json"
+    m = json.loads(mpath.read_text())
+    m["files"] = {"head.pkl": "0" * 64}
+    mpath.write_text(json.dumps(m))
+    with pytest.raises(CorruptAdapter):
+        store.load("t1", "x")
+
+
+def test_adapter_of_another_backbone_is_refused(tmp_path):
+    publish(AdapterStore(tmp_path, BB), "x")
+    other = AdapterStore(tmp_path, BackboneIdentity("other", "b" * 64))
+    with pytest.raises(IncompatibleAdapter) as e:
+        other.load("t1", "x")
+    assert "Re-create" in e.value.message
+
+
+def test_interrupted_write_is_invisible_and_swept(store):
+    publish(store, "x")
+    half = store.root / ".tmp" / "deadbeef"
+    half.mkdir()
+    (half / "head.safetensors").write_bytes(b"partial")
+    assert store.versions("t1", "x") == [1]
+    os.utime(half, (0, 0))
+    assert store.sweep() == 1 and not half.exists()
+
+
+def test_registry_lru_and_freshness(store):
+    reg = AdapterRegistry(store, capacity=2)
+    for n in ("a", "b", "c"):
+        publish(store, n)
+    reg.get("t1", "a"), reg.get("t1", "b"), reg.get("t1", "a"), reg.get("t1", "c")
+    assert len(reg) == 2 and reg.loads == 3
+    reg.get("t1", "a")  # still cached: b was least recently used
+    assert reg.loads == 3
+    reg.get("t1", "b")
+    assert reg.loads == 4
+    publish(store, "a", 5.0)  # a new version is seen on the next lookup, no restart
+    assert reg.get("t1", "a").manifest["version"] == 2
+    store.delete("t1", "a")
+    with pytest.raises(AdapterNotFound):
+        reg.get("t1", "a")
