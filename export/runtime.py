@@ -101,9 +101,10 @@ def build_backbone_onnx(backbone: Backbone, dest: Path, quantize: str = "none",
     try:
         module = fresh_encoder(backbone)
         raw = export_onnx(module, config, work / "raw.onnx", example_inputs(backbone))
-        model = fuse_transformer(raw, work / "fused.onnx", backbone.model.config)
-        if quantize == "int8":
-            model = quantize_int8(model, work / "int8.onnx")
+        if quantize == "int8":  # unfused: all MatMuls int8 (see export/bundle.py)
+            model = quantize_int8(raw, work / "int8.onnx")
+        else:
+            model = fuse_transformer(raw, work / "fused.onnx", backbone.model.config)
         cases = parity_cases(backbone.tokenizer, backbone.max_length)
         report = check_parity(module, create_session(model), config, cases, quantize)
         os.replace(model, dest)

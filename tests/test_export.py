@@ -176,6 +176,12 @@ def test_http_export_int8_returns_a_zip(client, bundle):
     assert p["passed"] and p["top1_agreement"] >= 0.99 and p["examples_rows"] == 48
     # int8 MatMul weights: smaller than the fp32 graph (the fp32 word embeddings dominate both)
     assert z.getinfo("model.onnx").file_size < 0.8 * (bundle[1] / "model.onnx").stat().st_size
+    # the backbone's MatMuls are int8, the head is not
+    import onnx
+
+    graph = onnx.load_from_string(z.read("model.onnx")).graph
+    int8 = [n.name for n in graph.node if n.op_type == "MatMulInteger"]
+    assert len(int8) >= 36 and not [n for n in int8 if n.startswith("/head/")]
 
 
 @pytest.mark.parametrize("path,body,status,code", [
