@@ -204,7 +204,17 @@ def main(threads: int = 1) -> str:
         md.append(f"| {r['length']} ({r['tokens']} tok) | {r['batch']} | {r['torch']:.1f} | "
                   f"{r['onnx_fp32']:.1f} ({r['onnx_fp32'] / r['torch']:.2f}x) | "
                   f"{r['onnx_int8']:.1f} ({r['onnx_int8'] / r['torch']:.2f}x) |")
-    md += ["", "![throughput](onnx.png)", "",
+    b32 = {r["length"]: r for r in rows if r["batch"] == 32}
+    md += ["", "Issue goals at batch 32 (int8 >= 2x, fp32 >= 1.3x PyTorch eager): "
+           + "; ".join(f"{k}: int8 {r['onnx_int8'] / r['torch']:.2f}x "
+                       f"({'met' if r['onnx_int8'] / r['torch'] >= 2 else 'missed'}), fp32 "
+                       f"{r['onnx_fp32'] / r['torch']:.2f}x "
+                       f"({'met' if r['onnx_fp32'] / r['torch'] >= 1.3 else 'missed'})"
+                       for k, r in b32.items()) + ". PyTorch 2.13 eager (oneDNN GEMMs, SDPA) "
+           "already runs the batch-32 backbone at ~60-70% of the measured GEMM peak, so an fp32 "
+           "graph runtime has little left to win there; onnxruntime's gain is the per-call "
+           "overhead at batch 1 and int8 arithmetic (VNNI) at every size.",
+           "", "![throughput](onnx.png)", "",
            f"### Roofline: peak fp32 GEMM = {peak:.1f} GFLOP/s (best of 10 torch.mm 2048x2048, {threads} threads)", "",
            "Backbone FLOPs counted analytically: 2 x linear params x tokens + attention "
            "(4 x seq^2 x hidden per layer). int8 does the same nominal work in int8 arithmetic, "
