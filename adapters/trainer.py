@@ -10,6 +10,7 @@ The trainer returns an artifact; publishing it is the store's job.
 """
 from __future__ import annotations
 
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -244,13 +245,19 @@ def train_head(embed: Embedder, examples: Any, options: dict[str, Any] | None,
         raise InvalidExamples("options.labels must be a list of distinct label strings")
     opts = HeadOptions.parse(opts_raw)
     data = validate_examples(examples, limits, label_order)
+    t0 = time.perf_counter()
     x = embed(data.texts).numpy().astype(np.float32)  # [rows, dim]
+    t1 = time.perf_counter()
     head = fit(x, data, opts)
+    t2 = time.perf_counter()
     cv = cross_validate(x, data, opts)
+    t3 = time.perf_counter()
     if cv and "calibration_scale" in cv:  # single-label: calibrate probabilities, keep decisions
         head = LinearHead(head.weight * cv["calibration_scale"], head.bias * cv["calibration_scale"],
                           head.activation)
-    metrics: dict[str, Any] = {"examples": len(data.texts), "per_label": data.counts()}
+    metrics: dict[str, Any] = {"examples": len(data.texts), "per_label": data.counts(),
+                               "seconds": {"embed": round(t1 - t0, 4), "fit": round(t2 - t1, 4),
+                                           "cross_validate": round(t3 - t2, 4)}}
     if cv:
         metrics.update(cv)
     stored_opts = opts.model_dump()
