@@ -249,3 +249,61 @@ def test_engine_on_onnx_runtime_predicts_like_torch(engine, data):
 def test_served_backbone_unchanged_after_exports(engine):
     """Runs last in this file: every export above copied the backbone, none changed it."""
     assert engine.backbone.weights_checksum() == engine.checksum_at_start
+
+
+# -- end to end: a real `bentoml serve` on the onnxruntime backbone ---------------------------
+@pytest.mark.e2e
+def test_serve_refuses_to_start_on_an_unavailable_provider(tmp_path):
+    """The worker's start-up fails with a message naming the provider and /readyz never
+    answers 200 (BentoML keeps its supervisor alive; the pod just never becomes ready)."""
+    import time
+
+    import httpx
+
+    from tests.conftest import Server
+
+    from tests.conftest import ROOT
+
+    srv = Server(tmp_path / "store", env={"TAILOR_RUNTIME": "onnx",
+                                          "TAILOR_ONNX_PROVIDERS": "CUDAExecutionProvider"})
+    env = {**os.environ, "TAILOR_STORE_PATH": str(srv.store), "BENTOML_DO_NOT_TRACK": "true", **srv.env}
+    srv.log = log = open(srv.log_path, "ab")  # Server.stop() closes it
+    srv.proc = subprocess.Popen(
+        [sys.executable, "-m", "bentoml", "serve", "service.service:TailorService", "--port",
+         str(srv.port), "--host", "127.0.0.1", "--working-dir", str(ROOT)],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and "startup failed" not in srv.tail(20000):
+            time.sleep(1)
+        tail = srv.tail(20000)
+        assert "startup failed" in tail and "CUDAExecutionProvider" in tail
+        assert "ProviderUnavailable" in tail
+        try:
+            ready = httpx.get(srv.url + "/readyz", timeout=2).status_code
+        except httpx.HTTPError:
+            ready = None
+        assert ready != 200
+    finally:
+        srv.stop()
+
+
+@pytest.mark.e2e
+def test_serve_on_onnx_int8_predicts_and_exports(tmp_path, data):
+    from tests.conftest import Server
+
+    srv = Server(tmp_path / "store", env={"TAILOR_RUNTIME": "onnx", "TAILOR_ONNX_QUANTIZE": "int8"})
+    srv.start()
+    try:
+        with srv.client() as c:
+            r = c.post("/v1/adapters", json={"name": "trec", "examples": data[0]})
+            assert r.status_code == 201, r.text
+            r = c.post("/v1/predict", json={"adapter": "trec", "inputs": data[1][:32]})
+            assert r.status_code == 200 and len(r.json()["predictions"]) == 32
+            r = c.post("/v1/adapters/trec/export", json={"quantize": "none"}, timeout=300)
+            assert r.status_code == 200 and r.headers["content-type"] == "application/zip"
+            m = json.loads(zipfile.ZipFile(io.BytesIO(r.content)).read("manifest.json"))
+            assert m["parity"]["passed"] and m["quantization"]["mode"] == "none"
+        assert list((srv.store / ".onnx").glob("*-int8-op17.onnx"))
+    finally:
+        srv.stop()
