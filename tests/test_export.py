@@ -142,6 +142,21 @@ def test_failed_parity_publishes_nothing(engine, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_store_keeps_the_examples_checksummed(engine, data):
+    from adapters.errors import CorruptAdapter
+
+    assert engine.store.examples(TENANT, "trec") == data[0]
+    m = engine.store.manifest(TENANT, "trec")
+    path = engine.store.root / "tenants" / TENANT / "trec" / f"v{m['version']}" / "examples.json"
+    original = path.read_bytes()
+    try:
+        path.write_bytes(original.replace(b"?", b"!", 1))
+        with pytest.raises(CorruptAdapter, match="examples.json"):
+            engine.store.examples(TENANT, "trec")
+    finally:
+        path.write_bytes(original)
+
+
 def test_unknown_adapter_and_bad_quantize(engine, tmp_path):
     from adapters.errors import AdapterNotFound, InvalidRequest
 
