@@ -125,7 +125,8 @@ class Tailor:
         art = train_head(self.backbone.embed, examples, options, self.limits)
         m = self.store.publish(tenant, name, kind=art.kind, tensors=art.tensors(), meta={
             "labels": art.labels, "multi_label": art.multi_label, "options": art.options,
-            "metrics": art.metrics, "warnings": art.warnings})
+            "metrics": art.metrics, "warnings": art.warnings},
+            examples=examples if isinstance(examples, list) else None)
         return adapter_record(m)
 
     def predict(self, tenant: str, ref: str, inputs: Any) -> dict[str, Any]:

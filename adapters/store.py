@@ -38,6 +38,7 @@ from .errors import AdapterNotFound, CorruptAdapter, IncompatibleAdapter
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
+EXAMPLES = "examples.json"  # optional: the posted examples (export parity checks use them)
 
 
 def _sha256(path: Path) -> str:
@@ -173,6 +174,19 @@ class AdapterStore:
                                      "checksum. Delete this version and re-create it")
         return StoredAdapter(m, tensors)
 
+    def examples(self, tenant: str, name: str, version: int | None = None) -> list[dict[str, Any]]:
+        """The examples a version was trained on, if it stored them (else []), checksum-verified."""
+        m = self.manifest(tenant, name, version)
+        entry = m.get("examples_file")
+        if not entry:
+            return []
+        path = self._name_dir(tenant, name) / f"v{m['version']}" / EXAMPLES
+        if not path.exists() or _sha256(path) != entry.get("sha256"):
+            raise CorruptAdapter(f"adapter {name}@{m['version']}: {EXAMPLES} is missing or does not "
+                                 "match its checksum. Delete this version and re-create it")
+        data = json.loads(path.read_text())
+        return data if isinstance(data, list) else []
+
     # -- writing --------------------------------------------------------------------------
     @staticmethod
     def _read_seq(seq_file: Path) -> int:
@@ -185,8 +199,10 @@ class AdapterStore:
             return 0
 
     def publish(self, tenant: str, name: str, *, kind: str, tensors: dict[str, torch.Tensor],
-                meta: dict[str, Any]) -> dict[str, Any]:
-        """Write a new immutable version of ``name`` and return its manifest."""
+                meta: dict[str, Any], examples: list[dict[str, Any]] | None = None
+                ) -> dict[str, Any]:
+        """Write a new immutable version of ``name`` and return its manifest. ``examples``
+        (optional) are kept beside the weights in examples.json."""
         name_dir = self._name_dir(tenant, name)
         tmp = self.root / ".tmp" / uuid.uuid4().hex
         tmp.mkdir(parents=True)
@@ -195,6 +211,14 @@ class AdapterStore:
             save_file({k: v.contiguous() for k, v in tensors.items()}, str(weights))
             with weights.open("rb") as f:
                 os.fsync(f.fileno())
+            extra: dict[str, Any] = {}
+            if examples:
+                ex = tmp / EXAMPLES
+                with ex.open("w") as f:
+                    json.dump(examples, f, ensure_ascii=False)
+                    f.flush()
+                    os.fsync(f.fileno())
+                extra["examples_file"] = {"name": EXAMPLES, "sha256": _sha256(ex)}
             manifest = {
                 "schema_version": SCHEMA_VERSION,
                 "id": uuid.uuid4().hex,
@@ -206,6 +230,7 @@ class AdapterStore:
                 "backbone": self.backbone.as_dict(),
                 "files": {weights.name: _sha256(weights)},
                 "size_bytes": weights.stat().st_size,
+                **extra,
                 "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds"),
             }
             with self._locked(name_dir):

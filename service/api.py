@@ -6,15 +6,18 @@ The BentoML service mounts this app at ``/v1`` and puts its ``adapters.Tailor`` 
 from __future__ import annotations
 
 import asyncio
+import shutil
 
-from fastapi import FastAPI, Query, Request, Response
+from fastapi import Body, FastAPI, Query, Request, Response
+from fastapi.responses import FileResponse
+from starlette.background import BackgroundTask
 
 from adapters import Tailor
 
 from . import errors
 from .schemas import (AdapterList, AdapterRecord, CreateAdapterRequest, DeleteResponse,
-                      EmbedRequest, EmbedResponse, ErrorResponse, JobRecord, PendingAdapter,
-                      PredictRequest, PredictResponse)
+                      EmbedRequest, EmbedResponse, ErrorResponse, ExportRequest, JobRecord,
+                      PendingAdapter, PredictRequest, PredictResponse)
 
 DEFAULT_TENANT = "default"
 
@@ -101,6 +104,31 @@ def create_app(max_body_bytes: int = 16 * 1024 * 1024) -> FastAPI:
     @app.delete("/jobs/{job_id}", response_model=JobRecord, summary="Cancel a queued or running job")
     async def cancel_job(job_id: str, request: Request) -> dict:
         return lora_jobs(request).cancel(tenant_of(request), job_id).public()
+
+    @app.post("/adapters/{name}/export", response_class=FileResponse,
+              summary="Export an adapter (`name` or `name@version`) as an ONNX bundle (zip)",
+              responses={200: {"content": {"application/zip": {}},
+                               "description": "zip: model.onnx, tokenizer.json, labels.json, "
+                                              "manifest.json (incl. parity report), README.md"}})
+    async def export_adapter(name: str, request: Request,
+                             req: ExportRequest = Body(default_factory=ExportRequest)) -> Response:
+        import tempfile
+        from pathlib import Path
+
+        from adapters.config import parse_ref
+        from export import export_bundle
+
+        t = engine(request)
+        adapter, version = parse_ref(name)
+        dest = Path(tempfile.mkdtemp(prefix="tailor-export-"))
+        try:  # seconds of CPU: off the event loop
+            result = await asyncio.to_thread(export_bundle, t.backbone, t.store, tenant_of(request),
+                                             adapter, version, quantize=req.quantize, dest_dir=dest)
+        except BaseException:
+            shutil.rmtree(dest, ignore_errors=True)
+            raise
+        return FileResponse(result.path, media_type="application/zip", filename=result.path.name,
+                            background=BackgroundTask(shutil.rmtree, dest, ignore_errors=True))
 
     @app.api_route("/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
                    include_in_schema=False)

@@ -33,13 +33,22 @@ def build_engine(settings: Settings):
                         max_batch_rows=settings.max_batch_rows, workers=settings.workers())
     store = AdapterStore(settings.store_path, backbone.identity)
     store.sweep()
+    if settings.runtime == "onnx":
+        # the batched forward runs on onnxruntime; the PyTorch model stays for exports.
+        # Fails start-up (ProviderUnavailable) when a requested provider is not active.
+        from export.runtime import OnnxBackbone
+
+        backbone = OnnxBackbone.open(backbone, settings.store_path, quantize=settings.onnx_quantize,
+                                     providers=settings.providers(), threads=settings.onnx_threads)
     engine = Tailor(backbone, store, limits=settings.limits(), cache_size=settings.cache_size,
                     max_batch_rows=settings.max_batch_rows, max_wait_ms=settings.batch_wait_ms,
                     max_queued_rows=settings.max_queued_rows)
     backbone.embed(["warm-up"])
-    log.info("tailor ready: backbone %s (%s), store %s, %d forward workers x %d threads",
-             backbone.identity.name, backbone.identity.sha256[:12], store.root.resolve(),
-             backbone.workers, torch.get_num_threads())
+    log.info("tailor ready: backbone %s (%s), store %s, runtime %s", backbone.identity.name,
+             backbone.identity.sha256[:12], store.root.resolve(),
+             f"torch: {backbone.workers} forward workers x {torch.get_num_threads()} threads"
+             if settings.runtime == "torch"
+             else f"onnxruntime {settings.onnx_quantize} on {','.join(backbone.providers)}")
     return engine
 
 

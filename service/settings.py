@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Mapping
+from typing import Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -42,6 +42,10 @@ class Settings(BaseModel):
     job_concurrency: int = Field(1, ge=1, le=16, description="LoRA training jobs running at once")
     train_threads: int = Field(1, ge=1, le=256, description="torch threads of each LoRA training worker process")
     train_nice: int = Field(10, ge=0, le=19, description="CPU priority offset (nice) of LoRA training workers")
+    runtime: Literal["torch", "onnx"] = Field("torch", description="backbone runtime for serving: torch (PyTorch eager) or onnx (onnxruntime)")
+    onnx_providers: str = Field("CPUExecutionProvider", description="comma-separated onnxruntime execution providers; start-up fails if one is not active")
+    onnx_quantize: Literal["none", "int8"] = Field("none", description="onnx runtime: fp32 (none) or dynamic per-channel int8 backbone")
+    onnx_threads: int = Field(0, ge=0, description="onnx runtime: intra-op threads of the one session; 0 = onnxruntime's default (all cores)")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -62,6 +66,9 @@ class Settings(BaseModel):
             bad = "; ".join(f"{PREFIX}{'.'.join(map(str, err['loc'])).upper()}: {err['msg']}"
                             for err in e.errors())
             raise SettingsError(f"invalid settings: {bad}") from None
+
+    def providers(self) -> list[str]:
+        return [p.strip() for p in self.onnx_providers.split(",") if p.strip()]
 
     def workers(self) -> int:
         return self.forward_workers or len(os.sched_getaffinity(0))

@@ -1,0 +1,324 @@
+"""ONNX export and the onnxruntime backbone runtime, on the real backbone and real data.
+
+Expensive things (engine, one fp32 bundle, the ONNX backbone) are built once per session.
+"""
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from adapters import AdapterStore, Tailor
+from benchmarks.datasets import trec_coarse
+from export import (CLASSIFIER, OnnxBackbone, ParityError, ProviderUnavailable, create_session,
+                    export_bundle)
+from export.parity import check_parity, parity_cases
+from export.targets import target_for
+
+TENANT = "default"
+
+
+@pytest.fixture(scope="session")
+def data():
+    train, test = trec_coarse().few_shot(8, seed=0, max_test=64)
+    return train, [t for t, _ in test]
+
+
+@pytest.fixture(scope="session")
+def engine(tmp_path_factory, data):
+    t = Tailor.open(tmp_path_factory.mktemp("store"))
+    t.checksum_at_start = t.backbone.weights_checksum()
+    t.create_adapter(TENANT, "trec", "head", data[0])
+    return t
+
+
+@pytest.fixture(scope="session")
+def bundle(engine, tmp_path_factory):
+    """The fp32 bundle, exported once, unzipped."""
+    out = tmp_path_factory.mktemp("bundles")
+    result = export_bundle(engine.backbone, engine.store, TENANT, "trec", dest_dir=out)
+    folder = out / "unzipped"
+    zipfile.ZipFile(result.path).extractall(folder)
+    return result, folder
+
+
+def test_bundle_layout_and_manifest(engine, bundle):
+    result, folder = bundle
+    assert result.path.name == "trec-v1.onnx.zip"
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "README.md", "labels.json", "manifest.json", "model.onnx", "tokenizer.json"]
+    m = json.loads((folder / "manifest.json").read_text())
+    assert m["adapter"]["ref"] == "trec@1"
+    assert m["backbone"] == engine.backbone.identity.as_dict()
+    assert m["opset"] == CLASSIFIER.opset and m["quantization"]["mode"] == "none"
+    assert json.loads((folder / "labels.json").read_text()) == m["labels"]
+    p = m["parity"]
+    assert p["passed"] and p["max_abs_diff"] <= 1e-4
+    # the adapter's own 48 examples, the fixed sample and every edge case were checked
+    assert p["examples_rows"] == 48
+    for case in ("one_token", "one_word", "max_length", "batch_1", "batch_16_mixed"):
+        assert case in p["cases"]
+    assert p["cases"]["batch_16_mixed"] == 16
+
+
+NO_TORCH_RUN = r"""
+import json, sys
+import numpy as np, onnxruntime as ort
+from tokenizers import Tokenizer
+texts = json.load(sys.stdin)
+tok = Tokenizer.from_file("tokenizer.json")
+sess = ort.InferenceSession("model.onnx", providers=["CPUExecutionProvider"])
+enc = tok.encode_batch(texts)
+feed = {"input_ids": np.array([e.ids for e in enc], dtype=np.int64),
+        "attention_mask": np.array([e.attention_mask for e in enc], dtype=np.int64)}
+probs, logits = sess.run(["probabilities", "logits"], feed)
+assert "torch" not in sys.modules, "the bundle must run without torch"
+print(json.dumps(probs.tolist()))
+"""
+
+
+def _run_no_torch(code: str, cwd: Path, stdin: str = "") -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    return subprocess.run([sys.executable, "-c", code], cwd=cwd, input=stdin, text=True,
+                          capture_output=True, env=env, timeout=120)
+
+
+def test_bundle_predictions_equal_the_engine_without_torch(engine, bundle, data):
+    _, folder = bundle
+    texts = data[1]
+    proc = _run_no_torch(NO_TORCH_RUN, folder, json.dumps(texts))
+    assert proc.returncode == 0, proc.stderr
+    probs = np.array(json.loads(proc.stdout))
+    labels = json.loads((folder / "labels.json").read_text())
+    served = engine.predict(TENANT, "trec", texts)["predictions"]
+    assert [labels[i] for i in probs.argmax(1)] == [p["label"] for p in served]
+    served_probs = np.array([[p["scores"][lab] for lab in labels] for p in served])
+    assert np.abs(probs - served_probs).max() < 1e-4
+
+
+def test_bundle_readme_code_runs_without_torch(bundle):
+    _, folder = bundle
+    readme = (folder / "README.md").read_text()
+    code = re.search(r"```python\n(.*?)```", readme, re.S).group(1)
+    proc = _run_no_torch(code + "\nimport sys\nassert 'torch' not in sys.modules\n", folder)
+    assert proc.returncode == 0, proc.stderr
+    assert "first text ->" in proc.stdout
+
+
+def test_broken_graph_fails_parity(engine, bundle, tmp_path):
+    """Shift the head's bias inside the exported graph: the check must catch it."""
+    import onnx
+    from onnx import numpy_helper
+
+    _, folder = bundle
+    model = onnx.load(str(folder / "model.onnx"))
+    bias = next(i for i in model.graph.initializer if i.name.endswith("head.bias"))
+    bias.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(bias) + 0.5 * np.arange(
+        numpy_helper.to_array(bias).size, dtype=np.float32), bias.name))
+    onnx.save(model, str(tmp_path / "broken.onnx"))
+    stored = engine.store.load(TENANT, "trec")
+    module = target_for("head").build(engine.backbone, stored)
+    cases = parity_cases(engine.backbone.tokenizer, engine.backbone.max_length)
+    with pytest.raises(ParityError) as e:
+        check_parity(module, create_session(tmp_path / "broken.onnx"), CLASSIFIER, cases)
+    assert e.value.report.max_abs_diff > 1e-4 and not e.value.report.passed
+    assert e.value.status == 422 and e.value.code == "export_parity_failed"
+
+
+def test_failed_parity_publishes_nothing(engine, tmp_path):
+    impossible = dataclasses.replace(CLASSIFIER, atol=1e-12)
+    with pytest.raises(ParityError, match="nothing was published"):
+        export_bundle(engine.backbone, engine.store, TENANT, "trec", dest_dir=tmp_path,
+                      config=impossible)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_store_keeps_the_examples_checksummed(engine, data):
+    from adapters.errors import CorruptAdapter
+
+    assert engine.store.examples(TENANT, "trec") == data[0]
+    m = engine.store.manifest(TENANT, "trec")
+    path = engine.store.root / "tenants" / TENANT / "trec" / f"v{m['version']}" / "examples.json"
+    original = path.read_bytes()
+    try:
+        path.write_bytes(original.replace(b"?", b"!", 1))
+        with pytest.raises(CorruptAdapter, match="examples.json"):
+            engine.store.examples(TENANT, "trec")
+    finally:
+        path.write_bytes(original)
+
+
+def test_unknown_adapter_and_bad_quantize(engine, tmp_path):
+    from adapters.errors import AdapterNotFound, InvalidRequest
+
+    with pytest.raises(AdapterNotFound):
+        export_bundle(engine.backbone, engine.store, TENANT, "nope", dest_dir=tmp_path)
+    with pytest.raises(InvalidRequest, match="quantize"):
+        export_bundle(engine.backbone, engine.store, TENANT, "trec", quantize="fp16", dest_dir=tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+# -- HTTP ---------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def client(engine):
+    from fastapi.testclient import TestClient
+
+    from service.api import create_app
+
+    app = create_app()
+    app.state.tailor = engine
+    with TestClient(app) as c:
+        yield c
+
+
+def test_http_export_int8_returns_a_zip(client, bundle):
+    r = client.post("/adapters/trec@1/export", json={"quantize": "int8"})
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "application/zip"
+    z = zipfile.ZipFile(io.BytesIO(r.content))
+    m = json.loads(z.read("manifest.json"))
+    assert m["quantization"]["mode"] == "int8"
+    p = m["parity"]
+    assert p["passed"] and p["top1_agreement"] >= 0.99 and p["examples_rows"] == 48
+    # int8 MatMul weights: smaller than the fp32 graph (the fp32 word embeddings dominate both)
+    assert z.getinfo("model.onnx").file_size < 0.8 * (bundle[1] / "model.onnx").stat().st_size
+    # the backbone's MatMuls are int8, the head is not
+    import onnx
+
+    graph = onnx.load_from_string(z.read("model.onnx")).graph
+    int8 = [n.name for n in graph.node if n.op_type == "MatMulInteger"]
+    assert len(int8) >= 36 and not [n for n in int8 if n.startswith("/head/")]
+
+
+@pytest.mark.parametrize("path,body,status,code", [
+    ("/adapters/nope/export", {"quantize": "none"}, 404, "adapter_not_found"),
+    ("/adapters/trec@9/export", {}, 404, "adapter_not_found"),
+    ("/adapters/trec/export", {"quantize": "fp16"}, 422, "invalid_request"),
+    ("/adapters/trec/export", {"quantize": "none", "extra": 1}, 422, "invalid_request"),
+    ("/adapters/bad..name/export", {}, 422, "invalid_name"),
+])
+def test_http_export_errors(client, path, body, status, code):
+    r = client.post(path, json=body)
+    assert r.status_code == status, r.text
+    assert r.json()["error"]["code"] == code
+
+
+# -- CLI ----------------------------------------------------------------------------------
+def test_cli_export_from_store_folder(engine, tmp_path, capsys):
+    from service.cli_export import main
+
+    assert main(["trec", "--store", str(engine.store.root), "--out", str(tmp_path)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert Path(out["bundle"]).exists() and out["adapter"] == "trec@1" and out["parity"]["passed"]
+    assert main(["nope", "--store", str(engine.store.root), "--out", str(tmp_path)]) == 2
+    assert main(["trec", "--store", str(tmp_path / "missing"), "--out", str(tmp_path)]) == 2
+
+
+# -- onnxruntime backbone runtime -----------------------------------------------------------
+@pytest.mark.parametrize("provider", ["CUDAExecutionProvider", "NoSuchExecutionProvider"])
+def test_unavailable_provider_fails_naming_it(engine, tmp_path, provider):
+    with pytest.raises(ProviderUnavailable, match=provider):
+        OnnxBackbone.open(engine.backbone, tmp_path, providers=["CPUExecutionProvider", provider])
+    assert not (tmp_path / ".onnx").exists()  # failed before any export
+
+
+def test_settings_select_the_onnx_runtime():
+    from service.settings import Settings, SettingsError
+
+    s = Settings.from_env({"TAILOR_RUNTIME": "onnx", "TAILOR_ONNX_QUANTIZE": "int8",
+                           "TAILOR_ONNX_PROVIDERS": "CUDAExecutionProvider, CPUExecutionProvider"})
+    assert (s.runtime, s.onnx_quantize) == ("onnx", "int8")
+    assert s.providers() == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert Settings.from_env({}).runtime == "torch"
+    with pytest.raises(SettingsError, match="TAILOR_RUNTIME"):
+        Settings.from_env({"TAILOR_RUNTIME": "tensorflow"})
+
+
+def test_engine_on_onnx_runtime_predicts_like_torch(engine, data):
+    ob = OnnxBackbone.open(engine.backbone, engine.store.root)
+    cached = list((engine.store.root / ".onnx").glob(f"{engine.backbone.identity.sha256}-none-*.onnx"))
+    assert len(cached) == 1
+    mtime = cached[0].stat().st_mtime
+    onnx_engine = Tailor(ob, AdapterStore(engine.store.root, ob.identity))
+    texts = data[1]
+    got = onnx_engine.predict(TENANT, "trec", texts)["predictions"]
+    want = engine.predict(TENANT, "trec", texts)["predictions"]
+    assert [p["label"] for p in got] == [p["label"] for p in want]
+    assert max(abs(g["score"] - w["score"]) for g, w in zip(got, want)) < 1e-4
+    emb = ob.embed(["one", "two words", "three words here"])
+    assert emb.shape == (3, engine.backbone.dim)
+    # the second start reuses the cached graph (exported once per backbone hash)
+    OnnxBackbone.open(engine.backbone, engine.store.root)
+    assert cached[0].stat().st_mtime == mtime
+
+
+def test_served_backbone_unchanged_after_exports(engine):
+    """Runs last in this file: every export above copied the backbone, none changed it."""
+    assert engine.backbone.weights_checksum() == engine.checksum_at_start
+
+
+# -- end to end: a real `bentoml serve` on the onnxruntime backbone ---------------------------
+@pytest.mark.e2e
+def test_serve_refuses_to_start_on_an_unavailable_provider(tmp_path):
+    """The worker's start-up fails with a message naming the provider and /readyz never
+    answers 200 (BentoML keeps its supervisor alive; the pod just never becomes ready)."""
+    import time
+
+    import httpx
+
+    from tests.conftest import Server
+
+    from tests.conftest import ROOT
+
+    srv = Server(tmp_path / "store", env={"TAILOR_RUNTIME": "onnx",
+                                          "TAILOR_ONNX_PROVIDERS": "CUDAExecutionProvider"})
+    env = {**os.environ, "TAILOR_STORE_PATH": str(srv.store), "BENTOML_DO_NOT_TRACK": "true", **srv.env}
+    srv.log = log = open(srv.log_path, "ab")  # Server.stop() closes it
+    srv.proc = subprocess.Popen(
+        [sys.executable, "-m", "bentoml", "serve", "service.service:TailorService", "--port",
+         str(srv.port), "--host", "127.0.0.1", "--working-dir", str(ROOT)],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and "startup failed" not in srv.tail(20000):
+            time.sleep(1)
+        tail = srv.tail(20000)
+        assert "startup failed" in tail and "CUDAExecutionProvider" in tail
+        assert "ProviderUnavailable" in tail
+        try:
+            ready = httpx.get(srv.url + "/readyz", timeout=2).status_code
+        except httpx.HTTPError:
+            ready = None
+        assert ready != 200
+    finally:
+        srv.stop()
+
+
+@pytest.mark.e2e
+def test_serve_on_onnx_int8_predicts_and_exports(tmp_path, data):
+    from tests.conftest import Server
+
+    srv = Server(tmp_path / "store", env={"TAILOR_RUNTIME": "onnx", "TAILOR_ONNX_QUANTIZE": "int8"})
+    srv.start()
+    try:
+        with srv.client() as c:
+            r = c.post("/v1/adapters", json={"name": "trec", "examples": data[0]})
+            assert r.status_code == 201, r.text
+            r = c.post("/v1/predict", json={"adapter": "trec", "inputs": data[1][:32]})
+            assert r.status_code == 200 and len(r.json()["predictions"]) == 32
+            r = c.post("/v1/adapters/trec/export", json={"quantize": "none"}, timeout=300)
+            assert r.status_code == 200 and r.headers["content-type"] == "application/zip"
+            m = json.loads(zipfile.ZipFile(io.BytesIO(r.content)).read("manifest.json"))
+            assert m["parity"]["passed"] and m["quantization"]["mode"] == "none"
+        assert list((srv.store / ".onnx").glob("*-int8-op17.onnx"))
+    finally:
+        srv.stop()
