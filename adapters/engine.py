@@ -120,7 +120,8 @@ class Tailor:
 
             lora_art = train_lora(self.backbone, examples, options, self.limits)
             m = self.store.publish(tenant, name, kind="lora", tensors=lora_art.tensors(),
-                                   meta=lora_art.meta())
+                                   meta=lora_art.meta(),
+                                   examples=examples if isinstance(examples, list) else None)
             return adapter_record(m)
         art = train_head(self.backbone.embed, examples, options, self.limits)
         m = self.store.publish(tenant, name, kind=art.kind, tensors=art.tensors(), meta={

@@ -49,7 +49,8 @@ class LoraJobs:
             with self.jobs.lock:  # a cancel either lands before this or sees "succeeded"
                 if job.cancel_requested.is_set():
                     raise Cancelled("cancelled before publishing")
-                m = self.store.publish(tenant, name, kind="lora", tensors=tensors, meta=meta)
+                m = self.store.publish(tenant, name, kind="lora", tensors=tensors, meta=meta,
+                                       examples=examples)  # parity sample for exports
             return {"adapter": f"{name}@{m['version']}", "version": m["version"],
                     "metrics": m.get("metrics", {})}
 

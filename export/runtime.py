@@ -8,7 +8,9 @@ checked when it was built; a second replica on the same volume reuses it.
 ``OnnxBackbone`` has the same surface as ``adapters.Backbone`` (``embed``, ``embed_batch``,
 ``tokenize``, ``identity``, ``weights_checksum`` ...) and is injected into ``Tailor`` in its
 place, so the engine's batched forward runs on onnxruntime with no change to the engine.
-The PyTorch model stays loaded (read-only) for exports and for the checksum.
+The PyTorch model stays loaded (read-only) for exports, for the checksum, and for rows of
+LoRA adapters (their per-row low-rank updates live inside the encoder, which the one shared
+ONNX graph does not have; export a LoRA adapter to get it merged into its own graph).
 
 Providers are a setting. onnxruntime silently falls back to CPU when a requested provider
 cannot start; we refuse instead: a requested provider that is not active after the session
@@ -193,11 +195,23 @@ class OnnxBackbone:
         (out,) = self.session.run(["sentence_embedding"], feed)  # [batch, dim]
         return torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32))
 
-    def embed(self, texts: Sequence[str]) -> torch.Tensor:
+    def embed(self, texts: Sequence[str], loras: Sequence[Any] | None = None) -> torch.Tensor:
+        """Embed ``texts``. Bare rows run on onnxruntime; rows with a LoRA adapter (``loras``,
+        per row, as ``Backbone.embed``) need their per-row low-rank update inside the encoder,
+        which the shared ONNX graph does not have, so they run on the PyTorch backbone in
+        the same call. Head adapters (the common case) never touch PyTorch."""
         texts = list(texts)
         if not texts:
             return torch.empty(0, self.dim)
         out = torch.empty(len(texts), self.dim)
-        for idx in length_sorted_chunks(self.token_lengths(texts), self.max_batch_rows):
-            out[idx] = self.embed_batch([texts[i] for i in idx])
+        lora_rows = [i for i, w in enumerate(loras or ()) if w is not None]
+        if lora_rows:
+            out[lora_rows] = self.torch_backbone.embed([texts[i] for i in lora_rows],
+                                                       [loras[i] for i in lora_rows])
+        on_torch = set(lora_rows)
+        bare = [i for i in range(len(texts)) if i not in on_torch]
+        if bare:
+            bare_texts = [texts[i] for i in bare]
+            for idx in length_sorted_chunks(self.token_lengths(bare_texts), self.max_batch_rows):
+                out[[bare[i] for i in idx]] = self.embed_batch([bare_texts[i] for i in idx])
         return out

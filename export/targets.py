@@ -1,9 +1,9 @@
 """Export targets, registered by adapter kind (cf. optimum ``register_tasks_manager_onnx``).
 
 A target turns a stored adapter version into a PyTorch module built on a FRESH copy of the
-backbone, plus the OnnxConfig that describes its graph. ``head`` is registered here; a LoRA
-target registers ``lora`` the same way: load its weights into ``fresh_encoder(backbone)``,
-merge them (peft ``merge_and_unload``) and attach its head, all on the copy.
+backbone, plus the OnnxConfig that describes its graph. ``head``: the copy + the head.
+``lora``: the copy with each LoRA update merged into its weight (W += scaling * B @ A, what
+peft's ``merge_and_unload`` does), + the head. The served backbone is never touched.
 """
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from torch import nn
 from adapters.backbone import Backbone
 from adapters.errors import InvalidRequest
 from adapters.heads import LinearHead
+from adapters.lora import LoraSpec, LoraWeights
 from adapters.store import StoredAdapter
 
 from .graph import Classifier, fresh_encoder
@@ -57,3 +58,22 @@ def head_of(stored: StoredAdapter) -> LinearHead:
 def build_head(backbone: Backbone, stored: StoredAdapter) -> nn.Module:
     """Frozen backbone (copied) + mean pooling + L2 norm + the adapter's linear head."""
     return Classifier(fresh_encoder(backbone), head_of(stored)).eval()
+
+
+@register_export_target("lora", CLASSIFIER)
+def build_lora(backbone: Backbone, stored: StoredAdapter) -> nn.Module:
+    """A copy of the backbone with the adapter's LoRA merged into its weights + its head.
+    The merged graph has exactly the backbone's shape: no extra MatMuls at inference."""
+    import torch
+
+    weights = LoraWeights.from_tensors(stored.tensors, LoraSpec.from_dict(stored.manifest["lora"]))
+    encoder = fresh_encoder(backbone)
+    modules = dict(encoder.model.named_modules())
+    with torch.no_grad():
+        for name in weights.a:
+            module = modules.get(name)
+            if not isinstance(module, nn.Linear):
+                raise InvalidRequest(f"adapter {stored.manifest['name']}@{stored.manifest['version']}: "
+                                     f"LoRA module {name!r} is not a Linear layer of this backbone")
+            module.weight += weights.delta_weight(name).to(module.weight.dtype)
+    return Classifier(encoder, head_of(stored)).eval()

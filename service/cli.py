@@ -3,6 +3,7 @@
     tailor create topics --file examples.csv          # columns text,label (or labels)
     tailor predict topics --file texts.txt --out preds.jsonl
     tailor list | tailor show topics@2 | tailor delete topics [--version 2]
+    tailor export topics@2 --store ./tailor-store --quantize int8 --out bundles/   # no server
 
 The server address comes from --url or TAILOR_URL (default http://localhost:3000).
 Files: .csv (header with text and label/labels columns; labels separated by '|'),
@@ -132,8 +133,13 @@ def main(argv: list[str] | None = None) -> int:
     d = sub.add_parser("delete", help="delete an adapter (all versions, or --version)")
     d.add_argument("name")
     d.add_argument("--version", type=int)
+    from .cli_export import add_export_parser
+
+    add_export_parser(sub)  # works on a store folder, no server
 
     args = ap.parse_args(argv)
+    if args.cmd == "export":
+        return args.func(args)
     try:
         client = Client(args.url, args.api_key)
         if args.cmd == "create":

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from adapters import AdapterStore, Tailor
 from benchmarks.datasets import trec_coarse
@@ -92,17 +93,59 @@ def _run_no_torch(code: str, cwd: Path, stdin: str = "") -> subprocess.Completed
                           capture_output=True, env=env, timeout=120)
 
 
-def test_bundle_predictions_equal_the_engine_without_torch(engine, bundle, data):
-    _, folder = bundle
-    texts = data[1]
+def _assert_bundle_serves_like_engine(engine, folder: Path, adapter: str, texts: list[str]) -> None:
+    """The bundle, run in a fresh interpreter with no torch, answers what the engine serves."""
     proc = _run_no_torch(NO_TORCH_RUN, folder, json.dumps(texts))
     assert proc.returncode == 0, proc.stderr
     probs = np.array(json.loads(proc.stdout))
     labels = json.loads((folder / "labels.json").read_text())
-    served = engine.predict(TENANT, "trec", texts)["predictions"]
+    served = engine.predict(TENANT, adapter, texts)["predictions"]
     assert [labels[i] for i in probs.argmax(1)] == [p["label"] for p in served]
     served_probs = np.array([[p["scores"][lab] for lab in labels] for p in served])
     assert np.abs(probs - served_probs).max() < 1e-4
+
+
+def test_bundle_predictions_equal_the_engine_without_torch(engine, bundle, data):
+    _assert_bundle_serves_like_engine(engine, bundle[1], "trec", data[1])
+
+
+# -- LoRA: merged into a fresh copy of the backbone, + its head --------------------------------
+@pytest.fixture(scope="session")
+def lora_bundle(engine, data, tmp_path_factory):
+    """A LoRA adapter trained for real (default recipe, fewer epochs), exported fp32."""
+    engine.create_adapter(TENANT, "trec-lora", "lora", data[0], {"epochs": 2})
+    out = tmp_path_factory.mktemp("lora-bundle")
+    result = export_bundle(engine.backbone, engine.store, TENANT, "trec-lora", dest_dir=out)
+    folder = out / "unzipped"
+    zipfile.ZipFile(result.path).extractall(folder)
+    return result, folder
+
+
+def test_lora_bundle_predictions_equal_the_engine_without_torch(engine, lora_bundle, data):
+    result, folder = lora_bundle
+    m = result.manifest
+    assert m["adapter"]["kind"] == "lora" and m["adapter"]["ref"] == "trec-lora@1"
+    assert m["parity"]["passed"] and m["parity"]["examples_rows"] == 48  # its own examples
+    # the LoRA really moves the embeddings, so a bundle that forgot to merge it would fail below
+    lora = engine.resolve(TENANT, "trec-lora").lora
+    texts = data[1]
+    tuned = engine.backbone.embed(texts, [lora] * len(texts))
+    assert (tuned - engine.backbone.embed(texts)).abs().max() > 1e-2
+    _assert_bundle_serves_like_engine(engine, folder, "trec-lora", texts)
+
+
+def test_lora_merge_happens_on_a_copy(engine, lora_bundle):
+    from adapters.lora import LoraSpec, LoraWeights
+
+    stored = engine.store.load(TENANT, "trec-lora")
+    weights = LoraWeights.from_tensors(stored.tensors, LoraSpec.from_dict(stored.manifest["lora"]))
+    module = target_for("lora").build(engine.backbone, stored)
+    served = dict(engine.backbone.model.named_modules())
+    merged = dict(module.encoder.model.named_modules())
+    name = next(iter(weights.a))
+    delta = merged[name].weight - served[name].weight
+    assert torch.allclose(delta, weights.delta_weight(name), atol=1e-6)
+    assert engine.backbone.weights_checksum() == engine.checksum_at_start
 
 
 def test_bundle_readme_code_runs_without_torch(bundle):
@@ -243,7 +286,7 @@ def test_settings_select_the_onnx_runtime():
         Settings.from_env({"TAILOR_RUNTIME": "tensorflow"})
 
 
-def test_engine_on_onnx_runtime_predicts_like_torch(engine, data):
+def test_engine_on_onnx_runtime_predicts_like_torch(engine, data, lora_bundle):
     ob = OnnxBackbone.open(engine.backbone, engine.store.root)
     cached = list((engine.store.root / ".onnx").glob(f"{engine.backbone.identity.sha256}-none-*.onnx"))
     assert len(cached) == 1
@@ -256,6 +299,12 @@ def test_engine_on_onnx_runtime_predicts_like_torch(engine, data):
     assert max(abs(g["score"] - w["score"]) for g, w in zip(got, want)) < 1e-4
     emb = ob.embed(["one", "two words", "three words here"])
     assert emb.shape == (3, engine.backbone.dim)
+    # LoRA rows ride along on the PyTorch backbone in the same batch; head rows stay on onnx
+    lora = engine.resolve(TENANT, "trec-lora")
+    head = engine.resolve(TENANT, "trec")
+    rows = [(lora if i % 3 == 0 else head if i % 3 == 1 else None, t) for i, t in enumerate(texts)]
+    for got_row, want_row in zip(onnx_engine.run_rows(rows), engine.run_rows(rows)):
+        assert (got_row - want_row).abs().max() < 1e-4
     # the second start reuses the cached graph (exported once per backbone hash)
     OnnxBackbone.open(engine.backbone, engine.store.root)
     assert cached[0].stat().st_mtime == mtime

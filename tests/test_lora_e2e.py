@@ -2,12 +2,15 @@
 with the real backbone, over HTTP: progress, quality on held-out rows, cancel, restart."""
 from __future__ import annotations
 
+import io
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import httpx
@@ -111,6 +114,12 @@ def test_lora_job_trains_serves_cancels_and_survives_restart(tmp_path, data):
             assert preds.status_code == 200, preds.text
             acc = sum(p["label"] == g for p, (_, g) in zip(preds.json()["predictions"], test)) / len(test)
             assert acc > 0.5, acc  # chance is 1/6
+            # exportable like any adapter: LoRA merged into a copy, parity-checked, zipped
+            r = c.post("/v1/adapters/trec/export", json={"quantize": "none"}, timeout=300)
+            assert r.status_code == 200 and r.headers["content-type"] == "application/zip", r.text
+            m = json.loads(zipfile.ZipFile(io.BytesIO(r.content)).read("manifest.json"))
+            assert m["adapter"]["kind"] == "lora" and m["parity"]["passed"]
+            assert m["parity"]["examples_rows"] == len(train)
             # 2. cancel a running job: cancelled, nothing published
             job = _submit(c, "cancelme", train, epochs=50)["job"]
             _poll(c, job["id"], lambda j: j["status"] == "running" and j["progress"]["step"] >= 1)
