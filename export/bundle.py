@@ -79,13 +79,16 @@ def _write_tokenizer(backbone: Backbone, path: Path) -> None:
 def export_bundle(backbone: Backbone, store: AdapterStore, tenant: str, name: str,
                   version: int | None = None, *, quantize: str = "none",
                   dest_dir: str | Path | None = None, sample_texts: Sequence[str] = (),
-                  config: OnnxConfig | None = None) -> ExportResult:
+                  config: OnnxConfig | None = None,
+                  providers: Sequence[str] = ("CPUExecutionProvider",)) -> ExportResult:
     """Export ``name`` (latest or ``version``) of ``tenant`` to ``dest_dir/<name>-v<N>.onnx.zip``.
 
     ``backbone`` supplies the weights to COPY (the served model is never traced or changed).
     The adapter's stored examples (examples.json) and ``sample_texts`` join the fixed parity
     sample; the int8 top-1 gate is taken on them when there are any.
     ``config`` overrides the target's OnnxConfig (tests use an impossible tolerance).
+    ``providers``: the onnxruntime providers the parity check runs on (e.g. CUDA, to check
+    the bundle where it will be served); a provider that is not active is an error.
     Raises ParityError (nothing written) when onnxruntime disagrees with PyTorch.
     """
     quantize = check_quantize(quantize)
@@ -109,14 +112,15 @@ def export_bundle(backbone: Backbone, store: AdapterStore, tenant: str, name: st
         own = [e.get("text") for e in store.examples(tenant, m["name"], m["version"])
                if isinstance(e, dict)]
         cases = parity_cases(backbone.tokenizer, backbone.max_length, [*own, *sample_texts])
-        report = check_parity(module, create_session(model), config, cases, quantize)
+        report = check_parity(module, create_session(model, providers), config, cases, quantize)
 
         files = work / "bundle"
         files.mkdir()
         os.replace(model, files / "model.onnx")
         _write_tokenizer(backbone, files / "tokenizer.json")
         (files / "labels.json").write_text(json.dumps(m["labels"], indent=2, ensure_ascii=False))
-        manifest = _bundle_manifest(backbone, m, config, quantize, report.as_dict())
+        manifest = _bundle_manifest(backbone, m, config, quantize,
+                                    {**report.as_dict(), "providers": list(providers)})
         manifest["files"] = {p.name: _sha256(p) for p in sorted(files.iterdir())}
         (files / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
         (files / "README.md").write_text(bundle_readme(manifest))

@@ -31,13 +31,16 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tenant", default="default", help="tenant that owns the adapter (default: default)")
     p.add_argument("--quantize", choices=["none", "int8"], default="none")
     p.add_argument("--out", type=Path, default=Path("."), help="folder for the zip (default: .)")
+    p.add_argument("--providers", default="CPUExecutionProvider",
+                   help="comma-separated onnxruntime providers the parity check runs on, e.g. "
+                        "CUDAExecutionProvider to check the bundle where it will be served")
 
 
 def run_export(args: argparse.Namespace) -> int:
     from adapters import AdapterStore, Backbone
     from adapters.config import parse_ref
     from adapters.errors import TailorError
-    from export import ParityError, export_bundle
+    from export import ParityError, ProviderUnavailable, export_bundle
 
     from .settings import Settings
 
@@ -51,7 +54,11 @@ def run_export(args: argparse.Namespace) -> int:
         backbone = Backbone(args.backbone or settings.backbone_path, name=settings.backbone_name)
         store = AdapterStore(store_path, backbone.identity)
         result = export_bundle(backbone, store, args.tenant, name, version,
-                               quantize=args.quantize, dest_dir=args.out)
+                               quantize=args.quantize, dest_dir=args.out,
+                               providers=[p.strip() for p in args.providers.split(",") if p.strip()])
+    except ProviderUnavailable as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     except ParityError as e:
         print(f"error: {e.message}", file=sys.stderr)
         print(json.dumps({"error": e.code, "parity": e.report.as_dict()}))

@@ -39,7 +39,8 @@ def build_engine(settings: Settings):
         from export.runtime import OnnxBackbone
 
         backbone = OnnxBackbone.open(backbone, settings.store_path, quantize=settings.onnx_quantize,
-                                     providers=settings.providers(), threads=settings.onnx_threads)
+                                     providers=settings.providers(), threads=settings.onnx_threads,
+                                     cuda_tf32=settings.onnx_cuda_tf32)
     engine = Tailor(backbone, store, limits=settings.limits(), cache_size=settings.cache_size,
                     max_batch_rows=settings.max_batch_rows, max_wait_ms=settings.batch_wait_ms,
                     max_queued_rows=settings.max_queued_rows)

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Literal, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from adapters.config import Limits
 
@@ -46,6 +46,17 @@ class Settings(BaseModel):
     onnx_providers: str = Field("CPUExecutionProvider", description="comma-separated onnxruntime execution providers; start-up fails if one is not active")
     onnx_quantize: Literal["none", "int8"] = Field("none", description="onnx runtime: fp32 (none) or dynamic per-channel int8 backbone")
     onnx_threads: int = Field(0, ge=0, description="onnx runtime: intra-op threads of the one session; 0 = onnxruntime's default (all cores)")
+    onnx_cuda_tf32: bool = Field(False, description="onnx runtime on CUDAExecutionProvider: allow TF32 matmuls (2.7-4x faster on an H200, embeddings differ from fp32 by ~2e-4)")
+
+    @model_validator(mode="after")
+    def _int8_is_for_cpu(self) -> "Settings":
+        if (self.runtime == "onnx" and self.onnx_quantize == "int8"
+                and "CUDAExecutionProvider" in self.providers()):
+            raise ValueError(
+                "TAILOR_ONNX_QUANTIZE=int8 with CUDAExecutionProvider: dynamic int8 runs at "
+                "0.05-0.7x of fp32 PyTorch on a GPU (measured on an H200, benchmarks/RESULTS.md); "
+                "use TAILOR_ONNX_QUANTIZE=none there (and TAILOR_ONNX_CUDA_TF32=true for speed)")
+        return self
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -63,8 +74,8 @@ class Settings(BaseModel):
         try:
             return cls.model_validate(values)
         except ValidationError as e:
-            bad = "; ".join(f"{PREFIX}{'.'.join(map(str, err['loc'])).upper()}: {err['msg']}"
-                            for err in e.errors())
+            bad = "; ".join((f"{PREFIX}{'.'.join(map(str, err['loc'])).upper()}: " if err["loc"] else "")
+                            + err["msg"].removeprefix("Value error, ") for err in e.errors())
             raise SettingsError(f"invalid settings: {bad}") from None
 
     def providers(self) -> list[str]:
