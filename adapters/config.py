@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -39,10 +39,30 @@ def parse_ref(ref: str) -> tuple[str, int | None]:
     return name, int(version)
 
 
-class HeadOptions(BaseModel):
-    """Options of a ``kind: "head"`` adapter. Unknown keys are refused."""
+class AdapterOptions(BaseModel):
+    """Base of every kind's options: frozen, unknown keys refused, no NaN/inf anywhere, and
+    one ``parse`` that turns pydantic's errors into a 422 naming the known options."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _finite(cls, v: Any) -> Any:
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ValueError("must be a finite number")
+        return v
+
+    @classmethod
+    def parse(cls, options: dict[str, Any] | None) -> Self:
+        try:
+            return cls.model_validate(options or {})
+        except ValidationError as e:
+            raise InvalidOptions("invalid options: " + describe_validation_error(e)
+                                 + f". Known options: {', '.join(cls.model_fields)}") from None
+
+
+class HeadOptions(AdapterOptions):
+    """Options of a ``kind: "head"`` adapter. Unknown keys are refused."""
 
     head: Literal["logreg", "centroid"] = Field(
         "logreg", description="logreg: L2 logistic regression; centroid: nearest class mean by cosine")
@@ -52,27 +72,10 @@ class HeadOptions(BaseModel):
     seed: int = Field(0, ge=0, le=2**31 - 1)
     cv_folds: int = Field(5, ge=2, le=10, description="folds of the cross-validated quality estimate")
 
-    @field_validator("c", "temperature", "threshold", mode="before")
-    @classmethod
-    def _finite(cls, v: Any) -> Any:
-        if isinstance(v, float) and not math.isfinite(v):
-            raise ValueError("must be a finite number")
-        return v
 
-    @classmethod
-    def parse(cls, options: dict[str, Any] | None) -> "HeadOptions":
-        try:
-            return cls.model_validate(options or {})
-        except ValidationError as e:
-            raise InvalidOptions("invalid options: " + describe_validation_error(e)
-                                 + f". Known options: {', '.join(cls.model_fields)}") from None
-
-
-class LoraOptions(BaseModel):
+class LoraOptions(AdapterOptions):
     """Options of a ``kind: "lora"`` adapter. The defaults were chosen by measurement at 8
     examples per label (benchmarks/bench_lora.py); unknown keys are refused."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     recipe: Literal["setfit", "ce"] = Field(
         "setfit", description="setfit: contrastive pairs tune LoRA, then a logreg head is fitted on "
@@ -89,21 +92,6 @@ class LoraOptions(BaseModel):
     c: float = Field(1.0, gt=0, le=1e6, description="inverse L2 strength of the final logreg head")
     seed: int = Field(0, ge=0, le=2**31 - 1)
     cv_folds: int = Field(5, ge=2, le=10, description="folds of the head-only quality estimate")
-
-    @field_validator("learning_rate", "alpha", "dropout", "c", mode="before")
-    @classmethod
-    def _finite(cls, v: Any) -> Any:
-        if isinstance(v, float) and not math.isfinite(v):
-            raise ValueError("must be a finite number")
-        return v
-
-    @classmethod
-    def parse(cls, options: dict[str, Any] | None) -> "LoraOptions":
-        try:
-            return cls.model_validate(options or {})
-        except ValidationError as e:
-            raise InvalidOptions("invalid options: " + describe_validation_error(e)
-                                 + f". Known options: {', '.join(cls.model_fields)}") from None
 
 
 def describe_validation_error(e: ValidationError) -> str:

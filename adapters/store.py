@@ -41,7 +41,7 @@ MANIFEST = "manifest.json"
 EXAMPLES = "examples.json"  # optional: the posted examples (export parity checks use them)
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with path.open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -181,7 +181,7 @@ class AdapterStore:
         if not entry:
             return []
         path = self._name_dir(tenant, name) / f"v{m['version']}" / EXAMPLES
-        if not path.exists() or _sha256(path) != entry.get("sha256"):
+        if not path.exists() or sha256_file(path) != entry.get("sha256"):
             raise CorruptAdapter(f"adapter {name}@{m['version']}: {EXAMPLES} is missing or does not "
                                  "match its checksum. Delete this version and re-create it")
         data = json.loads(path.read_text())
@@ -218,7 +218,7 @@ class AdapterStore:
                     json.dump(examples, f, ensure_ascii=False)
                     f.flush()
                     os.fsync(f.fileno())
-                extra["examples_file"] = {"name": EXAMPLES, "sha256": _sha256(ex)}
+                extra["examples_file"] = {"name": EXAMPLES, "sha256": sha256_file(ex)}
             manifest = {
                 "schema_version": SCHEMA_VERSION,
                 "id": uuid.uuid4().hex,
@@ -228,7 +228,7 @@ class AdapterStore:
                 "kind": kind,
                 **meta,
                 "backbone": self.backbone.as_dict(),
-                "files": {weights.name: _sha256(weights)},
+                "files": {weights.name: sha256_file(weights)},
                 "size_bytes": weights.stat().st_size,
                 **extra,
                 "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds"),

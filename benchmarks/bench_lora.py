@@ -10,9 +10,7 @@ with one thread, as a training worker process does (TAILOR_TRAIN_THREADS=1).
 """
 from __future__ import annotations
 
-import datetime as dt
 import os
-import platform
 import statistics
 import tempfile
 import threading
@@ -31,24 +29,11 @@ from adapters.lora_trainer import train_lora
 from adapters.registry import AdapterRegistry, LoadedAdapter
 from adapters.trainer import train_head
 
+from .common import machine
 from .datasets import ALL
 
 HERE = Path(__file__).resolve().parent
 DATASETS = ("trec_coarse", "sms_spam", "bbc_news")
-
-
-def machine() -> str:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return (f"{os.cpu_count()} cores, {cpu}, torch {torch.__version__}, "
-            f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC, load average at start {load:.1f}")
 
 
 def _acc(probs: torch.Tensor, labels: list[str], gold: list[str]) -> float:
@@ -287,7 +272,7 @@ def main() -> str:
     torch.set_num_threads(1)
     bb = Backbone(workers=2)
     checksum = bb.weights_checksum()
-    info = machine()
+    info = f"{machine()}, load average at start {os.getloadavg()[0]:.1f}"
     quick = os.environ.get("TAILOR_BENCH_QUICK") == "1"  # smoke run of the harness
     print("throughput ...", flush=True)
     tput = throughput(bb, rounds=1 if quick else 9)

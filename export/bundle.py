@@ -16,7 +16,6 @@ nothing is left behind.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import os
 import shutil
@@ -28,7 +27,7 @@ from typing import Any, Sequence
 
 from adapters.backbone import Backbone
 from adapters.errors import InvalidRequest
-from adapters.store import AdapterStore
+from adapters.store import AdapterStore, sha256_file
 
 from .graph import example_inputs, export_onnx, fuse_transformer, quantize_int8
 from .onnx_config import QUANTIZE_CHOICES, OnnxConfig
@@ -54,14 +53,6 @@ def check_quantize(quantize: Any) -> str:
 
 def bundle_filename(name: str, version: int, quantize: str) -> str:
     return f"{name}-v{version}{'-int8' if quantize == 'int8' else ''}.onnx.zip"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _write_tokenizer(backbone: Backbone, path: Path) -> None:
@@ -121,7 +112,7 @@ def export_bundle(backbone: Backbone, store: AdapterStore, tenant: str, name: st
         (files / "labels.json").write_text(json.dumps(m["labels"], indent=2, ensure_ascii=False))
         manifest = _bundle_manifest(backbone, m, config, quantize,
                                     {**report.as_dict(), "providers": list(providers)})
-        manifest["files"] = {p.name: _sha256(p) for p in sorted(files.iterdir())}
+        manifest["files"] = {p.name: sha256_file(p) for p in sorted(files.iterdir())}
         (files / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
         (files / "README.md").write_text(bundle_readme(manifest))
 
