@@ -19,9 +19,12 @@ from .settings import Settings
 log = logging.getLogger("tailor")
 
 # Read once at import of the service module: body-size middleware is part of the app that
-# BentoML mounts at class-definition time. Everything else is read again in __init__,
-# API keys included: until they are loaded, the v1 routes answer 503 (never open by accident).
-app = create_app(Settings.from_env().max_body_bytes, keyring=None)
+# BentoML mounts at class-definition time. So are the API keys: a missing or malformed key
+# file (or none when TAILOR_REQUIRE_API_KEYS=true) makes `bentoml serve` exit at once with
+# the message, instead of restarting a failing worker forever. Everything else is read
+# again in __init__.
+_settings = Settings.from_env()
+app = create_app(_settings.max_body_bytes, keyring=load_keyring(_settings))
 
 
 def build_engine(settings: Settings):
@@ -75,10 +78,8 @@ def build_lora_jobs(settings: Settings, engine):
 class TailorService:
     def __init__(self) -> None:
         self.settings = Settings.from_env()
-        keyring = load_keyring(self.settings)  # first: a bad key file stops start-up at once
         self.engine = build_engine(self.settings)
         app.state.lora_jobs = build_lora_jobs(self.settings, self.engine)
-        app.state.keyring = keyring
         app.state.tailor = self.engine
 
     def __is_ready__(self) -> bool:
