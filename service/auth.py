@@ -73,6 +73,7 @@ class KeyRing:
     def parse(cls, text: str, source: str, *, commas: bool = False) -> "KeyRing":
         """Entries of ``text``; errors name ``source`` and the line, never the key."""
         entries: list[tuple[bytes, Principal]] = []
+        seen: dict[bytes, int] = {}
         lines = re.split(r"[\n,]" if commas else r"\n", text)
         for n, line in enumerate(lines, 1):
             line = line.split("#", 1)[0].strip()
@@ -91,7 +92,12 @@ class KeyRing:
                 validate_name(tenant, "tenant")
             except TailorError as e:
                 raise SettingsError(f"{where}: {e.message}") from None
-            entries.append((_digest(key), Principal(tenant, admin=len(parts) == 3)))
+            digest = _digest(key)
+            if digest in seen:
+                raise SettingsError(f"{where}: the same key as entry {seen[digest]}; give each key "
+                                    "one tenant")
+            seen[digest] = n
+            entries.append((digest, Principal(tenant, admin=len(parts) == 3)))
         return cls(entries)
 
     def merged(self, other: "KeyRing") -> "KeyRing":
@@ -122,7 +128,7 @@ def load_keyring(settings: Settings) -> KeyRing:
             text = path.read_text()
         except (OSError, UnicodeDecodeError) as e:
             raise SettingsError(f"TAILOR_API_KEYS_FILE={path}: cannot read it ({type(e).__name__}: "
-                                f"{e.strerror or 'not UTF-8 text'})") from None
+                                f"{getattr(e, 'strerror', None) or 'not UTF-8 text'})") from None
         ring = KeyRing.parse(text, f"TAILOR_API_KEYS_FILE={path}")
     if settings.api_keys is not None:
         ring = ring.merged(KeyRing.parse(settings.api_keys.get_secret_value(), "TAILOR_API_KEYS",

@@ -346,11 +346,19 @@ def test_the_same_key_twice_is_refused(tmp_path):
     path.write_text(f"{KEY_A} acme\n")
     with pytest.raises(SettingsError, match="listed twice"):
         load_keyring(Settings(api_keys_file=path, api_keys=f"{KEY_A} globex"))
+    path.write_text(f"{KEY_A} acme\n{KEY_B} globex\n{KEY_A} globex admin\n")
+    with pytest.raises(SettingsError, match="line 3: the same key as entry 1") as e:
+        load_keyring(Settings(api_keys_file=path))
+    assert KEY_A not in str(e.value)
 
 
 def test_missing_file_or_required_but_empty_keys_stop_start_up(tmp_path, caplog):
     with pytest.raises(SettingsError, match="TAILOR_API_KEYS_FILE=.*cannot read it"):
         load_keyring(Settings(api_keys_file=tmp_path / "absent"))
+    binary = tmp_path / "binary"
+    binary.write_bytes(b"\xff\xfe" + KEY_A.encode())
+    with pytest.raises(SettingsError, match="cannot read it .*not UTF-8 text"):
+        load_keyring(Settings(api_keys_file=binary))
     empty = tmp_path / "empty"
     empty.write_text("# no keys yet\n")
     with pytest.raises(SettingsError, match="TAILOR_REQUIRE_API_KEYS=true but"):
