@@ -113,6 +113,7 @@ class Tailor:
     def create_adapter(self, tenant: str, name: str, kind: str, examples: Any,
                        options: dict[str, Any] | None = None) -> dict[str, Any]:
         validate_name(name)
+        self.store.check_room(tenant, name)  # before training: the limit is a 4xx at once
         if kind not in ADAPTER_KINDS:
             raise InvalidRequest(f"kind {kind!r} is not supported; use one of {list(ADAPTER_KINDS)}")
         if kind == "lora":  # in-process and blocking (notebooks); the service uses LoraJobs

@@ -32,6 +32,7 @@ class LoraJobs:
     def submit(self, tenant: str, name: str, examples: Any,
                options: dict[str, Any] | None) -> dict[str, Any]:
         validate_name(name)
+        self.store.check_room(tenant, name)  # publish checks again when the job is done
         opts_raw = dict(options or {})
         label_order = opts_raw.pop("labels", None)
         opts = LoraOptions.parse(opts_raw)
