@@ -66,3 +66,8 @@ class LoraJobs:
 
     def cancel(self, tenant: str, job_id: str) -> JobRecord:
         return self.jobs.cancel(tenant, job_id)
+
+    def training(self, tenant: str) -> list[dict[str, Any]]:
+        """Adapters of ``tenant`` whose training job is queued or running in this process."""
+        return [{"name": r.adapter, "kind": "lora", "status": "training", "job": r.public()}
+                for r in self.jobs.active(tenant)]

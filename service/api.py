@@ -83,7 +83,9 @@ def create_app(max_body_bytes: int = 16 * 1024 * 1024,
     @app.get("/adapters", response_model=AdapterList, summary="List your adapters (latest versions)")
     async def list_adapters(request: Request) -> dict:
         t = engine(request)
-        return {"adapters": await asyncio.to_thread(t.list_adapters, tenant_of(request))}
+        jobs = getattr(request.app.state, "lora_jobs", None)
+        return {"adapters": await asyncio.to_thread(t.list_adapters, tenant_of(request)),
+                "training": jobs.training(tenant_of(request)) if jobs is not None else []}
 
     @app.get("/adapters/{name}", response_model=AdapterRecord,
              summary="One adapter: `name` (latest) or `name@version`")

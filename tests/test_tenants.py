@@ -140,7 +140,7 @@ def test_listing_shows_only_your_own_adapters(world):
     assert [a["name"] for a in client.get("/adapters", headers=A).json()["adapters"]] == ["news"]
     for headers in (B, C, ADMIN):
         r = client.get("/adapters", headers=headers)
-        assert r.status_code == 200 and r.json() == {"adapters": []}
+        assert r.status_code == 200 and r.json() == {"adapters": [], "training": []}
     acme_is_untouched(client, root, before, job_id, baseline, jobs)
 
 
@@ -400,7 +400,7 @@ def test_served_with_a_key_file_tenants_are_isolated(tmp_path):
                                        ("POST", "/v1/adapters/news/export", {})]:
                 r = http.request(method, path, headers=B, json=body)
                 assert r.status_code == 404 and r.json()["error"]["code"] == "adapter_not_found", (path, r.text)
-            assert http.get("/v1/adapters", headers=B).json() == {"adapters": []}
+            assert http.get("/v1/adapters", headers=B).json() == {"adapters": [], "training": []}
 
             admin = http.get("/v1/adapters", headers={**ADMIN, "X-Tailor-Tenant": "acme"}).json()
             assert [a["ref"] for a in admin["adapters"]] == ["news@1"]
