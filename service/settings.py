@@ -33,7 +33,7 @@ class Settings(BaseModel):
     torch_threads: int = Field(1, ge=0, description="intra-op torch threads per forward (forwards run side by side, see forward_workers); 0 = torch's default")
     forward_workers: int = Field(0, ge=0, le=64, description="backbone forwards run side by side; 0 = one per CPU core")
     max_batch_rows: int = Field(64, ge=1, le=4096, description="rows per backbone forward")
-    batch_wait_ms: float = Field(2.0, ge=0, le=1000, description="how long the batcher waits for company")
+    batch_wait_ms: float = Field(20.0, ge=0, le=1000, description="longest wait for the rows the batcher expects (as many as its last batches had); a lone request never waits")
     max_queued_rows: int = Field(4096, ge=1, description="rows waiting for the backbone before 429")
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="largest request body (413 above)")
     max_inputs: int = Field(256, ge=1, description="texts per predict/embed request (413 above)")
