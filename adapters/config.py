@@ -4,24 +4,41 @@ from __future__ import annotations
 
 import math
 import re
+import reprlib
 from dataclasses import dataclass
-from typing import Any, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (BaseModel, ConfigDict, Field, StringConstraints, ValidationError,
+                      field_validator)
 
 from .errors import InvalidName, InvalidOptions
 
 ADAPTER_KINDS = ("head", "lora")
 
 # Names become folder names: a strict allow-list, never a raw path. No dots (so no ".."),
-# no "@" (reserved for name@version), no slashes.
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+# no "@" (reserved for name@version), no slashes. Matched with fullmatch: "$" alone would let
+# a trailing newline through ("x\n" would become a folder name).
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+# ASCII digits only, and few of them: str.isdigit() also accepts "²" and "١", and int() of
+# thousands of digits raises ValueError (Python's int-string conversion limit).
+VERSION_RE = re.compile(r"[0-9]{1,18}")
+
+
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = _SHORT.maxother = 80
+_SHORT.maxlevel = 3
+
+
+def shorten(value: object) -> str:
+    """A short ``repr(value)`` for error messages: they echo what the client sent, and a
+    client can send megabytes or deeply nested lists."""
+    return _SHORT.repr(value)
 
 
 def validate_name(name: object, what: str = "adapter name") -> str:
-    if not isinstance(name, str) or not NAME_RE.match(name):
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         raise InvalidName(
-            f"{what} {name!r} is not allowed: use 1-64 characters from letters, digits, '-' "
+            f"{what} {shorten(name)} is not allowed: use 1-64 characters from letters, digits, '-' "
             "and '_', starting with a letter or digit")
     return name
 
@@ -34,8 +51,8 @@ def parse_ref(ref: str) -> tuple[str, int | None]:
     validate_name(name)
     if not sep:
         return name, None
-    if not version.isdigit() or int(version) < 1:
-        raise InvalidName(f"adapter version in {ref!r} must be a positive integer, e.g. '{name}@1'")
+    if not VERSION_RE.fullmatch(version) or int(version) < 1:
+        raise InvalidName(f"adapter version in {shorten(ref)} must be a positive integer, e.g. '{name}@1'")
     return name, int(version)
 
 
@@ -73,6 +90,10 @@ class HeadOptions(AdapterOptions):
     cv_folds: int = Field(5, ge=2, le=10, description="folds of the cross-validated quality estimate")
 
 
+# A Linear module's last name part (e.g. "query"): echoed in answers and stored in manifests.
+ModuleName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
+
+
 class LoraOptions(AdapterOptions):
     """Options of a ``kind: "lora"`` adapter. The defaults were chosen by measurement at 8
     examples per label (benchmarks/bench_lora.py); unknown keys are refused."""
@@ -83,8 +104,8 @@ class LoraOptions(AdapterOptions):
     rank: int = Field(8, ge=1, le=64, description="LoRA rank")
     alpha: float = Field(16.0, gt=0, le=1024, description="LoRA alpha (scaling = alpha / rank)")
     dropout: float = Field(0.1, ge=0, lt=1, description="dropout on the LoRA input while training")
-    targets: tuple[str, ...] = Field(("query", "value"), min_length=1,
-                                     description="names of the backbone Linear layers to adapt")
+    targets: tuple[ModuleName, ...] = Field(("query", "value"), min_length=1, max_length=16,
+                                            description="names of the backbone Linear layers to adapt")
     epochs: int = Field(8, ge=1, le=100, description="passes over the examples")
     batch_size: int = Field(16, ge=2, le=256, description="rows per training step")
     learning_rate: float = Field(1e-3, gt=0, le=1, description="AdamW learning rate of the LoRA weights")
@@ -97,7 +118,8 @@ class LoraOptions(AdapterOptions):
 def describe_validation_error(e: ValidationError) -> str:
     parts = []
     for err in e.errors():
-        loc = ".".join(str(p) for p in err.get("loc", ())) or "value"
+        # option names come from the client: cut them (a 10 kB key would make a 10 kB message)
+        loc = ".".join(str(p)[:40] for p in err.get("loc", ())) or "value"
         msg = "unknown option" if err.get("type") == "extra_forbidden" else err.get("msg", "invalid")
         parts.append(f"{loc}: {msg}")
     return "; ".join(parts)

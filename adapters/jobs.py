@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import queue
+import re
 import socket
 import threading
 import time
@@ -21,12 +22,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from .config import shorten
 from .errors import Conflict, JobNotFound, Overloaded, TailorError
 
 log = logging.getLogger("tailor.jobs")
 
 ACTIVE = ("queued", "running")
-JOB_ID_CHARS = set("0123456789abcdef")
+# Job ids are uuid4 hex (32 characters). Anything else is not looked up at all: not in memory,
+# and not as a file name (a 300-character id failed with ENAMETOOLONG, a 500, not a 404).
+JOB_ID_RE = re.compile(r"[0-9a-f]{1,64}")
 
 
 class Cancelled(Exception):
@@ -177,11 +181,11 @@ class JobManager:
     def get(self, tenant: str, job_id: str) -> JobRecord:
         """A copy of the job's record; another tenant's job is 404, as if it did not exist."""
         with self.lock:
-            job = self._jobs.get(job_id) if set(job_id) <= JOB_ID_CHARS else None
-            rec = JobRecord(**asdict(job.record)) if job else (
-                self._read(job_id) if set(job_id) <= JOB_ID_CHARS and job_id else None)
+            known = isinstance(job_id, str) and JOB_ID_RE.fullmatch(job_id)
+            job = self._jobs.get(job_id) if known else None
+            rec = JobRecord(**asdict(job.record)) if job else (self._read(job_id) if known else None)
         if rec is None or rec.tenant != tenant:
-            raise JobNotFound(f"job {job_id!r} does not exist; the answer to POST /v1/adapters "
+            raise JobNotFound(f"job {shorten(job_id)} does not exist; the answer to POST /v1/adapters "
                               "names its job")
         return rec
 

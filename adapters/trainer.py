@@ -11,6 +11,7 @@ The trainer returns an artifact; publishing it is the store's job.
 from __future__ import annotations
 
 import time
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -18,7 +19,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from .config import HeadOptions, Limits
+from .config import HeadOptions, Limits, shorten
 from .errors import InvalidExamples, TooLarge
 from .heads import HEAD_FITTERS, LinearHead
 
@@ -55,29 +56,68 @@ class HeadArtifact:
         return self.head.tensors()
 
 
+# Characters that show nothing: control, format (zero-width, bidi marks) and separators.
+_INVISIBLE = ("Cc", "Cf", "Zl", "Zp", "Zs")
+
+
+def _check_unicode(v: str, where: str) -> None:
+    """Texts and labels go to the tokenizer, into JSON files and back to clients as UTF-8:
+    a lone surrogate (JSON ``"\\ud800"``) is not text, so it is refused here rather than
+    failing half-way through training or serialization."""
+    try:
+        v.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise InvalidExamples(f"{where} contains an unpaired surrogate ({v[e.start]!r} at "
+                              f"character {e.start}), which is not valid Unicode text; send "
+                              "UTF-8 text (emoji as one code point or a proper surrogate pair)"
+                              ) from None
+
+
+def _blank(v: str) -> bool:
+    """Only whitespace, zero-width or control characters: nothing to classify or show."""
+    return not any(not ch.isspace() and unicodedata.category(ch) not in _INVISIBLE for ch in v)
+
+
 def _label_text(v: Any, where: str, limits: Limits) -> str:
-    if not isinstance(v, str) or not v.strip():
-        raise InvalidExamples(f"{where} must be a non-empty string, got {v!r}")
+    if not isinstance(v, str):
+        raise InvalidExamples(f"{where} must be a non-empty string, got {shorten(v)}")
     if len(v) > limits.max_label_chars:
         raise InvalidExamples(f"{where} is {len(v)} characters long; the limit is "
                               f"{limits.max_label_chars} (TAILOR_MAX_LABEL_CHARS)")
+    if _blank(v):
+        raise InvalidExamples(f"{where} must be a non-empty string (not only whitespace or "
+                              f"invisible characters), got {shorten(v)}")
+    _check_unicode(v, where)
     return v
 
 
 def validate_text(text: Any, where: str, limits: Limits) -> str:
     if not isinstance(text, str):
         raise InvalidExamples(f"{where} must be a string, got {type(text).__name__}")
-    if not text.strip():
-        raise InvalidExamples(f"{where} is empty; every text needs some words")
     if len(text) > limits.max_chars:
         raise TooLarge(f"{where} has {len(text)} characters; the limit is {limits.max_chars} "
                        "(TAILOR_MAX_CHARS). Shorten or split the text")
+    if _blank(text):
+        raise InvalidExamples(f"{where} is empty (only whitespace or invisible characters); "
+                              "every text needs some words")
+    _check_unicode(text, where)
     return text
+
+
+def validate_label_order(label_order: Any) -> list[str] | None:
+    """``options.labels``: None, or a list of distinct strings (any order)."""
+    if label_order is None:
+        return None
+    if (not isinstance(label_order, list) or not all(isinstance(v, str) for v in label_order)
+            or len(set(label_order)) != len(label_order)):
+        raise InvalidExamples("options.labels must be a list of distinct label strings")
+    return label_order
 
 
 def validate_examples(examples: Any, limits: Limits, label_order: Sequence[str] | None = None
                       ) -> LabeledData:
     """Check the posted examples and turn them into texts + label ids."""
+    label_order = validate_label_order(label_order)
     if not isinstance(examples, list) or not examples:
         raise InvalidExamples("examples must be a non-empty list of {\"text\", \"label\"} objects")
     if len(examples) > limits.max_examples:
@@ -112,6 +152,13 @@ def validate_examples(examples: Any, limits: Limits, label_order: Sequence[str] 
             per_row.append([_label_text(ex["label"], f"{where}.label", limits)])
 
     seen = sorted({lab for labs in per_row for lab in labs})
+    by_form: dict[str, list[str]] = {}
+    for lab in seen:
+        by_form.setdefault(unicodedata.normalize("NFC", lab), []).append(lab)
+    twins = [forms for forms in by_form.values() if len(forms) > 1]
+    if twins:  # "é" as one code point and as "e" + combining accent: they look the same
+        raise InvalidExamples(f"labels {ascii(twins[0])} differ only in Unicode normalization (NFC vs "
+                              "NFD) and would look identical to clients; use one form")
     if label_order is not None:
         missing = [lab for lab in label_order if lab not in seen]
         if missing:
@@ -126,9 +173,10 @@ def validate_examples(examples: Any, limits: Limits, label_order: Sequence[str] 
     if len(labels) > limits.max_labels:
         raise InvalidExamples(f"{len(labels)} labels posted; the limit is {limits.max_labels} per "
                               "adapter (TAILOR_MAX_LABELS)")
-    if len(labels) < 2:
-        raise InvalidExamples(f"only one label ({labels[0]!r}) in the examples; a classifier needs "
-                              "examples of at least 2 different labels")
+    if len(labels) < 2:  # none at all: multi-label examples whose "labels" lists are all empty
+        which = f"only one label ({labels[0]!r})" if labels else "no label at all"
+        raise InvalidExamples(f"{which} in the examples; a classifier needs examples of at least "
+                              "2 different labels")
     index = {lab: j for j, lab in enumerate(labels)}
     if multi:
         y = np.zeros((len(texts), len(labels)), dtype=np.int64)
@@ -238,11 +286,7 @@ def train_head(embed: Embedder, examples: Any, options: dict[str, Any] | None,
                limits: Limits = Limits()) -> HeadArtifact:
     """Train a head adapter on frozen embeddings. ``embed`` maps texts to [rows, dim]."""
     opts_raw = dict(options or {})
-    label_order = opts_raw.pop("labels", None)
-    if label_order is not None and (not isinstance(label_order, list)
-                                    or not all(isinstance(v, str) for v in label_order)
-                                    or len(set(label_order)) != len(label_order)):
-        raise InvalidExamples("options.labels must be a list of distinct label strings")
+    label_order = validate_label_order(opts_raw.pop("labels", None))
     opts = HeadOptions.parse(opts_raw)
     data = validate_examples(examples, limits, label_order)
     t0 = time.perf_counter()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 
-from fastapi import Body, FastAPI, Query, Request, Response
+from fastapi import Body, FastAPI, Path, Query, Request, Response
 from fastapi.responses import FileResponse
 from starlette.background import BackgroundTask
 
@@ -18,11 +18,20 @@ from adapters import Tailor
 
 from . import errors
 from .auth import Authenticate, KeyRing
-from .schemas import (AdapterList, AdapterRecord, CreateAdapterRequest, DeleteResponse,
-                      EmbedRequest, EmbedResponse, ErrorResponse, ExportRequest, JobRecord,
-                      PendingAdapter, PredictRequest, PredictResponse)
+from .schemas import (JOB_ID_PATTERN, NAME_PATTERN, REF_PATTERN, AdapterList, AdapterRecord,
+                      CreateAdapterRequest, DeleteResponse, EmbedRequest, EmbedResponse,
+                      ErrorResponse, ExportRequest, JobRecord, PendingAdapter, PredictRequest,
+                      PredictResponse)
 
 ERRORS = {s: {"model": ErrorResponse} for s in (400, 401, 403, 404, 409, 413, 422, 429, 503)}
+
+# Path parameters with their documented shape (checked by the domain, which answers 422
+# invalid_name or 404 job_not_found; see schemas.py).
+Ref = Path(description="`name` (latest version) or `name@version`", examples=["support-topics"],
+           json_schema_extra={"pattern": REF_PATTERN})
+Name = Path(description="adapter name", examples=["old-topics"], json_schema_extra={"pattern": NAME_PATTERN})
+JobId = Path(description="the job's id, from the answer to POST /v1/adapters",
+             json_schema_extra={"pattern": JOB_ID_PATTERN})
 
 
 def engine(request: Request) -> Tailor:
@@ -89,12 +98,12 @@ def create_app(max_body_bytes: int = 16 * 1024 * 1024,
 
     @app.get("/adapters/{name}", response_model=AdapterRecord,
              summary="One adapter: `name` (latest) or `name@version`")
-    async def get_adapter(name: str, request: Request) -> dict:
+    async def get_adapter(request: Request, name: str = Ref) -> dict:
         return engine(request).get_adapter(tenant_of(request), name)
 
     @app.delete("/adapters/{name}", response_model=DeleteResponse,
                 summary="Delete all versions of an adapter, or one with ?version=N")
-    async def delete_adapter(name: str, request: Request,
+    async def delete_adapter(request: Request, name: str = Name,
                              version: int | None = Query(None, ge=1)) -> dict:
         t = engine(request)
         removed = await asyncio.to_thread(t.delete_adapter, tenant_of(request), name, version)
@@ -110,11 +119,11 @@ def create_app(max_body_bytes: int = 16 * 1024 * 1024,
         return await engine(request).aembed(req.inputs)
 
     @app.get("/jobs/{job_id}", response_model=JobRecord, summary="A training job's status and progress")
-    async def get_job(job_id: str, request: Request) -> dict:
+    async def get_job(request: Request, job_id: str = JobId) -> dict:
         return lora_jobs(request).get(tenant_of(request), job_id).public()
 
     @app.delete("/jobs/{job_id}", response_model=JobRecord, summary="Cancel a queued or running job")
-    async def cancel_job(job_id: str, request: Request) -> dict:
+    async def cancel_job(request: Request, job_id: str = JobId) -> dict:
         return lora_jobs(request).cancel(tenant_of(request), job_id).public()
 
     @app.post("/adapters/{name}/export", response_class=FileResponse,
@@ -122,7 +131,7 @@ def create_app(max_body_bytes: int = 16 * 1024 * 1024,
               responses={200: {"content": {"application/zip": {}},
                                "description": "zip: model.onnx, tokenizer.json, labels.json, "
                                               "manifest.json (incl. parity report), README.md"}})
-    async def export_adapter(name: str, request: Request,
+    async def export_adapter(request: Request, name: str = Ref,
                              req: ExportRequest = Body(default_factory=ExportRequest)) -> Response:
         import tempfile
         from pathlib import Path

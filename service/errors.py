@@ -38,14 +38,23 @@ def respond(exc: TailorError) -> JSONResponse:
 
 
 def error_response(status: int, code: str, message: str, headers: dict | None = None) -> JSONResponse:
+    # Messages may quote what the client sent; a lone surrogate from a JSON "\\ud800" escape
+    # cannot be encoded as UTF-8 and would turn this answer into a 500: escape it instead.
+    message = message.encode("utf-8", "backslashreplace").decode("utf-8")
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status,
                         headers=headers)
+
+
+def _loc(part: object) -> str:
+    """One step of a pydantic error location; field names come from the client, so cut them."""
+    s = str(part)
+    return s if len(s) <= 40 else s[:40] + "..."
 
 
 def describe(errors: list[dict]) -> str:
     parts = []
     for err in errors[:5]:
-        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
+        loc = ".".join(_loc(p) for p in err.get("loc", ()) if p != "body") or "body"
         kind = err.get("type", "")
         if kind == "extra_forbidden":
             msg = "unknown field; remove it"
@@ -75,6 +84,8 @@ def install(app: FastAPI) -> None:
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if request.scope.get("tailor.too_big"):
             return _too_big(request)
+        if exc.status_code == 400 and exc.__cause__ is not None:  # FastAPI could not parse the body
+            return error_response(400, "invalid_json", _unparsable(exc.__cause__))
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         detail = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
         if exc.status_code == 404:
@@ -88,6 +99,20 @@ def install(app: FastAPI) -> None:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return error_response(500, "internal_error", "internal error (a bug); the server log has "
                               "the details")
+
+
+def _unparsable(cause: BaseException) -> str:
+    """Why a body that FastAPI could not parse was refused. json.loads raises more than
+    JSONDecodeError: UnicodeDecodeError (not UTF-8), RecursionError (nested too deeply) and
+    ValueError (an integer of more than 4300 digits)."""
+    if isinstance(cause, UnicodeDecodeError):
+        why = f"is not UTF-8 ({cause.reason} at byte {cause.start})"
+    elif isinstance(cause, RecursionError):
+        why = "is nested too deeply (arrays or objects inside each other)"
+    else:
+        why = f"is not valid JSON ({str(cause)[:200]})"
+    return (f"the request body {why}; send a JSON object encoded as UTF-8 with "
+            "Content-Type: application/json")
 
 
 def _too_big(request: Request) -> JSONResponse:

@@ -10,6 +10,21 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from adapters.config import NAME_RE, VERSION_RE
+
+# Documented, not enforced here: the domain checks names and refs itself and answers 422
+# invalid_name with a message that says what is allowed. The patterns are in the OpenAPI
+# document so that clients (and the fuzzer) know the shape of a name.
+NAME_PATTERN = f"^{NAME_RE.pattern}$"
+REF_PATTERN = f"^{NAME_RE.pattern}(@{VERSION_RE.pattern})?$"
+JOB_ID_PATTERN = "^[0-9a-f]{32}$"
+
+_EXAMPLE_CREATE = {"name": "support-topics", "kind": "head", "examples": [
+    {"text": "I was charged twice this month", "label": "billing"},
+    {"text": "Please refund the duplicate payment", "label": "billing"},
+    {"text": "The app crashes when I open settings", "label": "bug"},
+    {"text": "Login button does nothing on Android", "label": "bug"}]}
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -22,8 +37,10 @@ class Example(_Strict):
 
 
 class CreateAdapterRequest(_Strict):
+    model_config = ConfigDict(json_schema_extra={"examples": [_EXAMPLE_CREATE]})
+
     name: str = Field(..., description="1-64 of [A-Za-z0-9_-]; re-using a name publishes a new version",
-                      examples=["support-topics"])
+                      examples=["support-topics"], json_schema_extra={"pattern": NAME_PATTERN})
     kind: Literal["head", "lora"] = Field("head", description=(
         "head: a classifier on frozen embeddings (201, ready at once); lora: LoRA weights on the "
         "backbone plus a head, trained in a background job (202 with the job)"))
@@ -110,7 +127,11 @@ class DeleteResponse(BaseModel):
 
 
 class PredictRequest(_Strict):
-    adapter: str = Field(..., description="`name` (latest version) or `name@version`", examples=["support-topics"])
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"adapter": "support-topics", "inputs": ["why was my card billed two times?", "the app freezes"]}]})
+
+    adapter: str = Field(..., description="`name` (latest version) or `name@version`", examples=["support-topics"],
+                         json_schema_extra={"pattern": REF_PATTERN})
     inputs: list[str] = Field(..., description="texts to classify")
 
 

@@ -84,3 +84,28 @@ class TailorService:
 
     def __is_ready__(self) -> bool:
         return getattr(app.state, "tailor", None) is not None
+
+
+class NewlinePathsToV1:
+    """Outer ASGI middleware: send /v1 requests whose path holds a newline to the v1 app.
+
+    Starlette's Mount matches its prefix with ``.*``, which stops at a newline, so
+    ``DELETE /v1/jobs/x%0Ay`` never reached the v1 app and BentoML answered a text/plain 404
+    instead of the documented JSON error (found by tests/test_fuzz.py). Such requests go to
+    the v1 app directly, as the mount would send them (root_path "/v1")."""
+
+    def __init__(self, app, v1, prefix: str = "/v1"):
+        self.app = app
+        self.v1 = v1
+        self.prefix = prefix
+
+    async def __call__(self, scope, receive, send):
+        path = scope.get("path", "")
+        if scope["type"] == "http" and "\n" in path and path.startswith(self.prefix + "/"):
+            root = scope.get("root_path", "")
+            return await self.v1({**scope, "root_path": root + self.prefix,
+                                  "app_root_path": scope.get("app_root_path", root)}, receive, send)
+        return await self.app(scope, receive, send)
+
+
+TailorService.add_asgi_middleware(NewlinePathsToV1, v1=app)
