@@ -104,6 +104,24 @@ def test_interrupted_write_is_invisible_and_swept(store):
     assert store.sweep() == 1 and not half.exists()
 
 
+def test_sweep_removes_stray_files_not_only_folders(store):
+    # kill -9 leaves files as well as folders: a training worker's output in .tmp, a version
+    # counter's temp file beside the versions. They must go, and only once they are stale.
+    publish(store, "x")
+    worker_out = store.root / ".tmp" / "lora-0123.safetensors"
+    worker_out.write_bytes(b"half a tensor")
+    seq_tmp = store.root / "tenants" / "t1" / "x" / ".seq.4567"
+    seq_tmp.write_text("2")
+    fresh = store.root / ".tmp" / "lora-89ab.safetensors"  # another replica's, being written
+    fresh.write_bytes(b"...")
+    for p in (worker_out, seq_tmp):
+        os.utime(p, (0, 0))
+    assert store.sweep() == 2
+    assert not worker_out.exists() and not seq_tmp.exists() and fresh.exists()
+    assert store.versions("t1", "x") == [1] and store.load("t1", "x").manifest["version"] == 1
+    assert (store.root / "tenants" / "t1" / "x" / ".seq").read_text() == "1"
+
+
 def test_registry_lru_and_freshness(store):
     reg = AdapterRegistry(store, capacity=2)
     for n in ("a", "b", "c"):
