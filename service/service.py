@@ -43,7 +43,8 @@ def build_engine(settings: Settings):
                                      cuda_tf32=settings.onnx_cuda_tf32)
     engine = Tailor(backbone, store, limits=settings.limits(), cache_size=settings.cache_size,
                     max_batch_rows=settings.max_batch_rows, max_wait_ms=settings.batch_wait_ms,
-                    max_queued_rows=settings.max_queued_rows)
+                    max_queued_rows=settings.max_queued_rows,
+                    max_queue_wait_s=settings.max_queue_wait_s)
     backbone.embed(["warm-up"])
     log.info("tailor ready: backbone %s (%s), store %s, runtime %s", backbone.identity.name,
              backbone.identity.sha256[:12], store.root.resolve(),
