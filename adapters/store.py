@@ -92,7 +92,13 @@ class AdapterStore:
 
     @contextlib.contextmanager
     def _locked(self, name_dir: Path) -> Iterator[None]:
-        name_dir.mkdir(parents=True, exist_ok=True)
+        if not name_dir.is_dir():
+            # A new name (or tenant): make the new folders' entries durable too, or a power
+            # loss could drop the folder of a version that was acknowledged (fsync of the
+            # version's own folder and of name_dir does not cover name_dir's entry).
+            name_dir.mkdir(parents=True, exist_ok=True)
+            _fsync_dir(name_dir.parent)
+            _fsync_dir(name_dir.parent.parent)
         with open(name_dir / ".lock", "a+") as f:
             fcntl.flock(f, fcntl.LOCK_EX)
             try:

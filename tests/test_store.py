@@ -137,3 +137,17 @@ def test_registry_lru_and_freshness(store):
     store.delete("t1", "a")
     with pytest.raises(AdapterNotFound):
         reg.get("t1", "a")
+
+
+def test_folders_of_a_new_name_are_made_durable(store, monkeypatch):
+    # rename + fsync(name folder) makes v1 durable inside its folder; the folder's own entry
+    # (new tenant, new name) needs its parents fsynced too, or a power loss can lose it.
+    import adapters.store as store_mod
+
+    synced = []
+    real = store_mod._fsync_dir
+    monkeypatch.setattr(store_mod, "_fsync_dir", lambda p: (synced.append(p), real(p)))
+    publish(store, "fresh", tenant="newcomer")
+    tenants = store.root / "tenants"
+    assert tenants / "newcomer" in synced and tenants in synced
+    assert tenants / "newcomer" / "fresh" in synced
