@@ -3,8 +3,15 @@
 Requests put their rows on a queue and await a future. One loop takes whatever is queued
 (up to ``max_rows``), runs the batch function in a worker thread and hands each request its
 slice of the results. While a batch runs, new requests queue up, so under load batches grow
-by themselves and at low load a lone request starts at once (``max_wait_ms`` is only a small
-gathering window, never a deadline that fails requests).
+by themselves.
+
+The gathering window adapts: before a batch the loop expects as many rows as the larger of
+the last two batches had, and waits at most ``max_wait_ms`` for them. A lone client
+(batches of 1) therefore never waits, while closed-loop clients, whose next requests arrive
+only after the previous batch's answers went out, are gathered into one full batch instead
+of a small one followed by the rest. Measured on 2 cores, 64 clients: 62 -> 79 texts/s and
+less CPU per text (benchmarks/RESULTS.md). ``max_wait_ms`` is never a deadline that fails
+requests.
 
 Why not BentoML's adaptive batching: it batches along one request parameter, so rows of a
 request must share an adapter, and its ``max_latency_ms`` answers 503 when exceeded. Here a
@@ -22,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Generic, Sequence, TypeVar
@@ -123,20 +131,37 @@ class MicroBatcher(Generic[Row, Result]):
         self._queued_rows -= n
         return taken
 
+    async def _gather(self, expect: int) -> None:
+        """Wait until ``expect`` rows are queued or ``max_wait`` has passed."""
+        assert self._wakeup is not None
+        deadline = time.perf_counter() + self.max_wait
+        while self._queued_rows < expect:
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                return
+            self._wakeup.clear()
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), remaining)
+            except asyncio.TimeoutError:
+                return
+
     async def _run(self) -> None:
         assert self._wakeup is not None
+        recent: deque[int] = deque([1], maxlen=2)  # sizes of the last batches
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
             while self._queue:
-                if self.max_wait and sum(len(p.rows) for p in self._queue) < self.max_rows:
-                    await asyncio.sleep(self.max_wait)  # a short window for company
+                expect = min(self.max_rows, max(recent))
+                if self.max_wait and self._queued_rows < expect:
+                    await self._gather(expect)
                 batch = [p for p in self._take() if not p.future.cancelled()]
                 if not batch:
                     continue
                 flat = [r for p in batch for r in p.rows]
                 self._running_rows = len(flat)
                 t0 = time.perf_counter()
+                recent.append(len(flat))
                 try:
                     results = await asyncio.get_running_loop().run_in_executor(
                         self._thread, self.fn, flat)

@@ -61,7 +61,7 @@ def format_prediction(adapter: LoadedAdapter, probs: torch.Tensor) -> dict[str, 
 
 class Tailor:
     def __init__(self, backbone: Backbone, store: AdapterStore, *, limits: Limits = Limits(),
-                 cache_size: int = 256, max_batch_rows: int = 64, max_wait_ms: float = 2.0,
+                 cache_size: int = 256, max_batch_rows: int = 64, max_wait_ms: float = 20.0,
                  max_queued_rows: int = 4096, max_queue_wait_s: float = 10.0):
         self.backbone = backbone
         self.store = store
@@ -113,6 +113,7 @@ class Tailor:
     def create_adapter(self, tenant: str, name: str, kind: str, examples: Any,
                        options: dict[str, Any] | None = None) -> dict[str, Any]:
         validate_name(name)
+        self.store.check_room(tenant, name)  # before training: the limit is a 4xx at once
         if kind not in ADAPTER_KINDS:
             raise InvalidRequest(f"kind {kind!r} is not supported; use one of {list(ADAPTER_KINDS)}")
         if kind == "lora":  # in-process and blocking (notebooks); the service uses LoraJobs

@@ -37,6 +37,13 @@ class InvalidName(InvalidRequest):
     code = "invalid_name"
 
 
+class TooManyAdapters(InvalidRequest):
+    """A tenant is at its limit of adapter names. 422, not 429: retrying does not help until
+    the tenant deletes an adapter (or the operator raises the limit)."""
+
+    code = "too_many_adapters"
+
+
 class AdapterNotFound(TailorError):
     status = 404
     code = "adapter_not_found"

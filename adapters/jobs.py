@@ -207,6 +207,12 @@ class JobManager:
                               "names its job")
         return rec
 
+    def active(self, tenant: str) -> list[JobRecord]:
+        """Copies of this process's queued and running jobs of ``tenant``, oldest first."""
+        with self.lock:
+            return [JobRecord(**asdict(j.record)) for j in self._jobs.values()
+                    if j.record.tenant == tenant and j.record.status in ACTIVE]
+
     def cancel(self, tenant: str, job_id: str) -> JobRecord:
         rec = self.get(tenant, job_id)
         with self.lock:

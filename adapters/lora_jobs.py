@@ -32,6 +32,7 @@ class LoraJobs:
     def submit(self, tenant: str, name: str, examples: Any,
                options: dict[str, Any] | None) -> dict[str, Any]:
         validate_name(name)
+        self.store.check_room(tenant, name)  # publish checks again when the job is done
         opts_raw = dict(options or {})
         label_order = opts_raw.pop("labels", None)
         opts = LoraOptions.parse(opts_raw)
@@ -65,3 +66,8 @@ class LoraJobs:
 
     def cancel(self, tenant: str, job_id: str) -> JobRecord:
         return self.jobs.cancel(tenant, job_id)
+
+    def training(self, tenant: str) -> list[dict[str, Any]]:
+        """Adapters of ``tenant`` whose training job is queued or running in this process."""
+        return [{"name": r.adapter, "kind": "lora", "status": "training", "job": r.public()}
+                for r in self.jobs.active(tenant)]

@@ -2,6 +2,7 @@
 
 Layout::
 
+    <root>/tenants/<tenant>/.lock                flock target for creating a new name
     <root>/tenants/<tenant>/<name>/.seq          last version number handed out
     <root>/tenants/<tenant>/<name>/.lock         flock target for publish/delete
     <root>/tenants/<tenant>/<name>/v<N>/manifest.json
@@ -34,7 +35,7 @@ from safetensors.torch import load as load_tensors, save_file
 
 from .backbone import BackboneIdentity
 from .config import validate_name
-from .errors import AdapterNotFound, CorruptAdapter, IncompatibleAdapter
+from .errors import AdapterNotFound, CorruptAdapter, IncompatibleAdapter, TooManyAdapters
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
@@ -77,9 +78,11 @@ class StoredAdapter:
 
 
 class AdapterStore:
-    def __init__(self, root: str | Path, backbone: BackboneIdentity):
+    def __init__(self, root: str | Path, backbone: BackboneIdentity, *,
+                 max_adapters_per_tenant: int | None = None):
         self.root = Path(root)
         self.backbone = backbone
+        self.max_adapters_per_tenant = max_adapters_per_tenant
         for sub in ("tenants", ".tmp", ".trash"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
 
@@ -194,6 +197,19 @@ class AdapterStore:
         return data if isinstance(data, list) else []
 
     # -- writing --------------------------------------------------------------------------
+    def check_room(self, tenant: str, name: str) -> None:
+        """Raise TooManyAdapters if ``name`` is new and the tenant is at its limit. Callers
+        check before training (a 4xx at once); ``publish`` checks again under the lock."""
+        limit = self.max_adapters_per_tenant
+        if limit is None or self.versions(tenant, name):
+            return
+        count = len(self.names(tenant))
+        if count >= limit:
+            raise TooManyAdapters(
+                f"you have {count} adapters; the limit is {limit} per tenant "
+                "(TAILOR_MAX_ADAPTERS_PER_TENANT). Delete one you no longer need "
+                "(DELETE /v1/adapters/{name}) or publish a new version of an existing name")
+
     @staticmethod
     def _read_seq(seq_file: Path) -> int:
         """The last version number handed out (0 when none or unreadable: publish also
@@ -239,7 +255,7 @@ class AdapterStore:
                 **extra,
                 "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds"),
             }
-            with self._locked(name_dir):
+            with self._locked(name_dir), self._room_for(tenant, name):
                 seq_file = name_dir / ".seq"
                 last = max([self._read_seq(seq_file), *self.versions(tenant, name)])
                 version = last + 1
@@ -263,6 +279,17 @@ class AdapterStore:
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
+
+    @contextlib.contextmanager
+    def _room_for(self, tenant: str, name: str) -> Iterator[None]:
+        """Held while a new name's first version is renamed into place: no other new name
+        of this tenant can be counted in between (lock order: name, then tenant)."""
+        if self.max_adapters_per_tenant is None or self.versions(tenant, name):
+            yield
+            return
+        with self._locked(self._tenant_dir(tenant)):
+            self.check_room(tenant, name)
+            yield
 
     def delete(self, tenant: str, name: str, version: int | None = None) -> list[int]:
         """Remove one version, or all of them. Returns the version numbers removed."""

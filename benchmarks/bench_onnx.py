@@ -194,8 +194,8 @@ def main(threads: int = 1) -> str:
     md = ["## ONNX export and onnxruntime backbone", "",
           f"Measured on {machine()}; onnxruntime {ort.__version__} (CPUExecutionProvider), "
           f"{threads} threads for every backend, load average {os.getloadavg()[0]:.1f} at the end "
-          "(backends timed round-robin, so other jobs' load hits each alike). No GPU was available for this run: CUDA numbers "
-          "are missing (see docs/onnx.md). The machine is shared with other jobs, so absolute "
+          "(backends timed round-robin, so other jobs' load hits each alike). CUDA numbers come from "
+          "bench_onnx_gpu.py on a GPU machine (section below). The machine is shared with other jobs, so absolute "
           "numbers are noisy; the ratios are measured side by side in one run.", "",
           "### Backbone throughput (rows/s, median of repeated runs; ratio vs PyTorch eager)", "",
           "| texts | batch | PyTorch eager | onnxruntime fp32 | onnxruntime int8 |",

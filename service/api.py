@@ -1,7 +1,9 @@
 """The v1 HTTP routes as a FastAPI app. Thin: parse, call the domain, map errors.
 
 The BentoML service mounts this app at ``/v1`` and puts its ``adapters.Tailor`` engine on
-``app.state.tailor``; tests can do the same without BentoML.
+``app.state.tailor`` and its API keys on ``app.state.keyring``; tests can do the same
+without BentoML. Every route acts as the tenant that ``service.auth`` resolved from the
+caller's key: another tenant's adapters and jobs are 404, exactly as missing ones.
 """
 from __future__ import annotations
 
@@ -15,13 +17,12 @@ from starlette.background import BackgroundTask
 from adapters import Tailor
 
 from . import errors
+from .auth import Authenticate, KeyRing
 from .schemas import (AdapterList, AdapterRecord, CreateAdapterRequest, DeleteResponse,
                       EmbedRequest, EmbedResponse, ErrorResponse, ExportRequest, JobRecord,
                       PendingAdapter, PredictRequest, PredictResponse)
 
-DEFAULT_TENANT = "default"
-
-ERRORS = {s: {"model": ErrorResponse} for s in (400, 404, 409, 413, 422, 429, 503)}
+ERRORS = {s: {"model": ErrorResponse} for s in (400, 401, 403, 404, 409, 413, 422, 429, 503)}
 
 
 def engine(request: Request) -> Tailor:
@@ -43,18 +44,27 @@ def lora_jobs(request: Request):
 
 
 def tenant_of(request: Request) -> str:
-    """Single-tenant for now: every caller is the default tenant."""
-    return DEFAULT_TENANT
+    """The tenant this request acts as: set by the ``Authenticate`` middleware from the API
+    key (and, for admin keys, X-Tailor-Tenant); ``default`` when the service runs open."""
+    return request.scope["tailor.tenant"]
 
 
-def create_app(max_body_bytes: int = 16 * 1024 * 1024) -> FastAPI:
+def create_app(max_body_bytes: int = 16 * 1024 * 1024,
+               keyring: KeyRing | None = KeyRing()) -> FastAPI:
+    """The v1 app. ``keyring``: the API keys (empty = open, single-tenant ``default``);
+    ``None`` = not loaded yet (every request answers 503 until ``app.state.keyring`` is set)."""
     app = FastAPI(title="Tailor", version="1", description=(
         "One frozen text encoder, many few-shot adapters. Errors are "
-        '`{"error": {"code", "message"}}` with a 4xx status.'), responses=ERRORS,
+        '`{"error": {"code", "message"}}` with a 4xx status. With API keys configured, send '
+        "`Authorization: Bearer <key>`; admin keys may act as another tenant with "
+        "`X-Tailor-Tenant: <tenant>`."), responses=ERRORS,
         docs_url=None, redoc_url=None)
     errors.install(app)
     app.add_middleware(errors.BodyLimit, max_bytes=max_body_bytes)
+    app.add_middleware(Authenticate)  # outermost: no body is read for a caller without a key
     app.state.max_body_bytes = max_body_bytes
+    if keyring is not None:
+        app.state.keyring = keyring
 
     @app.post("/adapters", status_code=201, response_model=AdapterRecord | PendingAdapter,
               response_model_exclude_none=True,
@@ -73,7 +83,9 @@ def create_app(max_body_bytes: int = 16 * 1024 * 1024) -> FastAPI:
     @app.get("/adapters", response_model=AdapterList, summary="List your adapters (latest versions)")
     async def list_adapters(request: Request) -> dict:
         t = engine(request)
-        return {"adapters": await asyncio.to_thread(t.list_adapters, tenant_of(request))}
+        jobs = getattr(request.app.state, "lora_jobs", None)
+        return {"adapters": await asyncio.to_thread(t.list_adapters, tenant_of(request)),
+                "training": jobs.training(tenant_of(request)) if jobs is not None else []}
 
     @app.get("/adapters/{name}", response_model=AdapterRecord,
              summary="One adapter: `name` (latest) or `name@version`")

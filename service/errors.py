@@ -1,6 +1,7 @@
 """One place that maps errors to HTTP: ``{"error": {"code", "message"}}`` with a 4xx status.
 
-Domain errors carry their status (adapters/errors.py); request-shape errors come from
+Domain errors carry their status (adapters/errors.py), as do the HTTP-only ones here
+(401/403, raised by service/auth.py); request-shape errors come from
 pydantic; anything else is a bug and answers 500 ``internal_error`` (and is logged).
 """
 from __future__ import annotations
@@ -16,6 +17,24 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from adapters.errors import TailorError
 
 log = logging.getLogger("tailor")
+
+
+class Unauthorized(TailorError):
+    """No API key, or one this server does not know (401, with WWW-Authenticate)."""
+
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(TailorError):
+    """A valid key asked for something only an admin key may do (403)."""
+
+    status = 403
+    code = "forbidden"
+
+
+def respond(exc: TailorError) -> JSONResponse:
+    return error_response(exc.status, exc.code, exc.message, exc.headers)
 
 
 def error_response(status: int, code: str, message: str, headers: dict | None = None) -> JSONResponse:
@@ -42,7 +61,7 @@ def describe(errors: list[dict]) -> str:
 def install(app: FastAPI) -> None:
     @app.exception_handler(TailorError)
     async def _domain(request: Request, exc: TailorError) -> JSONResponse:
-        return error_response(exc.status, exc.code, exc.message, exc.headers)
+        return respond(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -88,8 +88,20 @@ class PendingAdapter(BaseModel):
     job: JobRecord = Field(..., description="poll GET /v1/jobs/{job.id}; DELETE cancels")
 
 
+class TrainingAdapter(BaseModel):
+    """An adapter whose (LoRA) training job is queued or running: not servable yet."""
+
+    name: str
+    kind: Literal["lora"]
+    status: Literal["training"]
+    job: JobRecord
+
+
 class AdapterList(BaseModel):
-    adapters: list[AdapterRecord]
+    adapters: list[AdapterRecord] = Field(..., description="servable adapters, latest version each")
+    training: list[TrainingAdapter] = Field(
+        default_factory=list, description="adapters still training on this replica (a new name "
+        "appears in `adapters` once its job succeeds; see GET /v1/jobs/{id})")
 
 
 class DeleteResponse(BaseModel):

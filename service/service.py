@@ -2,8 +2,9 @@
 
 ``bentoml serve service.service:TailorService`` loads the backbone once in ``__init__``
 (so ``/readyz`` answers 200 only when it is warm), builds the domain engine and mounts the
-v1 FastAPI routes at ``/v1``. BentoML supplies ``/readyz``, ``/livez``, ``/metrics`` and
-``/docs.json`` (which includes the v1 routes).
+v1 FastAPI routes at ``/v1``, behind the API keys (service/auth.py). BentoML supplies
+``/readyz``, ``/livez``, ``/metrics`` and ``/docs.json`` (which includes the v1 routes);
+they stay open (probes and scrapers carry no key).
 """
 from __future__ import annotations
 
@@ -16,13 +17,18 @@ import time
 import bentoml
 
 from .api import create_app
+from .auth import load_keyring
 from .settings import Settings
 
 log = logging.getLogger("tailor")
 
 # Read once at import of the service module: body-size middleware is part of the app that
-# BentoML mounts at class-definition time. Everything else is read again in __init__.
-app = create_app(Settings.from_env().max_body_bytes)
+# BentoML mounts at class-definition time. So are the API keys: a missing or malformed key
+# file (or none when TAILOR_REQUIRE_API_KEYS=true) makes `bentoml serve` exit at once with
+# the message, instead of restarting a failing worker forever. Everything else is read
+# again in __init__.
+_settings = Settings.from_env()
+app = create_app(_settings.max_body_bytes, keyring=load_keyring(_settings))
 
 
 def build_engine(settings: Settings):
@@ -35,7 +41,8 @@ def build_engine(settings: Settings):
         torch.set_num_threads(settings.torch_threads)
     backbone = Backbone(settings.backbone_path, name=settings.backbone_name,
                         max_batch_rows=settings.max_batch_rows, workers=settings.workers())
-    store = AdapterStore(settings.store_path, backbone.identity)
+    store = AdapterStore(settings.store_path, backbone.identity,
+                         max_adapters_per_tenant=settings.max_adapters_per_tenant)
     store.sweep()
     if settings.runtime == "onnx":
         # the batched forward runs on onnxruntime; the PyTorch model stays for exports.

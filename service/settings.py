@@ -9,11 +9,14 @@ import os
 from pathlib import Path
 from typing import Literal, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from adapters.config import Limits
 
 PREFIX = "TAILOR_"
+# The command-line client's variables (service/cli.py): a shell that uses the CLI may also
+# start the server, so these are not "unknown settings".
+CLIENT_VARIABLES = frozenset({"TAILOR_URL", "TAILOR_API_KEY"})
 
 
 class SettingsError(ValueError):
@@ -30,7 +33,7 @@ class Settings(BaseModel):
     torch_threads: int = Field(1, ge=0, description="intra-op torch threads per forward (forwards run side by side, see forward_workers); 0 = torch's default")
     forward_workers: int = Field(0, ge=0, le=64, description="backbone forwards run side by side; 0 = one per CPU core")
     max_batch_rows: int = Field(64, ge=1, le=4096, description="rows per backbone forward")
-    batch_wait_ms: float = Field(2.0, ge=0, le=1000, description="how long the batcher waits for company")
+    batch_wait_ms: float = Field(20.0, ge=0, le=1000, description="longest wait for the rows the batcher expects (as many as its last batches had); a lone request never waits")
     max_queued_rows: int = Field(4096, ge=1, description="rows waiting for the backbone before 429")
     max_queue_wait_s: float = Field(10.0, gt=0, le=3600, description="expected wait for the backbone (queued rows x measured seconds per row) above which a predict/embed answers 429")
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="largest request body (413 above)")
@@ -39,6 +42,7 @@ class Settings(BaseModel):
     max_examples: int = Field(2_000, ge=2, description="examples per adapter (413 above)")
     max_labels: int = Field(100, ge=2, description="labels per adapter (422 above)")
     max_label_chars: int = Field(100, ge=1, description="characters per label (422 above)")
+    max_adapters_per_tenant: int = Field(1000, ge=1, description="adapter names per tenant; creating a new name above it answers 422 (new versions of an existing name do not count)")
     job_queue_size: int = Field(8, ge=1, description="LoRA training jobs waiting before 429")
     job_concurrency: int = Field(1, ge=1, le=16, description="LoRA training jobs running at once")
     train_threads: int = Field(1, ge=1, le=256, description="torch threads of each LoRA training worker process")
@@ -48,6 +52,17 @@ class Settings(BaseModel):
     onnx_quantize: Literal["none", "int8"] = Field("none", description="onnx runtime: fp32 (none) or dynamic per-channel int8 backbone")
     onnx_threads: int = Field(0, ge=0, description="onnx runtime: intra-op threads of the one session; 0 = onnxruntime's default (all cores)")
     onnx_cuda_tf32: bool = Field(False, description="onnx runtime on CUDAExecutionProvider: allow TF32 matmuls (2.7-4x faster on an H200, embeddings differ from fp32 by ~2e-4)")
+    api_keys_file: Path | None = Field(None, description="file of API keys, one `<key> <tenant> [admin]` per line (service/auth.py); in Kubernetes the mounted Secret")
+    api_keys: SecretStr | None = Field(None, description="API keys inline, same format as the file, entries separated by newlines or commas (the file is preferred: environments leak)")
+    require_api_keys: bool = Field(False, description="refuse to start without API keys; otherwise, with none configured, the service runs open and single-tenant (tenant `default`)")
+
+    @model_validator(mode="after")
+    def _keys_when_required(self) -> "Settings":
+        if self.require_api_keys and self.api_keys_file is None and self.api_keys is None:
+            raise ValueError(
+                "TAILOR_REQUIRE_API_KEYS=true but no API keys are configured: set "
+                "TAILOR_API_KEYS_FILE to a file of `<key> <tenant> [admin]` lines (or TAILOR_API_KEYS)")
+        return self
 
     @model_validator(mode="after")
     def _int8_is_for_cpu(self) -> "Settings":
@@ -64,7 +79,7 @@ class Settings(BaseModel):
         env = os.environ if env is None else env
         values = {}
         for key, raw in env.items():
-            if not key.startswith(PREFIX):
+            if not key.startswith(PREFIX) or key in CLIENT_VARIABLES:
                 continue
             field = key[len(PREFIX):].lower()
             if field not in cls.model_fields:

@@ -140,3 +140,42 @@ def test_queue_longer_than_max_wait_answers_overloaded_with_retry_after():
     assert err.status == 429 and int(err.headers["Retry-After"]) >= 1
     assert "TAILOR_MAX_QUEUE_WAIT_S" in err.message
     assert alone == list(range(80))
+
+
+def test_a_lone_request_never_waits_for_company():
+    """Batches of 1 make the batcher expect 1 row: no gathering window at all."""
+    import time
+
+    async def main():
+        b = MicroBatcher(lambda rows: rows, max_rows=64, max_wait_ms=1000)
+        times = []
+        for i in range(5):
+            t = time.perf_counter()
+            assert await b.submit([i]) == [i]
+            times.append(time.perf_counter() - t)
+        return times
+
+    assert max(run(main())) < 0.5  # far below the 1 s window
+
+
+def test_closed_loop_clients_are_gathered_into_one_batch():
+    """After a batch of 10, the next 10 rows arriving one by one (as closed-loop clients'
+    next requests do) are gathered into one call, not run as 1 + 9."""
+    sizes = []
+
+    def fn(rows):
+        sizes.append(len(rows))
+        return rows
+
+    async def main():
+        b = MicroBatcher(fn, max_rows=64, max_wait_ms=500)
+        await asyncio.gather(*[b.submit([i]) for i in range(10)])  # one batch of 10
+
+        async def late(i):
+            await asyncio.sleep(0.005 * i)
+            return await b.submit([i])
+
+        return await asyncio.gather(*[late(i) for i in range(10)])
+
+    assert run(main()) == [[i] for i in range(10)]
+    assert sizes == [10, 10]

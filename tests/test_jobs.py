@@ -61,10 +61,13 @@ def test_cancel_running_and_queued_jobs(tmp_path):
     running = m.submit("lora_train", "t", "a", slow)
     queued = m.submit("lora_train", "t", "b", lambda job: {"never": "runs"})
     assert started.wait(5)
+    assert [(r.adapter, r.status) for r in m.active("t")] == [("a", "running"), ("b", "queued")]
+    assert m.active("other-tenant") == []
     assert m.cancel("t", queued.id).status == "cancelled"
     m.cancel("t", running.id)
     _wait_status(m, running.id, "cancelled")
     assert m.get("t", queued.id).status == "cancelled"
+    assert m.active("t") == []  # finished jobs are no longer listed as training
     with pytest.raises(Conflict):
         m.cancel("t", running.id)  # already finished
     m.close()

@@ -113,6 +113,14 @@ def test_replicas_share_one_rwx_store_and_valid_settings(rendered):
     store_mount = mounts[str(settings.store_path)]
     assert volumes[store_mount]["persistentVolumeClaim"]["claimName"] == pvc["metadata"]["name"]
 
+    # API keys are required, and the key file is the mounted Secret's `api-keys` entry
+    assert settings.require_api_keys
+    keys_file = settings.api_keys_file
+    secret_volume = volumes[mounts[str(keys_file.parent)]]["secret"]
+    assert secret_volume["secretName"] == kinds["Secret"]["metadata"]["name"]
+    assert keys_file.name in kinds["Secret"]["stringData"]
+    assert next(m for m in c["volumeMounts"] if m["mountPath"] == str(keys_file.parent))["readOnly"]
+
 
 def test_service_hpa_pdb_select_the_deployment(rendered):
     _, _, kinds, _ = rendered

@@ -123,6 +123,9 @@ def test_lora_job_trains_serves_cancels_and_survives_restart(tmp_path, data):
             # 2. cancel a running job: cancelled, nothing published
             job = _submit(c, "cancelme", train, epochs=50)["job"]
             _poll(c, job["id"], lambda j: j["status"] == "running" and j["progress"]["step"] >= 1)
+            listed = c.get("/v1/adapters").json()  # listed as training, not yet servable
+            assert [(a["name"], a["job"]["id"]) for a in listed["training"]] == [("cancelme", job["id"])]
+            assert "cancelme" not in [a["name"] for a in listed["adapters"]]
             r = c.delete(f"/v1/jobs/{job['id']}")
             assert r.status_code == 200, r.text
             done = _poll(c, job["id"], lambda j: j["status"] not in ("queued", "running"))[-1]

@@ -24,11 +24,42 @@ def test_values_are_parsed():
     ({"TAILOR_CACHE_SIZE": "0"}, "TAILOR_CACHE_SIZE"),
     ({"TAILOR_CAHCE_SIZE": "3"}, "unknown setting TAILOR_CAHCE_SIZE"),
     ({"TAILOR_BATCH_WAIT_MS": "-1"}, "TAILOR_BATCH_WAIT_MS"),
+    ({"TAILOR_MAX_ADAPTERS_PER_TENANT": "0"}, "TAILOR_MAX_ADAPTERS_PER_TENANT"),
+    ({"TAILOR_REQUIRE_API_KEYS": "maybe"}, "TAILOR_REQUIRE_API_KEYS"),
+    ({"TAILOR_REQUIRE_API_KEYS": "true"}, "TAILOR_REQUIRE_API_KEYS=true but no API keys are configured"),
+    ({"TAILOR_REQUIRE_API_KEYS": "true", "TAILOR_API_KEYS_FILE": ""}, "set TAILOR_API_KEYS_FILE"),
 ])
 def test_bad_settings_are_named(env, fragment):
     with pytest.raises(SettingsError) as e:
         Settings.from_env(env)
     assert fragment in str(e.value)
+
+
+def test_tenant_settings():
+    s = Settings.from_env({})
+    assert s.max_adapters_per_tenant == 1000 and not s.require_api_keys
+    assert s.api_keys_file is None and s.api_keys is None
+    s = Settings.from_env({"TAILOR_REQUIRE_API_KEYS": "true", "TAILOR_API_KEYS_FILE": "/etc/tailor/secrets/api-keys",
+                           "TAILOR_MAX_ADAPTERS_PER_TENANT": "5"})
+    assert s.require_api_keys and str(s.api_keys_file) == "/etc/tailor/secrets/api-keys"
+    assert s.max_adapters_per_tenant == 5
+
+
+def test_inline_keys_are_hidden_from_repr_and_errors():
+    key = "k" * 24
+    s = Settings.from_env({"TAILOR_API_KEYS": f"{key} acme", "TAILOR_REQUIRE_API_KEYS": "true"})
+    assert s.api_keys.get_secret_value() == f"{key} acme"
+    assert key not in repr(s) and key not in str(s.model_dump())
+    with pytest.raises(SettingsError) as e:
+        Settings.from_env({"TAILOR_API_KEYS": f"{key} acme", "TAILOR_CACHE_SIZE": "0"})
+    assert key not in str(e.value)
+
+
+def test_the_clis_variables_do_not_stop_the_server():
+    """`tailor --api-key` reads TAILOR_API_KEY, `--url` TAILOR_URL: a shell with them set can
+    still start the server (any other unknown TAILOR_* still stops it)."""
+    s = Settings.from_env({"TAILOR_API_KEY": "k" * 24, "TAILOR_URL": "http://x:3000"})
+    assert s == Settings()
 
 
 def test_every_setting_is_in_the_readme_table():

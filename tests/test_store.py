@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from adapters.backbone import BackboneIdentity
-from adapters.errors import AdapterNotFound, CorruptAdapter, IncompatibleAdapter, InvalidName
+from adapters.errors import (AdapterNotFound, CorruptAdapter, IncompatibleAdapter, InvalidName,
+                             TooManyAdapters)
 from adapters.registry import AdapterRegistry
 from adapters.store import AdapterStore
 
@@ -151,3 +152,30 @@ def test_folders_of_a_new_name_are_made_durable(store, monkeypatch):
     tenants = store.root / "tenants"
     assert tenants / "newcomer" in synced and tenants in synced
     assert tenants / "newcomer" / "fresh" in synced
+
+
+def test_adapters_per_tenant_limit_holds_under_concurrent_creates(tmp_path):
+    """publish re-checks the limit under the tenant's lock: eight threads creating new names
+    at once against a limit of 3 get exactly 3; versions of existing names never count."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    store = AdapterStore(tmp_path, BB, max_adapters_per_tenant=3)
+
+    def create(name, tenant="t1"):
+        try:
+            return publish(store, name, tenant=tenant)["name"]
+        except TooManyAdapters as e:
+            assert "the limit is 3 per tenant (TAILOR_MAX_ADAPTERS_PER_TENANT)" in e.message
+            return None
+
+    with ThreadPoolExecutor(8) as pool:
+        made = [n for n in pool.map(create, [f"n{i}" for i in range(8)]) if n]
+    assert len(made) == 3 and store.names("t1") == sorted(made)
+    assert create(made[0]) == made[0] and store.versions("t1", made[0]) == [1, 2]
+    assert create("late") is None and store.names("t1") == sorted(made)
+    with pytest.raises(TooManyAdapters):
+        store.check_room("t1", "late")
+    store.check_room("t1", made[0])  # an existing name always has room
+    assert create("late", tenant="t2") == "late"  # per tenant
+    store.delete("t1", made[1])
+    assert create("late") == "late"

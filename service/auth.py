@@ -1,0 +1,202 @@
+"""API keys -> tenants. HTTP-side only: the domain is handed a tenant string.
+
+Key file (``TAILOR_API_KEYS_FILE``; in Kubernetes the mounted Secret), one key per line::
+
+    # comment
+    <key> <tenant>            # a tenant's key: sees only that tenant's adapters and jobs
+    <key> <tenant> admin      # an admin key: acts as <tenant>, or as any tenant named by
+                              # the X-Tailor-Tenant header
+
+``TAILOR_API_KEYS`` takes the same entries inline, separated by newlines or commas. Keys are
+16-256 characters of RFC 6750's token alphabet (letters, digits, ``-._~+/``, trailing ``=``),
+e.g. ``python -c 'import secrets; print(secrets.token_urlsafe(32))'``.
+
+Only sha256 digests of the keys are kept; a presented key is hashed and compared with every
+digest by ``hmac.compare_digest`` (no early exit). Keys never appear in logs or error
+messages: a bad entry is named by its line number.
+
+With no keys configured the service runs open and single-tenant: every caller is tenant
+``default`` (``TAILOR_REQUIRE_API_KEYS=true`` refuses to start that way).
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from adapters.config import validate_name
+from adapters.errors import NotReady, TailorError
+
+from .errors import Forbidden, Unauthorized, respond
+from .settings import Settings, SettingsError
+
+log = logging.getLogger("tailor")
+
+DEFAULT_TENANT = "default"
+TENANT_HEADER = "x-tailor-tenant"
+KEY_RE = re.compile(r"^[A-Za-z0-9._~+/-]+=*$")
+MIN_KEY_CHARS, MAX_KEY_CHARS = 16, 256
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the tenant a key belongs to, and whether it may act for others."""
+
+    tenant: str
+    admin: bool = False
+
+
+def _digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()
+
+
+class KeyRing:
+    """sha256(key) -> Principal. Empty means open mode."""
+
+    def __init__(self, entries: list[tuple[bytes, Principal]] | None = None):
+        self._entries = list(entries or [])
+
+    @property
+    def open(self) -> bool:
+        return not self._entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def principals(self) -> list[Principal]:
+        return [p for _, p in self._entries]
+
+    @classmethod
+    def parse(cls, text: str, source: str, *, commas: bool = False) -> "KeyRing":
+        """Entries of ``text``; errors name ``source`` and the line, never the key."""
+        entries: list[tuple[bytes, Principal]] = []
+        seen: dict[bytes, int] = {}
+        lines = re.split(r"[\n,]" if commas else r"\n", text)
+        for n, line in enumerate(lines, 1):
+            line = line.split("#", 1)[0].strip()
+            if not line:
+                continue
+            where = f"{source}, entry {n}" if commas else f"{source}, line {n}"
+            parts = line.split()
+            if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] != "admin"):
+                raise SettingsError(f"{where}: expected `<key> <tenant>` or `<key> <tenant> admin`")
+            key, tenant = parts[0], parts[1]
+            if not (MIN_KEY_CHARS <= len(key) <= MAX_KEY_CHARS) or not KEY_RE.match(key):
+                raise SettingsError(
+                    f"{where}: the key must be {MIN_KEY_CHARS}-{MAX_KEY_CHARS} characters of letters, "
+                    "digits and -._~+/ (e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')")
+            try:
+                validate_name(tenant, "tenant")
+            except TailorError as e:
+                raise SettingsError(f"{where}: {e.message}") from None
+            digest = _digest(key)
+            if digest in seen:
+                raise SettingsError(f"{where}: the same key as entry {seen[digest]}; give each key "
+                                    "one tenant")
+            seen[digest] = n
+            entries.append((digest, Principal(tenant, admin=len(parts) == 3)))
+        return cls(entries)
+
+    def merged(self, other: "KeyRing") -> "KeyRing":
+        digests = [d for d, _ in self._entries]
+        if any(d in digests for d, _ in other._entries):
+            raise SettingsError("the same API key is listed twice (TAILOR_API_KEYS_FILE / "
+                                "TAILOR_API_KEYS); give each key one tenant")
+        return KeyRing(self._entries + other._entries)
+
+    def lookup(self, key: str) -> Principal | None:
+        """The key's principal, or None. Constant time in the key: every digest is compared."""
+        presented = _digest(key)
+        found = None
+        for digest, principal in self._entries:
+            if hmac.compare_digest(presented, digest):
+                found = principal
+        return found
+
+
+def load_keyring(settings: Settings) -> KeyRing:
+    """The configured keys (start-up). Raises SettingsError naming the setting when the file
+    is unreadable or malformed, or when keys are required and none are configured. Warns
+    loudly when the service will run open."""
+    ring = KeyRing()
+    if settings.api_keys_file is not None:
+        path = Path(settings.api_keys_file)
+        try:
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError) as e:
+            raise SettingsError(f"TAILOR_API_KEYS_FILE={path}: cannot read it ({type(e).__name__}: "
+                                f"{getattr(e, 'strerror', None) or 'not UTF-8 text'})") from None
+        ring = KeyRing.parse(text, f"TAILOR_API_KEYS_FILE={path}")
+    if settings.api_keys is not None:
+        ring = ring.merged(KeyRing.parse(settings.api_keys.get_secret_value(), "TAILOR_API_KEYS",
+                                         commas=True))
+    if ring.open:
+        if settings.require_api_keys:
+            raise SettingsError("TAILOR_REQUIRE_API_KEYS=true but the configured API key sources "
+                                "hold no keys; add `<key> <tenant> [admin]` lines to "
+                                "TAILOR_API_KEYS_FILE")
+        log.warning("NO API KEYS CONFIGURED: Tailor runs OPEN and single-tenant; every caller "
+                    "is tenant %r and can read, predict with and delete every adapter. Set "
+                    "TAILOR_API_KEYS_FILE (and TAILOR_REQUIRE_API_KEYS=true) to require keys",
+                    DEFAULT_TENANT)
+    else:
+        ps = ring.principals()
+        log.info("API keys: %d keys for %d tenants (%d admin keys)", len(ps),
+                 len({p.tenant for p in ps}), sum(p.admin for p in ps))
+    return ring
+
+
+def authenticate(ring: KeyRing, headers: dict[bytes, bytes]) -> str:
+    """The tenant a request acts as. Raises Unauthorized (401), Forbidden (403) or
+    InvalidName (422, a malformed X-Tailor-Tenant)."""
+    if ring.open:
+        principal = Principal(DEFAULT_TENANT)
+    else:
+        auth = headers.get(b"authorization", b"").decode("latin-1")
+        scheme, _, key = auth.strip().partition(" ")
+        if not auth or scheme.lower() != "bearer" or not key.strip():
+            raise Unauthorized("missing API key: send `Authorization: Bearer <key>`",
+                               headers={"WWW-Authenticate": 'Bearer realm="tailor"'})
+        principal = ring.lookup(key.strip())
+        if principal is None:
+            raise Unauthorized("invalid API key: it is not one this server knows; check the key "
+                               "you were given",
+                               headers={"WWW-Authenticate": 'Bearer realm="tailor", error="invalid_token"'})
+    wanted = headers.get(TENANT_HEADER.encode())
+    if wanted is None:
+        return principal.tenant
+    tenant = wanted.decode("latin-1").strip()
+    if tenant == principal.tenant:
+        return tenant
+    if not principal.admin:
+        raise Forbidden("X-Tailor-Tenant is honoured only for admin keys; leave it out to act as "
+                        "your own tenant")
+    return validate_name(tenant, "tenant")
+
+
+class Authenticate:
+    """ASGI middleware: resolves the caller's tenant into ``scope["tailor.tenant"]`` before
+    anything reads the body, or answers 401/403 in the usual error envelope. The key ring is
+    ``app.state.keyring`` (set at start-up); until it is, requests answer 503."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        ring = getattr(scope["app"].state, "keyring", None)
+        try:
+            if ring is None:
+                raise NotReady("the server is still starting; retry when /readyz answers 200",
+                               headers={"Retry-After": "5"})
+            headers: dict[bytes, bytes] = {}
+            for k, v in scope.get("headers", []):
+                headers.setdefault(k.lower(), v)
+            scope["tailor.tenant"] = authenticate(ring, headers)
+        except TailorError as e:
+            return await respond(e)(scope, receive, send)
+        return await self.app(scope, receive, send)
