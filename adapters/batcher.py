@@ -16,12 +16,21 @@ requests.
 Why not BentoML's adaptive batching: it batches along one request parameter, so rows of a
 request must share an adapter, and its ``max_latency_ms`` answers 503 when exceeded. Here a
 row carries its own adapter, and overload is a bounded queue answering 429.
+
+Overload is refused at the door, never by letting a client time out: a request is refused
+(429 with Retry-After) when the queue holds ``max_queued_rows`` rows, or when the rows ahead
+of it would take longer than ``max_queue_wait_s`` at the measured rate (long texts make a
+row-count bound alone mean minutes of waiting). The forward runs on the batcher's own
+thread, so threads busy elsewhere (adapter training in ``asyncio.to_thread``) cannot hold
+predictions back.
 """
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Generic, Sequence, TypeVar
 
@@ -48,30 +57,61 @@ class BatchStats:
 
 class MicroBatcher(Generic[Row, Result]):
     def __init__(self, fn: Callable[[list[Row]], list[Result]], *, max_rows: int = 64,
-                 max_wait_ms: float = 2.0, max_queued_rows: int = 4096):
-        if max_rows < 1 or max_queued_rows < max_rows or max_wait_ms < 0:
-            raise ValueError("need max_rows >= 1, max_queued_rows >= max_rows, max_wait_ms >= 0")
+                 max_wait_ms: float = 2.0, max_queued_rows: int = 4096,
+                 max_queue_wait_s: float = 10.0):
+        if max_rows < 1 or max_queued_rows < max_rows or max_wait_ms < 0 or max_queue_wait_s <= 0:
+            raise ValueError("need max_rows >= 1, max_queued_rows >= max_rows, max_wait_ms >= 0, "
+                             "max_queue_wait_s > 0")
         self.fn = fn
         self.max_rows = max_rows
         self.max_wait = max_wait_ms / 1000
         self.max_queued_rows = max_queued_rows
+        self.max_queue_wait_s = max_queue_wait_s
         self.stats = BatchStats()
         self._queue: list[_Pending] = []
         self._queued_rows = 0
+        self._running_rows = 0
+        # Seconds per row, decayed sums over recent batches (weighted by rows, so big batches,
+        # the ones that matter under load, dominate). None until the first batch has run.
+        self._busy_s = 0.0
+        self._busy_rows = 0.0
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="batcher")
 
     @property
     def queued_rows(self) -> int:
         return self._queued_rows
 
+    def seconds_per_row(self) -> float | None:
+        return self._busy_s / self._busy_rows if self._busy_rows else None
+
+    def expected_wait_s(self, extra_rows: int = 0) -> float:
+        """How long ``extra_rows`` more would wait behind what is queued and running, at the
+        rate measured so far (0 before anything has run)."""
+        rate = self.seconds_per_row()
+        return 0.0 if rate is None else (self._queued_rows + self._running_rows + extra_rows) * rate
+
+    def _record(self, rows: int, seconds: float, decay: float = 0.8) -> None:
+        self._busy_s = self._busy_s * decay + seconds
+        self._busy_rows = self._busy_rows * decay + rows
+
     async def submit(self, rows: Sequence[Row]) -> list[Result]:
         if not rows:
             return []
         if self._queued_rows + len(rows) > self.max_queued_rows:
+            retry = max(1, math.ceil(self.expected_wait_s()))
             raise Overloaded(f"the server has {self._queued_rows} rows waiting (limit "
-                             f"{self.max_queued_rows}, TAILOR_MAX_QUEUED_ROWS); retry shortly",
-                             headers={"Retry-After": "1"})
+                             f"{self.max_queued_rows}, TAILOR_MAX_QUEUED_ROWS); retry in {retry} s",
+                             headers={"Retry-After": str(retry)})
+        wait = self.expected_wait_s(len(rows))
+        # A lone request bigger than the limit still runs when nothing is ahead of it.
+        if wait > self.max_queue_wait_s and self._queued_rows + self._running_rows > 0:
+            retry = max(1, math.ceil(self.expected_wait_s()))
+            raise Overloaded(f"the server is busy: these {len(rows)} rows would wait about "
+                             f"{wait:.0f} s (limit {self.max_queue_wait_s:g} s, "
+                             f"TAILOR_MAX_QUEUE_WAIT_S); retry in {retry} s",
+                             headers={"Retry-After": str(retry)})
         loop = asyncio.get_running_loop()
         if self._task is None or self._task.done():
             self._wakeup = asyncio.Event()
@@ -119,14 +159,20 @@ class MicroBatcher(Generic[Row, Result]):
                 if not batch:
                     continue
                 flat = [r for p in batch for r in p.rows]
+                self._running_rows = len(flat)
+                t0 = time.perf_counter()
                 recent.append(len(flat))
                 try:
-                    results = await asyncio.to_thread(self.fn, flat)
+                    results = await asyncio.get_running_loop().run_in_executor(
+                        self._thread, self.fn, flat)
                 except Exception as e:  # hand the error to every waiting request
                     for p in batch:
                         if not p.future.done():
                             p.future.set_exception(e)
                     continue
+                finally:
+                    self._running_rows = 0
+                self._record(len(flat), time.perf_counter() - t0)
                 self.stats.batches += 1
                 self.stats.rows += len(flat)
                 self.stats.largest = max(self.stats.largest, len(flat))

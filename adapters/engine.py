@@ -62,14 +62,14 @@ def format_prediction(adapter: LoadedAdapter, probs: torch.Tensor) -> dict[str, 
 class Tailor:
     def __init__(self, backbone: Backbone, store: AdapterStore, *, limits: Limits = Limits(),
                  cache_size: int = 256, max_batch_rows: int = 64, max_wait_ms: float = 20.0,
-                 max_queued_rows: int = 4096):
+                 max_queued_rows: int = 4096, max_queue_wait_s: float = 10.0):
         self.backbone = backbone
         self.store = store
         self.registry = AdapterRegistry(store, cache_size)
         self.limits = limits
         self.batcher: MicroBatcher[Row, torch.Tensor] = MicroBatcher(
             self.run_rows, max_rows=max_batch_rows, max_wait_ms=max_wait_ms,
-            max_queued_rows=max(max_queued_rows, max_batch_rows))
+            max_queued_rows=max(max_queued_rows, max_batch_rows), max_queue_wait_s=max_queue_wait_s)
 
     @classmethod
     def open(cls, store_root: str | Path, backbone_path: str | Path | None = None,

@@ -8,6 +8,7 @@ and checks ``job.cancel_requested``; it raises ``Cancelled`` to stop. Job files 
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -37,15 +38,31 @@ class Cancelled(Exception):
     """Raised by a job's work when it saw ``cancel_requested``."""
 
 
+def _start_time(pid: int) -> str | None:
+    """When process ``pid`` started (clock ticks since boot, /proc/<pid>/stat field 22), or
+    None where that cannot be read (not Linux, process gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rpartition(")")[2].split()  # the command name may hold spaces and parens
+    return fields[19] if len(fields) > 19 else None
+
+
 def _owner() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """host:pid:start-time of this process. The start time tells a live owner from a new
+    process that got the dead owner's pid: after a container restart, pids start over."""
+    pid = os.getpid()
+    return f"{socket.gethostname()}:{pid}:{_start_time(pid) or ''}"
 
 
 def _owner_gone(owner: str) -> bool:
     """True when the process that owned a job is known to be dead: this host, pid not alive
-    (or this very process, restarted in place). A job owned by another host (a replica
-    sharing the store) is left alone."""
-    host, _, pid = owner.rpartition(":")
+    or alive but started at another time (a reused pid), or this very process (a record from
+    before it existed). A job owned by another host (a replica sharing the store) is left
+    alone. Also reads the older ``host:pid`` form."""
+    host, _, rest = owner.partition(":")
+    pid, _, started = rest.partition(":")
     if host != socket.gethostname() or not pid.isdigit():
         return False
     if int(pid) == os.getpid():
@@ -55,8 +72,9 @@ def _owner_gone(owner: str) -> bool:
     except ProcessLookupError:
         return True
     except PermissionError:
-        return False
-    return False
+        pass  # alive, someone else's: only the start time can tell
+    now = _start_time(int(pid))
+    return bool(started and now and started != now)
 
 
 def _now() -> str:
@@ -143,6 +161,10 @@ class JobManager:
     def _recover(self) -> None:
         """Jobs that were queued or running when their process stopped did not finish: say so.
         Runs before this manager accepts jobs, so none of its own are on disk yet."""
+        for tmp in self.root.glob(".*.tmp"):  # a record write cut short by a crash
+            with contextlib.suppress(FileNotFoundError):
+                if time.time() - tmp.stat().st_mtime > 60:  # not a replica's write in flight
+                    tmp.unlink()
         for path in self.root.glob("*.json"):
             try:
                 rec = JobRecord(**json.loads(path.read_text()))

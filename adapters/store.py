@@ -95,7 +95,13 @@ class AdapterStore:
 
     @contextlib.contextmanager
     def _locked(self, name_dir: Path) -> Iterator[None]:
-        name_dir.mkdir(parents=True, exist_ok=True)
+        if not name_dir.is_dir():
+            # A new name (or tenant): make the new folders' entries durable too, or a power
+            # loss could drop the folder of a version that was acknowledged (fsync of the
+            # version's own folder and of name_dir does not cover name_dir's entry).
+            name_dir.mkdir(parents=True, exist_ok=True)
+            _fsync_dir(name_dir.parent)
+            _fsync_dir(name_dir.parent.parent)
         with open(name_dir / ".lock", "a+") as f:
             fcntl.flock(f, fcntl.LOCK_EX)
             try:
@@ -310,16 +316,38 @@ class AdapterStore:
         return doomed
 
     def sweep(self, older_than_s: float = 3600.0) -> int:
-        """Drop leftovers of writes interrupted by a crash (never visible to readers).
-        Only entries older than ``older_than_s``: another replica may be writing right now."""
+        """Drop leftovers of writes interrupted by a crash (never visible to readers): folders
+        and files in ``.tmp`` (half-written versions, a training worker's output) and
+        ``.trash``, and counter temp files (``.seq.*``) beside the versions. Only entries older
+        than ``older_than_s``: another replica may be writing right now."""
         import time
+
+        def stale(path: Path) -> bool:
+            try:
+                return time.time() - path.lstat().st_mtime > older_than_s
+            except FileNotFoundError:
+                return False
+
+        def remove(path: Path) -> int:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+            return int(not os.path.lexists(path))
 
         removed = 0
         for sub in (".tmp", ".trash"):
             for entry in os.listdir(self.root / sub):
                 path = self.root / sub / entry
-                with contextlib.suppress(FileNotFoundError):
-                    if time.time() - path.stat().st_mtime > older_than_s:
-                        shutil.rmtree(path, ignore_errors=True)
-                        removed += 1
+                if stale(path):
+                    removed += remove(path)
+        for tenant in self.tenants():
+            with contextlib.suppress(FileNotFoundError):
+                for name in os.listdir(self._tenant_dir(tenant)):
+                    with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+                        for entry in os.listdir(self._tenant_dir(tenant) / name):
+                            path = self._tenant_dir(tenant) / name / entry
+                            if entry.startswith(".seq.") and stale(path):
+                                removed += remove(path)
         return removed

@@ -9,6 +9,10 @@ they stay open (probes and scrapers carry no key).
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import threading
+import time
 
 import bentoml
 
@@ -50,7 +54,8 @@ def build_engine(settings: Settings):
                                      cuda_tf32=settings.onnx_cuda_tf32)
     engine = Tailor(backbone, store, limits=settings.limits(), cache_size=settings.cache_size,
                     max_batch_rows=settings.max_batch_rows, max_wait_ms=settings.batch_wait_ms,
-                    max_queued_rows=settings.max_queued_rows)
+                    max_queued_rows=settings.max_queued_rows,
+                    max_queue_wait_s=settings.max_queue_wait_s)
     backbone.embed(["warm-up"])
     log.info("tailor ready: backbone %s (%s), store %s, runtime %s", backbone.identity.name,
              backbone.identity.sha256[:12], store.root.resolve(),
@@ -72,11 +77,37 @@ def build_lora_jobs(settings: Settings, engine):
                     nice=settings.train_nice)
 
 
+def exit_with_supervisor(poll_s: float = 1.0, grace_s: float = 5.0) -> threading.Thread:
+    """Stop this worker when the process that started it dies.
+
+    BentoML's supervisor (circus) starts each worker in a session of its own, so a kill -9 of
+    the supervisor's process group (the OOM killer, `kill -9 -PGID`, a service manager that
+    kills only the main process) leaves the worker serving on as an orphan: it holds the
+    listening socket (a restart cannot bind the port), the backbone's memory and any training
+    job. Polling the parent pid is enough: it changes only when the parent is gone. Then a
+    SIGTERM (BentoML's graceful shutdown), and exit outright if that takes over ``grace_s``.
+    """
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        log.error("the BentoML supervisor (pid %d) is gone; this worker stops too", parent)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(grace_s)
+        os._exit(1)
+
+    t = threading.Thread(target=watch, name="tailor-supervisor-watch", daemon=True)
+    t.start()
+    return t
+
+
 @bentoml.service(name="tailor", workers=1, traffic={"timeout": 300},
                  http={"cors": {"enabled": False}})
 @bentoml.asgi_app(app, path="/v1")
 class TailorService:
     def __init__(self) -> None:
+        exit_with_supervisor()
         self.settings = Settings.from_env()
         self.engine = build_engine(self.settings)
         app.state.lora_jobs = build_lora_jobs(self.settings, self.engine)

@@ -1,6 +1,7 @@
 """The micro-batcher: concurrent submissions share calls, results go back to their owner."""
 import asyncio
 import threading
+import time
 
 import pytest
 
@@ -90,6 +91,55 @@ def test_full_queue_answers_overloaded_with_retry_after():
 
     err = run(main())
     assert err.status == 429 and err.headers["Retry-After"] == "1"
+
+
+def test_forward_runs_even_when_the_default_executor_is_busy():
+    # Adapter training runs in asyncio.to_thread: a handful of slow creates must not hold
+    # every predict back by taking all threads of the default executor.
+    release = threading.Event()
+
+    async def main():
+        b = MicroBatcher(lambda rows: rows, max_rows=8, max_wait_ms=0)
+        busy = [asyncio.create_task(asyncio.to_thread(release.wait, 5)) for _ in range(64)]
+        await asyncio.sleep(0.05)
+        try:
+            return await asyncio.wait_for(b.submit(["x"]), timeout=2)
+        finally:
+            release.set()
+            await asyncio.gather(*busy)
+
+    assert run(main()) == ["x"]
+
+
+def test_queue_longer_than_max_wait_answers_overloaded_with_retry_after():
+    gate = threading.Event()
+
+    def fn(rows):  # 20 ms per row, like a backbone that does 50 rows/s
+        if rows == ["hold"]:
+            gate.wait(2.0)
+        else:
+            time.sleep(0.02 * len(rows))
+        return rows
+
+    async def main():
+        b = MicroBatcher(fn, max_rows=64, max_wait_ms=0, max_queued_rows=4096, max_queue_wait_s=1.0)
+        await b.submit(list(range(50)))  # measures ~0.02 s per row
+        assert b.seconds_per_row() == pytest.approx(0.02, rel=0.5)
+        held = asyncio.create_task(b.submit(["hold"]))
+        await asyncio.sleep(0.05)
+        ok = asyncio.create_task(b.submit(list(range(30))))  # ~0.6 s ahead: admitted
+        await asyncio.sleep(0.01)
+        with pytest.raises(Overloaded) as e:
+            await b.submit(list(range(30)))  # ~1.2 s behind the 30 queued: refused
+        gate.set()
+        await held, await ok
+        alone = await b.submit(list(range(80)))  # nothing ahead: a big lone request still runs
+        return e.value, alone
+
+    err, alone = run(main())
+    assert err.status == 429 and int(err.headers["Retry-After"]) >= 1
+    assert "TAILOR_MAX_QUEUE_WAIT_S" in err.message
+    assert alone == list(range(80))
 
 
 def test_a_lone_request_never_waits_for_company():

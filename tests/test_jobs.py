@@ -125,3 +125,37 @@ def test_finished_jobs_leave_memory_but_stay_readable(tmp_path, monkeypatch):
     assert len(m._jobs) == 1
     assert [m.get("t", i).status for i in ids] == ["succeeded"] * 3
     m.close()
+
+
+def test_restart_fails_a_job_whose_owner_pid_now_belongs_to_another_process(tmp_path):
+    # After a container restart pids start over: the dead owner's pid may be some other live
+    # process. Its start time differs, so the job still reads as interrupted; a job whose
+    # owner really is alive (pid and start time match) is left alone.
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from adapters.jobs import _start_time
+
+    if _start_time(os.getpid()) is None:
+        pytest.skip("needs /proc")
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        host, pid = socket.gethostname(), other.pid
+        base = {"kind": "lora_train", "tenant": "t", "adapter": "a", "status": "running"}
+        (tmp_path / "aaaa.json").write_text(json.dumps(
+            {**base, "id": "aaaa", "owner": f"{host}:{pid}:{int(_start_time(pid)) - 1}"}))
+        (tmp_path / "bbbb.json").write_text(json.dumps(
+            {**base, "id": "bbbb", "owner": f"{host}:{pid}:{_start_time(pid)}"}))
+        (tmp_path / ".cccc.0123.tmp").write_text("{")  # a record write cut short
+        os.utime(tmp_path / ".cccc.0123.tmp", (0, 0))
+        m = JobManager(tmp_path)
+        assert m.get("t", "aaaa").status == "failed"
+        assert m.get("t", "aaaa").error["code"] == "interrupted"
+        assert m.get("t", "bbbb").status == "running"
+        assert not (tmp_path / ".cccc.0123.tmp").exists()
+        m.close()
+    finally:
+        other.kill()
+        other.wait()

@@ -105,6 +105,24 @@ def test_interrupted_write_is_invisible_and_swept(store):
     assert store.sweep() == 1 and not half.exists()
 
 
+def test_sweep_removes_stray_files_not_only_folders(store):
+    # kill -9 leaves files as well as folders: a training worker's output in .tmp, a version
+    # counter's temp file beside the versions. They must go, and only once they are stale.
+    publish(store, "x")
+    worker_out = store.root / ".tmp" / "lora-0123.safetensors"
+    worker_out.write_bytes(b"half a tensor")
+    seq_tmp = store.root / "tenants" / "t1" / "x" / ".seq.4567"
+    seq_tmp.write_text("2")
+    fresh = store.root / ".tmp" / "lora-89ab.safetensors"  # another replica's, being written
+    fresh.write_bytes(b"...")
+    for p in (worker_out, seq_tmp):
+        os.utime(p, (0, 0))
+    assert store.sweep() == 2
+    assert not worker_out.exists() and not seq_tmp.exists() and fresh.exists()
+    assert store.versions("t1", "x") == [1] and store.load("t1", "x").manifest["version"] == 1
+    assert (store.root / "tenants" / "t1" / "x" / ".seq").read_text() == "1"
+
+
 def test_registry_lru_and_freshness(store):
     reg = AdapterRegistry(store, capacity=2)
     for n in ("a", "b", "c"):
@@ -120,6 +138,20 @@ def test_registry_lru_and_freshness(store):
     store.delete("t1", "a")
     with pytest.raises(AdapterNotFound):
         reg.get("t1", "a")
+
+
+def test_folders_of_a_new_name_are_made_durable(store, monkeypatch):
+    # rename + fsync(name folder) makes v1 durable inside its folder; the folder's own entry
+    # (new tenant, new name) needs its parents fsynced too, or a power loss can lose it.
+    import adapters.store as store_mod
+
+    synced = []
+    real = store_mod._fsync_dir
+    monkeypatch.setattr(store_mod, "_fsync_dir", lambda p: (synced.append(p), real(p)))
+    publish(store, "fresh", tenant="newcomer")
+    tenants = store.root / "tenants"
+    assert tenants / "newcomer" in synced and tenants in synced
+    assert tenants / "newcomer" / "fresh" in synced
 
 
 def test_adapters_per_tenant_limit_holds_under_concurrent_creates(tmp_path):
