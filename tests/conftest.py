@@ -102,3 +102,26 @@ class Server:
 
     def client(self, **kw) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=120, **kw)
+
+
+# -- the container smoke test runs in the background (tests/test_container_smoke.py) ----------
+def pytest_collection_modifyitems(session, config, items):
+    """Run the container test last: it only waits for the background smoke run."""
+    container = [i for i in items if i.get_closest_marker("container")]
+    items[:] = [i for i in items if not i.get_closest_marker("container")] + container
+
+
+def pytest_collection_finish(session):
+    if session.config.option.collectonly or not any(
+            i.get_closest_marker("container") for i in session.items):
+        return
+    from tests.test_container_smoke import start_smoke
+
+    log = Path(session.config.rootpath) / ".pytest-smoke.log"
+    session.config._tailor_smoke = (start_smoke(log), log)
+
+
+def pytest_unconfigure(config):
+    proc = getattr(config, "_tailor_smoke", (None, None))[0]
+    if proc is not None and proc.poll() is None:  # the run was cut short: do not leave it behind
+        os.killpg(proc.pid, signal.SIGTERM)
