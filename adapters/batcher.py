@@ -57,8 +57,8 @@ class BatchStats:
 
 class MicroBatcher(Generic[Row, Result]):
     def __init__(self, fn: Callable[[list[Row]], list[Result]], *, max_rows: int = 64,
-                 max_wait_ms: float = 2.0, max_queued_rows: int = 4096,
-                 max_queue_wait_s: float = 10.0):
+                 max_wait_ms: float = 20.0, max_queued_rows: int = 4096,
+                 max_queue_wait_s: float = 30.0):
         if max_rows < 1 or max_queued_rows < max_rows or max_wait_ms < 0 or max_queue_wait_s <= 0:
             raise ValueError("need max_rows >= 1, max_queued_rows >= max_rows, max_wait_ms >= 0, "
                              "max_queue_wait_s > 0")

@@ -62,7 +62,7 @@ def format_prediction(adapter: LoadedAdapter, probs: torch.Tensor) -> dict[str, 
 class Tailor:
     def __init__(self, backbone: Backbone, store: AdapterStore, *, limits: Limits = Limits(),
                  cache_size: int = 256, max_batch_rows: int = 64, max_wait_ms: float = 20.0,
-                 max_queued_rows: int = 4096, max_queue_wait_s: float = 10.0):
+                 max_queued_rows: int = 4096, max_queue_wait_s: float = 30.0):
         self.backbone = backbone
         self.store = store
         self.registry = AdapterRegistry(store, cache_size)

@@ -35,7 +35,7 @@ class Settings(BaseModel):
     max_batch_rows: int = Field(64, ge=1, le=4096, description="rows per backbone forward")
     batch_wait_ms: float = Field(20.0, ge=0, le=1000, description="longest wait for the rows the batcher expects (as many as its last batches had); a lone request never waits")
     max_queued_rows: int = Field(4096, ge=1, description="rows waiting for the backbone before 429")
-    max_queue_wait_s: float = Field(10.0, gt=0, le=3600, description="expected wait for the backbone (queued rows x measured seconds per row) above which a predict/embed answers 429")
+    max_queue_wait_s: float = Field(30.0, gt=0, le=3600, description="expected wait for the backbone (queued rows x measured seconds per row) above which a predict/embed answers 429")
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="largest request body (413 above)")
     max_inputs: int = Field(256, ge=1, description="texts per predict/embed request (413 above)")
     max_chars: int = Field(10_000, ge=1, description="characters per text (413 above)")
