@@ -129,10 +129,9 @@ def main(data_path: Path, out: Path) -> str:
                                     dest_dir=tmp / f"bundle-{q}", providers=[CUDA])
                 folder = tmp / f"bundle-{q}" / "unzipped"
                 zipfile.ZipFile(res.path).extractall(folder)
-                env = {k: v for k, v in os.environ.items()}
                 proc = subprocess.run([sys.executable, "-c", NO_TORCH_RUN, CUDA], cwd=folder,
                                       input=json.dumps(texts), text=True, capture_output=True,
-                                      env=env, timeout=300)
+                                      timeout=300)
                 if proc.returncode:
                     entry["run_error"] = proc.stderr[-2000:]
                 else:

@@ -207,30 +207,9 @@ def main() -> str:
 
 
 def _bentoml_batching(tmp: Path, texts: list[str]) -> list[float]:
-    from tests.conftest import ROOT, Server
+    from tests.conftest import Server
 
-    class Baseline(Server):
-        def start(self, timeout: float = 180.0):
-            import os
-            import subprocess
-            import sys
-
-            env = {**os.environ, "BENTOML_DO_NOT_TRACK": "true"}
-            self.log = open(self.log_path, "ab")
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "bentoml", "serve", "benchmarks.bentoml_batching:BentoBatched",
-                 "--port", str(self.port), "--host", "127.0.0.1", "--working-dir", str(ROOT)],
-                cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                try:
-                    if httpx.get(self.url + "/readyz", timeout=2).status_code == 200:
-                        return self
-                except httpx.HTTPError:
-                    time.sleep(0.5)
-            raise RuntimeError("baseline server not ready:\n" + self.tail())
-
-    srv = Baseline(tmp / "unused").start()
+    srv = Server(tmp / "unused", service="benchmarks.bentoml_batching:BentoBatched").start()
     try:
         body = embed_body(texts, "/embed", "texts")
         asyncio.run(_load(srv.url, body, 16))

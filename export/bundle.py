@@ -32,7 +32,7 @@ from adapters.store import AdapterStore, sha256_file
 from .graph import example_inputs, export_onnx, fuse_transformer, quantize_int8
 from .onnx_config import QUANTIZE_CHOICES, OnnxConfig
 from .parity import check_parity, parity_cases
-from .runtime import create_session
+from .runtime import create_session, require_providers
 from .targets import target_for
 
 BUNDLE_FORMAT = "tailor-onnx-bundle"
@@ -83,6 +83,7 @@ def export_bundle(backbone: Backbone, store: AdapterStore, tenant: str, name: st
     Raises ParityError (nothing written) when onnxruntime disagrees with PyTorch.
     """
     quantize = check_quantize(quantize)
+    providers = require_providers(providers)  # before seconds of export work
     stored = store.load(tenant, name, version)
     m = stored.manifest
     target = target_for(m["kind"])

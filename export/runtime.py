@@ -54,11 +54,9 @@ def session_options(threads: int = 0) -> Any:
     return so
 
 
-def create_session(path: str | Path, providers: Sequence[str] = ("CPUExecutionProvider",),
-                   threads: int = 0, provider_options: dict[str, dict[str, str]] | None = None
-                   ) -> Any:
-    """An InferenceSession on exactly ``providers``, or ProviderUnavailable naming the missing
-    one. ``provider_options``: per provider name, e.g. {"CUDAExecutionProvider": {"use_tf32": "0"}}."""
+def require_providers(providers: Sequence[str]) -> list[str]:
+    """The requested providers, stripped, or ProviderUnavailable naming those this
+    onnxruntime build lacks. Cheap: call it before spending seconds on an export."""
     import onnxruntime as ort
 
     providers = [p.strip() for p in providers if p.strip()]
@@ -78,6 +76,17 @@ def create_session(path: str | Path, providers: Sequence[str] = ("CPUExecutionPr
             f"onnxruntime build ({ort.__version__}; available: {', '.join(available)}). "
             "For CUDAExecutionProvider install the gpu extra (onnxruntime-gpu) on a machine with "
             "a CUDA GPU, or set TAILOR_ONNX_PROVIDERS=CPUExecutionProvider")
+    return providers
+
+
+def create_session(path: str | Path, providers: Sequence[str] = ("CPUExecutionProvider",),
+                   threads: int = 0, provider_options: dict[str, dict[str, str]] | None = None
+                   ) -> Any:
+    """An InferenceSession on exactly ``providers``, or ProviderUnavailable naming the missing
+    one. ``provider_options``: per provider name, e.g. {"CUDAExecutionProvider": {"use_tf32": "0"}}."""
+    import onnxruntime as ort
+
+    providers = require_providers(providers)
     # CUDA: no TF32 unless asked for. With TF32 (onnxruntime's CUDA default) the fp32 graph
     # differed from PyTorch fp32 by 2.3e-4 on an H200 and failed the 1e-4 parity check.
     defaults = {"CUDAExecutionProvider": {"use_tf32": "0"}}
@@ -149,12 +158,7 @@ class OnnxBackbone:
              cuda_tf32: bool = False) -> "OnnxBackbone":
         """Use the cached graph for this backbone, exporting it on first use (parity-checked
         in fp32 on ``providers``; ``cuda_tf32`` then applies to serving only)."""
-        import onnxruntime as ort
-
-        wanted = [p.strip() for p in providers if p.strip()]
-        missing = [p for p in wanted if p not in ort.get_available_providers()]
-        if missing:  # fail before spending seconds on an export
-            create_session("unused", wanted)
+        wanted = require_providers(providers)  # fail before spending seconds on an export
         path = cache_path(store_root, backbone, quantize)
         if not path.exists():
             build_backbone_onnx(backbone, path, quantize, providers=wanted)

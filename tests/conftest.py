@@ -51,24 +51,32 @@ def free_port() -> int:
 
 
 class Server:
-    """A real `bentoml serve` of the service, on a free port, with the given store."""
+    """A real `bentoml serve` of the service (or another ``service`` target), on a free port,
+    with the given store."""
 
-    def __init__(self, store: Path, env: dict[str, str] | None = None, log: Path | None = None):
+    def __init__(self, store: Path, env: dict[str, str] | None = None, log: Path | None = None,
+                 service: str = "service.service:TailorService"):
         self.store = Path(store)
         self.env = env or {}
+        self.service = service
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log or self.store.parent / f"server-{self.port}.log"
         self.proc: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 180.0) -> "Server":
+    def launch(self) -> "Server":
+        """Start the process and return at once (``start`` also waits for /readyz)."""
         env = {**os.environ, "TAILOR_STORE_PATH": str(self.store), "BENTOML_DO_NOT_TRACK": "true",
                **self.env}
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bentoml", "serve", "service.service:TailorService",
+            [sys.executable, "-m", "bentoml", "serve", self.service,
              "--port", str(self.port), "--host", "127.0.0.1", "--working-dir", str(ROOT)],
             cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        return self
+
+    def start(self, timeout: float = 180.0) -> "Server":
+        self.launch()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

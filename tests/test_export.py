@@ -339,16 +339,8 @@ def test_serve_refuses_to_start_on_an_unavailable_provider(tmp_path):
 
     from tests.conftest import Server
 
-    from tests.conftest import ROOT
-
     srv = Server(tmp_path / "store", env={"TAILOR_RUNTIME": "onnx",
-                                          "TAILOR_ONNX_PROVIDERS": "CUDAExecutionProvider"})
-    env = {**os.environ, "TAILOR_STORE_PATH": str(srv.store), "BENTOML_DO_NOT_TRACK": "true", **srv.env}
-    srv.log = log = open(srv.log_path, "ab")  # Server.stop() closes it
-    srv.proc = subprocess.Popen(
-        [sys.executable, "-m", "bentoml", "serve", "service.service:TailorService", "--port",
-         str(srv.port), "--host", "127.0.0.1", "--working-dir", str(ROOT)],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                                          "TAILOR_ONNX_PROVIDERS": "CUDAExecutionProvider"}).launch()
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and "startup failed" not in srv.tail(20000):

@@ -4,59 +4,16 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 import zipfile
-from pathlib import Path
 
 import httpx
 import pytest
 
 from benchmarks.datasets import trec_coarse
+from tests.conftest import Server
 
 pytestmark = pytest.mark.e2e
-ROOT = Path(__file__).resolve().parents[1]
-
-
-class Serve:
-    """`bentoml serve` on a free port with a given store; stop() kills the whole group."""
-
-    def __init__(self, store: Path):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = store.parent / f"serve-{self.port}.log"
-        env = {**os.environ, "TAILOR_STORE_PATH": str(store), "BENTOML_DO_NOT_TRACK": "true"}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bentoml", "serve", "service.service:TailorService", "--port",
-             str(self.port), "--host", "127.0.0.1", "--working-dir", str(ROOT)],
-            cwd=ROOT, env=env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT,
-            start_new_session=True)
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log.read_text()[-3000:]
-            try:
-                if httpx.get(self.url + "/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        self.stop()
-        raise RuntimeError("server not ready in 180 s:\n" + self.log.read_text()[-3000:])
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, sig)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +46,7 @@ def _poll(c: httpx.Client, job_id: str, until, timeout: float = 240) -> list[dic
 def test_lora_job_trains_serves_cancels_and_survives_restart(tmp_path, data):
     train, test = data
     store = tmp_path / "store"
-    server = Serve(store)
+    server = Server(store).start()
     try:
         with httpx.Client(base_url=server.url, timeout=120) as c:
             bare_before = c.post("/v1/embed", json={"inputs": [t for t, _ in test[:8]]}).json()
@@ -136,7 +93,7 @@ def test_lora_job_trains_serves_cancels_and_survives_restart(tmp_path, data):
             job = _submit(c, "interrupted", train, epochs=50)["job"]
             _poll(c, job["id"], lambda j: j["status"] == "running")
         server.stop()  # SIGTERM: bentoml stops its worker, which takes the training worker with it
-        server = Serve(store)
+        server = Server(store).start()
         with httpx.Client(base_url=server.url, timeout=120) as c:
             rec = c.get(f"/v1/jobs/{job['id']}").json()
             assert rec["status"] == "failed" and rec["error"]["code"] == "interrupted", rec
