@@ -101,7 +101,55 @@ def _chunks(items: list[str], n: int) -> Iterator[list[str]]:
         yield items[i:i + n]
 
 
-def main(argv: list[str] | None = None) -> int:
+def cmd_create(client: Client, args: argparse.Namespace) -> int:
+    examples = read_rows(args.file, args.text_col, args.label_col)
+    rec = client.call("POST", "/v1/adapters", json={
+        "name": args.name, "kind": args.kind, "examples": examples,
+        "options": parse_options(args.option)})
+    print(json.dumps(rec, indent=2))
+    if "job" in rec:  # a job kind (LoRA): trains in the background; show progress, then quality
+        from .cli_lora import follow_job
+
+        job = follow_job(client.call, rec["job"]["id"])
+        return 0 if job.get("status") == "succeeded" else 1
+    for w in rec.get("warnings", []):
+        print(f"warning: {w}", file=sys.stderr)
+    return 0
+
+
+def cmd_predict(client: Client, args: argparse.Namespace) -> int:
+    texts = args.text or [r["text"] for r in read_rows(args.file, args.text_col)]
+    out = args.out.open("w") if args.out else sys.stdout
+    try:
+        for chunk in _chunks(texts, max(1, args.batch)):
+            res = client.call("POST", "/v1/predict", json={"adapter": args.adapter, "inputs": chunk})
+            for text, pred in zip(chunk, res["predictions"]):
+                out.write(json.dumps({"text": text, "adapter": res["adapter"], **pred}) + "\n")
+    finally:
+        if args.out:
+            out.close()
+    return 0
+
+
+def cmd_list(client: Client, args: argparse.Namespace) -> int:
+    for a in client.call("GET", "/v1/adapters")["adapters"]:
+        acc = a["metrics"].get("cv_accuracy", a["metrics"].get("cv_f1_micro", "-"))
+        print(f"{a['ref']:<40} {a['kind']:<5} labels={len(a['labels']):<3} cv={acc} {a['created_at']}")
+    return 0
+
+
+def cmd_show(client: Client, args: argparse.Namespace) -> int:
+    print(json.dumps(client.call("GET", f"/v1/adapters/{args.adapter}"), indent=2))
+    return 0
+
+
+def cmd_delete(client: Client, args: argparse.Namespace) -> int:
+    params = {"version": args.version} if args.version else None
+    print(json.dumps(client.call("DELETE", f"/v1/adapters/{args.name}", params=params)))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="tailor", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--url", default=os.environ.get("TAILOR_URL", DEFAULT_URL),
@@ -113,10 +161,12 @@ def main(argv: list[str] | None = None) -> int:
     c = sub.add_parser("create", help="create an adapter (or a new version) from a labeled file")
     c.add_argument("name")
     c.add_argument("--file", required=True, type=Path)
-    c.add_argument("--kind", default="head", choices=["head", "lora"])
+    c.add_argument("--kind", default="head",
+                   help="adapter kind: head (default), lora, ... (the server lists its kinds)")
     c.add_argument("--text-col", default="text")
     c.add_argument("--label-col", default="label")
     c.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE")
+    c.set_defaults(handler=cmd_create)
 
     p = sub.add_parser("predict", help="classify texts from a file or the command line")
     p.add_argument("adapter", help="name or name@version")
@@ -126,59 +176,31 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--text-col", default="text")
     p.add_argument("--batch", type=int, default=64, help="texts per request")
     p.add_argument("--out", type=Path, help="write JSON lines here instead of stdout")
+    p.set_defaults(handler=cmd_predict)
 
-    sub.add_parser("list", help="list adapters")
+    sub.add_parser("list", help="list adapters").set_defaults(handler=cmd_list)
     s = sub.add_parser("show", help="show one adapter")
     s.add_argument("adapter")
+    s.set_defaults(handler=cmd_show)
     d = sub.add_parser("delete", help="delete an adapter (all versions, or --version)")
     d.add_argument("name")
     d.add_argument("--version", type=int)
+    d.set_defaults(handler=cmd_delete)
     from .cli_export import add_export_parser
 
     add_export_parser(sub)  # works on a store folder, no server
+    return ap
 
-    args = ap.parse_args(argv)
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     if args.cmd == "export":
         return args.func(args)
     try:
-        client = Client(args.url, args.api_key)
-        if args.cmd == "create":
-            examples = read_rows(args.file, args.text_col, args.label_col)
-            rec = client.call("POST", "/v1/adapters", json={
-                "name": args.name, "kind": args.kind, "examples": examples,
-                "options": parse_options(args.option)})
-            print(json.dumps(rec, indent=2))
-            if "job" in rec:  # LoRA: trains in the background; show progress, then quality
-                from .cli_lora import follow_job
-
-                job = follow_job(client.call, rec["job"]["id"])
-                return 0 if job.get("status") == "succeeded" else 1
-            for w in rec.get("warnings", []):
-                print(f"warning: {w}", file=sys.stderr)
-        elif args.cmd == "predict":
-            texts = args.text or [r["text"] for r in read_rows(args.file, args.text_col)]
-            out = args.out.open("w") if args.out else sys.stdout
-            try:
-                for chunk in _chunks(texts, max(1, args.batch)):
-                    res = client.call("POST", "/v1/predict", json={"adapter": args.adapter, "inputs": chunk})
-                    for text, pred in zip(chunk, res["predictions"]):
-                        out.write(json.dumps({"text": text, "adapter": res["adapter"], **pred}) + "\n")
-            finally:
-                if args.out:
-                    out.close()
-        elif args.cmd == "list":
-            for a in client.call("GET", "/v1/adapters")["adapters"]:
-                acc = a["metrics"].get("cv_accuracy", a["metrics"].get("cv_f1_micro", "-"))
-                print(f"{a['ref']:<40} {a['kind']:<5} labels={len(a['labels']):<3} cv={acc} {a['created_at']}")
-        elif args.cmd == "show":
-            print(json.dumps(client.call("GET", f"/v1/adapters/{args.adapter}"), indent=2))
-        elif args.cmd == "delete":
-            params = {"version": args.version} if args.version else None
-            print(json.dumps(client.call("DELETE", f"/v1/adapters/{args.name}", params=params)))
+        return args.handler(Client(args.url, args.api_key), args)
     except CliError as e:
         print(f"tailor: {e}", file=sys.stderr)
         return 1
-    return 0
 
 
 if __name__ == "__main__":

@@ -6,18 +6,41 @@ these models check shape and types only.
 """
 from __future__ import annotations
 
-from typing import Any, Literal
+import json
+from typing import Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from adapters.config import NAME_RE, VERSION_RE
+from adapters.kinds import KINDS
+from adapters.training.jobs import JOB_ID_RE
+from adapters.validation import NAME_RE, VERSION_RE
+from export.onnx_config import Quantize
 
 # Documented, not enforced here: the domain checks names and refs itself and answers 422
 # invalid_name with a message that says what is allowed. The patterns are in the OpenAPI
 # document so that clients (and the fuzzer) know the shape of a name.
 NAME_PATTERN = f"^{NAME_RE.pattern}$"
 REF_PATTERN = f"^{NAME_RE.pattern}(@{VERSION_RE.pattern})?$"
-JOB_ID_PATTERN = "^[0-9a-f]{32}$"
+JOB_ID_PATTERN = f"^{JOB_ID_RE.pattern}$"
+
+# Kinds come from the registry (adapters/kinds): a new kind shows up here by registering.
+KindName = Literal[tuple(KINDS)]  # type: ignore[valid-type]
+JobKindName = Literal[tuple(k for k, v in KINDS.items() if v.runs_as_job)]  # type: ignore[valid-type]
+
+
+def _describe_kinds() -> str:
+    return "; ".join(f"{k.name}: {k.summary}" for k in KINDS.values())
+
+
+def _describe_options() -> str:
+    """Each kind's options with their defaults (and choices), from its options model."""
+    def one(name: str, field: Any) -> str:
+        choices = get_args(field.annotation) if get_origin(field.annotation) is Literal else ()
+        default = json.dumps(field.default)
+        return f"`{name}` ({'|'.join(choices)}, default {default})" if choices else f"`{name}` ({default})"
+
+    return ". ".join(f"{k.name}: " + ", ".join([*(one(n, f) for n, f in k.options.model_fields.items()),
+                                               "`labels` (label order)"]) for k in KINDS.values())
 
 _EXAMPLE_CREATE = {"name": "support-topics", "kind": "head", "examples": [
     {"text": "I was charged twice this month", "label": "billing"},
@@ -41,16 +64,9 @@ class CreateAdapterRequest(_Strict):
 
     name: str = Field(..., description="1-64 of [A-Za-z0-9_-]; re-using a name publishes a new version",
                       examples=["support-topics"], json_schema_extra={"pattern": NAME_PATTERN})
-    kind: Literal["head", "lora"] = Field("head", description=(
-        "head: a classifier on frozen embeddings (201, ready at once); lora: LoRA weights on the "
-        "backbone plus a head, trained in a background job (202 with the job)"))
+    kind: KindName = Field("head", description=_describe_kinds())
     examples: list[Example] = Field(..., description="labeled examples, at least 2 labels")
-    options: dict[str, Any] = Field(default_factory=dict, description=(
-        "head: `head` (logreg|centroid, default logreg), `c` (1.0), `temperature` (20, centroid), "
-        "`threshold` (0.5, multi-label), `seed` (0), `cv_folds` (5), `labels` (label order). "
-        "lora: `recipe` (setfit|ce), `rank` (8), `alpha` (16), `dropout` (0.1), `targets` "
-        "([query, value]), `epochs` (8), `batch_size` (16), `learning_rate` (1e-3), `max_length` "
-        "(128), `c`, `seed`, `cv_folds`, `labels`"))
+    options: dict[str, Any] = Field(default_factory=dict, description=_describe_options())
 
 
 class AdapterRecord(BaseModel):
@@ -82,7 +98,7 @@ class JobError(BaseModel):
 
 class JobRecord(BaseModel):
     id: str
-    kind: str = Field(..., description="lora_train")
+    kind: str = Field(..., description="`<adapter kind>_train`, e.g. lora_train")
     adapter: str = Field(..., description="name of the adapter the job creates")
     status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
     progress: JobProgress
@@ -95,10 +111,10 @@ class JobRecord(BaseModel):
 
 
 class PendingAdapter(BaseModel):
-    """The answer to creating a LoRA adapter: training runs in the background."""
+    """The answer to creating an adapter of a job kind (LoRA): training runs in the background."""
 
     name: str
-    kind: Literal["lora"]
+    kind: JobKindName
     status: Literal["training"]
     labels: list[str]
     options: dict[str, Any]
@@ -106,10 +122,10 @@ class PendingAdapter(BaseModel):
 
 
 class TrainingAdapter(BaseModel):
-    """An adapter whose (LoRA) training job is queued or running: not servable yet."""
+    """An adapter whose training job is queued or running: not servable yet."""
 
     name: str
-    kind: Literal["lora"]
+    kind: JobKindName
     status: Literal["training"]
     job: JobRecord
 
@@ -166,6 +182,6 @@ class ErrorResponse(BaseModel):
 
 
 class ExportRequest(_Strict):
-    quantize: Literal["none", "int8"] = Field(
+    quantize: Quantize = Field(
         "none", description="none: fp32 graph (parity <= 1e-4 with PyTorch); int8: dynamic per-channel "
         "int8 backbone (~4x smaller; refused when top-1 agreement with fp32 is below 99%)")
