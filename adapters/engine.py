@@ -25,14 +25,18 @@ from typing import Any, Sequence
 import torch
 
 from .encoders import Encoder, open_encoder
-from .errors import AdapterNotFound, CorruptAdapter, IncompatibleAdapter
+from .errors import AdapterNotFound, CorruptAdapter, IncompatibleAdapter, InvalidRequest
 from .kinds import build_request, get_kind, load_adapter
+from .kinds.base import Decision
 from .segments import group_rows
 from .serving import AdapterRegistry, LoadedAdapter, MicroBatcher
-from .storage import AdapterStore, Manifest
+from .serving.suggest import select_informative
+from .storage import AdapterStore, Artifact, Inputs, Manifest
+from .storage.updates import estimate, merge_inputs
 from .training.jobs import Job, JobManager
 from .training.worker import WorkerConfig, train_in_subprocess
-from .validation import Limits, parse_ref, validate_inputs, validate_name
+from .validation import (Limits, parse_ref, shorten, validate_inputs, validate_name,
+                         validate_text_list)
 
 log = logging.getLogger("tailor")
 
@@ -56,6 +60,8 @@ def adapter_record(m: Manifest) -> dict[str, Any]:
         "backbone": m.backbone.model_dump(),
         "size_bytes": m.size_bytes,
         "created_at": m.created_at,
+        **({"label_descriptions": m.label_descriptions} if m.label_descriptions else {}),
+        **({"changes": m.changes} if m.changes else {}),
     }
 
 
@@ -127,35 +133,104 @@ class Tailor:
         return self.registry.get(tenant, name, version)
 
     # -- creating adapters: one path for every kind -----------------------------------------
-    def create_adapter(self, tenant: str, name: str, kind: str, examples: Any,
-                       options: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Validate, then train now (in-request kinds: the new version's record) or queue a
-        job (job kinds: the pending record with its ``job``). Bad input raises a 4xx-mapped
-        error before anything is trained, queued or stored."""
+    def create_adapter(self, tenant: str, name: str, kind: str, examples: Any = None,
+                       options: dict[str, Any] | None = None, *, label_descriptions: Any = None,
+                       unlabeled: Any = None, changes: dict[str, Any] | None = None
+                       ) -> dict[str, Any]:
+        """Validate, then train now (the new version's record; kinds with a background recipe
+        add the ``job`` that trains it) or queue a job (the pending record with its ``job``).
+        Bad input raises a 4xx-mapped error before anything is trained, queued or stored."""
         validate_name(name)
         k = get_kind(kind)
         self.store.check_room(tenant, name)  # before training: the limit is a 4xx at once
-        request = build_request(k, examples, options, self.limits)
-        if k.runs_as_job:
-            payload = {"kind": k.name, "examples": list(examples), "options": dict(options or {})}
+        request = build_request(k, examples, options, self.limits, label_descriptions, unlabeled)
+        payload = {"stage": "train", "kind": k.name, "examples": list(examples or []),
+                   "options": dict(options or {}), "label_descriptions": request.descriptions,
+                   "unlabeled": request.unlabeled, "changes": changes}
+        if k.is_job(request):
             job = self.jobs.submit(k.name + JOB_SUFFIX, tenant, name, payload)
             return {"name": name, "kind": k.name, "status": "training",
                     "labels": request.data.labels,
                     "options": request.options.stored(request.label_order), "job": job.public()}
         artifact = k.train(self.encoder, request)
-        return adapter_record(self.store.publish(tenant, name, artifact, examples))
+        m = self.store.publish(tenant, name, artifact, _inputs(payload),
+                               _finish_changes(changes, artifact))
+        record = adapter_record(m)
+        if k.background is not None:  # a stronger recipe, published only if it is better
+            job = self.jobs.submit(k.name + JOB_SUFFIX, tenant, name,
+                                   {**payload, "stage": "background", "base_version": m.version})
+            record["job"] = job.public()
+        return record
+
+    def add_examples(self, tenant: str, name: str, examples: Any = None, *,
+                     label_descriptions: Any = None, unlabeled: Any = None,
+                     kind: str | None = None, options: dict[str, Any] | None = None
+                     ) -> dict[str, Any]:
+        """The next version of ``name``, trained on what its latest version was trained on
+        plus these; same kind and options unless given. Earlier versions stay servable."""
+        validate_name(name)
+        base = self.store.manifest(tenant, name)
+        merged, changes = merge_inputs(self.store.inputs(tenant, name, base.version), examples,
+                                       label_descriptions, unlabeled, self.limits)
+        changes = {"from_version": base.version, **changes,
+                   "metric_before": estimate(base.metrics)}
+        if options is None:
+            options = _carry_options(base, merged)
+        return self.create_adapter(tenant, name, kind or base.kind, merged.examples, options,
+                                   label_descriptions=merged.label_descriptions or None,
+                                   unlabeled=merged.unlabeled or None, changes=changes)
 
     def _run_job(self, job: Job) -> dict[str, Any]:
         """The executor of this process's job runner: train in a worker process, then publish
-        (unless cancelled first). A cancelled, failed or interrupted job publishes nothing."""
+        (unless cancelled first). A cancelled, failed or interrupted job publishes nothing; a
+        background candidate is published only when its kind accepts it over the version it
+        started from, and never over a newer one."""
         p, rec = job.payload, job.record
+        request = {k: p[k] for k in ("stage", "kind", "examples", "options", "label_descriptions",
+                                     "unlabeled")}
         artifact = train_in_subprocess(
-            job, kind=p["kind"], examples=p["examples"], options=p["options"],
-            backbone_path=str(self.encoder.model_dir), limits=dataclasses.asdict(self.limits),
-            tmp_dir=self.store.root / ".tmp", config=self.worker)
+            job, request=request, backbone_path=str(self.encoder.model_dir),
+            limits=dataclasses.asdict(self.limits), tmp_dir=self.store.root / ".tmp",
+            config=self.worker)
+        outcome: dict[str, Any] = {}
+        if p["stage"] == "background":
+            served = self.store.manifest(rec.tenant, rec.adapter)
+            background = get_kind(p["kind"]).background
+            assert background is not None
+            if served.version != p["base_version"]:
+                decision = Decision(False, f"a newer version ({served.ref}) was published while "
+                                    "this one trained; it stays")
+            else:
+                decision = background.accept(served, artifact)
+            outcome = {"decision": "promoted" if decision.promote else "kept",
+                       "reason": decision.reason, "candidate_metrics": artifact.metrics}
+            if not decision.promote:
+                return {"adapter": served.ref, "version": served.version, **outcome}
+            artifact.metrics["selection"] = {"decision": "promoted", "reason": decision.reason,
+                                             "replaces": served.ref}
         job.begin_publish()
-        m = self.store.publish(rec.tenant, rec.adapter, artifact, p["examples"])
-        return {"adapter": m.ref, "version": m.version, "metrics": m.metrics}
+        m = self.store.publish(rec.tenant, rec.adapter, artifact, _inputs(p),
+                               _finish_changes(p.get("changes"), artifact))
+        return {"adapter": m.ref, "version": m.version, "metrics": m.metrics,
+                **{k: v for k, v in outcome.items() if k != "candidate_metrics"}}
+
+    # -- what to label next --------------------------------------------------------------------
+    def suggest(self, tenant: str, ref: str, texts: Any, k: Any) -> dict[str, Any]:
+        """The ``k`` texts whose labels would teach the adapter most (uncertain, and unlike
+        each other), with its current prediction of each."""
+        pool = validate_text_list(texts, "texts", self.limits.max_suggest_texts,
+                                  "TAILOR_MAX_SUGGEST_TEXTS", self.limits, required=True)
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise InvalidRequest(f"k must be a positive integer (how many texts to suggest), "
+                                 f"got {shorten(k)}")
+        adapter = self.resolve(tenant, ref)
+        emb = self.encoder.embed(pool, [adapter.lora] * len(pool) if adapter.lora else None)
+        probs = adapter.head.probabilities(emb)  # [texts, labels]
+        picks = select_informative(probs.numpy(), emb.numpy(), min(k, len(pool)),
+                                   multi_label=adapter.multi_label)
+        return {"adapter": adapter.ref, "suggestions": [
+            {"index": i, "text": pool[i], **_brief(format_prediction(adapter, probs[i]))}
+            for i in picks]}
 
     def get_job(self, tenant: str, job_id: str) -> dict[str, Any]:
         return self.jobs.get(tenant, job_id).public()
@@ -219,6 +294,37 @@ class Tailor:
     async def aembed(self, inputs: Any) -> dict[str, Any]:
         items = validate_inputs(inputs, self.limits)
         return _embeddings(await self.batcher.submit([(None, t) for t in items]))
+
+
+def _inputs(payload: dict[str, Any]) -> Inputs:
+    return Inputs(payload["examples"], payload.get("label_descriptions") or {},
+                  payload.get("unlabeled") or [])
+
+
+def _finish_changes(changes: dict[str, Any] | None, artifact: Artifact) -> dict[str, Any] | None:
+    """An update's changes, with the new version's estimate next to the old one's."""
+    return None if changes is None else {**changes, "metric_after": estimate(artifact.metrics)}
+
+
+def _carry_options(base: Manifest, merged: Inputs) -> dict[str, Any]:
+    """The latest version's options for its next version; a label order grows by the new
+    labels (in order of appearance), which an update may add."""
+    options = dict(base.options)
+    if "labels" in options:
+        seen = list(options["labels"])
+        for ex in merged.examples:
+            for lab in ([ex["label"]] if "label" in ex else ex.get("labels", [])):
+                if isinstance(lab, str) and lab not in seen:
+                    seen.append(lab)
+        for lab in merged.label_descriptions:
+            if lab not in seen:
+                seen.append(lab)
+        options["labels"] = seen
+    return options
+
+
+def _brief(prediction: dict[str, Any]) -> dict[str, Any]:
+    return {"label": prediction["label"], "score": prediction["score"]}
 
 
 def _embeddings(rows: Sequence[torch.Tensor]) -> dict[str, Any]:

@@ -67,6 +67,8 @@ class Limits:
     max_examples: int = 2_000
     max_labels: int = 100
     max_label_chars: int = 100
+    max_unlabeled: int = 20_000
+    max_suggest_texts: int = 2_000
 
     def __post_init__(self) -> None:
         for k, v in self.__dict__.items():
@@ -136,12 +138,17 @@ def validate_inputs(inputs: Any, limits: Limits) -> list[str]:
 # -- labeled examples -------------------------------------------------------------------------
 @dataclass
 class LabeledData:
-    """Examples that passed validation: texts, the label set in order, and label ids."""
+    """Examples that passed validation: texts, the label set in order, and label ids. With
+    no texts (zero-shot) the labels come from their descriptions."""
 
     texts: list[str]
     labels: list[str]  # the label set, in order
     y: np.ndarray  # [rows] label ids, or [rows, labels] 0/1 when multi_label
     multi_label: bool
+
+    @property
+    def zero_shot(self) -> bool:
+        return not self.texts
 
     def counts(self) -> dict[str, int]:
         if self.multi_label:
@@ -160,20 +167,15 @@ def validate_label_order(label_order: Any) -> list[str] | None:
     return label_order
 
 
-def validate_examples(examples: Any, limits: Limits, label_order: Sequence[str] | None = None
-                      ) -> LabeledData:
-    """Check the posted examples and turn them into texts + label ids."""
-    label_order = validate_label_order(label_order)
-    if not isinstance(examples, list) or not examples:
-        raise InvalidExamples("examples must be a non-empty list of {\"text\", \"label\"} objects")
-    if len(examples) > limits.max_examples:
-        raise TooLarge(f"{len(examples)} examples posted; the limit is {limits.max_examples} per "
-                       "adapter (TAILOR_MAX_EXAMPLES)")
+def check_example_rows(examples: list[Any], limits: Limits, field: str = "examples"
+                       ) -> tuple[list[str], list[list[str]], bool | None]:
+    """Each example on its own: an object with a text and exactly one of label / labels.
+    Returns the texts, each row's labels, and whether they are multi-label (None: no rows)."""
     texts: list[str] = []
     per_row: list[list[str]] = []
     multi = None
     for i, ex in enumerate(examples):
-        where = f"examples[{i}]"
+        where = f"{field}[{i}]"
         if not isinstance(ex, dict):
             raise InvalidExamples(f"{where} must be an object with \"text\" and \"label\" (or \"labels\")")
         unknown = set(ex) - {"text", "label", "labels"}
@@ -196,6 +198,20 @@ def validate_examples(examples: Any, limits: Limits, label_order: Sequence[str] 
             per_row.append(sorted({_label_text(v, f"{where}.labels[{j}]", limits) for j, v in enumerate(labs)}))
         else:
             per_row.append([_label_text(ex["label"], f"{where}.label", limits)])
+
+    return texts, per_row, multi
+
+
+def validate_examples(examples: Any, limits: Limits, label_order: Sequence[str] | None = None
+                      ) -> LabeledData:
+    """Check the posted examples and turn them into texts + label ids."""
+    label_order = validate_label_order(label_order)
+    if not isinstance(examples, list) or not examples:
+        raise InvalidExamples("examples must be a non-empty list of {\"text\", \"label\"} objects")
+    if len(examples) > limits.max_examples:
+        raise TooLarge(f"{len(examples)} examples posted; the limit is {limits.max_examples} per "
+                       "adapter (TAILOR_MAX_EXAMPLES)")
+    texts, per_row, multi = check_example_rows(examples, limits)
 
     seen = sorted({lab for labs in per_row for lab in labs})
     by_form: dict[str, list[str]] = {}
@@ -236,3 +252,75 @@ def validate_examples(examples: Any, limits: Limits, label_order: Sequence[str] 
     else:
         y = np.array([index[labs[0]] for labs in per_row], dtype=np.int64)
     return LabeledData(texts, labels, y, bool(multi))
+
+
+# -- what users have beyond labeled examples ----------------------------------------------------
+def validate_descriptions(descriptions: Any, limits: Limits) -> dict[str, str]:
+    """``label_descriptions``: {label: a sentence saying what it means}."""
+    if descriptions is None:
+        return {}
+    if not isinstance(descriptions, dict):
+        raise InvalidExamples("label_descriptions must be an object mapping each label to a "
+                              "sentence that says what it means")
+    if len(descriptions) > limits.max_labels:
+        raise InvalidExamples(f"{len(descriptions)} label descriptions posted; the limit is "
+                              f"{limits.max_labels} labels per adapter (TAILOR_MAX_LABELS)")
+    return {_label_text(lab, f"label_descriptions key {shorten(lab)}", limits):
+            validate_text(text, f"label_descriptions[{shorten(lab)}]", limits)
+            for lab, text in descriptions.items()}
+
+
+def validate_text_list(texts: Any, field: str, limit: int, setting: str, limits: Limits,
+                       required: bool = False) -> list[str]:
+    """A list of distinct texts (``unlabeled``, a suggest pool): each checked like an input,
+    at most ``limit`` of them, no repeats (a repeat counts twice in every estimate)."""
+    if texts is None and not required:
+        return []
+    if not isinstance(texts, list) or (required and not texts):
+        raise InvalidExamples(f"{field} must be a {'non-empty ' if required else ''}list of texts")
+    if len(texts) > limit:
+        raise TooLarge(f"{len(texts)} texts in {field}; the limit is {limit} ({setting}). Send a "
+                       "sample of them")
+    out = [validate_text(t, f"{field}[{i}]", limits) for i, t in enumerate(texts)]
+    first: dict[str, int] = {}
+    for i, t in enumerate(out):
+        j = first.setdefault(t, i)
+        if j != i:
+            raise InvalidExamples(f"{field}[{i}] repeats {field}[{j}]; send each text once")
+    return out
+
+
+def validate_unlabeled(texts: Any, limits: Limits) -> list[str]:
+    return validate_text_list(texts, "unlabeled", limits.max_unlabeled, "TAILOR_MAX_UNLABELED",
+                              limits)
+
+
+def validate_training_data(examples: Any, descriptions: dict[str, str], limits: Limits,
+                           label_order: Sequence[str] | None = None) -> LabeledData:
+    """Examples, or none at all when every label has a description (zero-shot). Every
+    description must name a label the adapter has."""
+    label_order = validate_label_order(label_order)
+    if examples is None or examples == []:
+        if not descriptions:
+            raise InvalidExamples("post labeled examples, or label_descriptions for every label "
+                                  "(a zero-shot adapter); both are empty")
+        labels = list(label_order) if label_order is not None else sorted(descriptions)
+        missing = [lab for lab in labels if lab not in descriptions]
+        if missing:
+            raise InvalidExamples(f"a zero-shot adapter needs a description for every label; "
+                                  f"label(s) {missing} have none (label_descriptions)")
+        extra = [lab for lab in descriptions if lab not in labels]
+        if extra:
+            raise InvalidExamples(f"label_descriptions describe label(s) {extra} that are not in "
+                                  "options.labels")
+        if len(labels) < 2:
+            raise InvalidExamples("a classifier needs at least 2 labels; label_descriptions has "
+                                  f"{len(labels)}")
+        return LabeledData([], labels, np.zeros(0, dtype=np.int64), False)
+    data = validate_examples(examples, limits, label_order)
+    unknown = [lab for lab in descriptions if lab not in data.labels]
+    if unknown:
+        raise InvalidExamples(f"label_descriptions describe label(s) {unknown} that no example "
+                              f"uses; labels: {data.labels}. Add examples of them or drop those "
+                              "descriptions")
+    return data

@@ -39,10 +39,12 @@ def main() -> None:
 
     try:
         kind = get_kind(spec["kind"])
-        request = build_request(kind, spec["examples"], spec["options"], Limits(**spec["limits"]))
+        request = build_request(kind, spec["examples"], spec["options"], Limits(**spec["limits"]),
+                                spec.get("label_descriptions"), spec.get("unlabeled"))
+        train = kind.background.train if spec.get("stage") == "background" and kind.background \
+            else kind.train
         encoder = open_encoder(spec.get("backbone_path"))
-        art = kind.train(encoder, request,
-                         progress=lambda s, t, loss: _send({"progress": [s, t, loss]}))
+        art = train(encoder, request, progress=lambda s, t, loss: _send({"progress": [s, t, loss]}))
         save_file({k: v.contiguous() for k, v in art.tensors.items()}, spec["out"])
         _send({"done": art.meta()})
     except TailorError as e:

@@ -24,10 +24,10 @@ from adapters.validation import parse_ref
 
 from . import errors
 from .auth import Authenticate, KeyRing
-from .schemas import (JOB_ID_PATTERN, NAME_PATTERN, REF_PATTERN, AdapterList, AdapterRecord,
-                      CreateAdapterRequest, DeleteResponse, EmbedRequest, EmbedResponse,
-                      ErrorResponse, ExportRequest, JobRecord, PendingAdapter, PredictRequest,
-                      PredictResponse)
+from .schemas import (JOB_ID_PATTERN, NAME_PATTERN, REF_PATTERN, AddExamplesRequest, AdapterList,
+                      AdapterRecord, CreateAdapterRequest, DeleteResponse, EmbedRequest,
+                      EmbedResponse, ErrorResponse, ExportRequest, JobRecord, PendingAdapter,
+                      PredictRequest, PredictResponse, SuggestRequest, SuggestResponse)
 
 ERRORS = {s: {"model": ErrorResponse} for s in (400, 401, 403, 404, 409, 413, 422, 429, 503)}
 
@@ -64,12 +64,37 @@ adapters_router = APIRouter()
     responses={202: {"model": PendingAdapter, "description": "a job kind (LoRA): training started"}},
     summary="Create an adapter (or a new version of one) from labeled examples")
 async def create_adapter(req: CreateAdapterRequest, request: Request, response: Response) -> dict:
-    examples = [e.model_dump(exclude_none=True) for e in req.examples]
-    record = await asyncio.to_thread(engine(request).create_adapter, tenant_of(request), req.name,
-                                     req.kind, examples, req.options)
-    if "job" in record:
+    record = await asyncio.to_thread(
+        engine(request).create_adapter, tenant_of(request), req.name, req.kind,
+        [e.model_dump(exclude_none=True) for e in req.examples], req.options,
+        label_descriptions=req.label_descriptions, unlabeled=req.unlabeled)
+    if record["status"] == "training":
         response.status_code = 202
     return record
+
+
+@adapters_router.post(
+    "/adapters/{name}/examples", status_code=201, response_model=AdapterRecord | PendingAdapter,
+    response_model_exclude_none=True,
+    responses={202: {"model": PendingAdapter, "description": "the next version trains as a job"}},
+    summary="Publish the next version, trained on the latest version's inputs plus these")
+async def add_examples(req: AddExamplesRequest, request: Request, response: Response,
+                       name: str = Name) -> dict:
+    record = await asyncio.to_thread(
+        engine(request).add_examples, tenant_of(request), name,
+        [e.model_dump(exclude_none=True) for e in req.examples],
+        label_descriptions=req.label_descriptions, unlabeled=req.unlabeled, kind=req.kind,
+        options=req.options)
+    if record["status"] == "training":
+        response.status_code = 202
+    return record
+
+
+@adapters_router.post("/adapters/{name}/suggest", response_model=SuggestResponse,
+                      summary="The k texts whose labels would teach the adapter most")
+async def suggest(req: SuggestRequest, request: Request, name: str = Ref) -> dict:
+    return await asyncio.to_thread(engine(request).suggest, tenant_of(request), name, req.texts,
+                                   req.k)
 
 
 @adapters_router.get("/adapters", response_model=AdapterList,

@@ -25,7 +25,6 @@ JOB_ID_PATTERN = f"^{JOB_ID_RE.pattern}$"
 
 # Kinds come from the registry (adapters/kinds): a new kind shows up here by registering.
 KindName = Literal[tuple(KINDS)]  # type: ignore[valid-type]
-JobKindName = Literal[tuple(k for k, v in KINDS.items() if v.runs_as_job)]  # type: ignore[valid-type]
 
 
 def _describe_kinds() -> str:
@@ -65,8 +64,50 @@ class CreateAdapterRequest(_Strict):
     name: str = Field(..., description="1-64 of [A-Za-z0-9_-]; re-using a name publishes a new version",
                       examples=["support-topics"], json_schema_extra={"pattern": NAME_PATTERN})
     kind: KindName = Field("head", description=_describe_kinds())
-    examples: list[Example] = Field(..., description="labeled examples, at least 2 labels")
+    examples: list[Example] = Field(default_factory=list, description=(
+        "labeled examples, at least 2 labels; may be empty when every label has a description "
+        "(a zero-shot adapter)"))
+    label_descriptions: dict[str, str] | None = Field(None, description=(
+        "what each label means, one sentence per label: a prior that helps most when examples "
+        "are few; with no examples, the adapter is zero-shot (every label needs one)"),
+        examples=[{"billing": "questions about charges, invoices, refunds and payments"}])
+    unlabeled: list[str] | None = Field(None, description=(
+        "texts without labels from the same source, used for semi-supervised training "
+        "(at most TAILOR_MAX_UNLABELED, distinct); training then runs as a job (202)"))
     options: dict[str, Any] = Field(default_factory=dict, description=_describe_options())
+
+
+class AddExamplesRequest(_Strict):
+    """The next version: the latest version's inputs plus these."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"examples": [
+        {"text": "My card was charged but the order failed", "label": "billing"}]}]})
+
+    examples: list[Example] = Field(default_factory=list, description="more labeled examples; new labels are allowed")
+    label_descriptions: dict[str, str] | None = Field(None, description="new or changed label descriptions")
+    unlabeled: list[str] | None = Field(None, description="more unlabeled texts")
+    kind: KindName | None = Field(None, description="train the next version as another kind (default: the same)")
+    options: dict[str, Any] | None = Field(None, description="the next version's options (default: the same)")
+
+
+class SuggestRequest(_Strict):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"texts": [
+        "where is my refund?", "the app crashed twice", "can I pay by invoice?"], "k": 2}]})
+
+    texts: list[str] = Field(..., description="candidate texts to label (at most TAILOR_MAX_SUGGEST_TEXTS, distinct)")
+    k: int = Field(20, description="how many to suggest (>= 1)")
+
+
+class Suggestion(BaseModel):
+    index: int = Field(..., description="position in `texts`")
+    text: str
+    label: str = Field(..., description="the adapter's current prediction")
+    score: float = Field(..., description="its probability")
+
+
+class SuggestResponse(BaseModel):
+    adapter: str = Field(..., description="the name@version that answered")
+    suggestions: list[Suggestion] = Field(..., description="most informative first")
 
 
 class AdapterRecord(BaseModel):
@@ -83,6 +124,13 @@ class AdapterRecord(BaseModel):
     backbone: dict[str, str] = Field(..., description="name and sha256 of the backbone it was trained on")
     size_bytes: int
     created_at: str
+    label_descriptions: dict[str, str] | None = Field(None, description="what each label means, as posted")
+    changes: dict[str, Any] | None = Field(None, description=(
+        "an update (POST /v1/adapters/{name}/examples): from_version, examples_added, new_labels, "
+        "label_descriptions_added/changed, unlabeled_added, metric_before -> metric_after"))
+    job: "JobRecord | None" = Field(None, description=(
+        "kind auto: the job training a stronger recipe, published as the next version only "
+        "if its held-out estimate is better"))
     versions: list[int] | None = Field(None, description="all stored versions (GET of one adapter)")
 
 
@@ -111,10 +159,11 @@ class JobRecord(BaseModel):
 
 
 class PendingAdapter(BaseModel):
-    """The answer to creating an adapter of a job kind (LoRA): training runs in the background."""
+    """The answer to creating an adapter that trains as a job (LoRA; a head with unlabeled
+    texts): training runs in the background."""
 
     name: str
-    kind: JobKindName
+    kind: KindName
     status: Literal["training"]
     labels: list[str]
     options: dict[str, Any]
@@ -122,10 +171,11 @@ class PendingAdapter(BaseModel):
 
 
 class TrainingAdapter(BaseModel):
-    """An adapter whose training job is queued or running: not servable yet."""
+    """An adapter whose training job is queued or running: not servable yet (or, for kind
+    auto, a stronger version in training)."""
 
     name: str
-    kind: JobKindName
+    kind: KindName
     status: Literal["training"]
     job: JobRecord
 
@@ -185,3 +235,6 @@ class ExportRequest(_Strict):
     quantize: Quantize = Field(
         "none", description="none: fp32 graph (parity <= 1e-4 with PyTorch); int8: dynamic per-channel "
         "int8 backbone (~4x smaller; refused when top-1 agreement with fp32 is below 99%)")
+
+
+AdapterRecord.model_rebuild()

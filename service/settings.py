@@ -64,6 +64,8 @@ class Settings(BaseSettings):
     max_examples: int = Field(2_000, ge=2, description="examples per adapter (413 above)")
     max_labels: int = Field(100, ge=2, description="labels per adapter (422 above)")
     max_label_chars: int = Field(100, ge=1, description="characters per label (422 above)")
+    max_unlabeled: int = Field(20_000, ge=1, description="unlabeled texts per adapter (413 above)")
+    max_suggest_texts: int = Field(2_000, ge=1, description="candidate texts per suggest request (413 above)")
     max_adapters_per_tenant: int = Field(1000, ge=1, description="adapter names per tenant; creating a new name above it answers 422 (new versions of an existing name do not count)")
     job_queue_size: int = Field(8, ge=1, description="LoRA training jobs waiting before 429")
     job_concurrency: int = Field(1, ge=1, le=16, description="LoRA training jobs running at once")
@@ -129,4 +131,5 @@ class Settings(BaseSettings):
     def limits(self) -> Limits:
         return Limits(max_inputs=self.max_inputs, max_chars=self.max_chars,
                       max_examples=self.max_examples, max_labels=self.max_labels,
-                      max_label_chars=self.max_label_chars)
+                      max_label_chars=self.max_label_chars, max_unlabeled=self.max_unlabeled,
+                      max_suggest_texts=self.max_suggest_texts)

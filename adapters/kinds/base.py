@@ -9,7 +9,7 @@ batcher, jobs, export, HTTP) is shared and never asks which kind it holds.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
 import torch
@@ -17,12 +17,13 @@ from torch import nn
 
 from ..encoders.base import Encoder
 from ..encoders.lora import LoraWeights
-from ..errors import IncompatibleAdapter, InvalidRequest
+from ..errors import IncompatibleAdapter, InvalidExamples, InvalidRequest
 from ..heads import LinearHead
 from ..options import AdapterOptions
 from ..serving.registry import LoadedAdapter
-from ..storage import Artifact, StoredAdapter
-from ..validation import LabeledData, Limits, validate_examples
+from ..storage import Artifact, Manifest, StoredAdapter
+from ..validation import (LabeledData, Limits, validate_descriptions, validate_training_data,
+                          validate_unlabeled)
 
 Progress = Callable[[int, int, float], None]  # step, total, loss
 StopCheck = Callable[[], bool]  # True: stop now (raise training.jobs.Cancelled)
@@ -32,10 +33,12 @@ StopCheck = Callable[[], bool]  # True: stop now (raise training.jobs.Cancelled)
 class TrainRequest:
     """Everything a trainer gets, already validated."""
 
-    data: LabeledData
+    data: LabeledData  # labeled examples (none: zero-shot from the descriptions)
     options: AdapterOptions  # the kind's own options model
     label_order: list[str] | None  # options.labels, if the client gave an order
     limits: Limits
+    descriptions: dict[str, str] = field(default_factory=dict)  # label -> what it means
+    unlabeled: list[str] = field(default_factory=list)  # texts without labels
 
 
 class Trainer(Protocol):
@@ -71,15 +74,39 @@ def no_check(request: TrainRequest) -> None:
 
 
 @dataclass(frozen=True)
+class Decision:
+    """Whether a background candidate replaces the served version, and why (shown to users)."""
+
+    promote: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class Background:
+    """A second, stronger recipe trained by a job after the in-request version is served;
+    ``accept`` decides, on honest estimates, whether the candidate is published as the next
+    version (it never replaces a version newer than the one it started from)."""
+
+    train: Trainer
+    accept: Callable[[Manifest, Artifact], Decision]
+
+
+@dataclass(frozen=True)
 class AdapterKind:
     name: str
     summary: str  # one line, shown in the API document and the CLI
     options: type[AdapterOptions]
     train: Trainer
-    runs_as_job: bool = False  # True: trained by a background job (202 + job); else in the request
+    # True: trained by a background job (202 + job); a function: decided per request (e.g. a
+    # head with unlabeled texts, which takes minutes to embed); False: in the request (201)
+    runs_as_job: bool | Callable[[TrainRequest], bool] = False
     check: Callable[[TrainRequest], None] = no_check  # kind-specific refusals, before training
     load: Callable[[StoredAdapter], LoadedAdapter] = load_linear
     merge: Callable[[nn.Module, LoadedAdapter], None] = merge_lora  # export: bake into a copy
+    background: Background | None = None  # a stronger recipe after the first version (auto)
+
+    def is_job(self, request: TrainRequest) -> bool:
+        return self.runs_as_job(request) if callable(self.runs_as_job) else self.runs_as_job
 
 
 KINDS: dict[str, AdapterKind] = {}
@@ -100,13 +127,24 @@ def get_kind(name: Any) -> AdapterKind:
 
 
 def build_request(kind: AdapterKind, examples: Any, options: dict[str, Any] | None,
-                  limits: Limits) -> TrainRequest:
-    """Validate a create request for ``kind``: its options, then the examples, then the
-    kind's own refusals. Raises a 4xx-mapped error; trains nothing."""
+                  limits: Limits, descriptions: Any = None, unlabeled: Any = None) -> TrainRequest:
+    """Validate a create request for ``kind``: its options, the descriptions and unlabeled
+    texts, the examples (none: zero-shot), then the kind's own refusals. Raises a 4xx-mapped
+    error; trains nothing."""
     opts, label_order = kind.options.parse_with_labels(options)
-    request = TrainRequest(validate_examples(examples, limits, label_order), opts, label_order, limits)
+    described = validate_descriptions(descriptions, limits)
+    pool = validate_unlabeled(unlabeled, limits)
+    data = validate_training_data(examples, described, limits, label_order)
+    request = TrainRequest(data, opts, label_order, limits, described, pool)
     kind.check(request)
     return request
+
+
+def require_examples(kind: str, request: TrainRequest) -> None:
+    """For kinds that cannot train from descriptions alone."""
+    if request.data.zero_shot:
+        raise InvalidExamples(f"kind {kind!r} needs labeled examples; for a zero-shot adapter "
+                              "from label_descriptions alone use kind \"head\" or \"auto\"")
 
 
 def load_adapter(stored: StoredAdapter) -> LoadedAdapter:

@@ -33,7 +33,8 @@ from ..storage import Artifact
 from ..training.fitting import FitParams, assess, cross_validate, fit_calibrated
 from ..training.jobs import Cancelled
 from ..validation import LabeledData
-from .base import AdapterKind, Progress, StopCheck, TrainRequest, register_kind
+from .base import (AdapterKind, Progress, StopCheck, TrainRequest, register_kind,
+                   require_examples)
 
 # A Linear module's last name part (e.g. "query"): echoed in answers and stored in manifests.
 ModuleName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
@@ -144,6 +145,7 @@ def train_embeddings(encoder: TorchEncoder, data: LabeledData, opts: LoraOptions
 
 
 def check_lora(request: TrainRequest) -> None:
+    require_examples("lora", request)
     if request.data.multi_label:
         raise InvalidExamples("LoRA adapters are single-label for now; use kind \"head\" for "
                               "examples with `labels` lists")

@@ -55,6 +55,9 @@ class Manifest(_Frozen):
     files: dict[str, str]  # file name -> sha256
     size_bytes: int = 0
     examples_file: FileRef | None = None  # the posted examples (export parity, updates)
+    label_descriptions: dict[str, str] | None = None  # what each label means, as posted
+    unlabeled_file: FileRef | None = None  # the posted unlabeled texts (updates retrain on them)
+    changes: dict[str, Any] | None = None  # an update: what changed since the version it came from
     created_at: str
 
     @property
@@ -69,6 +72,17 @@ class Manifest(_Frozen):
     def threshold(self) -> float:
         """Multi-label decision threshold (0.5 unless the adapter's options set one)."""
         return float(self.options.get("threshold", 0.5))
+
+
+@dataclass
+class Inputs:
+    """What a version was trained on, as posted: kept beside it so that an update can train
+    the next version on the old inputs plus the new ones, and export can check parity on
+    in-domain texts."""
+
+    examples: list[dict[str, Any]] = field(default_factory=list)
+    label_descriptions: dict[str, str] = field(default_factory=dict)
+    unlabeled: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -41,10 +41,11 @@ from ..encoders.base import BackboneIdentity
 from ..errors import AdapterNotFound, CorruptAdapter, IncompatibleAdapter, TooManyAdapters
 from ..options import describe_validation_error
 from ..validation import validate_name
-from .manifest import SCHEMA_VERSION, Artifact, Manifest
+from .manifest import SCHEMA_VERSION, Artifact, FileRef, Inputs, Manifest
 
 MANIFEST = "manifest.json"
-EXAMPLES = "examples.json"  # optional: the posted examples (export parity checks use them)
+EXAMPLES = "examples.json"  # optional: the posted examples (updates, export parity)
+UNLABELED = "unlabeled.json"  # optional: the posted unlabeled texts (updates)
 
 
 def sha256_file(path: Path) -> str:
@@ -194,16 +195,34 @@ class AdapterStore:
                                      "checksum. Delete this version and re-create it")
         return StoredAdapter(m, tensors)
 
+    def inputs(self, tenant: str, name: str, version: int | None = None) -> Inputs:
+        """What a version was trained on (examples, descriptions, unlabeled texts), as far as
+        it stored them; the files are checksum-verified."""
+        m = self.manifest(tenant, name, version)
+        vdir = self._name_dir(tenant, name) / f"v{m.version}"
+        examples = self._read_json(vdir, m, m.examples_file, EXAMPLES)
+        unlabeled = self._read_json(vdir, m, m.unlabeled_file, UNLABELED)
+        return Inputs([e for e in examples if isinstance(e, dict)],
+                      dict(m.label_descriptions or {}),
+                      [t for t in unlabeled if isinstance(t, str)])
+
     def examples(self, tenant: str, name: str, version: int | None = None) -> list[dict[str, Any]]:
         """The examples a version was trained on, if it stored them (else []), checksum-verified."""
-        m = self.manifest(tenant, name, version)
-        if m.examples_file is None:
+        return self.inputs(tenant, name, version).examples
+
+    @staticmethod
+    def _read_json(vdir: Path, m: Manifest, entry: FileRef | None, fname: str) -> list:
+        if entry is None:
             return []
-        path = self._name_dir(tenant, name) / f"v{m.version}" / EXAMPLES
-        if not path.exists() or sha256_file(path) != m.examples_file.sha256:
-            raise CorruptAdapter(f"adapter {m.ref}: {EXAMPLES} is missing or does not match its "
+        path = vdir / fname
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            raw = None
+        if raw is None or hashlib.sha256(raw).hexdigest() != entry.sha256:
+            raise CorruptAdapter(f"adapter {m.ref}: {fname} is missing or does not match its "
                                  "checksum. Delete this version and re-create it")
-        data = json.loads(path.read_text())
+        data = json.loads(raw)
         return data if isinstance(data, list) else []
 
     # -- writing --------------------------------------------------------------------------
@@ -230,10 +249,11 @@ class AdapterStore:
         except (FileNotFoundError, ValueError):
             return 0
 
-    def publish(self, tenant: str, name: str, artifact: Artifact,
-                examples: list[dict[str, Any]] | None = None) -> Manifest:
+    def publish(self, tenant: str, name: str, artifact: Artifact, inputs: Inputs | None = None,
+                changes: dict[str, Any] | None = None) -> Manifest:
         """Write ``artifact`` as a new immutable version of ``name`` and return its manifest.
-        ``examples`` (optional) are kept beside the weights in examples.json."""
+        ``inputs`` (optional) are kept beside the weights (examples.json, unlabeled.json, the
+        descriptions in the manifest); ``changes``: what an update changed."""
         name_dir = self._name_dir(tenant, name)
         tmp = self.root / ".tmp" / uuid.uuid4().hex
         tmp.mkdir(parents=True)
@@ -243,13 +263,20 @@ class AdapterStore:
             with weights.open("rb") as f:
                 os.fsync(f.fileno())
             extra: dict[str, Any] = {}
-            if examples:
-                ex = tmp / EXAMPLES
-                with ex.open("w") as f:
-                    json.dump(examples, f, ensure_ascii=False)
-                    f.flush()
-                    os.fsync(f.fileno())
-                extra["examples_file"] = {"name": EXAMPLES, "sha256": sha256_file(ex)}
+            inputs = inputs or Inputs()
+            for key, fname, data in (("examples_file", EXAMPLES, inputs.examples),
+                                     ("unlabeled_file", UNLABELED, inputs.unlabeled)):
+                if data:
+                    path = tmp / fname
+                    with path.open("w") as f:
+                        json.dump(data, f, ensure_ascii=False)
+                        f.flush()
+                        os.fsync(f.fileno())
+                    extra[key] = {"name": fname, "sha256": sha256_file(path)}
+            if inputs.label_descriptions:
+                extra["label_descriptions"] = dict(inputs.label_descriptions)
+            if changes:
+                extra["changes"] = changes
             fields = {
                 "schema_version": SCHEMA_VERSION,
                 "id": uuid.uuid4().hex,

@@ -31,7 +31,8 @@ class FitParams:
 
 class HeadFitter(Protocol):
     def __call__(self, x: np.ndarray, y: np.ndarray, *, multi_label: bool, c: float,
-                 temperature: float, seed: int) -> LinearHead: ...
+                 temperature: float, seed: int,
+                 sample_weight: np.ndarray | None = None) -> LinearHead: ...
 
 
 HEAD_FITTERS: dict[str, HeadFitter] = {}
@@ -50,7 +51,8 @@ def _t(a: np.ndarray) -> torch.Tensor:
 
 @register_head("logreg")
 def fit_logreg(x: np.ndarray, y: np.ndarray, *, multi_label: bool, c: float,
-               temperature: float, seed: int) -> LinearHead:
+               temperature: float, seed: int, sample_weight: np.ndarray | None = None
+               ) -> LinearHead:
     """L2-regularised logistic regression (lbfgs). Single-label: multinomial softmax.
     Multi-label: one binary regression per label, served with sigmoid.
 
@@ -61,11 +63,13 @@ def fit_logreg(x: np.ndarray, y: np.ndarray, *, multi_label: bool, c: float,
     if multi_label:
         ws, bs = [], []
         for j in range(y.shape[1]):
-            clf = LogisticRegression(C=c, max_iter=2000, random_state=seed).fit(x, y[:, j])
+            clf = LogisticRegression(C=c, max_iter=2000, random_state=seed).fit(
+                x, y[:, j], sample_weight=sample_weight)
             ws.append(clf.coef_[0])
             bs.append(clf.intercept_[0])
         return LinearHead(_t(np.stack(ws)), _t(np.array(bs)), activation_for(True))
-    clf = LogisticRegression(C=c, max_iter=2000, random_state=seed).fit(x, y)
+    clf = LogisticRegression(C=c, max_iter=2000, random_state=seed).fit(
+        x, y, sample_weight=sample_weight)
     w, b = clf.coef_, clf.intercept_
     if w.shape[0] == 1:  # binary: sklearn keeps one row; softmax([-z/2, z/2]) == sigmoid(z)
         w = np.concatenate([-w / 2, w / 2])
@@ -75,13 +79,15 @@ def fit_logreg(x: np.ndarray, y: np.ndarray, *, multi_label: bool, c: float,
 
 @register_head("centroid")
 def fit_centroid(x: np.ndarray, y: np.ndarray, *, multi_label: bool, c: float,
-                 temperature: float, seed: int) -> LinearHead:
+                 temperature: float, seed: int, sample_weight: np.ndarray | None = None
+                 ) -> LinearHead:
     """Nearest centroid by cosine: logit = temperature * cos(x, mean of the label's rows)."""
     if multi_label:
         raise InvalidExamples("the centroid head supports single-label adapters only; use "
                               "options.head = \"logreg\" for examples with `labels` lists")
     n_labels = int(y.max()) + 1
-    cents = np.stack([x[y == j].mean(axis=0) for j in range(n_labels)])
+    w = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+    cents = np.stack([np.average(x[y == j], axis=0, weights=w[y == j]) for j in range(n_labels)])
     cents /= np.linalg.norm(cents, axis=1, keepdims=True).clip(min=1e-12)
     return LinearHead(_t(cents * temperature), torch.zeros(n_labels), activation_for(False))
 
@@ -91,14 +97,21 @@ def fit(x: np.ndarray, data: LabeledData, p: FitParams) -> LinearHead:
                                   temperature=p.temperature, seed=p.seed)
 
 
+# (training rows [n, dim], their labels) -> a head: a recipe that may add more than the rows
+# (descriptions, unlabeled texts) but is always cross-validated on the labeled rows alone.
+FitRows = Callable[[np.ndarray, np.ndarray], LinearHead]
+
+
 def _predict(head: LinearHead, x: np.ndarray, multi_label: bool, threshold: float) -> np.ndarray:
     p = head.probabilities(torch.from_numpy(x)).numpy()
     return (p >= threshold).astype(np.int64) if multi_label else p.argmax(axis=1)
 
 
-def cross_validate(x: np.ndarray, data: LabeledData, opts: FitParams) -> dict[str, Any] | None:
+def cross_validate(x: np.ndarray, data: LabeledData, opts: FitParams,
+                   fit_rows: FitRows | None = None) -> dict[str, Any] | None:
     """Stratified k-fold accuracy (single-label) or micro-F1 (multi-label) on the posted
-    examples. None when there are too few examples to hold any out."""
+    examples, refitting ``fit_rows`` (default: the ``opts.method`` fitter) on each fold's
+    training rows. None when there are too few examples to hold any out."""
     from sklearn.model_selection import KFold, StratifiedKFold
 
     counts = data.counts()
@@ -117,7 +130,7 @@ def cross_validate(x: np.ndarray, data: LabeledData, opts: FitParams) -> dict[st
         sub = LabeledData([], data.labels, data.y[tr], data.multi_label)
         if data.multi_label and (sub.y.all(axis=0).any() or (~sub.y.astype(bool)).all(axis=0).any()):
             return None  # a fold lacks positives or negatives of some label
-        fold_head = fit(x[tr], sub, opts)
+        fold_head = fit_rows(x[tr], sub.y) if fit_rows else fit(x[tr], sub, opts)
         pred = _predict(fold_head, x[te], data.multi_label, opts.threshold)
         oof_logits.append(fold_head.logits(torch.from_numpy(x[te])).numpy())
         oof_y.append(data.y[te])
@@ -155,6 +168,10 @@ def calibrate_temperature(logits: np.ndarray, y: np.ndarray) -> float:
 
 
 def assess(data: LabeledData, cv: dict[str, Any] | None) -> list[str]:
+    if data.zero_shot:
+        return ["zero-shot: trained from the label descriptions alone, so there is no quality "
+                "estimate; add labeled examples (POST /v1/adapters/{name}/examples, 8 or more per "
+                "label recommended) to get one"]
     counts = data.counts()
     warnings = []
     lo_label, lo = min(counts.items(), key=lambda kv: kv[1])
@@ -176,12 +193,12 @@ def assess(data: LabeledData, cv: dict[str, Any] | None) -> list[str]:
     return warnings
 
 
-def fit_calibrated(x: np.ndarray, data: LabeledData, p: FitParams
-                   ) -> tuple[LinearHead, dict[str, Any] | None]:
+def fit_calibrated(x: np.ndarray, data: LabeledData, p: FitParams,
+                   fit_rows: FitRows | None = None) -> tuple[LinearHead, dict[str, Any] | None]:
     """Fit on all rows, cross-validate, and calibrate the head's probabilities on the folds
     (single-label; decisions unchanged). Returns the head and the CV metrics (or None)."""
-    head = fit(x, data, p)
-    cv = cross_validate(x, data, p)
+    head = fit_rows(x, data.y) if fit_rows else fit(x, data, p)
+    cv = cross_validate(x, data, p, fit_rows)
     if cv and "calibration_scale" in cv:
         head = head.scaled(cv["calibration_scale"])
     return head, cv

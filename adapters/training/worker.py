@@ -5,7 +5,8 @@ The server's inference threads keep all their cores; the worker runs at a lower 
 priority (``nice``) with a fixed number of torch threads, loads its own copy of the
 backbone (the served one is never touched) and talks to the server over pipes:
 
-- stdin: one JSON line with the job (kind, examples, options, backbone path, output file),
+- stdin: one JSON line with the job (kind, stage, examples, options, descriptions, unlabeled
+  texts, backbone path, output file),
   then it is held open; EOF (the server died) makes the worker exit at once.
 - stdout: JSON lines ``{"progress": [step, total, loss]}``, then ``{"done": meta}`` or
   ``{"error": {"code", "message", "status"}}``.
@@ -45,16 +46,18 @@ class WorkerConfig:
     nice: int = 10
 
 
-def train_in_subprocess(job: Job, *, kind: str, examples: list[dict], options: dict[str, Any],
-                        backbone_path: str | None, limits: dict[str, int], tmp_dir: Path,
+def train_in_subprocess(job: Job, *, request: dict[str, Any], backbone_path: str | None,
+                        limits: dict[str, int], tmp_dir: Path,
                         config: WorkerConfig = WorkerConfig()) -> Artifact:
-    """Train in a worker process. Returns the artifact; raises Cancelled or TailorError."""
+    """Train in a worker process. ``request``: what to train, as data (kind, stage,
+    examples, options, label_descriptions, unlabeled). Returns the artifact; raises
+    Cancelled or TailorError."""
     from safetensors.torch import load_file
 
     tmp_dir.mkdir(parents=True, exist_ok=True)
     out = tmp_dir / f"train-{uuid.uuid4().hex}.safetensors"
-    spec = {"kind": kind, "examples": examples, "options": options, "backbone_path": backbone_path,
-            "limits": limits, "out": str(out), "threads": config.threads, "nice": config.nice}
+    spec = {**request, "backbone_path": backbone_path, "limits": limits, "out": str(out),
+            "threads": config.threads, "nice": config.nice}
     root = str(Path(__file__).resolve().parents[2])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
     errlog = tempfile.TemporaryFile(mode="w+")  # a file, not a pipe: a chatty worker never blocks
