@@ -167,15 +167,19 @@ class Tailor:
                      kind: str | None = None, options: dict[str, Any] | None = None
                      ) -> dict[str, Any]:
         """The next version of ``name``, trained on what its latest version was trained on
-        plus these; same kind and options unless given. Earlier versions stay servable."""
+        plus these; same kind and options unless given (another kind keeps only the label
+        order). Earlier versions stay servable."""
         validate_name(name)
         base = self.store.manifest(tenant, name)
         merged, changes = merge_inputs(self.store.inputs(tenant, name, base.version), examples,
-                                       label_descriptions, unlabeled, self.limits)
+                                       label_descriptions, unlabeled, self.limits,
+                                       base.multi_label)
         changes = {"from_version": base.version, **changes,
                    "metric_before": estimate(base.metrics)}
-        if options is None:
+        if options is None:  # the same options; for another kind only the label order
             options = _carry_options(base, merged)
+            if kind not in (None, base.kind):
+                options = {k: v for k, v in options.items() if k == "labels"}
         return self.create_adapter(tenant, name, kind or base.kind, merged.examples, options,
                                    label_descriptions=merged.label_descriptions or None,
                                    unlabeled=merged.unlabeled or None, changes=changes)

@@ -202,9 +202,11 @@ def check_example_rows(examples: list[Any], limits: Limits, field: str = "exampl
     return texts, per_row, multi
 
 
-def validate_examples(examples: Any, limits: Limits, label_order: Sequence[str] | None = None
-                      ) -> LabeledData:
-    """Check the posted examples and turn them into texts + label ids."""
+def validate_examples(examples: Any, limits: Limits, label_order: Sequence[str] | None = None,
+                      described: Sequence[str] = ()) -> LabeledData:
+    """Check the posted examples and turn them into texts + label ids. The label set is the
+    examples' labels and the ``described`` ones (labels with a description but no example
+    yet), in ``label_order`` if given, else sorted."""
     label_order = validate_label_order(label_order)
     if not isinstance(examples, list) or not examples:
         raise InvalidExamples("examples must be a non-empty list of {\"text\", \"label\"} objects")
@@ -213,7 +215,7 @@ def validate_examples(examples: Any, limits: Limits, label_order: Sequence[str] 
                        "adapter (TAILOR_MAX_EXAMPLES)")
     texts, per_row, multi = check_example_rows(examples, limits)
 
-    seen = sorted({lab for labs in per_row for lab in labs})
+    seen = sorted({lab for labs in per_row for lab in labs} | set(described))
     by_form: dict[str, list[str]] = {}
     for lab in seen:
         by_form.setdefault(unicodedata.normalize("NFC", lab), []).append(lab)
@@ -225,10 +227,11 @@ def validate_examples(examples: Any, limits: Limits, label_order: Sequence[str] 
         missing = [lab for lab in label_order if lab not in seen]
         if missing:
             raise InvalidExamples(f"label(s) {missing} have no examples; post at least one example "
-                                  "for every label listed in options.labels")
+                                  "(or a label description) for every label listed in options.labels")
         extra = [lab for lab in seen if lab not in label_order]
         if extra:
-            raise InvalidExamples(f"examples use label(s) {extra} that are not in options.labels")
+            which = "label_descriptions describe" if set(extra) <= set(described) else "examples use"
+            raise InvalidExamples(f"{which} label(s) {extra} that are not in options.labels")
         labels = list(label_order)
     else:
         labels = seen
@@ -297,8 +300,9 @@ def validate_unlabeled(texts: Any, limits: Limits) -> list[str]:
 
 def validate_training_data(examples: Any, descriptions: dict[str, str], limits: Limits,
                            label_order: Sequence[str] | None = None) -> LabeledData:
-    """Examples, or none at all when every label has a description (zero-shot). Every
-    description must name a label the adapter has."""
+    """Examples, or none at all when every label has a description (zero-shot). A label may
+    have examples, a description or both; with ``options.labels``, a description of a label
+    not listed there is refused."""
     label_order = validate_label_order(label_order)
     if examples is None or examples == []:
         if not descriptions:
@@ -317,10 +321,4 @@ def validate_training_data(examples: Any, descriptions: dict[str, str], limits: 
             raise InvalidExamples("a classifier needs at least 2 labels; label_descriptions has "
                                   f"{len(labels)}")
         return LabeledData([], labels, np.zeros(0, dtype=np.int64), False)
-    data = validate_examples(examples, limits, label_order)
-    unknown = [lab for lab in descriptions if lab not in data.labels]
-    if unknown:
-        raise InvalidExamples(f"label_descriptions describe label(s) {unknown} that no example "
-                              f"uses; labels: {data.labels}. Add examples of them or drop those "
-                              "descriptions")
-    return data
+    return validate_examples(examples, limits, label_order, described=list(descriptions))

@@ -146,6 +146,10 @@ def train_embeddings(encoder: TorchEncoder, data: LabeledData, opts: LoraOptions
 
 def check_lora(request: TrainRequest) -> None:
     require_examples("lora", request)
+    bare = [lab for lab, n in request.data.counts().items() if n == 0]
+    if bare:
+        raise InvalidExamples(f"LoRA training needs examples of every label; label(s) {bare} "
+                              "have only a description. Add examples, or use kind \"head\"")
     if request.data.multi_label:
         raise InvalidExamples("LoRA adapters are single-label for now; use kind \"head\" for "
                               "examples with `labels` lists")

@@ -36,7 +36,7 @@ def _labels_of(examples: list[dict[str, Any]]) -> list[str]:
 
 
 def merge_inputs(old: Inputs, examples: Any, descriptions: Any, unlabeled: Any,
-                 limits: Limits) -> tuple[Inputs, dict[str, Any]]:
+                 limits: Limits, multi_label: bool) -> tuple[Inputs, dict[str, Any]]:
     """The old inputs plus the new ones, and a summary of what changed. The new parts are
     checked on their own first (errors name their own indices); the whole is checked again by
     the create path."""
@@ -44,9 +44,8 @@ def merge_inputs(old: Inputs, examples: Any, descriptions: Any, unlabeled: Any,
     if not isinstance(examples, list):
         raise InvalidExamples("examples must be a list of {\"text\", \"label\"} objects")
     _, _, multi = check_example_rows(examples, limits)
-    _, _, was_multi = check_example_rows(old.examples, limits)
-    if multi is not None and was_multi is not None and multi != was_multi:
-        form = "\"labels\" lists (multi-label)" if was_multi else "one \"label\" each (single-label)"
+    if multi is not None and multi != multi_label:
+        form = "\"labels\" lists (multi-label)" if multi_label else "one \"label\" each (single-label)"
         raise InvalidExamples(f"this adapter's examples have {form}; the new examples must too")
     new_desc = validate_descriptions(descriptions, limits)
     new_unlabeled = validate_unlabeled(unlabeled, limits)

@@ -120,7 +120,7 @@ def cross_validate(x: np.ndarray, data: LabeledData, opts: FitParams,
         splits = KFold(k, shuffle=True, random_state=opts.seed).split(x)
     else:
         k = min(opts.cv_folds, min(counts.values()))
-        if k < 2:
+        if k < 2:  # (a label with a description but no example also counts 0 here)
             return None
         splits = StratifiedKFold(k, shuffle=True, random_state=opts.seed).split(x, data.y)
     tp = fp = fn = correct = total = 0
@@ -174,6 +174,11 @@ def assess(data: LabeledData, cv: dict[str, Any] | None) -> list[str]:
                 "label recommended) to get one"]
     counts = data.counts()
     warnings = []
+    bare = [lab for lab, n in counts.items() if n == 0]
+    if bare:
+        warnings.append(f"label(s) {bare} have a description but no example yet: they are "
+                        "learned from the description alone and left out of the quality estimate")
+        counts = {lab: n for lab, n in counts.items() if n > 0}
     lo_label, lo = min(counts.items(), key=lambda kv: kv[1])
     hi = max(counts.values())
     if cv is None:
