@@ -9,6 +9,7 @@ test fails loudly, it is never silently skipped.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -44,12 +45,14 @@ class Prometheus:
     /metrics) as job ``tailor``, with its own empty TSDB under ``workdir``."""
 
     def __init__(self, targets: Iterable[str], workdir: Path, *, interval: str = "1s",
-                 rule_files: Iterable[Path] = (), evaluation_interval: str = "1s"):
+                 rule_files: Iterable[Path] = (), evaluation_interval: str = "1s",
+                 metric_relabel_configs: list[dict] | None = None):
         self.targets = list(targets)
         self.workdir = Path(workdir)
         self.interval = interval
         self.rule_files = [str(p) for p in rule_files]
         self.evaluation_interval = evaluation_interval
+        self.metric_relabel_configs = metric_relabel_configs or []
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
@@ -61,7 +64,8 @@ class Prometheus:
                        "evaluation_interval": self.evaluation_interval},
             "rule_files": self.rule_files,
             "scrape_configs": [{"job_name": "tailor", "metrics_path": "/metrics",
-                                "static_configs": [{"targets": self.targets}]}],
+                                "static_configs": [{"targets": self.targets}],
+                                "metric_relabel_configs": self.metric_relabel_configs}],
         }
 
     def start(self, timeout: float = 60.0) -> "Prometheus":
@@ -153,6 +157,14 @@ class Prometheus:
             return len(ts) == len(self.targets) and all(
                 _parse_time(x["lastScrape"]) > t for x in ts)
         self.wait_for(fresh, timeout)
+
+
+def relabel_configs(operator_relabelings: list[dict]) -> list[dict]:
+    """A ServiceMonitor's ``metricRelabelings`` (the operator's camelCase) as Prometheus's own
+    ``metric_relabel_configs``: the tests run the very rules the cluster would."""
+    def snake(k: str) -> str:
+        return re.sub(r"(?<!^)(?=[A-Z])", "_", k).lower()
+    return [{snake(k): v for k, v in r.items()} for r in operator_relabelings]
 
 
 def _parse_time(s: str) -> float:
