@@ -107,3 +107,55 @@ def test_every_dashboard_query_and_rule_runs_in_prometheus(stack):
     rules = prom.wait_for(evaluated, timeout=30)
     assert {r["name"] for r in rules} == {r["alert"] for g in rule_groups()["groups"]
                                           for r in g["rules"]}
+
+
+# -- Tailor's own families through BentoML's /metrics ---------------------------------------------
+def test_recorder_families_reach_prometheus_and_stay_within_the_bound(tmp_path):
+    """service/metrics.py's Recorder behind BentoML's ``__metrics__`` hook, as Tailor's service
+    will wire it: counts per tenant, adapter and code arrive exactly; 500 adapters under a
+    bound of 50 stay within 50 series per family in Prometheus."""
+    bound = 50
+    t0 = time.monotonic()
+    server = Server(tmp_path / "store", {"BENTOML_HOME": str(tmp_path / "bentoml"),
+                                         "PROBE_MAX_SERIES": str(bound)},
+                    tmp_path / "probe.log", service="tests.metrics_probe_service:MetricsProbe")
+    prom = Prometheus([f"127.0.0.1:{server.port}"], tmp_path / "prometheus",
+                      metric_relabel_configs=servicemonitor_relabelings())
+    try:
+        server.start()
+        prom.start()
+        prom.wait_for(prom.targets_up, timeout=30)
+        print(f"probe + prometheus up in {time.monotonic() - t0:.1f}s")
+        sent: Counter = Counter()
+        with server.client() as c:
+            def hit(tenant, adapter, code=200, n=1):
+                assert c.post("/hit", json={"tenant": tenant, "adapter": adapter, "code": code,
+                                            "n": n}).status_code == 200
+                sent[(tenant, adapter, str(code))] += n
+            hit("acme", "tickets@1", 200, 12)
+            hit("acme", "tickets@1", 429, 3)
+            hit("acme", "tickets@2", 200, 5)
+            hit("globex", "tickets@1", 200, 7)
+            hit("globex", "none", 404, 2)
+            prom.scraped_after(time.time())
+            expr = "sum by (tenant, adapter, code) (tailor_adapter_requests_total)"
+            got = {(lb["tenant"], lb["adapter"], lb["code"]): v for lb, v in prom.query(expr)}
+            assert got == dict(sent)
+
+            for i in range(500):
+                hit("acme", f"cold{i}@1", 200 if i % 5 else 500)
+            prom.scraped_after(time.time())
+        for family in ("tailor_adapter_requests_total",
+                       "tailor_adapter_request_duration_seconds_count"):
+            (_, series), = prom.query(f"count({family})")
+            assert series <= bound, (family, series)
+        got = {(lb["tenant"], lb["adapter"], lb["code"]): v for lb, v in
+               prom.query("sum by (tenant, adapter, code) (tailor_adapter_requests_total)")}
+        assert got[("acme", "tickets@1", "200")] == 12  # the busy ones keep their own series
+        assert got[("acme", "other", "200")] > 0 and got[("acme", "other", "500")] > 0
+        assert sum(got.values()) <= sum(sent.values())
+        (_, folded), = prom.query("max(tailor_metrics_folded_adapters)")
+        assert folded > 100  # (tracking is bounded too: 8 x the bound)
+    finally:
+        prom.stop()
+        server.stop()
