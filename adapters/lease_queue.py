@@ -22,7 +22,6 @@ adapter store already does (NFSv4, CephFS, EFS...).
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import fcntl
 import json
 import os
@@ -375,8 +374,3 @@ def run_one(queue: LeaseQueue, owner: str,
 def owner_id() -> str:
     """host:pid:random of this trainer process (unique across restarts and nodes)."""
     return f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
-def utc(ts: float | None) -> str | None:
-    return None if ts is None else dt.datetime.fromtimestamp(ts, dt.timezone.utc).isoformat(
-        timespec="milliseconds")
