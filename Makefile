@@ -22,10 +22,13 @@ install: $(STAMP)
 serve: install
 	$(BIN)/bentoml serve service.service:TailorService --port $(PORT)
 
+# lint-imports first: the architecture's contracts (pyproject.toml, docs/architecture.md).
 test: install
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -q -ra
 
 test-fast: install
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -q -ra -m "not e2e"
 
 bench: install

@@ -34,8 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from adapters.config import validate_name
-from adapters.errors import NotReady, TailorError
+from adapters.validation import validate_name
+from adapters.errors import TailorError
 
 from .errors import Forbidden, Unauthorized, respond
 from .keywatch import FileWatch
@@ -252,7 +252,7 @@ def authenticate(ring: KeyRing, headers: dict[bytes, bytes]) -> str:
 class Authenticate:
     """ASGI middleware: resolves the caller's tenant into ``scope["tailor.tenant"]`` before
     anything reads the body, or answers 401/403 in the usual error envelope. The key ring is
-    ``app.state.keyring`` (set at start-up); until it is, requests answer 503."""
+    ``app.state.keyring`` (set by ``create_app``)."""
 
     def __init__(self, app):
         self.app = app
@@ -260,13 +260,10 @@ class Authenticate:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        ring = getattr(scope["app"].state, "keyring", None)
+        ring = scope["app"].state.keyring
         if isinstance(ring, ReloadingKeyRing):
             ring.start()  # in the serving worker, not in the process that imported the app
         try:
-            if ring is None:
-                raise NotReady("the server is still starting; retry when /readyz answers 200",
-                               headers={"Retry-After": "5"})
             headers: dict[bytes, bytes] = {}
             for k, v in scope.get("headers", []):
                 headers.setdefault(k.lower(), v)

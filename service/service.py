@@ -22,59 +22,52 @@ from .settings import Settings
 
 log = logging.getLogger("tailor")
 
-# Read once at import of the service module: body-size middleware is part of the app that
-# BentoML mounts at class-definition time. So are the API keys: a missing or malformed key
-# file (or none when TAILOR_REQUIRE_API_KEYS=true) makes `bentoml serve` exit at once with
-# the message, instead of restarting a failing worker forever. Everything else is read
-# again in __init__.
-_settings = Settings.from_env()
-app = create_app(_settings.max_body_bytes, keyring=load_keyring(_settings))
+# Settings are read once per process, here at import of the service module: the body-size
+# middleware and the API keys are part of the app that BentoML mounts at class-definition
+# time, and a missing or malformed key file (or none when TAILOR_REQUIRE_API_KEYS=true) must
+# make `bentoml serve` exit at once with the message, instead of restarting a failing worker
+# forever. The worker's __init__ uses this same object.
+SETTINGS = Settings.from_env()
+app = create_app(SETTINGS.max_body_bytes, keyring=load_keyring(SETTINGS))
 
 
 def build_engine(settings: Settings):
-    """Backbone + store + engine from settings; warm the backbone with one forward."""
+    """Encoder + store + jobs + engine from settings; warm the backbone with one forward."""
     import torch
 
-    from adapters import AdapterStore, Backbone, Tailor
+    from adapters import AdapterStore, Tailor, open_encoder
+    from adapters.training.jobs import JobManager
+    from adapters.training.worker import WorkerConfig
 
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
-    backbone = Backbone(settings.backbone_path, name=settings.backbone_name,
-                        max_batch_rows=settings.max_batch_rows, workers=settings.workers())
-    store = AdapterStore(settings.store_path, backbone.identity,
+    encoder = open_encoder(settings.backbone_path, name=settings.backbone_name,
+                           max_batch_rows=settings.max_batch_rows, workers=settings.workers())
+    store = AdapterStore(settings.store_path, encoder.identity,
                          max_adapters_per_tenant=settings.max_adapters_per_tenant)
     store.sweep()
     if settings.runtime == "onnx":
         # the batched forward runs on onnxruntime; the PyTorch model stays for exports.
         # Fails start-up (ProviderUnavailable) when a requested provider is not active.
-        from export.runtime import OnnxBackbone
+        from export.runtime import OnnxEncoder
 
-        backbone = OnnxBackbone.open(backbone, settings.store_path, quantize=settings.onnx_quantize,
-                                     providers=settings.providers(), threads=settings.onnx_threads,
-                                     cuda_tf32=settings.onnx_cuda_tf32)
-    engine = Tailor(backbone, store, limits=settings.limits(), cache_size=settings.cache_size,
+        encoder = OnnxEncoder.open(encoder, settings.store_path, quantize=settings.onnx_quantize,
+                                   providers=settings.providers(), threads=settings.onnx_threads,
+                                   cuda_tf32=settings.onnx_cuda_tf32)
+    jobs = JobManager(store.root / "jobs", max_queued=settings.job_queue_size,
+                      concurrency=settings.job_concurrency)
+    engine = Tailor(encoder, store, limits=settings.limits(), cache_size=settings.cache_size,
                     max_batch_rows=settings.max_batch_rows, max_wait_ms=settings.batch_wait_ms,
                     max_queued_rows=settings.max_queued_rows,
-                    max_queue_wait_s=settings.max_queue_wait_s)
-    backbone.embed(["warm-up"])
-    log.info("tailor ready: backbone %s (%s), store %s, runtime %s", backbone.identity.name,
-             backbone.identity.sha256[:12], store.root.resolve(),
-             f"torch: {backbone.workers} forward workers x {torch.get_num_threads()} threads"
+                    max_queue_wait_s=settings.max_queue_wait_s, jobs=jobs,
+                    worker=WorkerConfig(threads=settings.train_threads, nice=settings.train_nice))
+    encoder.embed(["warm-up"])
+    log.info("tailor ready: backbone %s (%s), store %s, runtime %s", encoder.identity.name,
+             encoder.identity.sha256[:12], store.root.resolve(),
+             f"torch: {encoder.workers} forward workers x {torch.get_num_threads()} threads"
              if settings.runtime == "torch"
-             else f"onnxruntime {settings.onnx_quantize} on {','.join(backbone.providers)}")
+             else f"onnxruntime {settings.onnx_quantize} on {','.join(encoder.providers)}")
     return engine
-
-
-def build_lora_jobs(settings: Settings, engine):
-    """LoRA training jobs: state under <store>/jobs, training in worker processes."""
-    from adapters.jobs import JobManager
-    from adapters.lora_jobs import LoraJobs
-
-    jobs = JobManager(engine.store.root / "jobs", max_queued=settings.job_queue_size,
-                      concurrency=settings.job_concurrency)
-    return LoraJobs(engine.store, jobs, backbone_path=str(engine.backbone.model_dir),
-                    limits=settings.limits(), threads=settings.train_threads,
-                    nice=settings.train_nice)
 
 
 def exit_with_supervisor(poll_s: float = 1.0, grace_s: float = 5.0) -> threading.Thread:
@@ -108,9 +101,8 @@ def exit_with_supervisor(poll_s: float = 1.0, grace_s: float = 5.0) -> threading
 class TailorService:
     def __init__(self) -> None:
         exit_with_supervisor()
-        self.settings = Settings.from_env()
+        self.settings = SETTINGS
         self.engine = build_engine(self.settings)
-        app.state.lora_jobs = build_lora_jobs(self.settings, self.engine)
         app.state.tailor = self.engine
 
     def __is_ready__(self) -> bool:

@@ -21,10 +21,10 @@ ROOT = Path(__file__).resolve().parents[1]
 def backbone():
     import torch
 
-    from adapters import Backbone
+    from adapters import TextEncoder
 
     torch.set_num_threads(1)  # as the service does: batch-invariant forwards
-    return Backbone(workers=2)
+    return TextEncoder(workers=2)
 
 
 @pytest.fixture

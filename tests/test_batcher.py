@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from adapters.batcher import MicroBatcher
+from adapters.serving import MicroBatcher
 from adapters.errors import Overloaded
 
 

@@ -187,8 +187,8 @@ def _create_until_killed(server: Server, ledger: Ledger, rng: random.Random, cyc
 def _verify(url: str, store: Path, ledger: Ledger) -> int:
     """After a restart: everything acknowledged is there and unchanged; nothing partial is
     visible. Raises the floor of each name to the highest version now on disk."""
-    from adapters.backbone import BackboneIdentity
-    from adapters.store import AdapterStore
+    from adapters.encoders import BackboneIdentity
+    from adapters.storage import AdapterStore
 
     with httpx.Client(base_url=url, timeout=60) as c:
         for (name, v), ack in sorted(ledger.acks.items()):
@@ -266,7 +266,7 @@ def test_kill_9_loses_nothing_acknowledged(tmp_path):
                     break
                 assert rec["status"] in ("queued", "running") and time.monotonic() < deadline, rec
                 time.sleep(0.1)
-        trainers = [p for p in _procs_of(store) if "adapters.lora_worker" in _cmdline(p)]
+        trainers = [p for p in _procs_of(store) if "adapters.worker_main" in _cmdline(p)]
         assert len(trainers) == 1, [(p, _cmdline(p)) for p in _procs_of(store)]
         # The server dies without a word to the training worker (kill -9 of everything but
         # it, as when the OOM killer picks the server): the worker must not train on as an
@@ -322,8 +322,8 @@ def test_kill_9_loses_nothing_acknowledged(tmp_path):
         server.stop(signal.SIGKILL)
 
     # the sweep removes every leftover of the interrupted writes; versions stay untouched
-    from adapters.backbone import BackboneIdentity
-    from adapters.store import AdapterStore
+    from adapters.encoders import BackboneIdentity
+    from adapters.storage import AdapterStore
 
     disk = AdapterStore(store, BackboneIdentity(**next(iter(ledger.acks.values()))["backbone"]))
     disk.sweep(older_than_s=0)

@@ -1,5 +1,6 @@
 """The background job manager: states, progress, cancel, bounded queue, restart recovery.
-Pure bookkeeping (the work is a small function), so no model is loaded here."""
+Pure bookkeeping (each test job's payload carries a small function that the test's executor
+calls), so no model is loaded here."""
 from __future__ import annotations
 
 import json
@@ -8,7 +9,11 @@ import threading
 import pytest
 
 from adapters.errors import Conflict, JobNotFound, Overloaded
-from adapters.jobs import Cancelled, JobManager
+from adapters.training.jobs import Cancelled, JobManager
+
+
+def RUN(job):
+    return job.payload["work"](job)
 
 
 def _wait_status(m: JobManager, job_id: str, status: str, tenant: str = "t") -> None:
@@ -22,14 +27,14 @@ def _wait_status(m: JobManager, job_id: str, status: str, tenant: str = "t") -> 
 
 
 def test_job_runs_with_progress_and_is_persisted(tmp_path):
-    m = JobManager(tmp_path, max_queued=2)
+    m = JobManager(tmp_path, max_queued=2, run=RUN)
 
     def work(job):
         for s in range(1, 4):
             job.report(s, 3, 1.0 / s)
         return {"adapter": "x@1"}
 
-    rec = m.submit("lora_train", "t", "x", work)
+    rec = m.submit("lora_train", "t", "x", {"work": work})
     assert rec.status == "queued"
     done = m.wait("t", rec.id, timeout=10)
     assert done.status == "succeeded" and done.progress == {"step": 3, "total": 3}
@@ -41,15 +46,15 @@ def test_job_runs_with_progress_and_is_persisted(tmp_path):
 
 
 def test_failure_is_reported_not_raised(tmp_path):
-    m = JobManager(tmp_path)
-    rec = m.submit("lora_train", "t", "x", lambda job: 1 / 0)
+    m = JobManager(tmp_path, run=RUN)
+    rec = m.submit("lora_train", "t", "x", {"work": lambda job: 1 / 0})
     done = m.wait("t", rec.id, timeout=10)
     assert done.status == "failed" and done.error["code"] == "internal_error"
     m.close()
 
 
 def test_cancel_running_and_queued_jobs(tmp_path):
-    m = JobManager(tmp_path, max_queued=3, concurrency=1)
+    m = JobManager(tmp_path, max_queued=3, concurrency=1, run=RUN)
     started = threading.Event()
 
     def slow(job):
@@ -58,8 +63,8 @@ def test_cancel_running_and_queued_jobs(tmp_path):
             pass
         raise Cancelled("stop")
 
-    running = m.submit("lora_train", "t", "a", slow)
-    queued = m.submit("lora_train", "t", "b", lambda job: {"never": "runs"})
+    running = m.submit("lora_train", "t", "a", {"work": slow})
+    queued = m.submit("lora_train", "t", "b", {"work": lambda job: {"never": "runs"}})
     assert started.wait(5)
     assert [(r.adapter, r.status) for r in m.active("t")] == [("a", "running"), ("b", "queued")]
     assert m.active("other-tenant") == []
@@ -74,31 +79,31 @@ def test_cancel_running_and_queued_jobs(tmp_path):
 
 
 def test_full_queue_answers_overloaded_with_retry_after(tmp_path):
-    m = JobManager(tmp_path, max_queued=1, concurrency=1)
+    m = JobManager(tmp_path, max_queued=1, concurrency=1, run=RUN)
     gate = threading.Event()
-    first = m.submit("lora_train", "t", "a", lambda job: gate.wait(5) and {})
+    first = m.submit("lora_train", "t", "a", {"work": lambda job: gate.wait(5) and {}})
     _wait_status(m, first.id, "running")
-    m.submit("lora_train", "t", "b", lambda job: {})
+    m.submit("lora_train", "t", "b", {"work": lambda job: {}})
     with pytest.raises(Overloaded) as e:
-        m.submit("lora_train", "t", "c", lambda job: {})
+        m.submit("lora_train", "t", "c", {"work": lambda job: {}})
     assert e.value.status == 429 and "Retry-After" in e.value.headers
     gate.set()
     m.close()
 
 
 def test_restart_reports_interrupted_jobs_as_failed(tmp_path):
-    m = JobManager(tmp_path, max_queued=2)
+    m = JobManager(tmp_path, max_queued=2, run=RUN)
     gate = threading.Event()
-    running = m.submit("lora_train", "t", "a", lambda job: gate.wait(5) and {})
+    running = m.submit("lora_train", "t", "a", {"work": lambda job: gate.wait(5) and {}})
     _wait_status(m, running.id, "running")
-    queued = m.submit("lora_train", "t", "b", lambda job: {})
+    queued = m.submit("lora_train", "t", "b", {"work": lambda job: {}})
     # a replica on another host sharing the folder must not fail this live job
-    other = tmp_path / "abcdef.json"
+    other = tmp_path / "abcdefabcdefabcdefabcdefabcdefab.json"
     rec = json.loads((tmp_path / f"{running.id}.json").read_text())
-    other.write_text(json.dumps({**rec, "id": "abcdef", "owner": "another-host:1"}))
+    other.write_text(json.dumps({**rec, "id": "abcdefabcdefabcdefabcdefabcdefab", "owner": "another-host:1"}))
     # a new manager on the same folder = the server after a restart (owner gone)
-    after = JobManager(tmp_path)
-    assert after.get("t", "abcdef").status == "running"
+    after = JobManager(tmp_path, run=RUN)
+    assert after.get("t", "abcdefabcdefabcdefabcdefabcdefab").status == "running"
     for job_id in (running.id, queued.id):
         rec = after.get("t", job_id)
         assert rec.status == "failed" and rec.error["code"] == "interrupted"
@@ -107,10 +112,10 @@ def test_restart_reports_interrupted_jobs_as_failed(tmp_path):
     after.close()
 
 
-@pytest.mark.parametrize("tenant, job_id", [("x", None), ("t", "../../etc/passwd"), ("t", "ffff")])
+@pytest.mark.parametrize("tenant, job_id", [("x", None), ("t", "../../etc/passwd"), ("t", "ffff"), ("t", "f" * 31), ("t", "f" * 33)])
 def test_unknown_or_foreign_job_is_404(tmp_path, tenant, job_id):
-    m = JobManager(tmp_path)
-    rec = m.submit("lora_train", "t", "a", lambda job: {})
+    m = JobManager(tmp_path, run=RUN)
+    rec = m.submit("lora_train", "t", "a", {"work": lambda job: {}})
     with pytest.raises(JobNotFound):
         m.get(tenant, job_id or rec.id)
     m.close()
@@ -118,8 +123,8 @@ def test_unknown_or_foreign_job_is_404(tmp_path, tenant, job_id):
 
 def test_finished_jobs_leave_memory_but_stay_readable(tmp_path, monkeypatch):
     monkeypatch.setattr(JobManager, "KEEP_FINISHED", 1)
-    m = JobManager(tmp_path)
-    ids = [m.submit("lora_train", "t", "a", lambda job: {"n": 1}).id for _ in range(3)]
+    m = JobManager(tmp_path, run=RUN)
+    ids = [m.submit("lora_train", "t", "a", {"work": lambda job: {"n": 1}}).id for _ in range(3)]
     for i in ids:
         m.wait("t", i, timeout=10)
     assert len(m._jobs) == 1
@@ -136,7 +141,7 @@ def test_restart_fails_a_job_whose_owner_pid_now_belongs_to_another_process(tmp_
     import subprocess
     import sys
 
-    from adapters.jobs import _start_time
+    from adapters.training.jobs import _start_time
 
     if _start_time(os.getpid()) is None:
         pytest.skip("needs /proc")
@@ -144,18 +149,53 @@ def test_restart_fails_a_job_whose_owner_pid_now_belongs_to_another_process(tmp_
     try:
         host, pid = socket.gethostname(), other.pid
         base = {"kind": "lora_train", "tenant": "t", "adapter": "a", "status": "running"}
-        (tmp_path / "aaaa.json").write_text(json.dumps(
-            {**base, "id": "aaaa", "owner": f"{host}:{pid}:{int(_start_time(pid)) - 1}"}))
-        (tmp_path / "bbbb.json").write_text(json.dumps(
-            {**base, "id": "bbbb", "owner": f"{host}:{pid}:{_start_time(pid)}"}))
+        (tmp_path / "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.json").write_text(json.dumps(
+            {**base, "id": "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "owner": f"{host}:{pid}:{int(_start_time(pid)) - 1}"}))
+        (tmp_path / "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb.json").write_text(json.dumps(
+            {**base, "id": "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb", "owner": f"{host}:{pid}:{_start_time(pid)}"}))
         (tmp_path / ".cccc.0123.tmp").write_text("{")  # a record write cut short
         os.utime(tmp_path / ".cccc.0123.tmp", (0, 0))
-        m = JobManager(tmp_path)
-        assert m.get("t", "aaaa").status == "failed"
-        assert m.get("t", "aaaa").error["code"] == "interrupted"
-        assert m.get("t", "bbbb").status == "running"
+        m = JobManager(tmp_path, run=RUN)
+        assert m.get("t", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa").status == "failed"
+        assert m.get("t", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa").error["code"] == "interrupted"
+        assert m.get("t", "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb").status == "running"
         assert not (tmp_path / ".cccc.0123.tmp").exists()
         m.close()
     finally:
         other.kill()
         other.wait()
+
+
+def test_a_job_that_began_publishing_can_no_longer_be_cancelled(tmp_path):
+    """The publish (with its fsyncs) runs outside the manager's lock: a cancel either lands
+    before ``begin_publish`` (nothing published) or is refused with 409 after it."""
+    m = JobManager(tmp_path, run=RUN)
+    publishing, release = threading.Event(), threading.Event()
+
+    def work(job):
+        job.begin_publish()
+        publishing.set()
+        release.wait(5)
+        return {"adapter": "a@1"}
+
+    rec = m.submit("lora_train", "t", "a", {"work": work})
+    assert publishing.wait(5)
+    with pytest.raises(Conflict) as e:
+        m.cancel("t", rec.id)
+    assert "publishing" in e.value.message
+    release.set()
+    assert m.wait("t", rec.id, timeout=5).status == "succeeded"
+
+    cancelled_first = threading.Event()
+
+    def late(job):
+        cancelled_first.wait(5)
+        job.begin_publish()  # raises Cancelled: the cancel came first
+        return {"never": "published"}
+
+    rec = m.submit("lora_train", "t", "b", {"work": late})
+    _wait_status(m, rec.id, "running")
+    m.cancel("t", rec.id)
+    cancelled_first.set()
+    _wait_status(m, rec.id, "cancelled")
+    m.close()

@@ -1,9 +1,16 @@
-"""Background jobs (LoRA training): a bounded queue, a fixed number of runners, states
-persisted as JSON next to the store so that a restart reports what it interrupted.
+"""Background jobs (training of job kinds such as LoRA): a bounded queue, a fixed number of
+runners, states persisted as JSON next to the store so that a restart reports what it
+interrupted.
 
-States: queued -> running -> succeeded | failed | cancelled. A job's work is a function
-``work(job) -> result dict`` that reports progress with ``job.report(step, total, loss)``
-and checks ``job.cancel_requested``; it raises ``Cancelled`` to stop. Job files live at
+A job is data: its kind, tenant, adapter name and a JSON-able ``payload`` (what to train).
+The process that runs jobs gives the manager one ``run(job) -> result dict`` at ``start``
+(the ``Tailor`` facade's executor); ``run`` reports progress with ``job.report(step, total,
+loss)``, checks ``job.cancel_requested`` and raises ``Cancelled`` to stop, and calls
+``job.begin_publish()`` right before it makes its result visible: after that a cancel is
+refused (409) instead of racing the publish, and no global lock is held across the store's
+fsyncs.
+
+States: queued -> running -> succeeded | failed | cancelled. Job files live at
 ``<root>/<id>.json`` and are written atomically (temp file + rename).
 """
 from __future__ import annotations
@@ -23,15 +30,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .config import shorten
-from .errors import Conflict, JobNotFound, Overloaded, TailorError
+from ..validation import shorten
+from ..errors import Conflict, JobNotFound, Overloaded, TailorError
 
 log = logging.getLogger("tailor.jobs")
 
 ACTIVE = ("queued", "running")
 # Job ids are uuid4 hex (32 characters). Anything else is not looked up at all: not in memory,
 # and not as a file name (a 300-character id failed with ENAMETOOLONG, a 500, not a 404).
-JOB_ID_RE = re.compile(r"[0-9a-f]{1,64}")
+JOB_ID_RE = re.compile(r"[0-9a-f]{32}")
 
 
 class Cancelled(Exception):
@@ -94,7 +101,7 @@ class JobRecord:
     loss: float | None = None
     error: dict[str, str] | None = None
     result: dict[str, Any] | None = None
-    owner: str = field(default_factory=lambda: _owner())  # host:pid of the process running it
+    owner: str = field(default_factory=lambda: _owner())  # host:pid:start-time of its process
     created_at: str = field(default_factory=_now)
     started_at: str | None = None
     finished_at: str | None = None
@@ -107,15 +114,23 @@ class JobRecord:
 
 
 class Job:
-    """A record plus its work and cancel flag (in memory only)."""
+    """A record plus its payload and cancel flag (in memory only)."""
 
-    def __init__(self, record: JobRecord, work: Callable[["Job"], dict[str, Any]],
-                 manager: "JobManager"):
+    def __init__(self, record: JobRecord, payload: dict[str, Any], manager: "JobManager"):
         self.record = record
-        self.work = work
+        self.payload = payload
         self._manager = manager
         self.cancel_requested = threading.Event()
+        self.publishing = False
         self._last_save = 0.0
+
+    def begin_publish(self) -> None:
+        """Called by the work right before publishing its result: raises ``Cancelled`` if a
+        cancel came first; afterwards cancel answers 409 (the result is on its way)."""
+        with self._manager.lock:
+            if self.cancel_requested.is_set():
+                raise Cancelled("cancelled before publishing")
+            self.publishing = True
 
     def report(self, step: int, total: int, loss: float | None) -> None:
         with self._manager.lock:
@@ -132,7 +147,7 @@ class JobManager:
     KEEP_FINISHED = 256  # finished jobs kept in memory; older ones are read from their files
 
     def __init__(self, root: str | Path, *, max_queued: int = 8, concurrency: int = 1,
-                 retry_after_s: int = 30):
+                 retry_after_s: int = 30, run: Callable[[Job], dict[str, Any]] | None = None):
         if max_queued < 1 or concurrency < 1:
             raise ValueError(f"max_queued and concurrency must be >= 1, got {max_queued}, {concurrency}")
         self.root = Path(root)
@@ -144,8 +159,21 @@ class JobManager:
         self._queue: queue.Queue[Job | None] = queue.Queue()
         self._queued = 0
         self._recover()
+        self._run: Callable[[Job], dict[str, Any]] | None = None
         self._threads = [threading.Thread(target=self._loop, name=f"tailor-job-{i}", daemon=True)
                          for i in range(concurrency)]
+        if run is not None:
+            self.start(run)
+
+    @property
+    def started(self) -> bool:
+        return self._run is not None
+
+    def start(self, run: Callable[[Job], dict[str, Any]]) -> None:
+        """Start the runners with this process's executor (once)."""
+        if self._run is not None:
+            raise RuntimeError("the job manager is already started")
+        self._run = run
         for t in self._threads:
             t.start()
 
@@ -185,15 +213,14 @@ class JobManager:
             return None
 
     # -- API ----------------------------------------------------------------------------------
-    def submit(self, kind: str, tenant: str, adapter: str,
-               work: Callable[[Job], dict[str, Any]]) -> JobRecord:
+    def submit(self, kind: str, tenant: str, adapter: str, payload: dict[str, Any]) -> JobRecord:
         with self.lock:
             if self._queued >= self.max_queued:
                 raise Overloaded(f"{self._queued} training jobs are already waiting (limit "
                                  f"{self.max_queued}, TAILOR_JOB_QUEUE_SIZE); retry later",
                                  headers={"Retry-After": str(self.retry_after_s)})
             rec = JobRecord(id=uuid.uuid4().hex, kind=kind, tenant=tenant, adapter=adapter)
-            job = Job(rec, work, self)
+            job = Job(rec, payload, self)
             self._jobs[rec.id] = job
             self._queued += 1
             self._save(rec)
@@ -223,6 +250,9 @@ class JobManager:
             job = self._jobs.get(job_id)
             if job is None or job.record.status not in ACTIVE:
                 raise Conflict(f"job {job_id} is {rec.status}; only queued or running jobs can be cancelled")
+            if job.publishing:
+                raise Conflict(f"job {job_id} has finished training and is publishing its adapter; "
+                               "delete the new version instead (DELETE /v1/adapters/{name}?version=N)")
             job.cancel_requested.set()
             if job.record.status == "queued":
                 self._finish(job, "cancelled")
@@ -271,8 +301,9 @@ class JobManager:
                 job.record.status = "running"
                 job.record.started_at = _now()
                 self._save(job.record)
+            assert self._run is not None
             try:
-                result = job.work(job)
+                result = self._run(job)
             except Cancelled:
                 self._finish(job, "cancelled")
             except TailorError as e:

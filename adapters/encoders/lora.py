@@ -22,33 +22,31 @@ import contextvars
 import math
 import threading
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Annotated, Iterator, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from .batching import group_rows
+from ..segments import group_rows
 
 
-@dataclass(frozen=True)
-class LoraSpec:
+ModuleName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
+
+
+class LoraSpec(BaseModel):
     """The shape of a LoRA adapter (stored in its manifest under ``"lora"``)."""
 
-    rank: int
-    alpha: float
-    targets: tuple[str, ...]  # Linear module name suffixes, e.g. ("query", "value")
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    rank: int = Field(ge=1, le=1024)
+    alpha: float = Field(gt=0)
+    targets: tuple[ModuleName, ...] = Field(min_length=1)  # Linear name suffixes, e.g. ("query", "value")
 
     @property
     def scaling(self) -> float:
         return self.alpha / self.rank
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"rank": self.rank, "alpha": self.alpha, "targets": list(self.targets)}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "LoraSpec":
-        return cls(int(d["rank"]), float(d["alpha"]), tuple(d["targets"]))
 
 
 def target_modules(model: nn.Module, targets: Sequence[str]) -> list[str]:

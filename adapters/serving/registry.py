@@ -3,48 +3,55 @@
 The store is asked which version a bare name means on every lookup (a directory listing,
 microseconds), so a version published by another process sharing the folder is served on
 the next request. Versions are immutable and never renumbered, so (tenant, name, version)
-is a safe cache key.
+is a safe cache key. How a stored version becomes servable is its kind's business: the
+registry is handed a ``loader`` (adapters/kinds: ``load_adapter``).
 """
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
+from typing import Callable
 
-from .heads import LinearHead
-from .lora import LoraSpec, LoraWeights
-from .store import AdapterStore
+from ..encoders.lora import LoraWeights
+from ..heads import LinearHead
+from ..storage import AdapterStore, Manifest, StoredAdapter
 
 
 @dataclass(frozen=True)
 class LoadedAdapter:
-    manifest: dict[str, Any]
+    """A servable adapter: its head, and per-row LoRA weights for kinds that tune the encoder."""
+
+    manifest: Manifest
     head: LinearHead
-    lora: LoraWeights | None = None  # kind "lora": per-row low-rank deltas in the backbone
+    lora: LoraWeights | None = None
 
     @property
     def ref(self) -> str:
-        return f"{self.manifest['name']}@{self.manifest['version']}"
+        return self.manifest.ref
 
     @property
-    def labels(self) -> list[str]:
-        return self.manifest["labels"]
+    def labels(self) -> tuple[str, ...]:
+        return self.manifest.labels
 
     @property
     def multi_label(self) -> bool:
-        return bool(self.manifest.get("multi_label"))
+        return self.manifest.multi_label
 
     @property
     def threshold(self) -> float:
-        return float(self.manifest.get("options", {}).get("threshold", 0.5))
+        return self.manifest.threshold
+
+
+Loader = Callable[[StoredAdapter], LoadedAdapter]
 
 
 class AdapterRegistry:
-    def __init__(self, store: AdapterStore, capacity: int = 256):
+    def __init__(self, store: AdapterStore, loader: Loader, capacity: int = 256):
         if capacity < 1:
             raise ValueError(f"registry capacity must be >= 1, got {capacity}")
         self.store = store
+        self.loader = loader
         self.capacity = capacity
         self._cache: OrderedDict[tuple[str, str, int], LoadedAdapter] = OrderedDict()
         self._lock = threading.Lock()
@@ -58,12 +65,7 @@ class AdapterRegistry:
             if hit is not None:
                 self._cache.move_to_end(key)
                 return hit
-        stored = self.store.load(tenant, name, v)
-        m = stored.manifest
-        activation = "sigmoid" if m.get("multi_label") else "softmax"
-        lora = (LoraWeights.from_tensors(stored.tensors, LoraSpec.from_dict(m["lora"]))
-                if m["kind"] == "lora" else None)
-        loaded = LoadedAdapter(m, LinearHead.from_tensors(stored.tensors, activation), lora)
+        loaded = self.loader(self.store.load(tenant, name, v))
         with self._lock:
             self.loads += 1
             self._cache[key] = loaded

@@ -34,8 +34,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Generic, Sequence, TypeVar
 
-from .batching import split_sizes
-from .errors import Overloaded
+from ..errors import Overloaded
+from ..segments import split_sizes
 
 Row = TypeVar("Row")
 Result = TypeVar("Result")
@@ -78,10 +78,6 @@ class MicroBatcher(Generic[Row, Result]):
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="batcher")
-
-    @property
-    def queued_rows(self) -> int:
-        return self._queued_rows
 
     def seconds_per_row(self) -> float | None:
         return self._busy_s / self._busy_rows if self._busy_rows else None

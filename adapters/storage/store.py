@@ -6,7 +6,8 @@ Layout::
     <root>/tenants/<tenant>/<name>/.seq          last version number handed out
     <root>/tenants/<tenant>/<name>/.lock         flock target for publish/delete
     <root>/tenants/<tenant>/<name>/v<N>/manifest.json
-    <root>/tenants/<tenant>/<name>/v<N>/head.safetensors
+    <root>/tenants/<tenant>/<name>/v<N>/<kind>.safetensors
+    <root>/tenants/<tenant>/<name>/v<N>/examples.json   the posted examples (optional)
     <root>/.tmp/                                 versions being written
     <root>/.trash/                               versions being deleted
 
@@ -25,29 +26,31 @@ import hashlib
 import json
 import os
 import shutil
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 import torch
-from safetensors.torch import load as load_tensors, save_file
+from pydantic import ValidationError
+from safetensors.torch import load as load_tensors
+from safetensors.torch import save_file
 
-from .backbone import BackboneIdentity
-from .config import validate_name
-from .errors import AdapterNotFound, CorruptAdapter, IncompatibleAdapter, TooManyAdapters
+from ..encoders.base import BackboneIdentity
+from ..errors import AdapterNotFound, CorruptAdapter, IncompatibleAdapter, TooManyAdapters
+from ..options import describe_validation_error
+from ..validation import validate_name
+from .manifest import SCHEMA_VERSION, Artifact, FileRef, Inputs, Manifest
 
-SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
-EXAMPLES = "examples.json"  # optional: the posted examples (export parity checks use them)
+EXAMPLES = "examples.json"  # optional: the posted examples (updates, export parity)
+UNLABELED = "unlabeled.json"  # optional: the posted unlabeled texts (updates)
 
 
 def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
     with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _fsync_dir(path: Path) -> None:
@@ -68,13 +71,8 @@ def _version_of(entry: str) -> int | None:
 class StoredAdapter:
     """A loaded version: its manifest and its tensors."""
 
-    manifest: dict[str, Any]
+    manifest: Manifest
     tensors: dict[str, torch.Tensor]
-
-    @property
-    def key(self) -> tuple[str, str, int]:
-        m = self.manifest
-        return m["tenant"], m["name"], m["version"]
 
 
 class AdapterStore:
@@ -142,31 +140,45 @@ class AdapterStore:
                                   f"{', '.join(map(str, vs))}")
         return version
 
-    def manifest(self, tenant: str, name: str, version: int | None = None) -> dict[str, Any]:
+    def manifest(self, tenant: str, name: str, version: int | None = None) -> Manifest:
+        """The parsed manifest of ``name`` (latest) or ``name@version``."""
         v = self.resolve(tenant, name, version)
         path = self._name_dir(tenant, name) / f"v{v}" / MANIFEST
         try:
-            return json.loads(path.read_text())
+            raw = path.read_bytes()
         except FileNotFoundError:  # deleted between resolve and read
             raise AdapterNotFound(f"adapter {name}@{v} was just deleted") from None
+        return self._parse(raw, f"{name}@{v}")
+
+    def _parse(self, raw: bytes, ref: str) -> Manifest:
+        try:
+            data = json.loads(raw)
+        except ValueError as e:
+            raise CorruptAdapter(f"adapter {ref}: {MANIFEST} is not valid JSON ({e}). Delete this "
+                                 "version and re-create it") from None
+        if isinstance(data, dict) and data.get("schema_version") != SCHEMA_VERSION:
+            raise IncompatibleAdapter(f"adapter {ref} has manifest schema {data.get('schema_version')}; "
+                                      f"this server reads schema {SCHEMA_VERSION}. Re-create the adapter")
+        try:
+            return Manifest.model_validate(data)
+        except ValidationError as e:
+            raise CorruptAdapter(f"adapter {ref}: {MANIFEST} does not describe an adapter version "
+                                 f"({describe_validation_error(e)}). Delete this version and "
+                                 "re-create it") from None
 
     def load(self, tenant: str, name: str, version: int | None = None) -> StoredAdapter:
         """Read a version, verifying file checksums and the backbone it was trained on."""
         m = self.manifest(tenant, name, version)
-        ref = f"{name}@{m['version']}"
-        if m.get("schema_version") != SCHEMA_VERSION:
-            raise IncompatibleAdapter(f"adapter {ref} has manifest schema {m.get('schema_version')}; "
-                                      f"this server reads schema {SCHEMA_VERSION}. Re-create the adapter")
-        if m["backbone"]["sha256"] != self.backbone.sha256:
+        if m.backbone.sha256 != self.backbone.sha256:
             raise IncompatibleAdapter(
-                f"adapter {ref} was trained on backbone {m['backbone']['name']} "
-                f"({m['backbone']['sha256'][:12]}), but this server runs {self.backbone.name} "
+                f"adapter {m.ref} was trained on backbone {m.backbone.name} "
+                f"({m.backbone.sha256[:12]}), but this server runs {self.backbone.name} "
                 f"({self.backbone.sha256[:12]}). Re-create the adapter on this backbone")
-        vdir = self._name_dir(tenant, name) / f"v{m['version']}"
+        vdir = self._name_dir(tenant, name) / f"v{m.version}"
         tensors: dict[str, torch.Tensor] = {}
-        for fname, digest in m["files"].items():
+        for fname, digest in m.files.items():
             if not fname.endswith(".safetensors") or "/" in fname or fname.startswith("."):
-                raise CorruptAdapter(f"adapter {ref} lists an unexpected file {fname!r}")
+                raise CorruptAdapter(f"adapter {m.ref} lists an unexpected file {fname!r}")
             path = vdir / fname
             # Read once, verify and parse the same bytes: no window between checksum and load
             # in which another replica's delete (or a bad disk) could change the file.
@@ -178,22 +190,39 @@ class AdapterStore:
                 tensors.update(load_tensors(data))
             else:
                 if not vdir.is_dir():  # another replica deleted it between manifest and here
-                    raise AdapterNotFound(f"adapter {ref} was just deleted")
-                raise CorruptAdapter(f"adapter {ref}: file {fname} is missing or does not match its "
+                    raise AdapterNotFound(f"adapter {m.ref} was just deleted")
+                raise CorruptAdapter(f"adapter {m.ref}: file {fname} is missing or does not match its "
                                      "checksum. Delete this version and re-create it")
         return StoredAdapter(m, tensors)
 
+    def inputs(self, tenant: str, name: str, version: int | None = None) -> Inputs:
+        """What a version was trained on (examples, descriptions, unlabeled texts), as far as
+        it stored them; the files are checksum-verified."""
+        m = self.manifest(tenant, name, version)
+        vdir = self._name_dir(tenant, name) / f"v{m.version}"
+        examples = self._read_json(vdir, m, m.examples_file, EXAMPLES)
+        unlabeled = self._read_json(vdir, m, m.unlabeled_file, UNLABELED)
+        return Inputs([e for e in examples if isinstance(e, dict)],
+                      dict(m.label_descriptions or {}),
+                      [t for t in unlabeled if isinstance(t, str)])
+
     def examples(self, tenant: str, name: str, version: int | None = None) -> list[dict[str, Any]]:
         """The examples a version was trained on, if it stored them (else []), checksum-verified."""
-        m = self.manifest(tenant, name, version)
-        entry = m.get("examples_file")
-        if not entry:
+        return self.inputs(tenant, name, version).examples
+
+    @staticmethod
+    def _read_json(vdir: Path, m: Manifest, entry: FileRef | None, fname: str) -> list:
+        if entry is None:
             return []
-        path = self._name_dir(tenant, name) / f"v{m['version']}" / EXAMPLES
-        if not path.exists() or sha256_file(path) != entry.get("sha256"):
-            raise CorruptAdapter(f"adapter {name}@{m['version']}: {EXAMPLES} is missing or does not "
-                                 "match its checksum. Delete this version and re-create it")
-        data = json.loads(path.read_text())
+        path = vdir / fname
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            raw = None
+        if raw is None or hashlib.sha256(raw).hexdigest() != entry.sha256:
+            raise CorruptAdapter(f"adapter {m.ref}: {fname} is missing or does not match its "
+                                 "checksum. Delete this version and re-create it")
+        data = json.loads(raw)
         return data if isinstance(data, list) else []
 
     # -- writing --------------------------------------------------------------------------
@@ -220,35 +249,46 @@ class AdapterStore:
         except (FileNotFoundError, ValueError):
             return 0
 
-    def publish(self, tenant: str, name: str, *, kind: str, tensors: dict[str, torch.Tensor],
-                meta: dict[str, Any], examples: list[dict[str, Any]] | None = None
-                ) -> dict[str, Any]:
-        """Write a new immutable version of ``name`` and return its manifest. ``examples``
-        (optional) are kept beside the weights in examples.json."""
+    def publish(self, tenant: str, name: str, artifact: Artifact, inputs: Inputs | None = None,
+                changes: dict[str, Any] | None = None) -> Manifest:
+        """Write ``artifact`` as a new immutable version of ``name`` and return its manifest.
+        ``inputs`` (optional) are kept beside the weights (examples.json, unlabeled.json, the
+        descriptions in the manifest); ``changes``: what an update changed."""
         name_dir = self._name_dir(tenant, name)
         tmp = self.root / ".tmp" / uuid.uuid4().hex
         tmp.mkdir(parents=True)
         try:
-            weights = tmp / f"{kind}.safetensors"
-            save_file({k: v.contiguous() for k, v in tensors.items()}, str(weights))
+            weights = tmp / f"{artifact.kind}.safetensors"
+            save_file({k: v.contiguous() for k, v in artifact.tensors.items()}, str(weights))
             with weights.open("rb") as f:
                 os.fsync(f.fileno())
             extra: dict[str, Any] = {}
-            if examples:
-                ex = tmp / EXAMPLES
-                with ex.open("w") as f:
-                    json.dump(examples, f, ensure_ascii=False)
-                    f.flush()
-                    os.fsync(f.fileno())
-                extra["examples_file"] = {"name": EXAMPLES, "sha256": sha256_file(ex)}
-            manifest = {
+            inputs = inputs or Inputs()
+            for key, fname, data in (("examples_file", EXAMPLES, inputs.examples),
+                                     ("unlabeled_file", UNLABELED, inputs.unlabeled)):
+                if data:
+                    path = tmp / fname
+                    with path.open("w") as f:
+                        json.dump(data, f, ensure_ascii=False)
+                        f.flush()
+                        os.fsync(f.fileno())
+                    extra[key] = {"name": fname, "sha256": sha256_file(path)}
+            if inputs.label_descriptions:
+                extra["label_descriptions"] = dict(inputs.label_descriptions)
+            if changes:
+                extra["changes"] = changes
+            fields = {
                 "schema_version": SCHEMA_VERSION,
                 "id": uuid.uuid4().hex,
                 "tenant": tenant,
                 "name": name,
-                "version": None,
-                "kind": kind,
-                **meta,
+                "kind": artifact.kind,
+                "labels": list(artifact.labels),
+                "multi_label": artifact.multi_label,
+                "options": artifact.options,
+                "metrics": artifact.metrics,
+                "warnings": list(artifact.warnings),
+                **({"lora": artifact.lora.model_dump(mode="json")} if artifact.lora else {}),
                 "backbone": self.backbone.as_dict(),
                 "files": {weights.name: sha256_file(weights)},
                 "size_bytes": weights.stat().st_size,
@@ -259,9 +299,10 @@ class AdapterStore:
                 seq_file = name_dir / ".seq"
                 last = max([self._read_seq(seq_file), *self.versions(tenant, name)])
                 version = last + 1
-                manifest["version"] = version
+                manifest = Manifest.model_validate({**fields, "version": version})
                 with (tmp / MANIFEST).open("w") as f:
-                    json.dump(manifest, f, indent=2, sort_keys=True)
+                    json.dump(manifest.model_dump(mode="json", exclude_none=True), f, indent=2,
+                              sort_keys=True)
                     f.flush()
                     os.fsync(f.fileno())
                 _fsync_dir(tmp)
@@ -320,8 +361,6 @@ class AdapterStore:
         and files in ``.tmp`` (half-written versions, a training worker's output) and
         ``.trash``, and counter temp files (``.seq.*``) beside the versions. Only entries older
         than ``older_than_s``: another replica may be writing right now."""
-        import time
-
         def stale(path: Path) -> bool:
             try:
                 return time.time() - path.lstat().st_mtime > older_than_s

@@ -1,19 +1,19 @@
-"""LoRA training in a separate worker process, so that training cannot starve inference.
+"""Training in a separate worker process, so that training cannot starve inference: the
+parent-side driver. The worker's own side is ``adapters/worker_main.py``.
 
 The server's inference threads keep all their cores; the worker runs at a lower CPU
 priority (``nice``) with a fixed number of torch threads, loads its own copy of the
 backbone (the served one is never touched) and talks to the server over pipes:
 
-- stdin: one JSON line with the job (examples, options, backbone path, output file), then
-  it is held open; EOF (the server died) makes the worker exit at once.
+- stdin: one JSON line with the job (kind, stage, examples, options, descriptions, unlabeled
+  texts, backbone path, output file),
+  then it is held open; EOF (the server died) makes the worker exit at once.
 - stdout: JSON lines ``{"progress": [step, total, loss]}``, then ``{"done": meta}`` or
   ``{"error": {"code", "message", "status"}}``.
 - the trained tensors go to a safetensors file the server named (never pickle).
 
 Cancelling kills the process: nothing was published, because only the server publishes,
 after the worker said "done".
-
-Run as ``python -m adapters.lora_worker``.
 """
 from __future__ import annotations
 
@@ -24,10 +24,12 @@ import sys
 import tempfile
 import threading
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import TailorError
+from ..errors import TailorError
+from ..storage import Artifact
 from .jobs import Cancelled, Job
 
 
@@ -36,20 +38,30 @@ class TrainingFailed(TailorError):
     code = "training_failed"
 
 
-def train_in_subprocess(job: Job, *, examples: list[dict], options: dict[str, Any],
-                        backbone_path: str | None, limits: dict[str, int], tmp_dir: Path,
-                        threads: int = 1, nice: int = 10) -> tuple[dict, dict]:
-    """Train in a worker process. Returns (tensors, meta); raises Cancelled or TailorError."""
+@dataclass(frozen=True)
+class WorkerConfig:
+    """How training worker processes run (TAILOR_TRAIN_THREADS, TAILOR_TRAIN_NICE)."""
+
+    threads: int = 1
+    nice: int = 10
+
+
+def train_in_subprocess(job: Job, *, request: dict[str, Any], backbone_path: str | None,
+                        limits: dict[str, int], tmp_dir: Path,
+                        config: WorkerConfig = WorkerConfig()) -> Artifact:
+    """Train in a worker process. ``request``: what to train, as data (kind, stage,
+    examples, options, label_descriptions, unlabeled). Returns the artifact; raises
+    Cancelled or TailorError."""
     from safetensors.torch import load_file
 
     tmp_dir.mkdir(parents=True, exist_ok=True)
-    out = tmp_dir / f"lora-{uuid.uuid4().hex}.safetensors"
-    spec = {"examples": examples, "options": options, "backbone_path": backbone_path,
-            "limits": limits, "out": str(out), "threads": threads, "nice": nice}
-    root = str(Path(__file__).resolve().parents[1])
+    out = tmp_dir / f"train-{uuid.uuid4().hex}.safetensors"
+    spec = {**request, "backbone_path": backbone_path, "limits": limits, "out": str(out),
+            "threads": config.threads, "nice": config.nice}
+    root = str(Path(__file__).resolve().parents[2])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
     errlog = tempfile.TemporaryFile(mode="w+")  # a file, not a pipe: a chatty worker never blocks
-    proc = subprocess.Popen([sys.executable, "-m", "adapters.lora_worker"], stdin=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-m", "adapters.worker_main"], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=errlog, env=env, text=True)
     watcher = threading.Thread(target=_kill_on_cancel, args=(job, proc), daemon=True)
     try:
@@ -67,7 +79,7 @@ def train_in_subprocess(job: Job, *, examples: list[dict], options: dict[str, An
             if "progress" in msg:
                 job.report(*msg["progress"])
             elif "done" in msg:
-                return load_file(str(out)), msg["done"]
+                return Artifact.from_meta(msg["done"], load_file(str(out)))
             elif "error" in msg:
                 e = msg["error"]
                 err = TrainingFailed(e["message"], code=e["code"])
@@ -94,44 +106,3 @@ def _kill_on_cancel(job: Job, proc: subprocess.Popen) -> None:
         if job.cancel_requested.wait(0.2):
             proc.kill()
             return
-
-
-# -- the worker side -------------------------------------------------------------------------
-def _send(msg: dict) -> None:
-    sys.stdout.write(json.dumps(msg) + "\n")
-    sys.stdout.flush()
-
-
-def _exit_when_parent_dies() -> None:
-    sys.stdin.read()  # blocks until the server closes the pipe or dies
-    os._exit(3)
-
-
-def main() -> None:
-    spec = json.loads(sys.stdin.readline())
-    threading.Thread(target=_exit_when_parent_dies, daemon=True).start()
-    if spec.get("nice"):
-        os.nice(int(spec["nice"]))
-    import torch
-    from safetensors.torch import save_file
-
-    torch.set_num_threads(max(1, int(spec.get("threads") or 1)))
-    from .backbone import Backbone
-    from .config import Limits
-    from .lora_trainer import train_lora
-
-    try:
-        backbone = Backbone(spec.get("backbone_path"))
-        art = train_lora(backbone, spec["examples"], spec["options"], Limits(**spec["limits"]),
-                         progress=lambda s, t, loss: _send({"progress": [s, t, loss]}))
-        save_file({k: v.contiguous() for k, v in art.tensors().items()}, spec["out"])
-        _send({"done": art.meta()})
-    except TailorError as e:
-        _send({"error": {"code": e.code, "message": e.message, "status": e.status}})
-    except Exception as e:  # noqa: BLE001 - reported to the job, the server logs it
-        _send({"error": {"code": "training_failed", "message": f"training failed: {e!r}",
-                         "status": 500}})
-
-
-if __name__ == "__main__":
-    main()

@@ -10,10 +10,8 @@ from typing import Hashable, Sequence, TypeVar
 T = TypeVar("T")
 
 
-def length_sorted_chunks(lengths: Sequence[int], max_rows: int,
-                         max_tokens: int | None = None) -> list[list[int]]:
-    """Indices of rows sorted by length (stable), cut into chunks of at most ``max_rows``
-    rows and, if given, at most ``max_tokens`` padded tokens (rows x longest row).
+def length_sorted_chunks(lengths: Sequence[int], max_rows: int) -> list[list[int]]:
+    """Indices of rows sorted by length (stable), cut into chunks of at most ``max_rows``.
 
     Sorting first means each chunk pads to a length close to its own rows', instead of to
     the longest text of the whole batch.
@@ -21,18 +19,7 @@ def length_sorted_chunks(lengths: Sequence[int], max_rows: int,
     if max_rows < 1:
         raise ValueError(f"max_rows must be >= 1, got {max_rows}")
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    chunks: list[list[int]] = []
-    current: list[int] = []
-    for i in order:
-        longest = lengths[i]  # ascending order: the new row is the longest so far
-        too_many_tokens = max_tokens is not None and current and (len(current) + 1) * longest > max_tokens
-        if len(current) >= max_rows or too_many_tokens:
-            chunks.append(current)
-            current = []
-        current.append(i)
-    if current:
-        chunks.append(current)
-    return chunks
+    return [order[i:i + max_rows] for i in range(0, len(order), max_rows)]
 
 
 def group_rows(keys: Sequence[Hashable]) -> dict[Hashable, list[int]]:

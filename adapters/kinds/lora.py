@@ -1,0 +1,189 @@
+"""``kind: "lora"``: LoRA weights on the shared backbone plus a logistic head, trained by a
+background job in a worker process (202 + job), in named phases (cf. setfit ``Trainer.train``):
+
+1. ``baseline``          -> head-only cross-validated accuracy on frozen embeddings: the
+                            honest quality estimate (LoRA saw every example, so a CV of the
+                            tuned embeddings would flatter it)
+2. ``train_embeddings``  -> LoRA weights, by recipe:
+                            setfit: contrastive, every pair in a batch pulled to cosine 1 (same
+                            label) or 0 (different), as SetFit's CosineSimilarityLoss;
+                            ce: cross-entropy through LoRA + a cosine head
+3. ``train_classifier``  -> a logreg head fitted on the tuned embeddings, calibrated
+
+Training reads the shared backbone through its own context-local routing and never changes
+its weights. Served rows get their low-rank update inside the one batched forward
+(adapters/encoders/lora.py); export merges it into a fresh copy (``kinds.base.merge_lora``).
+"""
+from __future__ import annotations
+
+import random
+import time
+from typing import Annotated, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import Field, StringConstraints
+
+from ..encoders.base import Encoder, TorchEncoder
+from ..encoders.lora import LoraSpec, LoraWeights, Routing, install_hooks, routed
+from ..errors import InvalidExamples
+from ..options import AdapterOptions
+from ..storage import Artifact
+from ..training.fitting import FitParams, assess, cross_validate, fit_calibrated
+from ..training.jobs import Cancelled
+from ..validation import LabeledData
+from .base import (AdapterKind, Progress, StopCheck, TrainRequest, register_kind,
+                   require_examples)
+
+# A Linear module's last name part (e.g. "query"): echoed in answers and stored in manifests.
+ModuleName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
+
+
+class LoraOptions(AdapterOptions):
+    """Options of a ``kind: "lora"`` adapter. The defaults were chosen by measurement at 8
+    examples per label (benchmarks/bench_lora.py); unknown keys are refused."""
+
+    recipe: Literal["setfit", "ce"] = Field(
+        "setfit", description="setfit: contrastive pairs tune LoRA, then a logreg head is fitted on "
+        "the tuned embeddings; ce: cross-entropy through LoRA + head, then the head is refitted")
+    rank: int = Field(8, ge=1, le=64, description="LoRA rank")
+    alpha: float = Field(16.0, gt=0, le=1024, description="LoRA alpha (scaling = alpha / rank)")
+    dropout: float = Field(0.1, ge=0, lt=1, description="dropout on the LoRA input while training")
+    targets: tuple[ModuleName, ...] = Field(("query", "value"), min_length=1, max_length=16,
+                                            description="names of the backbone Linear layers to adapt")
+    epochs: int = Field(8, ge=1, le=100, description="passes over the examples")
+    batch_size: int = Field(16, ge=2, le=256, description="rows per training step")
+    learning_rate: float = Field(1e-3, gt=0, le=1, description="AdamW learning rate of the LoRA weights")
+    max_length: int = Field(128, ge=8, le=512, description="tokens per example while training")
+    c: float = Field(1.0, gt=0, le=1e6, description="inverse L2 strength of the final logreg head")
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    cv_folds: int = Field(5, ge=2, le=10, description="folds of the head-only quality estimate")
+
+    def fit_params(self) -> FitParams:
+        return FitParams("logreg", c=self.c, seed=self.seed, cv_folds=self.cv_folds)
+
+
+def _batches(y: np.ndarray, batch_size: int, rng: random.Random) -> list[list[int]]:
+    """One epoch of batches in which every label appears in pairs, so each batch has
+    positive pairs for the contrastive loss."""
+    blocks: list[list[int]] = []
+    for lab in np.unique(y):
+        idx = [int(i) for i in np.flatnonzero(y == lab)]
+        rng.shuffle(idx)
+        blocks += [idx[i:i + 2] for i in range(0, len(idx), 2)]
+    rng.shuffle(blocks)
+    flat = [i for b in blocks for i in b]
+    return [flat[i:i + batch_size] for i in range(0, len(flat), batch_size)]
+
+
+def _contrastive_loss(emb: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """emb [rows, dim] unit vectors. Squared error of every pair's cosine against 1 (same
+    label) / 0 (different); positives and negatives weigh half each."""
+    sim = emb @ emb.T  # [rows, rows]
+    same = (y[:, None] == y[None, :]).float()
+    off = 1 - torch.eye(len(y))
+    err = (sim - same) ** 2 * off
+    pos, neg = same * off, (1 - same) * off
+    loss = torch.zeros(())
+    parts = [(err * pos).sum() / pos.sum() if pos.sum() > 0 else None,
+             (err * neg).sum() / neg.sum() if neg.sum() > 0 else None]
+    parts = [p for p in parts if p is not None]
+    for p in parts:
+        loss = loss + p / len(parts)
+    return loss
+
+
+def train_embeddings(encoder: TorchEncoder, data: LabeledData, opts: LoraOptions,
+                     progress: Progress | None = None,
+                     should_stop: StopCheck | None = None) -> tuple[LoraWeights, float]:
+    """Tune LoRA weights on the examples. Returns the weights and the last epoch's mean loss."""
+    torch.manual_seed(opts.seed)
+    rng = random.Random(opts.seed)
+    spec = LoraSpec(rank=opts.rank, alpha=opts.alpha, targets=tuple(opts.targets))
+    install_hooks(encoder.model, spec.targets)
+    lw = LoraWeights.init(encoder.model, spec, seed=opts.seed)
+    params = lw.parameters()
+    for p in params:
+        p.requires_grad_(True)
+    y_all = torch.from_numpy(data.y)
+    rows = encoder.prepare(data.texts, max_length=opts.max_length)  # tokenized once
+    head_w = None
+    if opts.recipe == "ce":  # cosine head from the frozen class means, tuned along
+        with torch.inference_mode():
+            x = encoder.embed(data.texts)
+        cents = torch.stack([x[y_all == j].mean(0) for j in range(len(data.labels))])
+        head_w = F.normalize(cents, dim=1).clone().requires_grad_(True)
+        params = params + [head_w]
+    optim = torch.optim.AdamW(params, lr=opts.learning_rate, weight_decay=0.0)
+    per_epoch = len(_batches(data.y, opts.batch_size, random.Random(0)))
+    total, step, last = opts.epochs * per_epoch, 0, float("nan")
+    for _ in range(opts.epochs):
+        losses = []
+        for batch in _batches(data.y, opts.batch_size, rng):
+            if should_stop and should_stop():
+                raise Cancelled("training was cancelled")
+            with routed(Routing(((0, len(batch), lw),), dropout=opts.dropout)):
+                emb = encoder.forward(encoder.collate([rows[i] for i in batch]))  # [rows, dim]
+            yb = y_all[batch]
+            if head_w is None:
+                loss = _contrastive_loss(emb, yb)
+            else:
+                loss = F.cross_entropy(20.0 * emb @ F.normalize(head_w, dim=1).T, yb)
+            optim.zero_grad()
+            loss.backward()
+            optim.step()
+            losses.append(float(loss.detach()))
+            step += 1
+            if progress:
+                progress(step, total, losses[-1])
+        last = float(np.mean(losses))
+    for p in lw.parameters():
+        p.requires_grad_(False)
+    return LoraWeights(spec, {k: v.detach() for k, v in lw.a.items()},
+                       {k: v.detach() for k, v in lw.b.items()}), last
+
+
+def check_lora(request: TrainRequest) -> None:
+    require_examples("lora", request)
+    bare = [lab for lab, n in request.data.counts().items() if n == 0]
+    if bare:
+        raise InvalidExamples(f"LoRA training needs examples of every label; label(s) {bare} "
+                              "have only a description. Add examples, or use kind \"head\"")
+    if request.data.multi_label:
+        raise InvalidExamples("LoRA adapters are single-label for now; use kind \"head\" for "
+                              "examples with `labels` lists")
+
+
+def train_lora(encoder: Encoder, request: TrainRequest, progress: Progress | None = None,
+               should_stop: StopCheck | None = None) -> Artifact:
+    """Train a LoRA adapter (LoRA weights + logreg head) from validated examples."""
+    t0 = time.perf_counter()
+    opts = request.options
+    assert isinstance(opts, LoraOptions)
+    data, params = request.data, opts.fit_params()
+    torch_encoder = encoder.pytorch()  # autograd needs PyTorch, whatever serves
+    # phase 1: the honest estimate, from frozen embeddings
+    x0 = torch_encoder.embed(data.texts).numpy().astype(np.float32)
+    baseline = cross_validate(x0, data, params)
+    # phase 2
+    lw, loss = train_embeddings(torch_encoder, data, opts, progress, should_stop)
+    # phase 3: head on the tuned embeddings (as served: full length, inference)
+    x = torch_encoder.embed(data.texts, [lw] * len(data.texts)).numpy().astype(np.float32)
+    head, tuned_cv = fit_calibrated(x, data, params)
+    metrics: dict = {"examples": len(data.texts), "per_label": data.counts(),
+                     "train_loss": round(loss, 5),
+                     "train_seconds": round(time.perf_counter() - t0, 2)}
+    if baseline:
+        metrics["cv_accuracy_head_only"] = baseline["cv_accuracy"]
+    if tuned_cv:
+        metrics["cv_accuracy_tuned"] = tuned_cv["cv_accuracy"]  # optimistic: LoRA saw all rows
+    return Artifact(kind="lora", labels=data.labels, tensors={**head.tensors(), **lw.tensors()},
+                    options=opts.stored(request.label_order), metrics=metrics,
+                    warnings=assess(data, baseline), lora=lw.spec)
+
+
+LORA = register_kind(AdapterKind(
+    name="lora", summary="LoRA weights on the backbone plus a head, trained in a background job "
+    "(202 with the job)", options=LoraOptions, train=train_lora, runs_as_job=True,
+    check=check_lora))
