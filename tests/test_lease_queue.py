@@ -1,7 +1,8 @@
-"""adapters/lease_queue.py (trainer-pool prototype): jobs in the shared store, claimed by any
-number of trainer processes with leases. A job runs once; processes racing for one job get
-it once; a trainer killed mid-job loses its lease and the job runs again (or fails with why
-after the attempts); a stale trainer can neither renew, publish nor finish."""
+"""adapters/training/lease_queue.py: jobs in the shared store, claimed by any number of
+trainer processes with leases. A job runs once; processes racing for one job get it once; a
+trainer killed mid-job loses its lease and the job runs again (or fails with why after the
+attempts); a stale trainer can neither renew, publish nor finish. (The job runner on top of
+it, with real trainer processes, is tested in tests/test_jobs.py.)"""
 from __future__ import annotations
 
 import multiprocessing as mp
@@ -11,9 +12,10 @@ import time
 
 import pytest
 
-from adapters.errors import Conflict, InvalidExamples, JobNotFound, Overloaded
-from adapters.lease_queue import (CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, LeaseLost,
-                                  LeaseQueue, run_one)
+from adapters.errors import Conflict, JobNotFound, Overloaded
+from adapters.training import lease_queue
+from adapters.training.lease_queue import (CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED,
+                                           Cancelled, LeaseLost, LeaseQueue)
 
 FORK = mp.get_context("fork")  # the test process has imported everything already: cheap
 
@@ -138,22 +140,65 @@ def test_the_queue_bound_and_a_clean_release(tmp_path, clock):
     assert released.status == QUEUED and released.attempts == []
 
 
-def test_run_one_reports_domain_errors_and_bugs(q):
-    submit(q, 3)
+def test_a_retry_spends_an_attempt_and_the_last_one_fails_with_the_reason(q):
+    (job,) = submit(q)
+    again = q.retry(q.claim("t1"), "interrupted", "the training worker process was killed")
+    assert again.status == QUEUED and [a.outcome for a in again.attempts] == ["retried"]
+    final = q.retry(q.claim("t2"), "interrupted", "the training worker process was killed")
+    assert final.status == FAILED and final.error["code"] == "interrupted"
+    assert final.error["message"].startswith("the training worker process was killed")
+    assert "TAILOR_JOB_ATTEMPTS" in final.error["message"]
 
-    def bad_examples(job, hb):
-        raise InvalidExamples("every label needs 2 examples")
 
-    def bug(job, hb):
-        raise ZeroDivisionError("oops")
+def test_a_cancel_before_publishing_wins_and_after_it_is_refused(q):
+    a, b = submit(q, 2)
+    leases = {lease.job.id: lease for lease in (q.claim("t"), q.claim("t"))}
+    lease_a, lease_b = leases[a.id], leases[b.id]
+    q.cancel("acme", a.id)
+    with pytest.raises(Cancelled):
+        q.begin_publish(lease_a)
+    q.begin_publish(lease_b)
+    with pytest.raises(Conflict) as e:
+        q.cancel("acme", b.id)
+    assert "publishing" in e.value.message
 
-    assert run_one(q, "t", bad_examples).error == {"code": "invalid_examples",
-                                                  "message": "every label needs 2 examples"}
-    assert run_one(q, "t", bug).error["code"] == "internal_error"
-    published = []
-    rec = run_one(q, "t", lambda job, hb: lambda: published.append(job.id) or {"v": 1})
-    assert rec.status == SUCCEEDED and published == [rec.id] and rec.result == {"v": 1}
-    assert run_one(q, "t", bug) is None  # nothing left
+
+def test_a_dead_holder_on_this_host_does_not_wait_out_its_lease(q, monkeypatch):
+    (job,) = submit(q)
+    q.claim("somehost:1:2:abc")
+    assert q.claim("t2") is None  # alive (as far as anyone can tell): its lease holds
+    monkeypatch.setattr(lease_queue, "owner_gone", lambda owner: owner == "somehost:1:2:abc")
+    lease = q.claim("t2")  # gone: taken back at once, as attempt 2
+    assert lease.job.id == job.id and [a.outcome for a in lease.job.attempts] == ["lease_expired", None]
+
+
+def test_full_queue_retry_after_spreads(tmp_path, clock):
+    q = LeaseQueue(tmp_path / "q", max_queued=1, retry_after_s=30, clock=clock)
+    submit(q)
+    values = set()
+    for _ in range(40):
+        with pytest.raises(Overloaded) as e:
+            submit(q)
+        values.add(int(e.value.headers["Retry-After"]))
+    assert min(values) >= 30 and max(values) <= 45 and len(values) > 5
+
+
+def test_public_view_and_a_record_from_before_the_queue(q, tmp_path):
+    import json
+
+    (job,) = submit(q)
+    view = q.get("acme", job.id).public()
+    assert view["status"] == "queued" and view["attempts"] == 0 and view["adapter"] == "adapter0"
+    assert view["created_at"].endswith("+00:00") and "payload" not in view and "tenant" not in view
+    old = {"id": "ab" * 16, "kind": "lora_train", "tenant": "acme", "adapter": "x",
+           "status": "running", "progress": {"step": 1, "total": 4}, "loss": 0.5, "error": None,
+           "result": None, "owner": "h:1", "created_at": "2026-01-01T00:00:00.000+00:00",
+           "started_at": None, "finished_at": None}
+    (tmp_path / "queue" / f"{old['id']}.json").write_text(json.dumps(old))
+    rec = q.get("acme", old["id"])
+    assert rec.status == FAILED and rec.error["code"] == "interrupted"
+    with pytest.raises(JobNotFound):
+        q.get("globex", old["id"])
 
 
 # -- real processes --------------------------------------------------------------------------------
@@ -182,64 +227,3 @@ def test_two_processes_racing_for_one_job_get_it_once(tmp_path):
         assert len(won) == 1, (r, results)
     winners = {me for _, me, job in results if job is not None}
     assert len(winners) == 2  # both processes won some rounds: they really raced
-
-
-def _trainer(root: str, out) -> None:
-    q = LeaseQueue(root, lease_s=5)
-    me = f"p{os.getpid()}"
-    while True:
-        rec = run_one(q, me, lambda job, hb: (time.sleep(0.01), lambda: {"by": me})[1])
-        if rec is None:
-            if q.counts()[QUEUED] == 0:
-                return
-            continue
-        out.put((rec.id, me))
-
-
-def test_four_trainers_run_every_job_exactly_once(tmp_path):
-    q = LeaseQueue(tmp_path / "q", lease_s=5)
-    jobs = submit(q, 40)
-    out = FORK.Queue()
-    procs = [FORK.Process(target=_trainer, args=(str(tmp_path / "q"), out)) for _ in range(4)]
-    for p in procs:
-        p.start()
-    ran = [out.get(timeout=60) for _ in range(len(jobs))]
-    for p in procs:
-        p.join(30)
-    assert sorted(j for j, _ in ran) == sorted(j.id for j in jobs)  # each once
-    for job in jobs:
-        rec = q.get("acme", job.id)
-        assert rec.status == SUCCEEDED and len(rec.attempts) == 1
-        assert rec.result["by"] == rec.attempts[0].owner
-    assert len({me for _, me in ran}) > 1
-
-
-def _stuck_trainer(root: str) -> None:
-    q = LeaseQueue(root, lease_s=1.0)
-    run_one(q, f"doomed-{os.getpid()}", lambda job, hb: time.sleep(3600))
-
-
-def test_a_trainer_killed_mid_job_loses_its_lease_and_the_job_runs_again(tmp_path):
-    root = tmp_path / "q"
-    q = LeaseQueue(root, lease_s=1.0, max_attempts=2)
-    (job,) = submit(q)
-    doomed = FORK.Process(target=_stuck_trainer, args=(str(root),))
-    doomed.start()
-    deadline = time.monotonic() + 30
-    while q.get("acme", job.id).status != RUNNING:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    time.sleep(2.5)  # it renews its 1 s lease meanwhile: nobody else may take the job
-    assert q.claim("thief") is None
-    os.kill(doomed.pid, signal.SIGKILL)
-    doomed.join()
-    t0 = time.monotonic()
-    rec = None
-    while rec is None:
-        rec = run_one(q, "survivor", lambda job, hb: lambda: {"ok": True})
-        assert time.monotonic() - t0 < 5, "the killed trainer's lease never expired"
-        time.sleep(0.1)
-    took = time.monotonic() - t0
-    assert rec.status == SUCCEEDED and took <= 1.5
-    assert [a.outcome for a in rec.attempts] == ["lease_expired", SUCCEEDED]
-    assert rec.attempts[0].owner.startswith("doomed-")
