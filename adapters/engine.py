@@ -110,6 +110,11 @@ class Tailor:
         encoder = open_encoder(backbone_path)
         return cls(encoder, AdapterStore(store_root, encoder.identity), **kwargs)
 
+    def close(self) -> None:
+        """Stop this process's job runners; a job in hand goes back to the queue."""
+        if self._jobs is not None:
+            self._jobs.close()
+
     @property
     def jobs(self) -> JobManager:
         if self._jobs is None:
@@ -275,6 +280,18 @@ class Tailor:
             return []
         return [{"name": r.adapter, "kind": r.kind.removesuffix(JOB_SUFFIX), "status": "training",
                  "job": r.public()} for r in self._jobs.active(tenant)]
+
+    def usage(self) -> dict[str, dict[str, Any]]:
+        """Per tenant with adapters or jobs in the store: its adapters (versions, bytes), the
+        bytes they take, and its jobs by state. Reads the whole store (an admin view)."""
+        jobs = self._jobs.usage() if self._jobs is not None else {}
+        out: dict[str, dict[str, Any]] = {}
+        for tenant in sorted(set(self.store.tenants()) | set(jobs)):
+            adapters = self.store.usage(tenant)
+            out[tenant] = {"adapters": adapters,
+                           "stored_bytes": sum(a["stored_bytes"] for a in adapters),
+                           "jobs": jobs.get(tenant, {})}
+        return out
 
     # -- reading and deleting ------------------------------------------------------------------
     def list_adapters(self, tenant: str) -> list[dict[str, Any]]:

@@ -191,11 +191,13 @@ def _merge_inline(ring: KeyRing, settings: Settings) -> KeyRing:
                                      commas=True))
 
 
-def load_keyring(settings: Settings, *, poll_s: float = 1.0) -> KeyRing:
+def load_keyring(settings: Settings, *, poll_s: float = 1.0,
+                 on_reload: Callable[[bool, KeyRing | None], None] | None = None) -> KeyRing:
     """The configured keys (start-up). Raises SettingsError naming the setting when the file
     is unreadable or malformed, or when keys are required and none are configured. Warns
     loudly when the service will run open. With a key file that holds keys, the ring reloads
-    it when it changes (``ReloadingKeyRing``; watching starts with the first request)."""
+    it when it changes (``ReloadingKeyRing``; watching starts with the first request) and
+    tells ``on_reload`` (metrics) of every attempt."""
     ring = KeyRing()
     text = None
     if settings.api_keys_file is not None:
@@ -204,7 +206,7 @@ def load_keyring(settings: Settings, *, poll_s: float = 1.0) -> KeyRing:
         ring = KeyRing.parse(text, f"TAILOR_API_KEYS_FILE={path}")
     ring = _merge_inline(ring, settings)
     if text is not None and not ring.open:
-        ring = ReloadingKeyRing(ring, settings, text, poll_s=poll_s)
+        ring = ReloadingKeyRing(ring, settings, text, poll_s=poll_s, on_reload=on_reload)
     if ring.open:
         if settings.require_api_keys:
             raise SettingsError("TAILOR_REQUIRE_API_KEYS=true but the configured API key sources "
@@ -224,6 +226,12 @@ def load_keyring(settings: Settings, *, poll_s: float = 1.0) -> KeyRing:
 def authenticate(ring: KeyRing, headers: dict[bytes, bytes]) -> str:
     """The tenant a request acts as. Raises Unauthorized (401), Forbidden (403) or
     InvalidName (422, a malformed X-Tailor-Tenant)."""
+    return principal_of(ring, headers).tenant
+
+
+def principal_of(ring: KeyRing, headers: dict[bytes, bytes]) -> Principal:
+    """Who the request acts as: the tenant (the key's, or for an admin key the one named by
+    X-Tailor-Tenant) and whether the key is an admin key. Raises as ``authenticate``."""
     if ring.open:
         principal = Principal(DEFAULT_TENANT)
     else:
@@ -239,19 +247,20 @@ def authenticate(ring: KeyRing, headers: dict[bytes, bytes]) -> str:
                                headers={"WWW-Authenticate": 'Bearer realm="tailor", error="invalid_token"'})
     wanted = headers.get(TENANT_HEADER.encode())
     if wanted is None:
-        return principal.tenant
+        return principal
     tenant = wanted.decode("latin-1").strip()
     if tenant == principal.tenant:
-        return tenant
+        return principal
     if not principal.admin:
         raise Forbidden("X-Tailor-Tenant is honoured only for admin keys; leave it out to act as "
                         "your own tenant")
-    return validate_name(tenant, "tenant")
+    return Principal(validate_name(tenant, "tenant"), admin=True)
 
 
 class Authenticate:
-    """ASGI middleware: resolves the caller's tenant into ``scope["tailor.tenant"]`` before
-    anything reads the body, or answers 401/403 in the usual error envelope. The key ring is
+    """ASGI middleware: resolves the caller's tenant into ``scope["tailor.tenant"]`` (and
+    ``scope["tailor.admin"]``: an admin key, or the open single-tenant mode) before anything
+    reads the body, or answers 401/403 in the usual error envelope. The key ring is
     ``app.state.keyring`` (set by ``create_app``)."""
 
     def __init__(self, app):
@@ -267,7 +276,9 @@ class Authenticate:
             headers: dict[bytes, bytes] = {}
             for k, v in scope.get("headers", []):
                 headers.setdefault(k.lower(), v)
-            scope["tailor.tenant"] = authenticate(ring, headers)
+            principal = principal_of(ring, headers)
+            scope["tailor.tenant"] = principal.tenant
+            scope["tailor.admin"] = principal.admin or ring.open
         except TailorError as e:
             return await respond(e)(scope, receive, send)
         return await self.app(scope, receive, send)

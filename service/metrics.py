@@ -117,6 +117,9 @@ class Recorder:
         self._keys: dict[str, float] = {}
         self._key_reloads = {"ok": 0.0, "error": 0.0}
         self.overflow = 0  # label sets recorded past the bound with no adapter left to fold
+        # requests per tenant and code, never folded (tenants come from the key file): the
+        # admin view's numbers
+        self._tenant_codes: dict[str, dict[str, int]] = {}
 
     # -- domain events ------------------------------------------------------------------------
     def request(self, tenant: str, adapter: str, code: int | str, seconds: float) -> None:
@@ -124,6 +127,8 @@ class Recorder:
         ``NONE`` when it did not); ``code`` is the HTTP status sent."""
         key = (tenant, adapter)
         with self._lock:
+            codes = self._tenant_codes.setdefault(tenant, {})
+            codes[str(code)] = codes.get(str(code), 0) + 1
             self._use(key)
             self._record(self.requests, key, (str(code),), 1.0)
             self._record(self.durations, key, (), max(0.0, float(seconds)))
@@ -191,6 +196,16 @@ class Recorder:
                 self._keys["keys"] = float(keys)
             if tenants is not None:
                 self._keys["tenants"] = float(tenants)
+
+    def tenant_requests(self) -> dict[str, dict[str, int]]:
+        """Requests this process answered per tenant and status code since it started."""
+        with self._lock:
+            return {t: dict(codes) for t, codes in self._tenant_codes.items()}
+
+    def keys_loaded(self, keys: int, tenants: int) -> None:
+        """The API keys in force at start-up (the gauge; not a reload)."""
+        with self._lock:
+            self._keys["keys"], self._keys["tenants"] = float(keys), float(tenants)
 
     # -- the cardinality bound ----------------------------------------------------------------
     # Usage is a request count decayed with a half-life, kept as a rank in the log domain:

@@ -21,6 +21,7 @@ from adapters.training.jobs import Cancelled, JobManager
 FORK = mp.get_context("fork")
 GATE = threading.Event()
 PUBLISHED: list[tuple[str, int]] = []  # (job id, attempt) of every publish in this process
+STOPPED: list[str] = []
 
 
 def _progress(job):
@@ -54,7 +55,15 @@ def _stall_once(job):  # the first attempt stalls past its lease (its heartbeat 
     return _publish(job)
 
 
+def _stopped_once(job):  # the supervisor stopped the training process (server shutdown)
+    if not STOPPED:
+        STOPPED.append(job.id)
+        raise TailorError("stopped with the server (SIGTERM)", code="stopped")
+    return _publish(job)
+
+
 WORK = {
+    "stopped_once": _stopped_once,
     "progress": _progress,
     "bug": lambda job: 1 / 0,
     "bad": lambda job: (_ for _ in ()).throw(InvalidExamples("every label needs 2 examples")),
@@ -75,6 +84,7 @@ def RUN(job):
 def _reset():
     GATE.clear()
     PUBLISHED.clear()
+    STOPPED.clear()
     yield
     GATE.set()
 
@@ -172,6 +182,24 @@ def test_close_hands_a_running_job_back_without_spending_an_attempt(tmp_path):
         again.close()
     finally:
         WORK["until_cancelled"] = saved
+
+
+def test_a_training_process_stopped_with_the_server_hands_the_job_back_unspent(tmp_path,
+                                                                             monkeypatch):
+    """BentoML's supervisor SIGTERMs a worker's children when the server stops: the job goes
+    back to the queue without spending an attempt, and this process claims nothing for a
+    while (its shutdown hook follows)."""
+    from adapters.training import jobs
+
+    monkeypatch.setattr(jobs, "STOPPING_PAUSE_S", 1.0)
+    m = JobManager(tmp_path, run=RUN, max_attempts=1, poll_s=0.05)
+    rec = m.submit("lora_train", "t", "a", {"work": "stopped_once"})
+    _wait_status(m, rec.id, "queued")
+    time.sleep(0.5)
+    assert m.get("t", rec.id).status == "queued" and m.get("t", rec.id).attempts == []
+    done = m.wait("t", rec.id, timeout=10)  # resumed after the pause: runs it, attempt 1 of 1
+    assert done.status == "succeeded" and done.public()["attempts"] == 1
+    m.close()
 
 
 @pytest.mark.parametrize("attempts, status", [(2, "succeeded"), (1, "failed")])

@@ -37,6 +37,7 @@ JobRecord = QueuedJob  # what get/submit/cancel answer; ``.public()`` is the HTT
 __all__ = ["ACTIVE", "JOB_ID_RE", "Cancelled", "Job", "JobManager", "JobRecord"]
 
 REPORT_EVERY_S = 1.0  # progress reaches the store (and renews the lease) at most this often
+STOPPING_PAUSE_S = 15.0  # no new claims for this long after a training process was stopped
 
 
 class Job:
@@ -114,6 +115,7 @@ class JobManager:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._wake = threading.Event()
+        self._paused_until = 0.0
         self._threads = [threading.Thread(target=self._loop, name=f"tailor-job-{i}", daemon=True)
                          for i in range(concurrency)]
         if run is not None:
@@ -192,6 +194,9 @@ class JobManager:
     def _loop(self) -> None:
         owner = owner_id()
         while not self._stop.is_set():
+            if time.monotonic() < self._paused_until:  # the server is probably stopping
+                self._stop.wait(self.poll_s)
+                continue
             try:
                 lease = self.queue.claim(owner)
             except OSError as e:
@@ -250,6 +255,9 @@ class JobManager:
             except TailorError as e:
                 if job.lost.is_set():
                     return None
+                if e.code == "stopped":  # SIGTERM from the supervisor: shutting down
+                    self._paused_until = time.monotonic() + STOPPING_PAUSE_S
+                    return self.queue.release(lease())
                 if e.code == "interrupted":  # the training process was killed, not by us
                     if self._stop.is_set():
                         return self.queue.release(lease())
