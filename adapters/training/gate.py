@@ -9,6 +9,7 @@ as much again (adapters/backoff.py), so the refused clients do not return togeth
 from __future__ import annotations
 
 import contextlib
+import itertools
 import threading
 import time
 from typing import Iterator
@@ -24,6 +25,8 @@ class Gate:
         self.limit = limit
         self.setting = setting
         self.inside = 0
+        self._started: dict[int, float] = {}  # pass -> when it began
+        self._ids = itertools.count()
         self._lock = threading.Lock()
         # seconds per pass, decayed over recent passes; None until one has finished
         self._busy_s = 0.0
@@ -33,22 +36,33 @@ class Gate:
         """How long a pass took lately (0 before any finished)."""
         return self._busy_s / self._passes if self._passes else 0.0
 
+    def expected_wait_s(self) -> float:
+        """When a slot is likely to free up: a typical pass, or, when the passes in flight
+        have already run longer than that (a burst of large creates), as long again as the
+        oldest has run."""
+        now = time.perf_counter()
+        oldest = max((now - t for t in self._started.values()), default=0.0)
+        return max(self.typical_s(), oldest)
+
     @contextlib.contextmanager
     def slot(self) -> Iterator[None]:
         """Hold one of ``limit`` slots for the block; Overloaded (429) when none is free.
         Never waits: call it on the event loop, before handing the work to a thread."""
         with self._lock:
             if self.inside >= self.limit:
-                retry = retry_after(self.typical_s())
+                retry = retry_after(self.expected_wait_s())
                 raise Overloaded(f"{self.inside} adapter creates are already training on this "
                                  f"server (limit {self.limit}, {self.setting}); retry in "
                                  f"{retry} s", headers={"Retry-After": str(retry)})
             self.inside += 1
-        t0 = time.perf_counter()
+            t0 = time.perf_counter()
+            token = next(self._ids)
+            self._started[token] = t0
         try:
             yield
         finally:
             with self._lock:
                 self.inside -= 1
+                self._started.pop(token, None)
                 self._busy_s = self._busy_s * 0.8 + (time.perf_counter() - t0)
                 self._passes = self._passes * 0.8 + 1
