@@ -1,7 +1,9 @@
-"""deploy/k8s/components/trainer: the trainer pool as a kustomize component on top of each
-overlay. Strictly validated like the rest; beyond the schema, the wiring: the trainers share
-the serving pods' store, settings and image, no serving Service or PDB selects them (nor
-theirs the serving pods), their HPA scales them, and the ServiceMonitor scrapes both."""
+"""deploy/k8s/base: the trainer pool (`tailor-trainer`: Deployment, Service, HPA) beside the
+serving pool, on each overlay and with the monitoring component. Strictly validated like the
+rest; beyond the schema, the wiring: the trainers share the serving pods' store, settings and
+image, have their own resources and HPA, no serving Service or PDB selects them (nor theirs
+the serving pods: the base's common labels must not merge the two selectors), and the
+ServiceMonitor scrapes both."""
 from __future__ import annotations
 
 import os
@@ -13,9 +15,6 @@ from service.settings import Settings
 from tests.test_k8s_manifests import K8S, tool, validate
 from tests.test_monitoring import COMPONENT as MONITORING, strict_operator_check
 
-TRAINER = K8S / "components" / "trainer"
-# TAILOR_ROLE is issue 13's phase 2 setting; until then it is the one name Settings refuses
-NOT_YET_SETTINGS = {"TAILOR_ROLE"}
 
 
 def render(tmp_path, overlay, components):
@@ -34,7 +33,7 @@ def render(tmp_path, overlay, components):
 
 @pytest.fixture(params=["cpu", "gpu"])
 def rendered(request, tmp_path):
-    docs = render(tmp_path, request.param, [TRAINER, MONITORING])
+    docs = render(tmp_path, request.param, [MONITORING])
     return request.param, tmp_path, docs, {(d["kind"], d["metadata"]["name"]): d for d in docs}
 
 
@@ -70,7 +69,9 @@ def test_trainers_share_store_settings_and_image_with_serving(rendered):
     assert env["TAILOR_ROLE"] == "train"
     cm = next(d for (kind, name), d in k.items() if kind == "ConfigMap" and name.startswith("tailor-settings"))
     settings = {**cm["data"], **{n: v for n, v in env.items() if n.startswith("TAILOR_")}}
-    Settings.from_env({n: v for n, v in settings.items() if n not in NOT_YET_SETTINGS})
+    assert Settings.from_env(settings).role == "train"
+    serve_env = {e["name"]: e.get("value") for e in serve["env"]}
+    assert Settings.from_env({**cm["data"], "TAILOR_ROLE": serve_env["TAILOR_ROLE"]}).role == "serve"
 
     def claim_at(spec, c, path):
         vols = {v["name"]: v for v in spec["volumes"]}
@@ -84,6 +85,11 @@ def test_trainers_share_store_settings_and_image_with_serving(rendered):
         assert train[probe]["httpGet"]["path"] == path
     assert train_spec["securityContext"]["runAsNonRoot"] and train["securityContext"]["readOnlyRootFilesystem"]
     assert "nvidia.com/gpu" not in train["resources"]["limits"]  # trainers stay on CPU nodes
+    assert "nodeSelector" not in train_spec
+    # their own resources: a LoRA job loads its own backbone copy and trains it
+    mem = {k: int(v.rstrip("Gi")) for k, v in train["resources"]["limits"].items() if k == "memory"}
+    assert mem["memory"] >= 4 and train["resources"]["requests"] != serve["resources"]["requests"]
+    # SIGTERM hands the job in hand back; the grace period covers stopping the training worker
     assert train_spec["terminationGracePeriodSeconds"] >= 60
 
 
