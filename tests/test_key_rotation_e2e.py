@@ -61,6 +61,10 @@ def test_rotation_under_load_loses_no_request_of_unchanged_keys(tmp_path):
         secret.write(lines(f"{A} acme", f"{B} globex", "not-a-key initech"))  # malformed
         time.sleep(4)  # two polls and more: nothing may change
         assert (status(A), status(B), status(C)) == (200, 401, 200)
+        metrics = httpx.get(server.url + "/metrics", timeout=30).text  # what Prometheus sees
+        assert 'tailor_api_key_reloads_total{result="ok"} 2.0' in metrics
+        assert 'tailor_api_key_reloads_total{result="error"} 1.0' in metrics
+        assert "tailor_api_keys 2.0" in metrics  # A and C in force
         print(f"new key accepted after {added:.1f}s, removed key refused after {removed:.1f}s, "
               f"{results['ok']} steady requests")
     finally:
