@@ -106,7 +106,8 @@ def test_job_runs_with_progress_and_is_persisted_in_the_store(tmp_path):
     view = done.public()
     assert view["started_at"] and view["finished_at"] and view["attempts"] == 1
     on_disk = json.loads((tmp_path / "done" / f"{rec.id}.json").read_text())
-    assert on_disk["status"] == "succeeded" and on_disk["payload"] == {"work": "progress"}
+    assert on_disk["status"] == "succeeded" and "payload" not in on_disk
+    assert not (tmp_path / "payloads" / f"{rec.id}.json").exists()  # removed when finished
     m.close()
 
 

@@ -183,6 +183,18 @@ def test_full_queue_retry_after_spreads(tmp_path, clock):
     assert min(values) >= 30 and max(values) <= 45 and len(values) > 5
 
 
+def test_the_payload_is_kept_apart_and_reaches_the_trainer(q, tmp_path):
+    (job,) = submit(q)
+    record = (tmp_path / "queue" / "pending" / f"{job.id}.json").read_text()
+    assert "examples" not in record  # claims read every record: they stay small
+    assert q.claim("t").job.payload == {"examples": [{"text": "t", "label": "a"}]}
+    (lost,) = submit(q)
+    (tmp_path / "queue" / "payloads" / f"{lost.id}.json").unlink()  # lost with the volume
+    assert q.claim("t") is None
+    rec = q.get("acme", lost.id)
+    assert rec.status == FAILED and "payload" in rec.error["message"]
+
+
 def test_public_view_and_a_record_from_before_the_queue(q, tmp_path):
     import json
 

@@ -12,10 +12,12 @@ not wait out its lease: a trainer restarted in the same pod takes the job back a
 
 Layout under ``root`` (``<store>/jobs``, on the ReadWriteMany volume)::
 
-    .lock              flock held for every state change: one small JSON read and replaced
-    pending/<id>.json  queued and running jobs (what claim scans)
-    done/<id>.json     succeeded, failed and cancelled jobs
-    <id>.json          a record written by Tailor before the queue (read only)
+    .lock               flock held for every state change: one small JSON read and replaced
+    pending/<id>.json   queued and running jobs (what claim scans)
+    done/<id>.json      succeeded, failed and cancelled jobs
+    payloads/<id>.json  what to train (examples, options: up to megabytes), written once,
+                        read by the trainer that claims the job, removed when it finishes
+    <id>.json           a record written by Tailor before the queue (read only)
 
 Records are written atomically (temp file, fsync, rename). Lease times are wall-clock
 seconds (``time.time``), compared across nodes: keep the lease (default 30 s) far above the
@@ -97,10 +99,13 @@ class QueuedJob:
     def from_json(cls, text: str) -> "QueuedJob":
         d = json.loads(text)
         d["attempts"] = [Attempt(**a) for a in d.get("attempts", [])]
-        return cls(**d)
+        return cls(payload={}, **d)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        """The record without its payload (kept apart: the record is read on every claim)."""
+        d = asdict(self)
+        del d["payload"]
+        return json.dumps(d, sort_keys=True)
 
     @property
     def started_at(self) -> float | None:
@@ -141,7 +146,7 @@ class LeaseQueue:
         self.max_queued = max_queued
         self.retry_after_s = retry_after_s
         self.clock = clock
-        for d in ("pending", "done"):
+        for d in ("pending", "done", "payloads"):
             (self.root / d).mkdir(parents=True, exist_ok=True)
         self._thread_lock = threading.Lock()  # flock emulated by POSIX locks (NFS) is per process
         self._sweep_tmp()
@@ -159,11 +164,11 @@ class LeaseQueue:
     def _path(self, where: str, job_id: str) -> Path:
         return self.root / where / f"{job_id}.json"
 
-    def _write(self, where: str, job: QueuedJob) -> None:
+    def _write(self, where: str, job: QueuedJob, text: str | None = None) -> None:
         path = self._path(where, job.id)
         tmp = path.with_name(f".{job.id}.{uuid.uuid4().hex}.tmp")
         with open(tmp, "w") as f:
-            f.write(job.to_json())
+            f.write(job.to_json() if text is None else text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -175,12 +180,18 @@ class LeaseQueue:
             return None
 
     def _sweep_tmp(self) -> None:
-        """Record writes cut short by a crash (not a replica's write in flight: > 60 s old)."""
-        for d in ("pending", "done"):
+        """Record writes cut short by a crash (not a replica's write in flight: > 60 s old),
+        and payloads whose job record was never written (a submit cut short: > 1 h old)."""
+        for d in ("pending", "done", "payloads"):
             for tmp in (self.root / d).glob(".*.tmp"):
                 with contextlib.suppress(FileNotFoundError):
                     if time.time() - tmp.stat().st_mtime > 60:
                         tmp.unlink()
+        for p in (self.root / "payloads").glob("*.json"):
+            with contextlib.suppress(FileNotFoundError):
+                if (not self._path("pending", p.stem).exists()
+                        and time.time() - p.stat().st_mtime > 3600):
+                    p.unlink()
 
     def _pending(self) -> list[QueuedJob]:
         jobs = []
@@ -205,6 +216,7 @@ class LeaseQueue:
         job.publishing = False
         self._write("done", job)
         self._path("pending", job.id).unlink(missing_ok=True)
+        self._path("payloads", job.id).unlink(missing_ok=True)
         return job
 
     # -- any process -----------------------------------------------------------------------------
@@ -213,6 +225,7 @@ class LeaseQueue:
         ``max_queued`` jobs are already waiting."""
         job = QueuedJob(id=uuid.uuid4().hex, kind=kind, tenant=tenant, adapter=adapter,
                         payload=payload, max_attempts=self.max_attempts, created_at=self.clock())
+        text = json.dumps(payload)  # before the lock: megabytes of examples take a while
         with self._locked():
             if self.max_queued is not None:
                 queued = sum(1 for j in self._pending() if j.status == QUEUED)
@@ -221,6 +234,7 @@ class LeaseQueue:
                     raise Overloaded(f"{queued} training jobs are already waiting (limit "
                                      f"{self.max_queued}, TAILOR_JOB_QUEUE_SIZE); retry in "
                                      f"{retry} s", headers={"Retry-After": str(retry)})
+            self._write("payloads", job, text)  # the payload first: a queued job has one
             self._write("pending", job)
         return job
 
@@ -314,13 +328,24 @@ class LeaseQueue:
                     job = self._expired(job, now)
                 if job.status != QUEUED or (wanted is not None and job.kind not in wanted):
                     continue
+                try:
+                    payload = json.loads(self._path("payloads", job.id).read_text())
+                except (OSError, ValueError) as e:  # lost with the volume: fail, never retry
+                    self._fail_unreadable(job, e)
+                    continue
                 token = uuid.uuid4().hex
                 job.status, job.lease_owner, job.lease_token = RUNNING, owner, token
                 job.lease_expires_at = now + self.lease_s
                 job.attempts.append(Attempt(owner=owner, started_at=now))
                 self._write("pending", job)
+                job.payload = payload
                 return Lease(job, token, owner, job.lease_expires_at)
         return None
+
+    def _fail_unreadable(self, job: QueuedJob, e: Exception) -> None:
+        self._close(job, FAILED, error={"code": "internal_error", "message": (
+            f"the job's payload (jobs/payloads/{job.id}.json) cannot be read "
+            f"({type(e).__name__}); submit it again")})
 
     def _expired(self, job: QueuedJob, now: float) -> QueuedJob:
         """A running job whose trainer stopped renewing: retry it, or fail it with why."""
