@@ -36,6 +36,8 @@ log = logging.getLogger("tailor")
 # make `bentoml serve` exit at once with the message, instead of restarting a failing worker
 # forever. The worker's __init__ uses this same object.
 SETTINGS = Settings.from_env()
+# Tailor's metrics (service/metrics.py): one recorder per process; the serving worker's is
+# the whole pod's view (workers=1), served by __metrics__ below.
 RECORDER = Recorder(SETTINGS.metrics_max_series)
 
 

@@ -125,10 +125,6 @@ class JobManager:
     def started(self) -> bool:
         return self._run is not None
 
-    @property
-    def runs_jobs(self) -> bool:
-        return self.concurrency > 0
-
     def start(self, run: Callable[[Job], dict[str, Any]]) -> None:
         """Start the runners with this process's executor (once; none with concurrency 0)."""
         if self._run is not None:
@@ -199,14 +195,13 @@ class JobManager:
                 continue
             try:
                 lease = self.queue.claim(owner)
-            except OSError as e:
-                log.warning("cannot read the job queue in %s: %s", self.root, e)
-                lease = None
-            if lease is None:
-                self._wake.wait(self.poll_s)
-                self._wake.clear()
-                continue
-            self._execute(Job(lease, self))
+                if lease is not None:
+                    self._execute(Job(lease, self))
+                    continue
+            except Exception:  # noqa: BLE001 - the store hiccupped: the runner must live on
+                log.exception("job runner: cannot use the job queue in %s; retrying", self.root)
+            self._wake.wait(self.poll_s)
+            self._wake.clear()
 
     def _execute(self, job: Job) -> None:
         kind, t0 = job.record.kind, time.monotonic()
