@@ -20,12 +20,13 @@ import asyncio
 import dataclasses
 import logging
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
 from .encoders import Encoder, open_encoder
 from .errors import AdapterNotFound, CorruptAdapter, IncompatibleAdapter, InvalidRequest
+from .events import NO_EVENTS, Events
 from .kinds import build_request, get_kind, load_adapter
 from .kinds.base import Decision
 from .segments import group_rows
@@ -33,6 +34,7 @@ from .serving import AdapterRegistry, LoadedAdapter, MicroBatcher
 from .serving.suggest import select_informative
 from .storage import AdapterStore, Artifact, Inputs, Manifest
 from .storage.updates import estimate, merge_inputs
+from .training.gate import Gate
 from .training.jobs import Job, JobManager
 from .training.worker import WorkerConfig, train_in_subprocess
 from .validation import (Limits, parse_ref, shorten, validate_inputs, validate_name,
@@ -80,18 +82,24 @@ class Tailor:
     def __init__(self, encoder: Encoder, store: AdapterStore, *, limits: Limits = Limits(),
                  cache_size: int = 256, max_batch_rows: int = 64, max_wait_ms: float = 20.0,
                  max_queued_rows: int = 4096, max_queue_wait_s: float = 30.0,
-                 jobs: JobManager | None = None, worker: WorkerConfig = WorkerConfig()):
+                 jobs: JobManager | None = None, worker: WorkerConfig = WorkerConfig(),
+                 max_concurrent_creates: int = 4, events: Events = NO_EVENTS):
         """``jobs``: the runner of job kinds, started here with this engine's executor unless
         its owner started it with another; by default one is made under ``<store>/jobs``
-        when a job kind is first created."""
+        when a job kind is first created. ``events``: who hears about cache hits, batches,
+        predictions and jobs (metrics). ``max_concurrent_creates``: creates in flight through
+        ``acreate_adapter`` before 429."""
         self.encoder = encoder
         self.store = store
-        self.registry = AdapterRegistry(store, load_adapter, cache_size)
+        self.events = events
+        self.registry = AdapterRegistry(store, load_adapter, cache_size, events)
         self.limits = limits
         self.worker = worker
+        self.creates = Gate(max_concurrent_creates)
         self.batcher: MicroBatcher[Row, torch.Tensor] = MicroBatcher(
             self.run_rows, max_rows=max_batch_rows, max_wait_ms=max_wait_ms,
-            max_queued_rows=max(max_queued_rows, max_batch_rows), max_queue_wait_s=max_queue_wait_s)
+            max_queued_rows=max(max_queued_rows, max_batch_rows), max_queue_wait_s=max_queue_wait_s,
+            events=events)
         self._jobs = jobs
         if jobs is not None and not jobs.started:
             jobs.start(self._run_job)
@@ -102,10 +110,15 @@ class Tailor:
         encoder = open_encoder(backbone_path)
         return cls(encoder, AdapterStore(store_root, encoder.identity), **kwargs)
 
+    def close(self) -> None:
+        """Stop this process's job runners; a job in hand goes back to the queue."""
+        if self._jobs is not None:
+            self._jobs.close()
+
     @property
     def jobs(self) -> JobManager:
         if self._jobs is None:
-            self._jobs = JobManager(self.store.root / "jobs")
+            self._jobs = JobManager(self.store.root / "jobs", events=self.events)
             self._jobs.start(self._run_job)
         return self._jobs
 
@@ -161,6 +174,20 @@ class Tailor:
                                    {**payload, "stage": "background", "base_version": m.version})
             record["job"] = job.public()
         return record
+
+    async def acreate_adapter(self, tenant: str, name: str, kind: str, examples: Any = None,
+                              options: dict[str, Any] | None = None, **kw: Any) -> dict[str, Any]:
+        """``create_adapter`` off the event loop, within the bound on creates in flight
+        (Overloaded with a spread Retry-After beyond it, before any work is queued)."""
+        with self.creates.slot():
+            return await asyncio.to_thread(self.create_adapter, tenant, name, kind, examples,
+                                           options, **kw)
+
+    async def aadd_examples(self, tenant: str, name: str, examples: Any = None,
+                            **kw: Any) -> dict[str, Any]:
+        """``add_examples`` off the event loop, within the same bound as creates."""
+        with self.creates.slot():
+            return await asyncio.to_thread(self.add_examples, tenant, name, examples, **kw)
 
     def add_examples(self, tenant: str, name: str, examples: Any = None, *,
                      label_descriptions: Any = None, unlabeled: Any = None,
@@ -247,11 +274,24 @@ class Tailor:
         return self.jobs.wait(tenant, job_id, timeout).public()
 
     def training(self, tenant: str) -> list[dict[str, Any]]:
-        """Adapters of ``tenant`` whose training job is queued or running in this process."""
+        """Adapters of ``tenant`` whose training job is queued or running (in any process
+        sharing the store)."""
         if self._jobs is None:
             return []
         return [{"name": r.adapter, "kind": r.kind.removesuffix(JOB_SUFFIX), "status": "training",
                  "job": r.public()} for r in self._jobs.active(tenant)]
+
+    def usage(self) -> dict[str, dict[str, Any]]:
+        """Per tenant with adapters or jobs in the store: its adapters (versions, bytes), the
+        bytes they take, and its jobs by state. Reads the whole store (an admin view)."""
+        jobs = self._jobs.usage() if self._jobs is not None else {}
+        out: dict[str, dict[str, Any]] = {}
+        for tenant in sorted(set(self.store.tenants()) | set(jobs)):
+            adapters = self.store.usage(tenant)
+            out[tenant] = {"adapters": adapters,
+                           "stored_bytes": sum(a["stored_bytes"] for a in adapters),
+                           "jobs": jobs.get(tenant, {})}
+        return out
 
     # -- reading and deleting ------------------------------------------------------------------
     def list_adapters(self, tenant: str) -> list[dict[str, Any]]:
@@ -282,18 +322,29 @@ class Tailor:
         items = validate_inputs(inputs, self.limits)
         adapter = self.resolve(tenant, ref)
         probs = self.run_rows([(adapter, t) for t in items])
-        return {"adapter": adapter.ref, "predictions": [format_prediction(adapter, p) for p in probs]}
+        return self._predictions(tenant, adapter, probs)
 
     def embed(self, inputs: Any) -> dict[str, Any]:
         items = validate_inputs(inputs, self.limits)
         return _embeddings(self.run_rows([(None, t) for t in items]))
 
-    async def apredict(self, tenant: str, ref: str, inputs: Any) -> dict[str, Any]:
+    async def apredict(self, tenant: str, ref: str, inputs: Any, *,
+                       on_resolved: Callable[[str], None] | None = None) -> dict[str, Any]:
+        """``on_resolved(name@version)``: told which version serves the request as soon as it
+        is known, so that an error after that (429, a bug) is counted against it."""
         items = validate_inputs(inputs, self.limits)
         # the store lookup lists a folder (and may load files): never on the event loop
         adapter = await asyncio.to_thread(self.resolve, tenant, ref)
+        if on_resolved is not None:
+            on_resolved(adapter.ref)
         probs = await self.batcher.submit([(adapter, t) for t in items])
-        return {"adapter": adapter.ref, "predictions": [format_prediction(adapter, p) for p in probs]}
+        return self._predictions(tenant, adapter, probs)
+
+    def _predictions(self, tenant: str, adapter: LoadedAdapter,
+                     probs: Sequence[torch.Tensor]) -> dict[str, Any]:
+        out = [format_prediction(adapter, p) for p in probs]
+        self.events.predictions(tenant, adapter.ref, [p["label"] for p in out])
+        return {"adapter": adapter.ref, "predictions": out}
 
     async def aembed(self, inputs: Any) -> dict[str, Any]:
         items = validate_inputs(inputs, self.limits)

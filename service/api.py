@@ -24,10 +24,13 @@ from adapters.validation import parse_ref
 
 from . import errors
 from .auth import Authenticate, KeyRing
+from .errors import Forbidden
+from .request_metrics import ADAPTER_KEY, AdapterRequestMetrics
 from .schemas import (JOB_ID_PATTERN, NAME_PATTERN, REF_PATTERN, AddExamplesRequest, AdapterList,
                       AdapterRecord, CreateAdapterRequest, DeleteResponse, EmbedRequest,
                       EmbedResponse, ErrorResponse, ExportRequest, JobRecord, PendingAdapter,
-                      PredictRequest, PredictResponse, SuggestRequest, SuggestResponse)
+                      PredictRequest, PredictResponse, SuggestRequest, SuggestResponse,
+                      TenantList)
 
 ERRORS = {s: {"model": ErrorResponse} for s in (400, 401, 403, 404, 409, 413, 422, 429, 503)}
 
@@ -64,8 +67,8 @@ adapters_router = APIRouter()
     responses={202: {"model": PendingAdapter, "description": "a job kind (LoRA): training started"}},
     summary="Create an adapter (or a new version of one) from labeled examples")
 async def create_adapter(req: CreateAdapterRequest, request: Request, response: Response) -> dict:
-    record = await asyncio.to_thread(
-        engine(request).create_adapter, tenant_of(request), req.name, req.kind,
+    record = await engine(request).acreate_adapter(
+        tenant_of(request), req.name, req.kind,
         [e.model_dump(exclude_none=True) for e in req.examples], req.options,
         label_descriptions=req.label_descriptions, unlabeled=req.unlabeled)
     if record["status"] == "training":
@@ -80,9 +83,8 @@ async def create_adapter(req: CreateAdapterRequest, request: Request, response: 
     summary="Publish the next version, trained on the latest version's inputs plus these")
 async def add_examples(req: AddExamplesRequest, request: Request, response: Response,
                        name: str = Name) -> dict:
-    record = await asyncio.to_thread(
-        engine(request).add_examples, tenant_of(request), name,
-        [e.model_dump(exclude_none=True) for e in req.examples],
+    record = await engine(request).aadd_examples(
+        tenant_of(request), name, [e.model_dump(exclude_none=True) for e in req.examples],
         label_descriptions=req.label_descriptions, unlabeled=req.unlabeled, kind=req.kind,
         options=req.options)
     if record["status"] == "training":
@@ -151,7 +153,10 @@ inference_router = APIRouter()
 @inference_router.post("/predict", response_model=PredictResponse, response_model_exclude_none=True,
                        summary="Classify texts with an adapter")
 async def predict(req: PredictRequest, request: Request) -> dict:
-    return await engine(request).apredict(tenant_of(request), req.adapter, req.inputs)
+    def resolved(ref: str) -> None:  # the per-adapter metrics count this version
+        request.scope[ADAPTER_KEY] = ref
+    return await engine(request).apredict(tenant_of(request), req.adapter, req.inputs,
+                                          on_resolved=resolved)
 
 
 @inference_router.post("/embed", response_model=EmbedResponse,
@@ -176,6 +181,27 @@ async def cancel_job(request: Request, job_id: str = JobId) -> dict:
     return engine(request).cancel_job(tenant_of(request), job_id)
 
 
+# -- /tenants (admin) ------------------------------------------------------------------------------
+admin_router = APIRouter()
+
+
+@admin_router.get("/tenants", response_model=TenantList, responses={403: {"model": ErrorResponse}},
+                  summary="Admin keys only: every tenant's adapters, stored bytes, requests, jobs")
+async def list_tenants(request: Request) -> dict:
+    if not request.scope.get("tailor.admin"):
+        raise Forbidden("GET /v1/tenants is for admin keys (`<key> <tenant> admin` in the key "
+                        "file); use GET /v1/adapters for your own tenant's adapters")
+    usage = await asyncio.to_thread(engine(request).usage)
+    metrics = getattr(request.app.state, "metrics", None)
+    requests = metrics.tenant_requests() if metrics is not None else {}
+    keyed = {p.tenant for p in request.app.state.keyring.principals()}
+    names = sorted(set(usage) | keyed | (set(requests) - {"none"}))
+    return {"tenants": [{"tenant": t, "adapters": usage.get(t, {}).get("adapters", []),
+                         "stored_bytes": usage.get(t, {}).get("stored_bytes", 0),
+                         "requests": requests.get(t, {}), "jobs": usage.get(t, {}).get("jobs", {})}
+                        for t in names]}
+
+
 # -- the app --------------------------------------------------------------------------------------
 fallback_router = APIRouter()
 
@@ -186,8 +212,10 @@ async def unknown_route(path: str, request: Request) -> None:
     raise HTTPException(404)
 
 
-def create_app(max_body_bytes: int = 16 * 1024 * 1024, keyring: KeyRing = KeyRing()) -> FastAPI:
-    """The v1 app. ``keyring``: the API keys (empty = open, single-tenant ``default``)."""
+def create_app(max_body_bytes: int = 16 * 1024 * 1024, keyring: KeyRing = KeyRing(),
+               metrics=None) -> FastAPI:
+    """The v1 app. ``keyring``: the API keys (empty = open, single-tenant ``default``);
+    ``metrics``: a ``service.metrics.Recorder`` counting predict requests per adapter."""
     app = FastAPI(title="Tailor", version="1", description=(
         "One frozen text encoder, many few-shot adapters. Errors are "
         '`{"error": {"code", "message"}}` with a 4xx status. With API keys configured, send '
@@ -196,9 +224,11 @@ def create_app(max_body_bytes: int = 16 * 1024 * 1024, keyring: KeyRing = KeyRin
         docs_url=None, redoc_url=None)
     errors.install(app)
     app.add_middleware(errors.BodyLimit, max_bytes=max_body_bytes)
-    app.add_middleware(Authenticate)  # outermost: no body is read for a caller without a key
+    app.add_middleware(Authenticate)  # no body is read for a caller without a key
+    app.add_middleware(AdapterRequestMetrics)  # outermost: refused callers count too
     app.state.max_body_bytes = max_body_bytes
     app.state.keyring = keyring
-    for router in (adapters_router, inference_router, jobs_router, fallback_router):
+    app.state.metrics = metrics
+    for router in (adapters_router, inference_router, jobs_router, admin_router, fallback_router):
         app.include_router(router)
     return app

@@ -153,6 +153,8 @@ class JobRecord(BaseModel):
     loss: float | None = Field(None, description="training loss of the last step")
     error: JobError | None = Field(None, description="why it failed")
     result: dict[str, Any] | None = Field(None, description="succeeded: `adapter` (name@version), `version`, `metrics`")
+    attempts: int = Field(0, description="times a trainer started it: a trainer lost mid-job (killed, "
+                          "out of memory) is followed by another attempt, up to TAILOR_JOB_ATTEMPTS")
     created_at: str
     started_at: str | None = None
     finished_at: str | None = None
@@ -183,8 +185,8 @@ class TrainingAdapter(BaseModel):
 class AdapterList(BaseModel):
     adapters: list[AdapterRecord] = Field(..., description="servable adapters, latest version each")
     training: list[TrainingAdapter] = Field(
-        default_factory=list, description="adapters still training on this replica (a new name "
-        "appears in `adapters` once its job succeeds; see GET /v1/jobs/{id})")
+        default_factory=list, description="adapters whose training job is queued or running (a new "
+        "name appears in `adapters` once its job succeeds; see GET /v1/jobs/{id})")
 
 
 class DeleteResponse(BaseModel):
@@ -235,6 +237,28 @@ class ExportRequest(_Strict):
     quantize: Quantize = Field(
         "none", description="none: fp32 graph (parity <= 1e-4 with PyTorch); int8: dynamic per-channel "
         "int8 backbone (~4x smaller; refused when top-1 agreement with fp32 is below 99%)")
+
+
+class AdapterUsage(BaseModel):
+    name: str
+    versions: int = Field(..., description="stored versions")
+    stored_bytes: int = Field(..., description="bytes of all its versions' files")
+
+
+class TenantUsage(BaseModel):
+    tenant: str
+    adapters: list[AdapterUsage]
+    stored_bytes: int = Field(..., description="bytes of all the tenant's adapter versions")
+    requests: dict[str, int] = Field(..., description=(
+        "predict requests answered by THIS replica since it started, by HTTP status (each "
+        "replica counts its own; Prometheus sums them: tailor_adapter_requests_total)"))
+    jobs: dict[str, int] = Field(..., description="training jobs in the store by state")
+
+
+class TenantList(BaseModel):
+    tenants: list[TenantUsage] = Field(..., description=(
+        "every tenant with adapters or jobs in the store, a key in the key file, or requests "
+        "on this replica"))
 
 
 AdapterRecord.model_rebuild()

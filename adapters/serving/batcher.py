@@ -20,21 +20,24 @@ row carries its own adapter, and overload is a bounded queue answering 429.
 Overload is refused at the door, never by letting a client time out: a request is refused
 (429 with Retry-After) when the queue holds ``max_queued_rows`` rows, or when the rows ahead
 of it would take longer than ``max_queue_wait_s`` at the measured rate (long texts make a
-row-count bound alone mean minutes of waiting). The forward runs on the batcher's own
+row-count bound alone mean minutes of waiting). Its ``Retry-After`` is drawn from the
+expected wait and up to half as much again (adapters/backoff.py), so refused clients do not
+all come back in the same second. The forward runs on the batcher's own
 thread, so threads busy elsewhere (adapter training in ``asyncio.to_thread``) cannot hold
 predictions back.
 """
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Generic, Sequence, TypeVar
 
+from ..backoff import retry_after
 from ..errors import Overloaded
+from ..events import NO_EVENTS, Events
 from ..segments import split_sizes
 
 Row = TypeVar("Row")
@@ -58,7 +61,7 @@ class BatchStats:
 class MicroBatcher(Generic[Row, Result]):
     def __init__(self, fn: Callable[[list[Row]], list[Result]], *, max_rows: int = 64,
                  max_wait_ms: float = 20.0, max_queued_rows: int = 4096,
-                 max_queue_wait_s: float = 30.0):
+                 max_queue_wait_s: float = 30.0, events: Events = NO_EVENTS):
         if max_rows < 1 or max_queued_rows < max_rows or max_wait_ms < 0 or max_queue_wait_s <= 0:
             raise ValueError("need max_rows >= 1, max_queued_rows >= max_rows, max_wait_ms >= 0, "
                              "max_queue_wait_s > 0")
@@ -68,6 +71,7 @@ class MicroBatcher(Generic[Row, Result]):
         self.max_queued_rows = max_queued_rows
         self.max_queue_wait_s = max_queue_wait_s
         self.stats = BatchStats()
+        self.events = events
         self._queue: list[_Pending] = []
         self._queued_rows = 0
         self._running_rows = 0
@@ -96,14 +100,14 @@ class MicroBatcher(Generic[Row, Result]):
         if not rows:
             return []
         if self._queued_rows + len(rows) > self.max_queued_rows:
-            retry = max(1, math.ceil(self.expected_wait_s()))
+            retry = retry_after(self.expected_wait_s())
             raise Overloaded(f"the server has {self._queued_rows} rows waiting (limit "
                              f"{self.max_queued_rows}, TAILOR_MAX_QUEUED_ROWS); retry in {retry} s",
                              headers={"Retry-After": str(retry)})
         wait = self.expected_wait_s(len(rows))
         # A lone request bigger than the limit still runs when nothing is ahead of it.
         if wait > self.max_queue_wait_s and self._queued_rows + self._running_rows > 0:
-            retry = max(1, math.ceil(self.expected_wait_s()))
+            retry = retry_after(self.expected_wait_s())
             raise Overloaded(f"the server is busy: these {len(rows)} rows would wait about "
                              f"{wait:.0f} s (limit {self.max_queue_wait_s:g} s, "
                              f"TAILOR_MAX_QUEUE_WAIT_S); retry in {retry} s",
@@ -115,6 +119,7 @@ class MicroBatcher(Generic[Row, Result]):
         fut = loop.create_future()
         self._queue.append(_Pending(rows, fut))
         self._queued_rows += len(rows)
+        self.events.queue(self._queued_rows, self.max_queued_rows)
         self._wakeup.set()
         return await fut
 
@@ -125,6 +130,7 @@ class MicroBatcher(Generic[Row, Result]):
             n += len(p.rows)
             taken.append(p)
         self._queued_rows -= n
+        self.events.queue(self._queued_rows, self.max_queued_rows)
         return taken
 
     async def _gather(self, expect: int) -> None:
@@ -169,6 +175,7 @@ class MicroBatcher(Generic[Row, Result]):
                 finally:
                     self._running_rows = 0
                 self._record(len(flat), time.perf_counter() - t0)
+                self.events.batch(len(flat))
                 self.stats.batches += 1
                 self.stats.rows += len(flat)
                 self.stats.largest = max(self.stats.largest, len(flat))

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..encoders.lora import LoraWeights
+from ..events import NO_EVENTS, Events
 from ..heads import LinearHead
 from ..storage import AdapterStore, Manifest, StoredAdapter
 
@@ -47,12 +48,14 @@ Loader = Callable[[StoredAdapter], LoadedAdapter]
 
 
 class AdapterRegistry:
-    def __init__(self, store: AdapterStore, loader: Loader, capacity: int = 256):
+    def __init__(self, store: AdapterStore, loader: Loader, capacity: int = 256,
+                 events: Events = NO_EVENTS):
         if capacity < 1:
             raise ValueError(f"registry capacity must be >= 1, got {capacity}")
         self.store = store
         self.loader = loader
         self.capacity = capacity
+        self.events = events
         self._cache: OrderedDict[tuple[str, str, int], LoadedAdapter] = OrderedDict()
         self._lock = threading.Lock()
         self.loads = 0  # cold loads, for metrics and tests
@@ -64,8 +67,12 @@ class AdapterRegistry:
             hit = self._cache.get(key)
             if hit is not None:
                 self._cache.move_to_end(key)
-                return hit
+        if hit is not None:
+            self.events.cache(True)
+            return hit
+        self.events.cache(False)
         loaded = self.loader(self.store.load(tenant, name, v))
+        self.events.cold_load(tenant, loaded.ref)
         with self._lock:
             self.loads += 1
             self._cache[key] = loaded

@@ -127,6 +127,22 @@ class AdapterStore:
     def tenants(self) -> list[str]:
         return sorted(t for t in os.listdir(self.root / "tenants") if not t.startswith("."))
 
+    def usage(self, tenant: str) -> list[dict[str, Any]]:
+        """Per adapter name of ``tenant``: its versions and the bytes of every file they hold
+        (weights, manifests, examples). Walks the tenant's folder: for an admin view, not for
+        the request path."""
+        out = []
+        for name in self.names(tenant):
+            versions = self.versions(tenant, name)
+            size = 0
+            for v in versions:
+                for dirpath, _, files in os.walk(self._name_dir(tenant, name) / f"v{v}"):
+                    for f in files:
+                        with contextlib.suppress(FileNotFoundError):  # deleted meanwhile
+                            size += os.stat(os.path.join(dirpath, f)).st_size
+            out.append({"name": name, "versions": len(versions), "stored_bytes": size})
+        return out
+
     def resolve(self, tenant: str, name: str, version: int | None = None) -> int:
         """The version number that ``name`` (latest) or ``name@version`` refers to."""
         vs = self.versions(tenant, name)

@@ -1,165 +1,121 @@
-"""Background jobs (training of job kinds such as LoRA): a bounded queue, a fixed number of
-runners, states persisted as JSON next to the store so that a restart reports what it
-interrupted.
+"""Background jobs (training of job kinds such as LoRA), kept in the shared store so that any
+process can queue them and any number of trainer processes can run them
+(``lease_queue.py``: leases, attempts, fencing).
 
-A job is data: its kind, tenant, adapter name and a JSON-able ``payload`` (what to train).
-The process that runs jobs gives the manager one ``run(job) -> result dict`` at ``start``
-(the ``Tailor`` facade's executor); ``run`` reports progress with ``job.report(step, total,
-loss)``, checks ``job.cancel_requested`` and raises ``Cancelled`` to stop, and calls
-``job.begin_publish()`` right before it makes its result visible: after that a cancel is
-refused (409) instead of racing the publish, and no global lock is held across the store's
-fsyncs.
+A job is data: its kind, tenant, adapter name and a JSON ``payload`` (what to train). A
+process that runs jobs gives the manager one ``run(job) -> result dict`` at ``start`` (the
+``Tailor`` facade's executor) and ``concurrency`` runner threads claim queued jobs from the
+store; ``concurrency=0`` only queues (``TAILOR_ROLE=serve``). ``run`` reports progress with
+``job.report(step, total, loss)``, watches ``job.cancel_requested`` and raises ``Cancelled``
+to stop, and calls ``job.begin_publish()`` right before it makes its result visible: after
+that a cancel is refused (409) instead of racing the publish, and no lock is held across the
+store's fsyncs. While ``run`` works, a heartbeat renews the job's lease; a lost lease (this
+process was stalled past it and another attempt took over) sets ``cancel_requested`` and the
+result is thrown away.
 
-States: queued -> running -> succeeded | failed | cancelled. Job files live at
-``<root>/<id>.json`` and are written atomically (temp file + rename).
+States: queued -> running -> succeeded | failed | cancelled; a running job whose trainer
+died goes back to queued (a new attempt) or fails with the reason. On shutdown (``close``) a
+running job is handed back without spending an attempt.
 """
 from __future__ import annotations
 
-import contextlib
-import datetime as dt
-import json
 import logging
-import os
-import queue
-import re
-import socket
 import threading
 import time
-import uuid
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from ..validation import shorten
-from ..errors import Conflict, JobNotFound, Overloaded, TailorError
+from ..errors import TailorError
+from ..events import NO_EVENTS, Events
+from .lease_queue import (ACTIVE, CANCELLED, FAILED, JOB_ID_RE, RUNNING, SUCCEEDED, Cancelled,
+                          Lease, LeaseLost, LeaseQueue, QueuedJob)
+from .owner import owner_id
 
 log = logging.getLogger("tailor.jobs")
 
-ACTIVE = ("queued", "running")
-# Job ids are uuid4 hex (32 characters). Anything else is not looked up at all: not in memory,
-# and not as a file name (a 300-character id failed with ENAMETOOLONG, a 500, not a 404).
-JOB_ID_RE = re.compile(r"[0-9a-f]{32}")
+JobRecord = QueuedJob  # what get/submit/cancel answer; ``.public()`` is the HTTP view
+__all__ = ["ACTIVE", "JOB_ID_RE", "Cancelled", "Job", "JobManager", "JobRecord"]
 
-
-class Cancelled(Exception):
-    """Raised by a job's work when it saw ``cancel_requested``."""
-
-
-def _start_time(pid: int) -> str | None:
-    """When process ``pid`` started (clock ticks since boot, /proc/<pid>/stat field 22), or
-    None where that cannot be read (not Linux, process gone)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat.rpartition(")")[2].split()  # the command name may hold spaces and parens
-    return fields[19] if len(fields) > 19 else None
-
-
-def _owner() -> str:
-    """host:pid:start-time of this process. The start time tells a live owner from a new
-    process that got the dead owner's pid: after a container restart, pids start over."""
-    pid = os.getpid()
-    return f"{socket.gethostname()}:{pid}:{_start_time(pid) or ''}"
-
-
-def _owner_gone(owner: str) -> bool:
-    """True when the process that owned a job is known to be dead: this host, pid not alive
-    or alive but started at another time (a reused pid), or this very process (a record from
-    before it existed). A job owned by another host (a replica sharing the store) is left
-    alone. Also reads the older ``host:pid`` form."""
-    host, _, rest = owner.partition(":")
-    pid, _, started = rest.partition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        return False
-    if int(pid) == os.getpid():
-        return True  # a record from before this process existed
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        pass  # alive, someone else's: only the start time can tell
-    now = _start_time(int(pid))
-    return bool(started and now and started != now)
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
-
-
-@dataclass
-class JobRecord:
-    """What GET /v1/jobs/{id} answers."""
-
-    id: str
-    kind: str
-    tenant: str
-    adapter: str
-    status: str = "queued"
-    progress: dict[str, int] = field(default_factory=lambda: {"step": 0, "total": 0})
-    loss: float | None = None
-    error: dict[str, str] | None = None
-    result: dict[str, Any] | None = None
-    owner: str = field(default_factory=lambda: _owner())  # host:pid:start-time of its process
-    created_at: str = field(default_factory=_now)
-    started_at: str | None = None
-    finished_at: str | None = None
-
-    def public(self) -> dict[str, Any]:
-        d = asdict(self)
-        d.pop("tenant")
-        d.pop("owner")
-        return d
+REPORT_EVERY_S = 1.0  # progress reaches the store (and renews the lease) at most this often
+STOPPING_PAUSE_S = 15.0  # no new claims for this long after a training process was stopped
 
 
 class Job:
-    """A record plus its payload and cancel flag (in memory only)."""
+    """A job this process holds a lease on, as the executor sees it."""
 
-    def __init__(self, record: JobRecord, payload: dict[str, Any], manager: "JobManager"):
-        self.record = record
-        self.payload = payload
+    def __init__(self, lease: Lease, manager: "JobManager"):
+        self.lease = lease
+        self.record = lease.job
+        self.payload = lease.job.payload
         self._manager = manager
         self.cancel_requested = threading.Event()
+        self.lost = threading.Event()  # the lease is gone: stop, publish nothing
         self.publishing = False
-        self._last_save = 0.0
+        self._lock = threading.Lock()  # one renewal at a time (heartbeat vs report)
+        self._last_report = 0.0
+
+    @property
+    def id(self) -> str:
+        return self.record.id
+
+    def renew(self, progress: dict[str, int] | None = None, loss: float | None = None) -> None:
+        with self._lock:
+            if self.lost.is_set():
+                return
+            try:
+                self.lease = self._manager.queue.renew(self.lease, progress, loss)
+            except LeaseLost:
+                log.warning("job %s: lease lost (this trainer stalled past it); stopping, "
+                            "publishing nothing", self.id)
+                self.lost.set()
+                self.cancel_requested.set()
+                return
+            except OSError as e:  # the store hiccupped: the lease has slack, next beat retries
+                log.warning("job %s: could not renew the lease (%s)", self.id, e)
+                return
+            if self.lease.job.cancel_requested:
+                self.cancel_requested.set()
+
+    def report(self, step: int, total: int, loss: float | None) -> None:
+        now = time.monotonic()
+        if now - self._last_report >= REPORT_EVERY_S or step == total:
+            self._last_report = now
+            self.renew({"step": int(step), "total": int(total)},
+                       None if loss is None else round(float(loss), 6))
 
     def begin_publish(self) -> None:
         """Called by the work right before publishing its result: raises ``Cancelled`` if a
-        cancel came first; afterwards cancel answers 409 (the result is on its way)."""
-        with self._manager.lock:
+        cancel came first (or ``LeaseLost``); afterwards cancel answers 409."""
+        with self._lock:
             if self.cancel_requested.is_set():
                 raise Cancelled("cancelled before publishing")
+            self.lease = self._manager.queue.begin_publish(self.lease)
             self.publishing = True
-
-    def report(self, step: int, total: int, loss: float | None) -> None:
-        with self._manager.lock:
-            self.record.progress = {"step": int(step), "total": int(total)}
-            self.record.loss = None if loss is None else round(float(loss), 6)
-            if time.monotonic() - self._last_save > 0.5 or step == total:
-                self._last_save = time.monotonic()
-                self._manager._save(self.record)
 
 
 class JobManager:
-    """Runs jobs on ``concurrency`` background threads; at most ``max_queued`` wait."""
-
-    KEEP_FINISHED = 256  # finished jobs kept in memory; older ones are read from their files
+    """Queues jobs in ``root`` (shared by every process of a store) and, once started, runs
+    them on ``concurrency`` threads. At most ``max_queued`` jobs wait (429 beyond)."""
 
     def __init__(self, root: str | Path, *, max_queued: int = 8, concurrency: int = 1,
-                 retry_after_s: int = 30, run: Callable[[Job], dict[str, Any]] | None = None):
-        if max_queued < 1 or concurrency < 1:
-            raise ValueError(f"max_queued and concurrency must be >= 1, got {max_queued}, {concurrency}")
-        self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.max_queued = max_queued
-        self.retry_after_s = retry_after_s
-        self.lock = threading.RLock()
-        self._jobs: dict[str, Job] = {}
-        self._queue: queue.Queue[Job | None] = queue.Queue()
-        self._queued = 0
-        self._recover()
+                 lease_s: float = 30.0, max_attempts: int = 2, retry_after_s: float = 30.0,
+                 poll_s: float = 1.0, events: Events = NO_EVENTS,
+                 run: Callable[[Job], dict[str, Any]] | None = None):
+        if max_queued < 1 or concurrency < 0:
+            raise ValueError(f"need max_queued >= 1 and concurrency >= 0, got {max_queued}, "
+                             f"{concurrency}")
+        self.queue = LeaseQueue(root, lease_s=lease_s, max_attempts=max_attempts,
+                                max_queued=max_queued, retry_after_s=retry_after_s)
+        self.root = self.queue.root
+        self.concurrency = concurrency
+        self.poll_s = poll_s
+        self.events = events
         self._run: Callable[[Job], dict[str, Any]] | None = None
+        self._running: dict[str, Job] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._paused_until = 0.0
         self._threads = [threading.Thread(target=self._loop, name=f"tailor-job-{i}", daemon=True)
                          for i in range(concurrency)]
         if run is not None:
@@ -170,93 +126,43 @@ class JobManager:
         return self._run is not None
 
     def start(self, run: Callable[[Job], dict[str, Any]]) -> None:
-        """Start the runners with this process's executor (once)."""
+        """Start the runners with this process's executor (once; none with concurrency 0)."""
         if self._run is not None:
             raise RuntimeError("the job manager is already started")
         self._run = run
         for t in self._threads:
             t.start()
 
-    # -- persistence ------------------------------------------------------------------------
-    def _path(self, job_id: str) -> Path:
-        return self.root / f"{job_id}.json"
-
-    def _save(self, rec: JobRecord) -> None:
-        tmp = self.root / f".{rec.id}.{uuid.uuid4().hex}.tmp"
-        tmp.write_text(json.dumps(asdict(rec), indent=2, sort_keys=True))
-        os.replace(tmp, self._path(rec.id))
-
-    def _recover(self) -> None:
-        """Jobs that were queued or running when their process stopped did not finish: say so.
-        Runs before this manager accepts jobs, so none of its own are on disk yet."""
-        for tmp in self.root.glob(".*.tmp"):  # a record write cut short by a crash
-            with contextlib.suppress(FileNotFoundError):
-                if time.time() - tmp.stat().st_mtime > 60:  # not a replica's write in flight
-                    tmp.unlink()
-        for path in self.root.glob("*.json"):
-            try:
-                rec = JobRecord(**json.loads(path.read_text()))
-            except (ValueError, TypeError) as e:
-                log.warning("unreadable job file %s: %s", path, e)
-                continue
-            if rec.status in ACTIVE and _owner_gone(rec.owner):
-                rec.status = "failed"
-                rec.error = {"code": "interrupted", "message": "interrupted by a restart of the "
-                             "server before it finished; nothing was published. Submit it again"}
-                rec.finished_at = _now()
-                self._save(rec)
-
-    def _read(self, job_id: str) -> JobRecord | None:
-        try:
-            return JobRecord(**json.loads(self._path(job_id).read_text()))
-        except (FileNotFoundError, ValueError, TypeError):
-            return None
-
-    # -- API ----------------------------------------------------------------------------------
+    # -- API (any process) ----------------------------------------------------------------------
     def submit(self, kind: str, tenant: str, adapter: str, payload: dict[str, Any]) -> JobRecord:
-        with self.lock:
-            if self._queued >= self.max_queued:
-                raise Overloaded(f"{self._queued} training jobs are already waiting (limit "
-                                 f"{self.max_queued}, TAILOR_JOB_QUEUE_SIZE); retry later",
-                                 headers={"Retry-After": str(self.retry_after_s)})
-            rec = JobRecord(id=uuid.uuid4().hex, kind=kind, tenant=tenant, adapter=adapter)
-            job = Job(rec, payload, self)
-            self._jobs[rec.id] = job
-            self._queued += 1
-            self._save(rec)
-        self._queue.put(job)
-        return JobRecord(**asdict(rec))
-
-    def get(self, tenant: str, job_id: str) -> JobRecord:
-        """A copy of the job's record; another tenant's job is 404, as if it did not exist."""
-        with self.lock:
-            known = isinstance(job_id, str) and JOB_ID_RE.fullmatch(job_id)
-            job = self._jobs.get(job_id) if known else None
-            rec = JobRecord(**asdict(job.record)) if job else (self._read(job_id) if known else None)
-        if rec is None or rec.tenant != tenant:
-            raise JobNotFound(f"job {shorten(job_id)} does not exist; the answer to POST /v1/adapters "
-                              "names its job")
+        rec = self.queue.submit(kind, tenant, adapter, payload)
+        self.events.job_state(rec.id, kind, "queued")
+        self._wake.set()
         return rec
 
+    def get(self, tenant: str, job_id: str) -> JobRecord:
+        """The job's record; another tenant's job is 404, as if it did not exist."""
+        return self.queue.get(tenant, job_id)
+
     def active(self, tenant: str) -> list[JobRecord]:
-        """Copies of this process's queued and running jobs of ``tenant``, oldest first."""
-        with self.lock:
-            return [JobRecord(**asdict(j.record)) for j in self._jobs.values()
-                    if j.record.tenant == tenant and j.record.status in ACTIVE]
+        """Queued and running jobs of ``tenant`` (submitted by any process), oldest first."""
+        return self.queue.active(tenant)
+
+    def counts(self) -> dict[str, int]:
+        return self.queue.counts()
+
+    def usage(self) -> dict[str, dict[str, int]]:
+        return self.queue.usage()
 
     def cancel(self, tenant: str, job_id: str) -> JobRecord:
-        rec = self.get(tenant, job_id)
-        with self.lock:
-            job = self._jobs.get(job_id)
-            if job is None or job.record.status not in ACTIVE:
-                raise Conflict(f"job {job_id} is {rec.status}; only queued or running jobs can be cancelled")
-            if job.publishing:
-                raise Conflict(f"job {job_id} has finished training and is publishing its adapter; "
-                               "delete the new version instead (DELETE /v1/adapters/{name}?version=N)")
+        rec = self.queue.cancel(tenant, job_id)
+        if rec.status == CANCELLED:
+            self.events.job_state(rec.id, rec.kind, CANCELLED)
+        with self._lock:
+            job = self._running.get(job_id)
+        if job is not None:  # ours: stop now rather than at the next renewal
             job.cancel_requested.set()
-            if job.record.status == "queued":
-                self._finish(job, "cancelled")
-            return JobRecord(**asdict(job.record))
+        return rec
 
     def wait(self, tenant: str, job_id: str, timeout: float = 60.0) -> JobRecord:
         """Poll until the job is finished (for notebooks and tests)."""
@@ -267,50 +173,99 @@ class JobManager:
                 return rec
             time.sleep(0.1)
 
-    def close(self) -> None:
-        """Stop the runners after the job in hand (tests)."""
-        for job in list(self._jobs.values()):
-            job.cancel_requested.set()
-        for _ in self._threads:
-            self._queue.put(None)
+    def close(self, timeout: float = 30.0) -> None:
+        """Stop the runners: running jobs stop their work and are handed back to the queue
+        without spending an attempt (another trainer, or this one restarted, runs them)."""
+        self._stop.set()
+        self._wake.set()
+        with self._lock:
+            for job in self._running.values():
+                job.cancel_requested.set()
+        deadline = time.monotonic() + timeout
+        for t in self._threads:
+            if t.is_alive():
+                t.join(max(0.0, deadline - time.monotonic()))
 
-    # -- runners ------------------------------------------------------------------------------
-    def _finish(self, job: Job, status: str, *, error: dict[str, str] | None = None,
-                result: dict[str, Any] | None = None) -> None:
-        with self.lock:
-            if job.record.status == "queued":
-                self._queued -= 1
-            job.record.status = status
-            job.record.error = error
-            job.record.result = result
-            job.record.finished_at = _now()
-            self._save(job.record)
-            finished = [k for k, j in self._jobs.items() if j.record.status not in ACTIVE]
-            for k in finished[:max(0, len(finished) - self.KEEP_FINISHED)]:
-                del self._jobs[k]  # still answered from its file
-
+    # -- runners --------------------------------------------------------------------------------
     def _loop(self) -> None:
-        while True:
-            job = self._queue.get()
-            if job is None:
-                return
-            with self.lock:
-                if job.record.status != "queued":  # cancelled while waiting
+        owner = owner_id()
+        while not self._stop.is_set():
+            if time.monotonic() < self._paused_until:  # the server is probably stopping
+                self._stop.wait(self.poll_s)
+                continue
+            try:
+                lease = self.queue.claim(owner)
+                if lease is not None:
+                    self._execute(Job(lease, self))
                     continue
-                self._queued -= 1
-                job.record.status = "running"
-                job.record.started_at = _now()
-                self._save(job.record)
-            assert self._run is not None
+            except Exception:  # noqa: BLE001 - the store hiccupped: the runner must live on
+                log.exception("job runner: cannot use the job queue in %s; retrying", self.root)
+            self._wake.wait(self.poll_s)
+            self._wake.clear()
+
+    def _execute(self, job: Job) -> None:
+        kind, t0 = job.record.kind, time.monotonic()
+        with self._lock:
+            self._running[job.id] = job
+        self.events.job_state(job.id, kind, RUNNING)
+        done = threading.Event()
+        beat = threading.Thread(target=self._heartbeat, args=(job, done), daemon=True,
+                                name=f"tailor-lease-{job.id[:8]}")
+        beat.start()
+        try:
+            final = self._settle(job, done)
+        finally:
+            done.set()
+            with self._lock:
+                del self._running[job.id]
+            beat.join()
+        if final is not None:
+            self.events.job_state(job.id, kind, final.status)
+            if final.status in (SUCCEEDED, FAILED, CANCELLED):
+                self.events.job_duration(kind, time.monotonic() - t0)
+
+    def _heartbeat(self, job: Job, done: threading.Event) -> None:
+        """Renew the lease every third of it until the job is settled."""
+        while not done.wait(self.queue.lease_s / 3) and not job.lost.is_set():
+            job.renew()
+
+    def _settle(self, job: Job, done: threading.Event) -> JobRecord | None:
+        """Run the job and record how it ended; None when the lease was lost (another
+        attempt owns the job now, or will)."""
+        assert self._run is not None
+
+        def lease() -> Lease:  # the latest renewal's lease; the heartbeat stops first
+            done.set()
+            with job._lock:
+                return job.lease
+        try:
             try:
                 result = self._run(job)
             except Cancelled:
-                self._finish(job, "cancelled")
+                if job.lost.is_set():
+                    return None
+                if self._stop.is_set():
+                    return self.queue.release(lease())
+                return self.queue.cancelled(lease())
             except TailorError as e:
-                self._finish(job, "failed", error={"code": e.code, "message": e.message})
-            except Exception as e:  # a bug in training: report it, keep the runner alive
-                log.exception("job %s failed", job.record.id)
-                self._finish(job, "failed", error={"code": "internal_error",
-                                                   "message": f"training failed: {e}"})
-            else:
-                self._finish(job, "succeeded", result=result)
+                if job.lost.is_set():
+                    return None
+                if e.code == "stopped":  # SIGTERM from the supervisor: shutting down
+                    self._paused_until = time.monotonic() + STOPPING_PAUSE_S
+                    return self.queue.release(lease())
+                if e.code == "interrupted":  # the training process was killed, not by us
+                    if self._stop.is_set():
+                        return self.queue.release(lease())
+                    return self.queue.retry(lease(), e.code, e.message)
+                return self.queue.fail(lease(), e.code, e.message)
+            except LeaseLost:
+                raise
+            except Exception as e:  # noqa: BLE001 - a bug in training: report it, keep the runner
+                log.exception("job %s failed", job.id)
+                return self.queue.fail(lease(), "internal_error", f"training failed: {e}")
+            if job.lost.is_set():
+                return None
+            return self.queue.finish(lease(), result)
+        except LeaseLost:
+            log.warning("job %s: lease lost; its outcome is another attempt's", job.id)
+            return None

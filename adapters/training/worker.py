@@ -13,12 +13,16 @@ backbone (the served one is never touched) and talks to the server over pipes:
 - the trained tensors go to a safetensors file the server named (never pickle).
 
 Cancelling kills the process: nothing was published, because only the server publishes,
-after the worker said "done".
+after the worker said "done". A worker killed from outside (the OOM killer) raises
+``interrupted``, which the job runner retries while attempts are left; one stopped with
+SIGTERM raises ``stopped``: BentoML's supervisor stops a worker's children that way when the
+server shuts down (circus ``stop_children``), and the job is handed back unspent.
 """
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -87,9 +91,13 @@ def train_in_subprocess(job: Job, *, request: dict[str, Any], backbone_path: str
                 raise err
         if job.cancel_requested.is_set():
             raise Cancelled("cancelled")
-        if proc.wait() < 0:  # killed by a signal: the server (its process group) is stopping
-            raise TrainingFailed("interrupted: the training worker was stopped (server shutdown); "
-                                 "nothing was published. Submit it again", code="interrupted")
+        if proc.wait() == -signal.SIGTERM:  # BentoML stops a worker's children with it
+            raise TrainingFailed("the training worker was stopped with the server (SIGTERM); "
+                                 "the job goes back to the queue", code="stopped")
+        if proc.wait() < 0:  # killed by a signal: the OOM killer, an operator
+            raise TrainingFailed(f"the training worker process was killed (signal {-proc.wait()}"
+                                 f"{', probably out of memory' if proc.wait() == -9 else ''}); "
+                                 "nothing was published", code="interrupted")
         errlog.seek(0)
         stderr = errlog.read()[-2000:]
         raise RuntimeError(f"the training worker exited with {proc.wait()}: {stderr}")
