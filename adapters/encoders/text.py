@@ -113,6 +113,8 @@ class TextEncoder:
     # mis-padded batches, so calls are serialised (microseconds next to a forward).
     def prepare(self, texts: Sequence[str], max_length: int | None = None) -> list[TokenIds]:
         """Token ids of each text (special tokens added, truncated), no padding."""
+        if not texts:
+            return []
         limit = min(max_length or self.max_length, self.max_length)
         with self._tok_lock:
             enc = self.tokenizer(list(texts), truncation=True, max_length=limit,
