@@ -59,9 +59,10 @@ def pick_coreset(head, xc, xl, k, rng):
     return _kcenter(xc, xl, k)
 
 
-def pick_margin_kmeans(head, xc, xl, k, rng, shortlist: int = 10):
+def pick_margin_kmeans(head, xc, xl, k, rng, shortlist: int = 10, nearest: bool = False):
     """Uncertainty + diversity: the ``shortlist * k`` lowest-margin candidates are clustered
-    into k groups (k-means, cosine on unit vectors); the most uncertain of each group is picked."""
+    into k groups (k-means, cosine on unit vectors); the most uncertain of each group is picked
+    (``nearest``: the member nearest the group's centre, i.e. its most typical text)."""
     from sklearn.cluster import KMeans
 
     m = _margin(head, xc)
@@ -71,7 +72,8 @@ def pick_margin_kmeans(head, xc, xl, k, rng, shortlist: int = 10):
     for c in range(k):
         members = top[km.labels_ == c]
         if len(members):
-            out.append(int(members[np.argmin(m[members])]))
+            score = -(xc[members] @ km.cluster_centers_[c]) if nearest else m[members]
+            out.append(int(members[np.argmin(score)]))
     rest = [i for i in top if i not in out]
     return np.array(out + rest[:k - len(out)])
 
@@ -85,6 +87,11 @@ def pick_margin_coreset(head, xc, xl, k, rng, shortlist: int = 10):
 
 STRATEGIES = {"random": pick_random, "margin": pick_margin, "entropy": pick_entropy,
               "core-set": pick_coreset, "margin + k-means": pick_margin_kmeans,
+              "margin + k-means (shortlist 5k)": lambda *a: pick_margin_kmeans(*a, shortlist=5),
+              "margin + k-means (shortlist 20k)": lambda *a: pick_margin_kmeans(*a, shortlist=20),
+              "margin + k-means, typical member": lambda *a: pick_margin_kmeans(*a, nearest=True),
+              "margin + k-means (shortlist 20k), typical member":
+                  lambda *a: pick_margin_kmeans(*a, shortlist=20, nearest=True),
               "margin + core-set": pick_margin_coreset}
 
 
@@ -94,14 +101,16 @@ def curve(s, strategy, prior: float = 5.0, rounds: int = ROUNDS, k: int = K) -> 
     x, y = s.x_train.copy(), s.y_train.copy()
     cand = np.arange(len(s.x_unl))
     true_unl = s.y_unl  # the simulated user's answers
-    head = R.description_prior(x, y, d, prior)
+    fit = (lambda x, y: R.description_prior(x, y, d, prior)) if prior else \
+        (lambda x, y: R.probe(x, y, len(s.labels), seed=s.seed))
+    head = fit(x, y)
     accs = [float((head.predict(s.x_test) == s.y_test).mean())]
     for _ in range(rounds):
         pick = cand[STRATEGIES[strategy](head, s.x_unl[cand], x, k, rng)]
         x = np.concatenate([x, s.x_unl[pick]])
         y = np.concatenate([y, true_unl[pick]])
         cand = np.setdiff1d(cand, pick)
-        head = R.description_prior(x, y, d, prior)
+        head = fit(x, y)
         accs.append(float((head.predict(s.x_test) == s.y_test).mean()))
     return accs
 
@@ -111,6 +120,7 @@ def main() -> None:
     ap.add_argument("--sets", default="dev", choices=["dev", "held_out"])
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--strategies", nargs="*", default=list(STRATEGIES))
+    ap.add_argument("--prior", type=float, default=5.0, help="0 = the plain logistic head")
     a = ap.parse_args()
     names = DEV if a.sets == "dev" else HELD_OUT
     res: dict[str, dict[str, list[list[float]]]] = {}
@@ -119,9 +129,9 @@ def main() -> None:
         for seed in range(a.seeds):
             s = split(name, seed)
             for st in a.strategies:
-                res[name][st].append(curve(s, st))
-    save(f"active-{a.sets}", res)
-    print(f"\n### active learning ({a.sets}, {a.seeds} seeds): accuracy after each round "
+                res[name][st].append(curve(s, st, prior=a.prior))
+    save(f"active-{a.sets}-prior{a.prior:g}", res)
+    print(f"\n### active learning ({a.sets}, {a.seeds} seeds, head prior {a.prior:g}): accuracy after each round "
           f"(round 0 = 8 per label; +{K} labels per round)\n")
     print("| data set | strategy | " + " | ".join(f"r{r}" for r in range(ROUNDS + 1))
           + " | ahead of random at every round |")

@@ -30,12 +30,16 @@ from .evaluate import RESULTS, description_texts
 class AutoOptions:
     """Hyper-parameters of the LoRA + semi-supervised recipe (chosen on the dev sets)."""
 
-    prior_strength: float = 10.0  # w0 = strength * description embeddings
-    pseudo_fraction: float = 0.3  # pseudo-labels per class = fraction * unlabeled / labels
-    max_pseudo_per_class: int = 64  # caps LoRA training time on big pools
-    descriptions_as_rows: bool = True  # descriptions join the contrastive batches
+    prior_strength: float = 5.0  # w0 = strength * description embeddings (frozen study: 5)
+    descriptions_as_rows: bool = True  # descriptions join the contrastive batches as examples
+    # none: no unlabeled texts; head: the teacher's pseudo-labels refit the head only;
+    # student: a second LoRA is tuned from scratch on examples + descriptions + pseudo-labels
+    self_training: str = "student"
+    pseudo_fraction: float = 0.1  # pseudo-labels per class = fraction * unlabeled / labels
+    max_pseudo_per_class: int = 64  # caps training time on big pools
     pseudo_weight: float = 1.0  # weight of pseudo-labeled rows in the final head
-    epochs: int = 8  # over the labeled examples; pseudo rows are seen in the same steps
+    epochs: int = 8  # teacher: passes over examples (+ description rows)
+    student_steps: float = 2.0  # student steps = this x the teacher's
     lora: dict = field(default_factory=dict)  # LoraOptions overrides
 
 
@@ -56,66 +60,83 @@ def tune_lora(bb, texts: list[str], y: np.ndarray, n_labels: int, lora_opts):
 
 
 def embed(bb, texts, lw=None) -> np.ndarray:
-    if not texts:
+    if not len(texts):
         return np.zeros((0, bb.dim), np.float32)
     return bb.embed(list(texts), None if lw is None else [lw] * len(texts)).numpy().astype(np.float32)
 
 
+def _head(x, y, d, opts: AutoOptions, seed: int, sw=None) -> R.Linear:
+    if d is not None:
+        return R.logreg_prior(x, y, opts.prior_strength * d, sample_weight=sw)
+    return R.probe(x, y, int(y.max()) + 1, seed=seed, sample_weight=sw)
+
+
 def fit_auto(bb, train_texts: list[str], y: np.ndarray, desc_texts: list[str] | None,
              unl_texts: list[str], opts: AutoOptions, seed: int = 0):
-    """The full recipe from raw texts. Returns (lora weights, Linear head, info)."""
+    """The full recipe from raw texts. Returns (lora weights, Linear head, info).
+
+    1. teacher: LoRA tuned on the examples (+ descriptions as rows), head with the
+       description prior on the tuned embeddings;
+    2. with unlabeled texts: the teacher labels them; the most confident per class
+       (class-balanced) become pseudo-labels;
+    3. ``head``: the head is refitted on examples + pseudo-labels in the teacher's space;
+       ``student``: a fresh LoRA is tuned on examples (repeated to stay >= half the rows)
+       + descriptions + pseudo-labels, and the head is fitted in its space."""
     n_labels = int(y.max()) + 1
+    y = np.asarray(y)
     t0, c0 = time.perf_counter(), time.process_time()
-    x = embed(bb, train_texts)
-    d = embed(bb, desc_texts) if desc_texts else None
-    xu = embed(bb, unl_texts)
-    t_embed = time.perf_counter() - t0
-    head0 = (R.description_prior(x, y, d, opts.prior_strength) if d is not None
-             else R.probe(x, y, n_labels, seed=seed))
-    rows, ry = list(train_texts), list(y)
-    idx = np.zeros(0, np.int64)
-    if len(unl_texts) and opts.pseudo_fraction > 0:
-        p = head0.proba(xu)
-        per = min(opts.max_pseudo_per_class, int(opts.pseudo_fraction * len(xu) / n_labels))
-        idx = R.balanced_confident(p, per)
-        rows += [unl_texts[i] for i in idx]
-        ry += p[idx].argmax(1).tolist()
-    if d is not None and opts.descriptions_as_rows:
-        rows += list(desc_texts)
-        ry += list(range(n_labels))
-    # steps: `epochs` passes over the examples' worth of batches, whatever the row count
-    epochs = max(1, round(opts.epochs * len(train_texts) / len(rows)))
+    desc = list(desc_texts or [])
+    rows = list(train_texts) + (desc if opts.descriptions_as_rows else [])
+    ry = np.concatenate([y, np.arange(n_labels)]) if opts.descriptions_as_rows and desc else y
+    teacher = tune_lora(bb, rows, ry, n_labels, _lora_options(opts, seed, opts.epochs))
+    x = embed(bb, train_texts, teacher)
+    d = embed(bb, desc, teacher) if desc else None
+    head = _head(x, y, d, opts, seed)
     t1 = time.perf_counter()
-    lw = tune_lora(bb, rows, np.array(ry), n_labels, _lora_options(opts, seed, epochs))
-    t2 = time.perf_counter()
-    xt = embed(bb, rows[:len(train_texts) + len(idx)], lw)
-    yt = np.array(ry[:len(train_texts) + len(idx)])
-    sw = np.concatenate([np.ones(len(train_texts)), np.full(len(idx), opts.pseudo_weight)])
-    if d is not None:
-        dt = embed(bb, desc_texts, lw)
-        head = R.logreg_prior(xt, yt, opts.prior_strength * dt, sample_weight=sw)
-    else:
-        head = R.probe(xt, yt, n_labels, seed=seed, sample_weight=sw)
-    t3 = time.perf_counter()
-    info = {"seconds": round(t3 - t0, 2), "cpu_seconds": round(time.process_time() - c0, 2), "embed_s": round(t_embed, 2), "lora_s": round(t2 - t1, 2),
-            "head_s": round(t3 - t2, 2), "pseudo": int(len(idx)), "lora_rows": len(rows),
-            "epochs": epochs}
+    info = {"teacher_s": round(t1 - t0, 2), "pseudo": 0}
+    lw = teacher
+    if len(unl_texts) and opts.self_training != "none":
+        xu = embed(bb, unl_texts, teacher)
+        p = head.proba(xu)
+        per = min(opts.max_pseudo_per_class, max(1, int(opts.pseudo_fraction * len(xu) / n_labels)))
+        idx = R.balanced_confident(p, per)
+        yp = p[idx].argmax(1)
+        info["pseudo"] = int(len(idx))
+        if opts.self_training == "head":
+            xa, ya = np.concatenate([x, xu[idx]]), np.concatenate([y, yp])
+            sw = np.concatenate([np.ones(len(y)), np.full(len(idx), opts.pseudo_weight)])
+            head = _head(xa, ya, d, opts, seed, sw)
+        elif opts.self_training == "student":
+            rep = max(1, round(len(idx) / len(train_texts)))
+            srows = list(train_texts) * rep + [unl_texts[i] for i in idx] + (
+                desc if opts.descriptions_as_rows else [])
+            sy = np.concatenate([np.tile(y, rep), yp] + (
+                [np.arange(n_labels)] if opts.descriptions_as_rows and desc else []))
+            epochs = max(1, round(opts.student_steps * opts.epochs * len(rows) / len(srows)))
+            lw = tune_lora(bb, srows, sy, n_labels, _lora_options(opts, seed + 1, epochs))
+            xa = embed(bb, list(train_texts) + [unl_texts[i] for i in idx], lw)
+            ya = np.concatenate([y, yp])
+            sw = np.concatenate([np.ones(len(y)), np.full(len(idx), opts.pseudo_weight)])
+            head = _head(xa, ya, embed(bb, desc, lw) if desc else None, opts, seed, sw)
+            info["student_epochs"] = epochs
+        else:
+            raise ValueError(f"self_training must be none, head or student, got {opts.self_training!r}")
+    info.update({"seconds": round(time.perf_counter() - t0, 2),
+                 "cpu_seconds": round(time.process_time() - c0, 2)})
     return lw, head, info
 
 
 VARIANTS = {
     # the service's LoRA kind today: examples only, logreg head on tuned embeddings
-    "lora (examples only)": (False, False, AutoOptions(pseudo_fraction=0, descriptions_as_rows=False)),
-    "lora + descriptions (prior head)": (True, False, AutoOptions(pseudo_fraction=0, descriptions_as_rows=False)),
-    "lora + descriptions (rows + prior head)": (True, False, AutoOptions(pseudo_fraction=0)),
-    "auto: + pseudo 10%": (True, True, AutoOptions(pseudo_fraction=0.1)),
-    "auto: + pseudo 30%": (True, True, AutoOptions(pseudo_fraction=0.3)),
-    "auto: + pseudo 30%, 16 epochs": (True, True, AutoOptions(pseudo_fraction=0.3, epochs=16)),
-    "auto: + pseudo 30%, no desc rows": (True, True, AutoOptions(pseudo_fraction=0.3, descriptions_as_rows=False)),
-    "lora + pseudo 30% (no descriptions)": (False, True, AutoOptions(pseudo_fraction=0.3, descriptions_as_rows=False)),
+    "lora (examples only)": (False, False, AutoOptions(descriptions_as_rows=False, self_training="none")),
+    "lora + descriptions (prior head)": (True, False, AutoOptions(descriptions_as_rows=False, self_training="none")),
+    "lora + descriptions (rows + prior head)": (True, False, AutoOptions(self_training="none")),
+    "auto: + unlabeled, head self-training 10%": (True, True, AutoOptions(self_training="head")),
+    "auto: + unlabeled, student LoRA 10%": (True, True, AutoOptions(self_training="student")),
+    "auto: + unlabeled, student LoRA 30%": (True, True, AutoOptions(self_training="student", pseudo_fraction=0.3)),
 }
 
-OUT = RESULTS / "lora_semi.jsonl"
+OUT = RESULTS / "lora_semi2.jsonl"
 
 
 def done() -> set[tuple[str, str, int]]:
