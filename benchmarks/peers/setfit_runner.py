@@ -13,13 +13,15 @@ answer: {"predictions": ["label", ...], "train_seconds": float, "train_cpu_secon
 
 ``arguments`` (optional) override setfit.TrainingArguments; empty = SetFit's defaults
 (1 epoch of contrastive pairs with oversampling, batch 16, body lr 2e-5, then a
-LogisticRegression head). Training time covers ``Trainer.train()`` only (model loading is
+LogisticRegression head); only the checkpoint saving is turned off. Training time covers ``Trainer.train()`` only (model loading is
 excluded, as it is for Tailor, whose backbone is already loaded).
 """
 from __future__ import annotations
 
 import json
+import shutil
 import sys
+import tempfile
 import time
 
 
@@ -37,7 +39,11 @@ def main(job_path: str, out_path: str) -> None:
     train = Dataset.from_dict({"text": [r["text"] for r in job["train"]],
                                "label": [r["label"] for r in job["train"]]})
     model = SetFitModel.from_pretrained(job["model_path"], local_files_only=True)
-    args = TrainingArguments(seed=seed, **job.get("arguments", {}))
+    # Bookkeeping only, not the recipe: no checkpoint written into the working directory
+    # (by default SetFit saves the whole model at the end of training, inside the timed call).
+    out_dir = tempfile.mkdtemp(prefix="setfit-")
+    args = TrainingArguments(seed=seed, output_dir=out_dir, save_strategy="no",
+                             **job.get("arguments", {}))
     trainer = Trainer(model=model, args=args, train_dataset=train)
     t0, c0 = time.perf_counter(), time.process_time()
     trainer.train()
@@ -53,6 +59,7 @@ def main(job_path: str, out_path: str) -> None:
            "arguments": job.get("arguments", {})}
     with open(out_path, "w") as f:
         json.dump(out, f)
+    shutil.rmtree(out_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":
