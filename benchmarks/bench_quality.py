@@ -190,14 +190,16 @@ def plot(res: dict, al: dict, names, path) -> None:
     for i, (m, r) in enumerate(res.items()):
         ax.bar(np.arange(len(names)) + i * width, [_mean(r[n]["acc"]) for n in names], width, label=m)
     ax.set_xticks(np.arange(len(names)) + 0.4 - width / 2, names, rotation=20)
+    lows = [_mean(r[n]["acc"]) for r in res.values() for n in names]
+    ax.set_ylim(max(0.0, min(lows) - 5), 100)
     ax.set_ylabel("accuracy %")
     ax.set_title("8 examples per label (mean over seeds)")
     ax.legend(fontsize=7)
     ax = axes[1]
-    for n, by in al.items():
+    for i, (n, by) in enumerate(al.items()):
         for st, curves in by.items():
             ax.plot(range(ROUNDS + 1), 100 * np.mean(curves, 0), "-" if st != "random" else "--",
-                    marker="o", label=f"{n}: {st}")
+                    marker="o", color=f"C{i}", label=f"{n}: {st}")
     ax.set_xlabel(f"round (+{K} labels each)")
     ax.set_ylabel("accuracy %")
     ax.set_title("active learning: suggest vs random")

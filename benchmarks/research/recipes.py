@@ -215,3 +215,43 @@ def refine_centroids(x: np.ndarray, y: np.ndarray, x_unl: np.ndarray, c0: np.nda
 
 def class_means(x: np.ndarray, y: np.ndarray, n_labels: int) -> np.ndarray:
     return _unit(np.stack([x[y == j].mean(0) for j in range(n_labels)]))
+
+
+# -- unlabeled texts for the label mix: prior shift (Saerens, Latinne & Decaestecker 2002) ----
+def calibration_scale(x: np.ndarray, y: np.ndarray, fit, k: int = 4, seed: int = 0) -> float:
+    """Temperature for ``fit``'s logits from out-of-fold predictions on the examples (as the
+    service's head adapter calibrates: adapters.trainer.calibrate_temperature), here on a
+    wider grid (0.5-50), since a prior-pulled head's logits can be far too flat."""
+    from sklearn.model_selection import StratifiedKFold
+
+    k = min(k, int(np.bincount(y).min()))
+    logits, ys = [], []
+    for tr, te in StratifiedKFold(k, shuffle=True, random_state=seed).split(x, y):
+        logits.append(fit(x[tr], y[tr]).logits(x[te]))
+        ys.append(y[te])
+    z0, yy = np.concatenate(logits), np.concatenate(ys)
+    best, best_nll = 1.0, np.inf
+    for t in np.geomspace(0.5, 50, 60):
+        z = z0 * t
+        z = z - z.max(1, keepdims=True)
+        nll = -(z[np.arange(len(yy)), yy] - np.log(np.exp(z).sum(1))).mean()
+        if nll < best_nll:
+            best, best_nll = float(t), nll
+    return best
+
+
+def label_mix(p_unl: np.ndarray, iters: int = 100) -> np.ndarray:
+    """EM estimate of the label proportions of unlabeled texts, given calibrated posteriors
+    computed under a uniform training mix (few-shot examples are balanced)."""
+    n_labels = p_unl.shape[1]
+    pi = np.full(n_labels, 1 / n_labels)
+    for _ in range(iters):
+        q = p_unl * pi * n_labels
+        q /= q.sum(1, keepdims=True)
+        pi = q.mean(0).clip(1e-4)
+    return pi / pi.sum()
+
+
+def shift_to_mix(head: Linear, scale: float, pi: np.ndarray) -> Linear:
+    """Calibrated head whose bias moves from a uniform label mix to ``pi`` (still linear)."""
+    return Linear(head.w * scale, head.b * scale + np.log(pi * len(pi)).astype(np.float32))
