@@ -1,6 +1,7 @@
-"""benchmarks/bench_quality.py's plumbing, tiny: one set (SMS spam: 2 labels, short texts), one seed, a few rows, two in-request
-methods and one round of suggest (no LoRA job, no SetFit). Guards that the benchmark still drives the engine's
-create / predict / suggest / add_examples and that its report reads its own log."""
+"""benchmarks/bench_quality.py's plumbing, tiny: one set (SMS spam: 2 labels, short texts),
+one seed, a few rows, two in-request methods and one round of suggest (no LoRA job, no
+SetFit). Guards that the benchmark still drives the engine's create / predict / suggest /
+add_examples and that its report reads its own log."""
 from __future__ import annotations
 
 import numpy as np
