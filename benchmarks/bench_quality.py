@@ -597,7 +597,7 @@ def plot(rows: list[dict], path: Path) -> None:
 
     res, al = collect(rows)
     names = [n for n in ALL_SETS if any(n in r for r in res.values())]
-    fig, axes = plt.subplots(1, 2, figsize=(15, 5.5))
+    fig, axes = plt.subplots(1, 2, figsize=(15, 6.5))
     ax = axes[0]
     width = 0.8 / max(1, len(res))
     for i, (m, r) in enumerate(res.items()):
@@ -608,7 +608,7 @@ def plot(rows: list[dict], path: Path) -> None:
     ax.set_ylim(max(0.0, min(lows) - 5) if lows else 0, 100)
     ax.set_ylabel("accuracy %")
     ax.set_title("8 examples per label, mean over seeds (through the service)")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3)
     ax = axes[1]
     for i, n in enumerate(x for x in ALL_SETS if x in al):
         for st, curves in al[n].items():
