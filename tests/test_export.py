@@ -325,8 +325,9 @@ def test_settings_select_the_onnx_runtime():
 
 def test_engine_on_onnx_runtime_predicts_like_torch(engine, data, lora_bundle):
     ob = OnnxEncoder.open(engine.encoder, engine.store.root)
-    cached = list((engine.store.root / ".onnx").glob(f"{engine.encoder.identity.sha256}-none-*.onnx"))
+    cached = list((engine.store.root / ".onnx").glob(f"{engine.encoder.identity.sha256}-none-op*.onnx"))
     assert len(cached) == 1
+    assert list((engine.store.root / ".onnx").glob(f"{engine.encoder.identity.sha256}-none-lora-*.onnx"))
     mtime = cached[0].stat().st_mtime
     onnx_engine = Tailor(ob, AdapterStore(engine.store.root, ob.identity))
     texts = data[1]
@@ -336,11 +337,38 @@ def test_engine_on_onnx_runtime_predicts_like_torch(engine, data, lora_bundle):
     assert max(abs(g["score"] - w["score"]) for g, w in zip(got, want)) < 1e-4
     emb = ob.embed(["one", "two words", "three words here"])
     assert emb.shape == (3, engine.encoder.dim)
-    # LoRA rows ride along on the PyTorch backbone in the same batch; head rows stay on onnx
+    # issue 12: a mixed batch of LoRA, head and bare rows is ONE onnxruntime call of the
+    # LoRA-routed graph (export/lora_graph.py), none on PyTorch, equal to PyTorch's rows
     lora = engine.resolve(TENANT, "trec-lora")
     head = engine.resolve(TENANT, "trec")
-    rows = [(lora if i % 3 == 0 else head if i % 3 == 1 else None, t) for i, t in enumerate(texts)]
-    for got_row, want_row in zip(onnx_engine.run_rows(rows), engine.run_rows(rows)):
+    rows = [(lora if i % 3 == 0 else head if i % 3 == 1 else None, t) for i, t in enumerate(texts[:32])]
+    calls = {"ort": 0, "torch": 0}
+
+    class Counting:
+        def __init__(self, inner, key):
+            self.inner, self.key = inner, key
+
+        def run(self, *a, **k):
+            calls[self.key] += 1
+            return self.inner.run(*a, **k)
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+    ob.session, ob.lora_session = Counting(ob.session, "ort"), Counting(ob.lora_session, "ort")
+    torch_embed = ob.torch_encoder.embed_prepared
+
+    def counted(*a, **k):
+        calls["torch"] += 1
+        return torch_embed(*a, **k)
+
+    ob.torch_encoder.embed_prepared = counted
+    try:
+        got_rows = onnx_engine.run_rows(rows)
+    finally:
+        del ob.torch_encoder.embed_prepared
+    assert calls == {"ort": 1, "torch": 0}
+    for got_row, want_row in zip(got_rows, engine.run_rows(rows)):
         assert (got_row - want_row).abs().max() < 1e-4
     # the second start reuses the cached graph (exported once per backbone hash)
     OnnxEncoder.open(engine.encoder, engine.store.root)
