@@ -25,7 +25,8 @@ from typing import Any, Callable, Sequence
 import torch
 
 from .encoders import Encoder, open_encoder
-from .errors import AdapterNotFound, CorruptAdapter, IncompatibleAdapter, InvalidRequest
+from .errors import (AdapterNotFound, CorruptAdapter, IncompatibleAdapter, InvalidRequest,
+                     Overloaded)
 from .events import NO_EVENTS, Events
 from .kinds import build_request, get_kind, load_adapter
 from .kinds.base import Decision
@@ -169,10 +170,15 @@ class Tailor:
         m = self.store.publish(tenant, name, artifact, _inputs(payload),
                                _finish_changes(changes, artifact))
         record = adapter_record(m)
-        if k.background is not None:  # a stronger recipe, published only if it is better
-            job = self.jobs.submit(k.name + JOB_SUFFIX, tenant, name,
-                                   {**payload, "stage": "background", "base_version": m.version})
-            record["job"] = job.public()
+        if k.background is not None and k.background.applies(request):  # published if better
+            try:
+                job = self.jobs.submit(k.name + JOB_SUFFIX, tenant, name,
+                                       {**payload, "stage": "background", "base_version": m.version})
+            except Overloaded as e:  # the version is published: say so rather than answer 429
+                record["warnings"] = [*record["warnings"], "the stronger recipe was not queued "
+                                      f"({e.message}); {m.ref} is served as it is"]
+            else:
+                record["job"] = job.public()
         return record
 
     async def acreate_adapter(self, tenant: str, name: str, kind: str, examples: Any = None,

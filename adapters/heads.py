@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 import torch
 
 Activation = Literal["softmax", "sigmoid"]
@@ -47,6 +48,10 @@ class LinearHead:
     def probabilities(self, x: torch.Tensor) -> torch.Tensor:
         z = self.logits(x)
         return torch.softmax(z, dim=-1) if self.activation == "softmax" else torch.sigmoid(z)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """x [rows, dim] (numpy) -> [rows] label ids (single-label)."""
+        return self.logits(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))).argmax(1).numpy()
 
     def scaled(self, scale: float) -> "LinearHead":
         """The same decisions with logits times ``scale`` (temperature calibration)."""

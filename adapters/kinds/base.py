@@ -89,6 +89,7 @@ class Background:
 
     train: Trainer
     accept: Callable[[Manifest, Artifact], Decision]
+    applies: Callable[[TrainRequest], bool] = lambda request: True  # worth a job for this request?
 
 
 @dataclass(frozen=True)

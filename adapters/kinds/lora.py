@@ -30,7 +30,9 @@ from ..encoders.lora import LoraSpec, LoraWeights, Routing, install_hooks, route
 from ..errors import InvalidExamples
 from ..options import AdapterOptions
 from ..storage import Artifact
-from ..training.fitting import FitParams, assess, cross_validate, fit_calibrated
+from ..heads import LinearHead
+from ..training.fitting import FitParams, FitRows, assess, cross_validate, fit, fit_calibrated
+from ..training.recipes import PRIOR_STRENGTH, balanced_pseudo_labels, description_prior, fit_prior
 from ..training.jobs import Cancelled
 from ..validation import LabeledData
 from .base import (AdapterKind, Progress, StopCheck, TrainRequest, register_kind,
@@ -59,6 +61,17 @@ class LoraOptions(AdapterOptions):
     c: float = Field(1.0, gt=0, le=1e6, description="inverse L2 strength of the final logreg head")
     seed: int = Field(0, ge=0, le=2**31 - 1)
     cv_folds: int = Field(5, ge=2, le=10, description="folds of the head-only quality estimate")
+    prior_strength: float = Field(
+        PRIOR_STRENGTH, ge=0, le=100, description="label descriptions: how strongly the final head "
+        "is pulled toward them (they also join training as one example of their label)")
+    pseudo_fraction: float = Field(
+        0.1, ge=0, le=1, description="unlabeled texts: the share (per label) that the first LoRA "
+        "labels most confidently and a second LoRA then learns from (0: ignore unlabeled texts)")
+    max_pseudo_per_label: int = Field(64, ge=1, le=10_000, description="cap on pseudo-labels per label")
+    student_steps: float = Field(2.0, gt=0, le=10, description="steps of the second LoRA, as a "
+                                 "multiple of the first one's")
+    unlabeled_sample: int = Field(2000, ge=1, le=100_000, description="at most this many unlabeled "
+                                  "texts (a seeded sample) are labeled by the first LoRA")
 
     def fit_params(self) -> FitParams:
         return FitParams("logreg", c=self.c, seed=self.seed, cv_folds=self.cv_folds)
@@ -155,25 +168,127 @@ def check_lora(request: TrainRequest) -> None:
                               "examples with `labels` lists")
 
 
+class _Steps:
+    """One progress bar over the recipe's LoRA trainings (teacher, then student)."""
+
+    def __init__(self, progress: Progress | None, total: int):
+        self.progress, self.total, self.offset = progress, total, 0
+
+    def part(self) -> Progress | None:
+        if self.progress is None:
+            return None
+        offset = self.offset
+
+        def report(step: int, total: int, loss: float) -> None:
+            self.total = max(self.total, offset + total)
+            self.progress(offset + step, self.total, loss)  # type: ignore[misc]
+        return report
+
+    def done(self, steps: int) -> None:
+        self.offset += steps
+
+
+def _steps(n_rows: int, labels: np.ndarray, opts: LoraOptions) -> int:
+    return opts.epochs * len(_batches(labels, opts.batch_size, random.Random(0))) if n_rows else 0
+
+
+def lora_recipe(encoder: TorchEncoder, data: LabeledData, descriptions: dict[str, str],
+                unlabeled: list[str], opts: LoraOptions, progress: Progress | None = None,
+                should_stop: StopCheck | None = None
+                ) -> tuple[LoraWeights, FitRows, np.ndarray, dict]:
+    """The LoRA recipe (chosen on the dev sets, benchmarks/research/quality.md):
+
+    1. teacher: LoRA tuned on the examples, each description joining as one more example of
+       its label; its head is the description prior fitted on the tuned embeddings;
+    2. with unlabeled texts: the teacher labels them, the ``pseudo_fraction`` most confident
+       per predicted label (class-balanced, capped) become pseudo-labels, and a fresh LoRA
+       (the student) is tuned on examples (repeated to stay about half of the rows) +
+       pseudo-labels + descriptions for ``student_steps`` x the teacher's steps.
+
+    Returns the LoRA weights, a ``fit_rows(x, y)`` that fits the final head in their space
+    (pseudo-labeled rows always included), the examples' embeddings in that space, and info.
+    """
+    rng = np.random.default_rng(opts.seed)
+    n_labels = len(data.labels)
+    described = [lab for lab in data.labels if lab in descriptions]
+    desc_texts = [descriptions[lab] for lab in described]
+    desc_y = np.array([data.labels.index(lab) for lab in described], dtype=np.int64)
+    rows = LabeledData(data.texts + desc_texts, data.labels, np.concatenate([data.y, desc_y]), False)
+    pool = list(unlabeled)
+    if len(pool) > opts.unlabeled_sample:
+        pool = [pool[i] for i in sorted(rng.choice(len(pool), opts.unlabeled_sample, replace=False))]
+    use_pool = bool(pool) and opts.pseudo_fraction > 0
+    teacher_steps = _steps(len(rows.texts), rows.y, opts)
+    steps = _Steps(progress, int(teacher_steps * (1 + (opts.student_steps if use_pool else 0))))
+
+    def head_fitter(lw: LoraWeights, extra_x: np.ndarray | None = None,
+                    extra_y: np.ndarray | None = None) -> FitRows:
+        d_emb = None
+        if described:
+            emb = encoder.embed(desc_texts, [lw] * len(desc_texts)).numpy().astype(np.float64)
+            d_emb = np.full((n_labels, emb.shape[1]), np.nan)
+            d_emb[desc_y] = emb
+        prior = (description_prior(d_emb, n_labels, encoder.dim, opts.prior_strength)
+                 if described and opts.prior_strength > 0 else None)
+
+        def fit_rows(x: np.ndarray, y: np.ndarray) -> LinearHead:
+            w = None
+            if extra_x is not None and len(extra_x):
+                w = np.concatenate([np.ones(len(y)), np.ones(len(extra_y))])
+                x, y = np.concatenate([x, extra_x]), np.concatenate([y, extra_y])
+            if prior is not None:
+                return fit_prior(x, y, prior, c=opts.c, sample_weight=w)
+            return fit(x, LabeledData([], data.labels, y, False), opts.fit_params())
+        return fit_rows
+
+    lw, loss = train_embeddings(encoder, rows, opts, steps.part(), should_stop)
+    steps.done(teacher_steps)
+    info: dict = {"teacher_loss": round(loss, 5), "pseudo_labels": 0}
+    fit_rows = head_fitter(lw)
+    x = encoder.embed(data.texts, [lw] * len(data.texts)).numpy().astype(np.float32)
+    if use_pool:
+        teacher_head = fit_rows(x, data.y)
+        xu = encoder.embed(pool, [lw] * len(pool))
+        per = min(opts.max_pseudo_per_label, max(1, int(opts.pseudo_fraction * len(pool) / n_labels)))
+        idx, yp = balanced_pseudo_labels(teacher_head.probabilities(xu).numpy(), per)
+        rep = max(1, round(len(idx) / max(1, len(data.texts))))
+        student_rows = LabeledData(data.texts * rep + [pool[i] for i in idx] + desc_texts,
+                                   data.labels, np.concatenate([np.tile(data.y, rep), yp, desc_y]),
+                                   False)
+        epochs = max(1, round(opts.student_steps * teacher_steps / max(
+            1, len(_batches(student_rows.y, opts.batch_size, random.Random(0))))))
+        student_opts = opts.model_copy(update={"epochs": epochs, "seed": opts.seed + 1})
+        lw, loss = train_embeddings(encoder, student_rows, student_opts, steps.part(), should_stop)
+        x = encoder.embed(data.texts, [lw] * len(data.texts)).numpy().astype(np.float32)
+        pseudo_x = encoder.embed([pool[i] for i in idx], [lw] * len(idx)).numpy().astype(np.float32)
+        fit_rows = head_fitter(lw, pseudo_x, yp)
+        info.update(pseudo_labels=int(len(idx)), student_epochs=epochs, student_loss=round(loss, 5),
+                    unlabeled_used=len(pool))
+    return lw, fit_rows, x, info
+
+
 def train_lora(encoder: Encoder, request: TrainRequest, progress: Progress | None = None,
                should_stop: StopCheck | None = None) -> Artifact:
-    """Train a LoRA adapter (LoRA weights + logreg head) from validated examples."""
+    """Train a LoRA adapter (LoRA weights + head) from validated examples, and the label
+    descriptions and unlabeled texts when there are any."""
     t0 = time.perf_counter()
     opts = request.options
     assert isinstance(opts, LoraOptions)
     data, params = request.data, opts.fit_params()
     torch_encoder = encoder.pytorch()  # autograd needs PyTorch, whatever serves
-    # phase 1: the honest estimate, from frozen embeddings
+    # the honest estimate, from frozen embeddings (LoRA sees every example)
     x0 = torch_encoder.embed(data.texts).numpy().astype(np.float32)
     baseline = cross_validate(x0, data, params)
-    # phase 2
-    lw, loss = train_embeddings(torch_encoder, data, opts, progress, should_stop)
-    # phase 3: head on the tuned embeddings (as served: full length, inference)
-    x = torch_encoder.embed(data.texts, [lw] * len(data.texts)).numpy().astype(np.float32)
-    head, tuned_cv = fit_calibrated(x, data, params)
+    lw, fit_rows, x, info = lora_recipe(torch_encoder, data, request.descriptions,
+                                        request.unlabeled, opts, progress, should_stop)
+    head, tuned_cv = fit_calibrated(x, data, params, fit_rows)
     metrics: dict = {"examples": len(data.texts), "per_label": data.counts(),
-                     "train_loss": round(loss, 5),
+                     "train_loss": info.get("student_loss", info["teacher_loss"]),
                      "train_seconds": round(time.perf_counter() - t0, 2)}
+    if request.descriptions:
+        metrics["label_descriptions"] = len(request.descriptions)
+    if request.unlabeled:
+        metrics.update(unlabeled=len(request.unlabeled), pseudo_labels=info["pseudo_labels"])
     if baseline:
         metrics["cv_accuracy_head_only"] = baseline["cv_accuracy"]
     if tuned_cv:

@@ -119,8 +119,9 @@ def cross_validate(x: np.ndarray, data: LabeledData, opts: FitParams,
         k = min(opts.cv_folds, len(data.texts))
         splits = KFold(k, shuffle=True, random_state=opts.seed).split(x)
     else:
-        k = min(opts.cv_folds, min(counts.values()))
-        if k < 2:  # (a label with a description but no example also counts 0 here)
+        present = [n for n in counts.values() if n > 0]  # (described-only labels have no rows)
+        k = min(opts.cv_folds, min(present))
+        if k < 2:
             return None
         splits = StratifiedKFold(k, shuffle=True, random_state=opts.seed).split(x, data.y)
     tp = fp = fn = correct = total = 0
