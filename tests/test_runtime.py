@@ -131,3 +131,26 @@ def test_settings_default_runtime_is_auto():
     assert Settings.from_env({"TAILOR_MAX_INPUTS": "8"}).runtime == "auto"  # the default
     assert Settings.from_env({"TAILOR_RUNTIME": "torch"}).runtime == "torch"
     assert Settings.from_env({"TAILOR_RUNTIME": "onnx"}).runtime == "onnx"
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_training_jobs_embed_in_the_serving_precision(backbone, tmp_path, monkeypatch, dtype):
+    """A LoRA job's worker fits the head on embeddings of the precision that serves (the
+    served encoder's dtype goes to the worker; autograd stays on the fp32 weights)."""
+    import adapters.engine as engine_module
+    from adapters import AdapterStore, Tailor
+    from adapters.training.worker import TrainingFailed
+
+    seen = {}
+
+    def fake(job, **kwargs):
+        seen.update(kwargs)
+        raise TrainingFailed("stop here")
+
+    monkeypatch.setattr(engine_module, "train_in_subprocess", fake)
+    served = backbone.with_dtype(dtype)
+    t = Tailor(served, AdapterStore(tmp_path / "store", backbone.identity))
+    examples = [{"text": f"text {i}", "label": "ab"[i % 2]} for i in range(8)]
+    pending = t.create_adapter("default", "l", "lora", examples, {"epochs": 1})
+    assert t.wait_job("default", pending["job"]["id"], timeout=60)["status"] == "failed"
+    assert seen["dtype"] == dtype
