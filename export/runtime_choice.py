@@ -22,7 +22,7 @@ sample; the score is their harmonic mean, so neither c=1 latency nor throughput 
 sacrificed. Noise on a shared machine can only make a candidate look slower.
 
 The decision is cached (``<cache dir>/choice-<key>.json``, key: backbone sha256, CPU model
-and flags, torch and onnxruntime versions, threads): a restart, or a second replica on the
+and flags, torch and onnxruntime versions, threads, the gate): a restart, or a second replica on the
 same machine type and volume, skips the measurement and cannot flip runtimes under heads
 fitted on the first one's embeddings. Delete the file to measure again.
 """
@@ -177,7 +177,7 @@ def choose(reference: Any, candidates: Sequence[Candidate], gate: Gate = GATE,
     return choice, encoder
 
 
-def cache_key(sha256: str, threads: int) -> str:
+def cache_key(sha256: str, threads: int, gate: Gate = GATE) -> str:
     import onnxruntime
     import torch
 
@@ -188,7 +188,7 @@ def cache_key(sha256: str, threads: int) -> str:
     except OSError:
         cpu = platform.processor()
     return hashlib.sha256("|".join([sha256, cpu, torch.__version__, onnxruntime.__version__,
-                                    str(threads)]).encode()).hexdigest()[:16]
+                                    str(threads), repr(gate)]).encode()).hexdigest()[:16]
 
 
 def candidates_for(encoder: TextEncoder, cache_dir: Path, threads: int = 0,
@@ -227,7 +227,7 @@ def auto(encoder: TextEncoder, cache_dir: str | Path, *, threads: int = 0,
     """The serving encoder for ``TAILOR_RUNTIME=auto`` and the decision, logged in one line.
     Reads the cached decision when there is one; measures and caches it otherwise."""
     cache_dir = Path(cache_dir)
-    path = cache_dir / f"choice-{cache_key(encoder.identity.sha256, threads)}.json"
+    path = cache_dir / f"choice-{cache_key(encoder.identity.sha256, threads, gate)}.json"
     choice = None
     if path.exists():
         try:
