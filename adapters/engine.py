@@ -225,10 +225,13 @@ class Tailor:
         p, rec = job.payload, job.record
         request = {k: p[k] for k in ("stage", "kind", "examples", "options", "label_descriptions",
                                      "unlabeled")}
+        # the worker embeds (head fitting) in the precision that serves, so a head is served
+        # on the embeddings it was fitted on; autograd still runs on the fp32 weights
+        dtype = getattr(self.encoder, "dtype", "float32")
         artifact = train_in_subprocess(
             job, request=request, backbone_path=str(self.encoder.model_dir),
             limits=dataclasses.asdict(self.limits), tmp_dir=self.store.root / ".tmp",
-            config=self.worker)
+            config=self.worker, dtype=dtype if dtype == "bfloat16" else "float32")
         outcome: dict[str, Any] = {}
         if p["stage"] == "background":
             served = self.store.manifest(rec.tenant, rec.adapter)

@@ -43,7 +43,7 @@ def main() -> None:
                                 spec.get("label_descriptions"), spec.get("unlabeled"))
         train = kind.background.train if spec.get("stage") == "background" and kind.background \
             else kind.train
-        encoder = open_encoder(spec.get("backbone_path"))
+        encoder = open_encoder(spec.get("backbone_path"), dtype=spec.get("dtype", "float32"))
         art = train(encoder, request, progress=lambda s, t, loss: _send({"progress": [s, t, loss]}))
         save_file({k: v.contiguous() for k, v in art.tensors.items()}, spec["out"])
         _send({"done": art.meta()})

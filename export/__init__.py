@@ -1,8 +1,8 @@
 """Turning stored adapters into ONNX bundles, and onnxruntime as the backbone's runtime.
 
 Imports ``adapters/`` only (never the service); the modules form one chain with no cycle:
-``onnx_config -> graph, parity, session -> pipeline -> bundle, runtime``. Usable from a
-notebook::
+``onnx_config, sample -> graph, quantize, parity, session -> pipeline, lora_graph -> bundle,
+runtime -> runtime_choice``. Usable from a notebook::
 
     from export import export_bundle
     export_bundle(tailor.encoder, tailor.store, "default", "topics", quantize="int8",

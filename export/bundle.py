@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import random
 import shutil
 import tempfile
 import zipfile
@@ -38,9 +39,11 @@ from .graph import Classifier, example_inputs
 from .onnx_config import CLASSIFIER, QUANTIZE_CHOICES, OnnxConfig
 from .parity import parity_cases
 from .pipeline import build_graph
+from .quantize import INT8_LADDER, SCHEMES
 from .session import require_providers
 
 BUNDLE_FORMAT = "tailor-onnx-bundle"
+HELDOUT_UNLABELED = 256  # the adapter's unlabeled texts checked beside the fixed held-out ones
 BUNDLE_FORMAT_VERSION = 1
 
 
@@ -78,8 +81,10 @@ def export_bundle(encoder: TorchEncoder, store: AdapterStore, tenant: str, name:
     """Export ``name`` (latest or ``version``) of ``tenant`` to ``dest_dir/<name>-v<N>.onnx.zip``.
 
     ``encoder`` supplies the weights to COPY (the served model is never traced or changed).
-    The adapter's stored examples (examples.json) join the fixed parity sample; the int8
-    top-1 gate is taken on them when there are any.
+    The adapter's stored examples (examples.json) and up to ``HELDOUT_UNLABELED`` of its
+    unlabeled texts join the fixed held-out texts of the parity check; the int8 top-1 gate
+    reads all of them. int8 tries the recipes of ``quantize.INT8_LADDER`` in order (fastest
+    first) and keeps the first that passes; its word-embedding table is int8 too.
     ``config`` overrides the OnnxConfig (tests use an impossible tolerance).
     ``providers``: the onnxruntime providers the parity check runs on (e.g. CUDA, to check
     the bundle where it will be served); a provider that is not active is an error.
@@ -96,11 +101,16 @@ def export_bundle(encoder: TorchEncoder, store: AdapterStore, tenant: str, name:
     work = Path(tempfile.mkdtemp(prefix=".export-", dir=dest))
     try:
         module = build_module(encoder, stored)
-        own = [e.get("text") for e in store.examples(tenant, m.name, m.version) if isinstance(e, dict)]
+        inputs = store.inputs(tenant, m.name, m.version)
+        own = [e.get("text") for e in inputs.examples]
+        unlabeled = inputs.unlabeled
+        if len(unlabeled) > HELDOUT_UNLABELED:  # a seeded sample: the same on every export
+            unlabeled = random.Random(0).sample(unlabeled, HELDOUT_UNLABELED)
         model, report = build_graph(module, config, example_inputs(encoder), work,
                                     quantize=quantize, model_config=encoder.model.config,
-                                    cases=parity_cases(encoder, own), providers=providers,
-                                    keep_fp32=("/head/",))
+                                    cases=parity_cases(encoder, own, unlabeled),
+                                    providers=providers, keep_fp32=("/head/",),
+                                    recipes=INT8_LADDER, embeddings=True)
 
         files = work / "bundle"
         files.mkdir()
@@ -108,7 +118,8 @@ def export_bundle(encoder: TorchEncoder, store: AdapterStore, tenant: str, name:
         encoder.write_preprocessor(files)
         (files / "labels.json").write_text(json.dumps(list(m.labels), indent=2, ensure_ascii=False))
         manifest = _bundle_manifest(encoder, m, config, quantize,
-                                    {**report.as_dict(), "providers": list(providers)})
+                                    {**report.as_dict(), "providers": list(providers)},
+                                    report.recipe)
         manifest["files"] = {p.name: sha256_file(p) for p in sorted(files.iterdir())}
         (files / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
         (files / "README.md").write_text(bundle_readme(manifest))
@@ -125,7 +136,7 @@ def export_bundle(encoder: TorchEncoder, store: AdapterStore, tenant: str, name:
 
 
 def _bundle_manifest(encoder: TorchEncoder, m: Manifest, config: OnnxConfig, quantize: str,
-                     parity: dict[str, Any]) -> dict[str, Any]:
+                     parity: dict[str, Any], recipe: str | None = None) -> dict[str, Any]:
     import onnxruntime
     import torch
 
@@ -142,8 +153,9 @@ def _bundle_manifest(encoder: TorchEncoder, m: Manifest, config: OnnxConfig, qua
         "outputs": list(config.outputs),
         "opset": config.opset,
         "activation": m.activation,
-        "quantization": ({"mode": "int8", "scheme": "dynamic, per-channel QInt8 weights of the "
-                          "backbone MatMuls; head kept fp32"} if quantize == "int8"
+        "quantization": ({"mode": "int8", "recipe": recipe,
+                          "scheme": f"{SCHEMES[recipe]}; word embeddings int8 with a scale per "
+                          "row; head kept fp32"} if quantize == "int8" and recipe
                          else {"mode": "none"}),
         "exporter": {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
                      "method": "torch.onnx.export(dynamo=False) + onnxruntime transformer fusions"},

@@ -71,42 +71,6 @@ def export_onnx(module: nn.Module, config: OnnxConfig, path: Path,
     return path
 
 
-def quantize_int8(src: Path, dst: Path, *, exclude_outputs_of: tuple[str, ...] = ()) -> Path:
-    """Dynamic int8, per-channel QInt8 weights (per-tensor loses ~5 points of cosine on
-    MiniLM, DESIGN.md). Applied to the UNFUSED graph, MatMul/Gemm only. Measured on MiniLM,
-    1 thread, batch 32 (rows/s, short 12 tok / long 120 tok): unfused all-MatMul int8 430/34,
-    fused graph + int8 MatMul 288/26, + int8 Attention 357/26, + int8 EmbedLayerNorm 413/29;
-    fp32 fused 191/21. Min cosine to fp32 on the parity sample 0.964-0.971 for all of them. Shape inference is skipped (symbolic shapes fail on this graph), and
-    value_info is cleared first so stale shapes cannot confuse the quantizer."""
-    import onnx
-    from onnxruntime.quantization import QuantType, quant_pre_process, quantize_dynamic
-
-    src, dst = Path(src), Path(dst)
-    model = onnx.load(str(src))
-    del model.graph.value_info[:]
-    cleared = dst.with_name(dst.stem + ".cleared.onnx")
-    pre = dst.with_name(dst.stem + ".pre.onnx")
-    try:
-        onnx.save(model, str(cleared))
-        quant_pre_process(str(cleared), str(pre), skip_symbolic_shape=True)
-        excluded = _nodes_producing(onnx.load(str(pre)), exclude_outputs_of)
-        quantize_dynamic(str(pre), str(dst), per_channel=True, weight_type=QuantType.QInt8,
-                         op_types_to_quantize=["MatMul", "Gemm"],
-                         nodes_to_exclude=excluded,
-                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
-    finally:
-        cleared.unlink(missing_ok=True)
-        pre.unlink(missing_ok=True)
-    return dst
-
-
-def _nodes_producing(model: Any, prefixes: tuple[str, ...]) -> list[str]:
-    """Names of nodes whose name starts with any prefix (e.g. the head: keep it fp32). The
-    quantizer rewrites a Gemm into ``<name>_MatMul`` + Add before quantizing, so both names."""
-    names = [n.name for n in model.graph.node if any(n.name.startswith(p) for p in prefixes)]
-    return names + [f"{n}_MatMul" for n in names]
-
-
 FUSABLE_MODEL_TYPES = ("bert", "roberta", "xlm-roberta", "distilbert", "mpnet", "electra")
 
 

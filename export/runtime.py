@@ -1,19 +1,27 @@
-"""onnxruntime as the shared backbone's runtime (``TAILOR_RUNTIME=onnx``).
+"""onnxruntime as the shared backbone's runtime (``TAILOR_RUNTIME=onnx``, or what ``auto``
+chose: export/runtime_choice.py).
 
-The backbone (encoder + pooling + L2 norm) is exported once per backbone and cached under
-the store folder, keyed by the backbone's weights sha256, the quantization and the opset:
-``<store>/.onnx/<sha256>-<none|int8>-op<opset>.onnx``. A cached graph was parity checked
-when it was built; a second replica on the same volume reuses it.
+Two graphs per backbone, exported once and cached in the runtime cache folder (by default
+``<store>/.onnx``), keyed by the backbone's weights sha256, the quantization and the opset:
+
+- ``<sha256>-<none|int8>-op<opset>.onnx``: encoder + pooling + L2 norm, for batches without
+  LoRA rows (fp32 with onnxruntime's transformer fusions, or int8);
+- ``<sha256>-<none|int8>-lora-<targets>-op<opset>.onnx``: the same with per-row LoRA deltas
+  as graph inputs (export/lora_graph.py), for batches with LoRA rows: heads, bare rows and
+  any number of LoRA adapters in ONE onnxruntime call.
+
+Each was parity checked when it was built; a second replica on the same volume reuses them.
 
 ``OnnxEncoder`` implements ``adapters.encoders.Encoder`` and is injected into ``Tailor`` in
 place of the PyTorch encoder, so the engine's batched forward runs on onnxruntime with no
-change to the engine. It prepares rows with the PyTorch encoder's tokenizer (one lock, one
-tokenization per row). The PyTorch encoder stays loaded (read-only) for exports, training
-and rows of LoRA adapters (their per-row low-rank updates live inside the encoder, which the
-one shared ONNX graph does not have; export a LoRA adapter to get it merged into its graph).
+change to the engine. It prepares rows with the PyTorch encoder's tokenizer. The PyTorch
+encoder stays loaded (read-only) for exports, LoRA training, and the rare rows of LoRA
+adapters that adapt Linears the routed graph does not route (``DEFAULT_TARGETS``: query and
+value; e.g. an adapter with ``targets: ["dense"]``), which run on PyTorch in the same call.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -28,6 +36,8 @@ from adapters.encoders.lora import LoraWeights
 from adapters.segments import length_sorted_chunks
 
 from .graph import example_inputs
+from .lora_graph import (DEFAULT_TARGETS, LoraGraph, a_input, lora_config, lora_feed,
+                         parity_adapters, with_lora_feeds)
 from .onnx_config import SENTENCE_ENCODER, OnnxConfig, Quantize
 from .parity import ParityReport, parity_cases
 from .pipeline import build_graph
@@ -36,10 +46,30 @@ from .session import create_session, require_providers
 CACHE_DIR = ".onnx"
 
 
-def cache_path(store_root: str | Path, encoder: TorchEncoder, quantize: Quantize,
-               config: OnnxConfig = SENTENCE_ENCODER) -> Path:
-    return (Path(store_root) / CACHE_DIR
-            / f"{encoder.identity.sha256}-{quantize}-op{config.opset}.onnx")
+def cache_path(cache_dir: str | Path, encoder: TorchEncoder, quantize: Quantize,
+               config: OnnxConfig = SENTENCE_ENCODER, lora: Sequence[str] | None = None) -> Path:
+    """The cached graph's path. ``lora``: the routed targets (None: the plain graph)."""
+    tag = ""
+    if lora is not None:
+        tag = "-lora-" + hashlib.sha256(",".join(lora).encode()).hexdigest()[:8]
+    return Path(cache_dir) / f"{encoder.identity.sha256}-{quantize}{tag}-op{config.opset}.onnx"
+
+
+def default_cache_dir(store_root: str | Path) -> Path:
+    return Path(store_root) / CACHE_DIR
+
+
+def _build(dest: Path, build) -> ParityReport:
+    """Run ``build(work) -> (graph path, report)`` in a temp folder beside ``dest``, then move
+    the graph into place atomically (nothing is left behind on failure)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".build-", dir=dest.parent))
+    try:
+        model, report = build(work)
+        os.replace(model, dest)
+        return report
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def build_backbone_onnx(encoder: TorchEncoder, dest: Path, quantize: Quantize = "none",
@@ -47,18 +77,28 @@ def build_backbone_onnx(encoder: TorchEncoder, dest: Path, quantize: Quantize = 
                         providers: Sequence[str] = ("CPUExecutionProvider",)) -> ParityReport:
     """Export the encoder (a fresh copy), fuse or quantize, parity check on ``providers``
     (where it will be served), then move into ``dest`` atomically. Returns the report."""
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=".build-", dir=dest.parent))
-    try:
-        module = encoder.graph_module(encoder.fresh_model())
-        model, report = build_graph(module, config, example_inputs(encoder), work,
-                                    quantize=quantize, model_config=encoder.model.config,
-                                    cases=parity_cases(encoder), providers=providers)
-        os.replace(model, dest)
-        return report
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    module = encoder.graph_module(encoder.fresh_model())
+    return _build(Path(dest), lambda work: build_graph(
+        module, config, example_inputs(encoder), work, quantize=quantize,
+        model_config=encoder.model.config, cases=parity_cases(encoder), providers=providers))
+
+
+def build_lora_onnx(encoder: TorchEncoder, dest: Path, quantize: Quantize = "none",
+                    suffixes: Sequence[str] = DEFAULT_TARGETS,
+                    providers: Sequence[str] = ("CPUExecutionProvider",)) -> ParityReport:
+    """The LoRA-routed backbone graph: parity checked on the usual text cases with
+    non-identity adapters of several ranks and targets mixed into every batch."""
+    module = LoraGraph(encoder, encoder.fresh_model(), suffixes).eval()
+    config = lora_config(encoder, module.targets)
+    adapters = parity_adapters(encoder)
+    example = example_inputs(encoder)
+    feed = lora_feed([adapters[i % len(adapters)] for i in range(example[0].shape[0])],
+                     module.targets, module.dims)
+    example = example + tuple(torch.from_numpy(feed[k]) for k in config.inputs[len(example):])
+    cases = with_lora_feeds(parity_cases(encoder), adapters, module.targets, module.dims)
+    return _build(Path(dest), lambda work: build_graph(
+        module, config, example, work, quantize=quantize, model_config=encoder.model.config,
+        cases=cases, providers=providers))
 
 
 class OnnxEncoder:
@@ -67,13 +107,23 @@ class OnnxEncoder:
 
     def __init__(self, encoder: TextEncoder, model_path: str | Path,
                  providers: Sequence[str] = ("CPUExecutionProvider",), threads: int = 0,
-                 quantize: Quantize = "none", cuda_tf32: bool = False):
+                 quantize: Quantize = "none", cuda_tf32: bool = False,
+                 lora_path: str | Path | None = None):
         self.torch_encoder = encoder
         self.model_path = Path(model_path)
         self.quantize = quantize
-        self.session = create_session(
-            self.model_path, providers, threads,
-            {"CUDAExecutionProvider": {"use_tf32": "1" if cuda_tf32 else "0"}})
+        options = {"CUDAExecutionProvider": {"use_tf32": "1" if cuda_tf32 else "0"}}
+        self.session = create_session(self.model_path, providers, threads, options)
+        self.lora_session = None
+        self.lora_targets: list[str] = []  # routed Linear names, in graph-input order
+        self.lora_dims: dict[str, tuple[int, int]] = {}
+        if lora_path is not None:
+            self.lora_session = create_session(Path(lora_path), providers, threads, options)
+            names = [i.name for i in self.lora_session.get_inputs()]
+            self.lora_targets = [n[len(a_input("")):] for n in names if n.startswith(a_input(""))]
+            modules = dict(encoder.model.named_modules())
+            self.lora_dims = {t: (modules[t].in_features, modules[t].out_features)
+                              for t in self.lora_targets}
         self.providers = self.session.get_providers()
         self.identity = encoder.identity
         self.modality = encoder.modality
@@ -81,19 +131,29 @@ class OnnxEncoder:
         self.model_dir = encoder.model_dir
         self.max_batch_rows = encoder.max_batch_rows
         self.max_length = encoder.max_length
-        self.workers = 1  # one session; onnxruntime parallelises inside each run
+        self.workers = 1  # one session per graph; onnxruntime parallelises inside each run
+        self.dtype = "int8" if quantize == "int8" else "float32"
 
     @classmethod
     def open(cls, encoder: TextEncoder, store_root: str | Path, *, quantize: Quantize = "none",
              providers: Sequence[str] = ("CPUExecutionProvider",), threads: int = 0,
-             cuda_tf32: bool = False) -> "OnnxEncoder":
-        """Use the cached graph for this backbone, exporting it on first use (parity-checked
-        in fp32 on ``providers``; ``cuda_tf32`` then applies to serving only)."""
+             cuda_tf32: bool = False, lora: bool = True,
+             cache_dir: str | Path | None = None) -> "OnnxEncoder":
+        """Use the cached graphs for this backbone, exporting them on first use (parity
+        checked in fp32 on ``providers``; ``cuda_tf32`` then applies to serving only).
+        ``lora``: also the LoRA-routed graph (LoRA rows on onnxruntime). ``cache_dir``:
+        where the graphs are cached (default ``<store_root>/.onnx``)."""
         wanted = require_providers(providers)  # fail before spending seconds on an export
-        path = cache_path(store_root, encoder, quantize)
+        cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir(store_root)
+        path = cache_path(cache_dir, encoder, quantize)
         if not path.exists():
             build_backbone_onnx(encoder, path, quantize, providers=wanted)
-        return cls(encoder, path, wanted, threads, quantize, cuda_tf32)
+        lora_path = None
+        if lora:
+            lora_path = cache_path(cache_dir, encoder, quantize, lora=DEFAULT_TARGETS)
+            if not lora_path.exists():
+                build_lora_onnx(encoder, lora_path, quantize, providers=wanted)
+        return cls(encoder, path, wanted, threads, quantize, cuda_tf32, lora_path)
 
     def pytorch(self) -> TextEncoder:
         return self.torch_encoder
@@ -101,31 +161,56 @@ class OnnxEncoder:
     def prepare(self, texts: Sequence[str], max_length: int | None = None) -> list[Any]:
         return self.torch_encoder.prepare(texts, max_length)
 
-    def _run(self, rows: Sequence[Any]) -> torch.Tensor:
-        """One padded onnxruntime run. [len(rows), dim] float32."""
+    def _run(self, rows: Sequence[Any]) -> np.ndarray:
+        """One padded run of the plain graph. [len(rows), dim] float32."""
         feed = self.torch_encoder.collate_np(rows)
         (out,) = self.session.run(["sentence_embedding"], feed)  # [batch, dim]
-        return torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32))
+        return out
+
+    def _run_lora(self, rows: Sequence[Any], loras: Sequence[LoraWeights | None]) -> np.ndarray:
+        """One padded run of the routed graph: every row through its own LoRA (or none)."""
+        assert self.lora_session is not None
+        feed = {**self.torch_encoder.collate_np(rows),
+                **lora_feed(loras, self.lora_targets, self.lora_dims)}
+        (out,) = self.lora_session.run(["sentence_embedding"], feed)  # [batch, dim]
+        return out
+
+    def routes(self, w: LoraWeights) -> bool:
+        """Whether ``w``'s rows can run in the routed graph (it adapts only routed Linears)."""
+        hit = w.__dict__.get("_onnx_routed")
+        if hit is None:
+            hit = w.__dict__["_onnx_routed"] = set(w.a) <= set(self.lora_targets)
+        return hit
 
     def embed_prepared(self, rows: Sequence[Any],
                        loras: Sequence[LoraWeights | None] | None = None) -> torch.Tensor:
-        """Bare rows run on onnxruntime, in length-sorted chunks; rows with a LoRA adapter
-        need their per-row low-rank update inside the encoder, which the shared ONNX graph
-        does not have, so they run on the PyTorch encoder in the same call. Head adapters
-        (the common case) never touch PyTorch."""
+        """Rows in length-sorted chunks of at most ``max_batch_rows``, one onnxruntime run
+        each: the plain graph when a chunk has no LoRA row, the routed graph otherwise (heads,
+        bare rows and LoRA adapters together). Rows of adapters the routed graph cannot take
+        (see the module docstring) run on PyTorch in the same call."""
         rows = list(rows)
-        out = torch.empty(len(rows), self.dim)
-        lora_rows = [i for i, w in enumerate(loras or ()) if w is not None]
-        if lora_rows:
-            assert loras is not None
-            out[lora_rows] = self.torch_encoder.embed_prepared([rows[i] for i in lora_rows],
-                                                               [loras[i] for i in lora_rows])
-        on_torch = set(lora_rows)
-        bare = [i for i in range(len(rows)) if i not in on_torch]
-        for idx in length_sorted_chunks([len(rows[i]) for i in bare], self.max_batch_rows):
-            out[[bare[i] for i in idx]] = self._run([rows[bare[i]] for i in idx])
-        return out
+        out = np.empty((len(rows), self.dim), dtype=np.float32)
+        loras = list(loras) if loras is not None else [None] * len(rows)
+        on_torch = [i for i, w in enumerate(loras)
+                    if w is not None and (self.lora_session is None or not self.routes(w))]
+        if on_torch:
+            out[on_torch] = self.torch_encoder.embed_prepared(
+                [rows[i] for i in on_torch], [loras[i] for i in on_torch]).numpy()
+        skip = set(on_torch)
+        here = [i for i in range(len(rows)) if i not in skip]
+        for idx in length_sorted_chunks([len(rows[i]) for i in here], self.max_batch_rows):
+            chunk = [here[i] for i in idx]
+            adapters = [loras[i] for i in chunk]
+            if any(w is not None for w in adapters):
+                out[chunk] = self._run_lora([rows[i] for i in chunk], adapters)
+            else:
+                out[chunk] = self._run([rows[i] for i in chunk])
+        return torch.from_numpy(out)
 
     def embed(self, texts: Sequence[str],
               loras: Sequence[LoraWeights | None] | None = None) -> torch.Tensor:
         return self.embed_prepared(self.prepare(texts), loras)
+
+
+__all__ = ["CACHE_DIR", "OnnxEncoder", "build_backbone_onnx", "build_lora_onnx", "cache_path",
+           "default_cache_dir"]

@@ -29,6 +29,8 @@ from .metrics import Recorder
 from .settings import Settings
 
 log = logging.getLogger("tailor")
+if log.level == logging.NOTSET:  # BentoML leaves unknown loggers at WARNING: the start-up lines
+    log.setLevel(logging.INFO)   # (runtime choice, "tailor ready") are INFO
 
 # Settings are read once per process, here at import of the service module: the body-size
 # middleware and the API keys are part of the app that BentoML mounts at class-definition
@@ -71,6 +73,7 @@ def build_engine(settings: Settings, events: Recorder | None = None):
     store = AdapterStore(settings.store_path, encoder.identity,
                          max_adapters_per_tenant=settings.max_adapters_per_tenant)
     store.sweep()
+    runtime = settings.runtime
     if settings.runtime == "onnx":
         # the batched forward runs on onnxruntime; the PyTorch model stays for exports.
         # Fails start-up (ProviderUnavailable) when a requested provider is not active.
@@ -79,6 +82,15 @@ def build_engine(settings: Settings, events: Recorder | None = None):
         encoder = OnnxEncoder.open(encoder, settings.store_path, quantize=settings.onnx_quantize,
                                    providers=settings.providers(), threads=settings.onnx_threads,
                                    cuda_tf32=settings.onnx_cuda_tf32)
+    elif settings.runtime == "auto":
+        # the fastest runtime that keeps accuracy on a fixed sample, measured once per machine
+        # type and cached beside the graphs; logs one line saying which and why
+        from export.runtime import default_cache_dir
+        from export.runtime_choice import auto
+
+        encoder, choice = auto(encoder, default_cache_dir(settings.store_path),
+                               threads=settings.onnx_threads, providers=settings.providers())
+        runtime = f"auto -> {choice.runtime}"
     extra = {"events": events} if events is not None else {}
     jobs = JobManager(store.root / "jobs", max_queued=settings.job_queue_size,
                       concurrency=0 if settings.role == "serve" else settings.job_concurrency,
@@ -94,9 +106,10 @@ def build_engine(settings: Settings, events: Recorder | None = None):
     encoder.embed(["warm-up"])
     log.info("tailor ready (role %s): backbone %s (%s), store %s, runtime %s", settings.role,
              encoder.identity.name, encoder.identity.sha256[:12], store.root.resolve(),
-             f"torch: {encoder.workers} forward workers x {torch.get_num_threads()} threads"
-             if settings.runtime == "torch"
-             else f"onnxruntime {settings.onnx_quantize} on {','.join(encoder.providers)}")
+             f"{runtime}: " + (f"onnxruntime {encoder.quantize} on {','.join(encoder.providers)}"
+                               if hasattr(encoder, "providers") else
+                               f"torch {encoder.dtype}, {encoder.workers} forward workers x "
+                               f"{torch.get_num_threads()} threads"))
     return engine
 
 

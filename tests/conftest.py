@@ -16,6 +16,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# The service's default runtime is `auto` (issue 12): at the first start on a store it builds
+# onnxruntime graphs and measures them (tens of seconds on 2 cores), and may serve bf16. Test
+# servers are compared with in-process fp32 engines and start on fresh stores, so `Server`
+# pins PyTorch fp32 unless the test (or the shell) sets TAILOR_RUNTIME; tests/test_runtime.py
+# covers auto.
+PINNED = {"TAILOR_RUNTIME": "torch"}
+
 
 @pytest.fixture(scope="session")
 def backbone():
@@ -67,8 +74,8 @@ class Server:
 
     def launch(self) -> "Server":
         """Start the process and return at once (``start`` also waits for /readyz)."""
-        env = {**os.environ, "TAILOR_STORE_PATH": str(self.store), "BENTOML_DO_NOT_TRACK": "true",
-               **self.env}
+        env = {**PINNED, **os.environ, "TAILOR_STORE_PATH": str(self.store),
+               "BENTOML_DO_NOT_TRACK": "true", **self.env}
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [*self.prefix, sys.executable, "-m", "bentoml", "serve", self.service,

@@ -14,6 +14,9 @@ every segment is a slice, not a gather. The routing lives in the caller's contex
 threads (or asyncio tasks) running forwards at the same time never see each other's
 adapters, and with no routing set the hook is a no-op: the bare backbone answers exactly
 as before. Parameters and the state_dict are never changed; only hook objects are added.
+
+On a backbone served in bf16 (``TextEncoder.with_dtype``) the update is computed in fp32 from
+the bf16 activations and rounded once when it is added; A and B stay fp32.
 """
 from __future__ import annotations
 
@@ -158,7 +161,10 @@ def _make_hook(name: str):
             xs = x[start:end]  # [rows, seq, in]: a view, rows of one adapter are contiguous
             if routing.dropout:
                 xs = F.dropout(xs, routing.dropout, training=True)
-            parts.append((start, end, (xs @ a.T) @ w.scaled_bt(name)))  # [rows, seq, out]
+            # the low-rank update in the adapter's precision (fp32), also on a bf16 backbone
+            # (TextEncoder.with_dtype): rounded once, where it is added to the output
+            d = (xs.to(a.dtype) @ a.T) @ w.scaled_bt(name)  # [rows, seq, out]
+            parts.append((start, end, d.to(output.dtype)))
         if not parts:
             return None
         if torch.is_grad_enabled():  # training: out of place, autograd-safe

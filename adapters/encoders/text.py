@@ -4,8 +4,16 @@ Loaded once per worker, put in ``eval()`` with ``requires_grad_(False)`` and nev
 every tenant's adapter sits on top of the same weights. Sentence embeddings are mean-pooled
 over real tokens and L2-normalised, as sentence-transformers does for all-MiniLM-L6-v2.
 
-Each text is tokenized once (``prepare``: token ids, truncated, no padding); chunks are then
-padded from those ids (``collate``), so sorting rows by length costs no second tokenization.
+Each text is tokenized once (``prepare``: token ids, truncated, no padding, by the Rust
+``tokenizers`` object directly: 16 us for a short text against 39-59 us through the
+``transformers`` wrapper, and no lock, see ``prepare``); chunks are then padded from those
+ids (``collate``), so sorting rows by length costs no second tokenization.
+
+Serving precision (``dtype``): ``float32`` runs the served forwards on ``model``; ``bfloat16``
+runs them on a bf16 COPY of the weights (2-3x fp32 at batch 32 where the CPU has bf16 matrix
+units, AMX / avx512_bf16; benchmarks/RESULTS.md), while ``model`` stays fp32 for what needs
+it: autograd (LoRA training), exports and the weights checksum. Embeddings are always pooled
+and returned in fp32.
 """
 from __future__ import annotations
 
@@ -49,8 +57,22 @@ def _max_seq_length(model_dir: Path, tokenizer, config) -> int:
     return min(limits)
 
 
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def has_bf16_matrix_units() -> bool:
+    """Whether this CPU computes bf16 matrix products in hardware (AMX or avx512_bf16).
+    Elsewhere PyTorch emulates bf16, slower than fp32."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " amx_bf16" in flags or " avx512_bf16" in flags
+
+
 def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean over real tokens, then L2 norm. hidden [batch, seq, dim], mask [batch, seq]."""
+    """Mean over real tokens, then L2 norm, in fp32. hidden [batch, seq, dim], mask [batch, seq]."""
+    hidden = hidden.float()  # a no-op for fp32; bf16 forwards pool in fp32
     m = mask.unsqueeze(-1).to(hidden.dtype)  # [batch, seq, 1]
     summed = (hidden * m).sum(dim=1)  # [batch, dim]
     counts = m.sum(dim=1).clamp(min=1e-9)  # [batch, 1]
@@ -78,7 +100,8 @@ class TextEncoder:
     graph_inputs: tuple[str, ...] = ("input_ids", "attention_mask")
 
     def __init__(self, model_dir: str | Path | None = None, *, name: str | None = None,
-                 device: str = "cpu", max_batch_rows: int = 64, workers: int = 1):
+                 device: str = "cpu", max_batch_rows: int = 64, workers: int = 1,
+                 dtype: str = "float32"):
         from transformers import AutoModel, AutoTokenizer
 
         self.model_dir = Path(model_dir) if model_dir else default_model_path()
@@ -99,27 +122,69 @@ class TextEncoder:
         self._pad_left = getattr(self.tokenizer, "padding_side", "right") == "left"
         self._token_types = "token_type_ids" in getattr(self.tokenizer, "model_input_names", ())
         self._tok_lock = threading.Lock()
+        self._fast: dict[int, object] = {}  # max length -> a tokenizers.Tokenizer truncating there
         self.workers = max(1, workers)
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="backbone") if self.workers > 1 else None
         default_name = "all-MiniLM-L6-v2" if model_dir is None else self.model_dir.name
         self.identity = BackboneIdentity(name or default_name, weights_sha256(self.model_dir))
+        self.dtype = "float32"
+        self._low: nn.Module | None = None  # the bf16 copy the forwards run on (with_dtype)
+        if dtype != "float32":
+            self._low = self.with_dtype(dtype)._low
+            self.dtype = dtype
+
+    @property
+    def _serving(self) -> nn.Module:
+        """What the served forwards run on: ``model`` in fp32, else its low-precision copy."""
+        return self.model if self._low is None else self._low
 
     def pytorch(self) -> "TextEncoder":
         return self
 
+    def with_dtype(self, dtype: str) -> "TextEncoder":
+        """This encoder serving in ``dtype`` ("float32" or "bfloat16"): shares the tokenizer,
+        the fp32 ``model`` (training, export) and the forward threads; a bf16 encoder runs
+        its forwards on its own bf16 copy of the weights (~45 MB for MiniLM)."""
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+        twin = copy.copy(self)
+        twin.dtype = dtype
+        if dtype == "float32":
+            twin._low = None
+        else:
+            serving = copy.deepcopy(self.model).to(DTYPES[dtype]).eval()
+            serving.requires_grad_(False)  # LoRA hooks already installed are copied along
+            twin._low = serving
+        return twin
+
     # -- tokenisation -------------------------------------------------------------------
-    # A fast tokenizer keeps padding/truncation settings in mutable state: two threads calling
-    # it at once (a forward and an in-process training) fail with "Already borrowed" or
-    # mis-padded batches, so calls are serialised (microseconds next to a forward).
+    # The transformers wrapper sets truncation/padding state on the shared Rust tokenizer at
+    # every call: two threads at once (a forward and an in-process training) fail with
+    # "Already borrowed" or mis-padded batches. Instead, one Rust ``tokenizers.Tokenizer`` per
+    # max length, configured once (truncation, no padding) and never changed afterwards, is
+    # called directly: ``encode_batch`` only reads it, so threads need no lock. Same ids as the
+    # wrapper (tests/test_runtime.py).
+    def _tokenizer_for(self, limit: int):
+        tok = self._fast.get(limit)
+        if tok is None:
+            from tokenizers import Tokenizer
+
+            with self._tok_lock:  # creation only
+                tok = self._fast.get(limit)
+                if tok is None:
+                    tok = Tokenizer.from_str(self.tokenizer.backend_tokenizer.to_str())
+                    tok.no_padding()
+                    tok.enable_truncation(max_length=limit)
+                    self._fast[limit] = tok
+        return tok
+
     def prepare(self, texts: Sequence[str], max_length: int | None = None) -> list[TokenIds]:
         """Token ids of each text (special tokens added, truncated), no padding."""
         if not texts:
             return []
         limit = min(max_length or self.max_length, self.max_length)
-        with self._tok_lock:
-            enc = self.tokenizer(list(texts), truncation=True, max_length=limit,
-                                 add_special_tokens=True)
-        return enc["input_ids"]
+        encodings = self._tokenizer_for(limit).encode_batch(list(texts), add_special_tokens=True)
+        return [e.ids for e in encodings]
 
     def collate_np(self, rows: Sequence[TokenIds]) -> dict[str, np.ndarray]:
         """Pad token ids into int64 arrays [batch, longest row] (as the tokenizer would)."""
@@ -142,7 +207,7 @@ class TextEncoder:
     # -- forward ------------------------------------------------------------------------
     def forward(self, batch: dict[str, torch.Tensor], model: nn.Module | None = None) -> torch.Tensor:
         hidden = (model or self.model)(**batch).last_hidden_state  # [batch, seq, dim]
-        return mean_pool(hidden, batch["attention_mask"])  # [batch, dim]
+        return mean_pool(hidden, batch["attention_mask"])  # [batch, dim] fp32
 
     @torch.inference_mode()
     def _embed_chunk(self, rows: Sequence[TokenIds],
@@ -153,12 +218,12 @@ class TextEncoder:
         grouped by adapter for the forward and put back in order; the routing is set in this
         thread's context only, so the shared model is never switched or changed."""
         if loras is None or all(w is None for w in loras):
-            return self.forward(self.collate(rows)).float().cpu()
+            return self.forward(self.collate(rows), self._serving).cpu()
         order, routing = lora.plan(loras)
         for w in {id(w): w for w in loras if w is not None}.values():
-            lora.install_hooks(self.model, w.spec.targets)
+            lora.install_hooks(self._serving, w.spec.targets)
         with lora.routed(routing):
-            pooled = self.forward(self.collate([rows[i] for i in order])).float().cpu()  # rows in `order`
+            pooled = self.forward(self.collate([rows[i] for i in order]), self._serving).cpu()  # rows in `order`
         out = torch.empty_like(pooled)
         out[torch.tensor(order)] = pooled
         return out

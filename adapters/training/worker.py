@@ -52,16 +52,17 @@ class WorkerConfig:
 
 def train_in_subprocess(job: Job, *, request: dict[str, Any], backbone_path: str | None,
                         limits: dict[str, int], tmp_dir: Path,
-                        config: WorkerConfig = WorkerConfig()) -> Artifact:
+                        config: WorkerConfig = WorkerConfig(), dtype: str = "float32") -> Artifact:
     """Train in a worker process. ``request``: what to train, as data (kind, stage,
-    examples, options, label_descriptions, unlabeled). Returns the artifact; raises
-    Cancelled or TailorError."""
+    examples, options, label_descriptions, unlabeled). ``dtype``: the serving precision of
+    the worker's backbone forwards (``TextEncoder``'s), fp32 weights for autograd either way.
+    Returns the artifact; raises Cancelled or TailorError."""
     from safetensors.torch import load_file
 
     tmp_dir.mkdir(parents=True, exist_ok=True)
     out = tmp_dir / f"train-{uuid.uuid4().hex}.safetensors"
     spec = {**request, "backbone_path": backbone_path, "limits": limits, "out": str(out),
-            "threads": config.threads, "nice": config.nice}
+            "threads": config.threads, "nice": config.nice, "dtype": dtype}
     root = str(Path(__file__).resolve().parents[2])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
     errlog = tempfile.TemporaryFile(mode="w+")  # a file, not a pipe: a chatty worker never blocks

@@ -1,0 +1,256 @@
+"""``TAILOR_RUNTIME=auto``: at start-up, serve on the fastest runtime that keeps accuracy.
+
+Candidates, tried in this order, each an ``Encoder`` built from the loaded PyTorch encoder:
+
+    onnx-int8   onnxruntime, dynamic per-channel int8 backbone (cached graphs, export/runtime.py)
+    torch-bf16  PyTorch on a bf16 copy of the weights, only where the CPU has bf16 matrix
+                units (AMX / avx512_bf16; elsewhere bf16 is emulated, slower than fp32)
+    onnx-fp32   onnxruntime fp32, fused graph (cached)
+    torch-fp32  PyTorch eager: the reference, always qualifies
+
+The gate (``GATE``), on a FIXED sample shipped with the code (export/sample.py's parity
+sample plus long texts, so padding and truncation are exercised): every row's cosine to
+PyTorch fp32 >= 0.995 and the mean of (1 - cosine) <= 1e-3. Chosen from the research
+(benchmarks/results/research_int8.md, research_bf16.md): backbones whose mean drift was
+<= 1e-3 kept >= 99% top-1 agreement with fp32 on held-out texts for every head and LoRA
+adapter measured (bf16 5e-5, weight-only int8 3e-4), while dynamic int8 (5.6e-3 to 9.2e-3,
+min cosine 0.96) fell to 95-98%. A candidate that fails the gate, or fails to build (e.g.
+its graph's own parity check), is skipped and the reason logged.
+
+Speed: rows/s at batch 1 (median of 8 single texts) and at batch 32 (best of 2) on the
+sample; the score is their harmonic mean, so neither c=1 latency nor throughput is
+sacrificed. Noise on a shared machine can only make a candidate look slower.
+
+The decision is cached (``<cache dir>/choice-<key>.json``, key: backbone sha256, CPU model
+and flags, torch and onnxruntime versions, threads, the gate): a restart, or a second replica on the
+same machine type and volume, skips the measurement and cannot flip runtimes under heads
+fitted on the first one's embeddings. Delete the file to measure again.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import platform
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from adapters.encoders.text import TextEncoder, has_bf16_matrix_units
+
+from .runtime import OnnxEncoder
+from .sample import SAMPLE_TEXTS
+
+log = logging.getLogger("tailor")
+
+
+@dataclass(frozen=True)
+class Gate:
+    min_cosine: float = 0.995  # every row of the sample
+    max_mean_drift: float = 1e-3  # mean of (1 - cosine) over the sample
+
+
+GATE = Gate()
+
+LONG_SAMPLE: tuple[str, ...] = (
+    "The central bank left interest rates unchanged on Thursday, saying inflation had eased "
+    "but the labour market remained tight, and signalled that cuts could come later in the "
+    "year if price growth kept slowing. Markets rose on the news while the currency fell.",
+    "Thank you for your order. Your parcel has been dispatched and should arrive within three "
+    "to five working days. If anything is missing or damaged, reply to this email with a photo "
+    "and your order number and we will send a replacement or refund you in full.",
+    "The match was delayed by rain for almost an hour, but once play resumed the home side "
+    "dominated, scoring twice before half time and holding on despite a late red card.",
+    "To reset the router, hold the button on the back for ten seconds until the light blinks "
+    "orange, then wait two minutes and connect again with the password printed underneath.",
+)
+
+
+def fixed_sample() -> list[str]:
+    return list(SAMPLE_TEXTS) + list(LONG_SAMPLE)
+
+
+@dataclass
+class Candidate:
+    name: str
+    build: Callable[[], Any]  # -> an Encoder (adapters.encoders.Encoder)
+
+
+@dataclass
+class Trial:
+    name: str
+    min_cosine: float = 0.0
+    mean_drift: float = 1.0
+    rows_per_s_b1: float = 0.0
+    rows_per_s_b32: float = 0.0
+    passed: bool = False
+    error: str = ""
+
+    @property
+    def score(self) -> float:
+        a, b = self.rows_per_s_b1, self.rows_per_s_b32
+        return 2 * a * b / (a + b) if a and b else 0.0
+
+    def why_not(self) -> str:
+        if self.error:
+            return f"{self.name} ({self.error})"
+        return f"{self.name} (mean drift {self.mean_drift:.1e}, min cosine {self.min_cosine:.4f})"
+
+
+@dataclass
+class Choice:
+    runtime: str
+    reason: str
+    trials: list[Trial] = field(default_factory=list)
+    seconds: float = 0.0
+    cached: bool = False
+
+    def line(self) -> str:
+        how = "cached decision" if self.cached else f"measured in {self.seconds:.1f} s"
+        return f"runtime auto chose {self.runtime} ({how}): {self.reason}"
+
+
+def _drift(ref: np.ndarray, got: np.ndarray) -> tuple[float, float]:
+    cos = np.sum(ref * got, 1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(got, axis=1) + 1e-12)
+    return float(cos.min()), float(np.mean(1 - cos))
+
+
+def _rate(embed: Callable[[list[str]], Any], texts: list[str], repeats: int) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        embed(texts)
+        best = min(best, time.perf_counter() - t)
+    return len(texts) / max(best, 1e-9)
+
+
+def measure(name: str, encoder: Any, ref: np.ndarray, sample: list[str], gate: Gate) -> Trial:
+    """The gate, then (if it holds) the speed of ``encoder`` on ``sample``."""
+    t = Trial(name)
+    got = np.asarray(encoder.embed(sample), dtype=np.float32)
+    t.min_cosine, t.mean_drift = _drift(ref, got)
+    t.passed = t.min_cosine >= gate.min_cosine and t.mean_drift <= gate.max_mean_drift
+    if t.passed:
+        t.rows_per_s_b1 = statistics.median(_rate(encoder.embed, [s], 1) for s in sample[:8])
+        t.rows_per_s_b32 = _rate(encoder.embed, (sample * 2)[:32], 2)
+    return t
+
+
+def choose(reference: Any, candidates: Sequence[Candidate], gate: Gate = GATE,
+           sample: Sequence[str] | None = None) -> tuple[Choice, Any]:
+    """The fastest candidate that passes ``gate`` against ``reference`` (fp32), and its
+    encoder. ``reference`` qualifies itself as ``torch-fp32`` when no candidate does."""
+    t0 = time.perf_counter()
+    sample = list(sample or fixed_sample())
+    ref = np.asarray(reference.embed(sample), dtype=np.float32)
+    trials: list[Trial] = []
+    built: dict[str, Any] = {}
+    for c in candidates:
+        try:
+            enc = c.build()
+            trial = measure(c.name, enc, ref, sample, gate)
+            if trial.passed:
+                built[c.name] = enc
+        except Exception as e:  # noqa: BLE001 - a candidate that cannot run is not chosen
+            trial = Trial(c.name, error=f"{type(e).__name__}: {str(e)[:200]}")
+        if not trial.passed:
+            log.info("runtime auto: candidate %s", "skipped: " + trial.why_not())
+        trials.append(trial)
+    ok = [t for t in trials if t.passed]
+    rejected = [t.why_not() for t in trials if not t.passed]
+    tail = f"; rejected: {', '.join(rejected)}" if rejected else ""
+    if not ok:
+        choice = Choice("torch-fp32", "no candidate kept accuracy on the fixed sample" + tail, trials)
+        encoder = reference
+    else:
+        best = max(ok, key=lambda t: t.score)
+        choice = Choice(best.name, f"fastest that keeps accuracy (mean drift {best.mean_drift:.1e} "
+                        f"<= {gate.max_mean_drift:g}, min cosine {best.min_cosine:.4f} >= "
+                        f"{gate.min_cosine:g}): {best.rows_per_s_b1:.0f} rows/s at batch 1, "
+                        f"{best.rows_per_s_b32:.0f} at batch 32" + tail, trials)
+        encoder = built[best.name]
+    choice.seconds = time.perf_counter() - t0
+    return choice, encoder
+
+
+def cache_key(sha256: str, threads: int, gate: Gate = GATE) -> str:
+    import onnxruntime
+    import torch
+
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        cpu = next((ln for ln in lines if ln.startswith("model name")), "")
+        cpu += next((ln for ln in lines if ln.startswith("flags")), "")
+    except OSError:
+        cpu = platform.processor()
+    return hashlib.sha256("|".join([sha256, cpu, torch.__version__, onnxruntime.__version__,
+                                    str(threads), repr(gate)]).encode()).hexdigest()[:16]
+
+
+def candidates_for(encoder: TextEncoder, cache_dir: Path, threads: int = 0,
+                   providers: Sequence[str] = ("CPUExecutionProvider",)) -> list[Candidate]:
+    """This machine's candidates (see the module docstring), built lazily."""
+    def onnx(quantize: str) -> Callable[[], Any]:
+        # the plain graph is enough to measure; the chosen one also gets its LoRA-routed graph
+        return lambda: OnnxEncoder.open(encoder, cache_dir, quantize=quantize,  # type: ignore[arg-type]
+                                        providers=providers, threads=threads,
+                                        cache_dir=cache_dir, lora=False)
+
+    out = [Candidate("onnx-int8", onnx("int8"))]
+    if has_bf16_matrix_units():
+        out.append(Candidate("torch-bf16", lambda: encoder.with_dtype("bfloat16")))
+    out.append(Candidate("onnx-fp32", onnx("none")))
+    return out
+
+
+def encoder_for(name: str, encoder: TextEncoder, cache_dir: Path, threads: int = 0,
+                providers: Sequence[str] = ("CPUExecutionProvider",)) -> Any:
+    """The serving encoder of a decision (an onnx one with its LoRA-routed graph)."""
+    if name == "torch-fp32":
+        return encoder
+    if name.startswith("onnx-"):
+        return OnnxEncoder.open(encoder, cache_dir, providers=providers, threads=threads,
+                                quantize="int8" if name == "onnx-int8" else "none",
+                                cache_dir=cache_dir, lora=True)
+    for c in candidates_for(encoder, cache_dir, threads, providers):
+        if c.name == name:
+            return c.build()
+    raise ValueError(f"runtime {name!r} is not a candidate on this machine")
+
+
+def auto(encoder: TextEncoder, cache_dir: str | Path, *, threads: int = 0,
+         providers: Sequence[str] = ("CPUExecutionProvider",), gate: Gate = GATE) -> tuple[Any, Choice]:
+    """The serving encoder for ``TAILOR_RUNTIME=auto`` and the decision, logged in one line.
+    Reads the cached decision when there is one; measures and caches it otherwise."""
+    cache_dir = Path(cache_dir)
+    path = cache_dir / f"choice-{cache_key(encoder.identity.sha256, threads, gate)}.json"
+    choice = None
+    if path.exists():
+        try:
+            data = json.loads(path.read_text())
+            choice = Choice(data["runtime"], data["reason"], [Trial(**t) for t in data["trials"]],
+                            data["seconds"], cached=True)
+            served = encoder_for(choice.runtime, encoder, cache_dir, threads, providers)
+        except Exception as e:  # noqa: BLE001 - a stale or broken cache: measure again
+            log.warning("runtime auto: cached decision %s unusable (%s); measuring again", path, e)
+            choice = None
+    if choice is None:
+        choice, served = choose(encoder, candidates_for(encoder, cache_dir, threads, providers), gate)
+        if choice.runtime.startswith("onnx-"):
+            served = encoder_for(choice.runtime, encoder, cache_dir, threads, providers)
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"runtime": choice.runtime, "reason": choice.reason,
+                                   "trials": [asdict(t) for t in choice.trials],
+                                   "seconds": choice.seconds, "gate": asdict(gate)}, indent=1))
+        tmp.replace(path)
+    log.info(choice.line())
+    return served, choice
+
+
+__all__ = ["GATE", "Candidate", "Choice", "Gate", "Trial", "auto", "cache_key", "candidates_for",
+           "choose", "fixed_sample"]

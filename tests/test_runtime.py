@@ -1,0 +1,156 @@
+"""Serving runtimes (issue 12): the single-pass tokenizer, the bf16 backbone, and the
+start-up choice of ``TAILOR_RUNTIME=auto`` (export/runtime_choice.py) with its fallback."""
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from adapters.encoders.lora import LoraSpec, LoraWeights
+from adapters.encoders.text import has_bf16_matrix_units
+from export import runtime_choice
+from export.runtime_choice import GATE, Candidate, auto, choose, fixed_sample
+
+TEXTS = fixed_sample() + ["word " * 600, "", " ", "naïve café déjà vu", "a\tb\nc"]
+
+
+def test_prepare_gives_the_ids_of_the_transformers_tokenizer(backbone):
+    """The Rust tokenizer called directly (no lock, one pass) gives the wrapper's ids,
+    truncation included, at the default and at a shorter max length."""
+    for limit in (None, 16):
+        want = backbone.tokenizer(TEXTS, truncation=True, add_special_tokens=True,
+                                  max_length=limit or backbone.max_length)["input_ids"]
+        assert backbone.prepare(TEXTS, limit) == want
+    assert backbone.prepare([]) == []
+
+
+def test_bf16_encoder_keeps_the_fp32_model_and_close_embeddings(backbone):
+    bf = backbone.with_dtype("bfloat16")
+    assert bf.dtype == "bfloat16" and bf.model is backbone.model
+    assert next(backbone.model.parameters()).dtype == torch.float32  # training, export, checksum
+    ref, got = backbone.embed(TEXTS[:28]), bf.embed(TEXTS[:28])
+    assert got.dtype == torch.float32
+    assert torch.nn.functional.cosine_similarity(ref, got).min() > 0.99
+    # LoRA rows on the bf16 copy: the low-rank update in fp32, close to the fp32 backbone's
+    w = LoraWeights.init(backbone.model, LoraSpec(rank=4, alpha=8, targets=("query", "value")), seed=0, identity=False)
+    loras = [w, None] * 4
+    ref, got = backbone.embed(TEXTS[:8], loras), bf.embed(TEXTS[:8], loras)
+    assert torch.nn.functional.cosine_similarity(ref, got).min() > 0.99
+    with pytest.raises(ValueError, match="dtype"):
+        backbone.with_dtype("float16")
+
+
+class Fake:
+    """An encoder whose embeddings are the reference's plus noise of a given size."""
+
+    def __init__(self, ref, noise: float = 0.0, delay: float = 0.0, fail: bool = False):
+        self.ref, self.noise, self.delay, self.fail = ref, noise, delay, fail
+
+    def embed(self, texts):
+        import time
+
+        if self.fail:
+            raise RuntimeError("no such provider")
+        time.sleep(self.delay)
+        out = self.ref.embed(texts).numpy()
+        rng = np.random.default_rng(0)
+        return out + self.noise * rng.standard_normal(out.shape).astype(np.float32)
+
+
+class Ref:
+    def embed(self, texts):
+        rng = np.random.default_rng(abs(hash(tuple(texts))) % 2**32)
+        return torch.from_numpy(rng.standard_normal((len(texts), 8)).astype(np.float32))
+
+
+def test_choice_takes_the_fastest_candidate_that_keeps_accuracy(caplog):
+    ref = Ref()
+    cands = [Candidate("onnx-int8", lambda: Fake(ref, noise=0.2)),  # fast but drifts: skipped
+             Candidate("broken", lambda: Fake(ref, fail=True)),  # fails to run: skipped
+             Candidate("torch-bf16", lambda: Fake(ref, noise=1e-3)),
+             Candidate("onnx-fp32", lambda: Fake(ref, delay=0.002))]
+    with caplog.at_level(logging.INFO, logger="tailor"):
+        choice, enc = choose(ref, cands, GATE, sample=TEXTS[:8])
+    assert choice.runtime == "torch-bf16" and isinstance(enc, Fake) and enc.noise == 1e-3
+    trials = {t.name: t for t in choice.trials}
+    assert not trials["onnx-int8"].passed and trials["onnx-int8"].min_cosine < GATE.min_cosine
+    assert "RuntimeError: no such provider" in trials["broken"].error
+    assert "rejected: onnx-int8 (mean drift" in choice.reason and "broken (RuntimeError" in choice.reason
+    logged = caplog.text
+    assert "candidate skipped: onnx-int8" in logged and "candidate skipped: broken" in logged
+
+
+def test_choice_falls_back_to_the_reference_when_nothing_holds():
+    ref = Ref()
+    choice, enc = choose(ref, [Candidate("onnx-int8", lambda: Fake(ref, noise=0.5))], GATE,
+                         sample=TEXTS[:8])
+    assert choice.runtime == "torch-fp32" and enc is ref
+    assert choice.reason.startswith("no candidate kept accuracy")
+
+
+def test_auto_logs_one_line_and_caches_the_decision(backbone, tmp_path, monkeypatch, caplog):
+    built = []
+
+    def fakes(encoder, cache_dir, threads=0, providers=()):
+        built.append(1)
+        return [Candidate("onnx-int8", lambda: Fake(encoder, noise=0.2)),
+                Candidate("torch-bf16", lambda: Fake(encoder, noise=1e-4))]
+
+    monkeypatch.setattr(runtime_choice, "candidates_for", fakes)
+    with caplog.at_level(logging.INFO, logger="tailor"):
+        served, choice = auto(backbone, tmp_path)
+    assert choice.runtime == "torch-bf16" and not choice.cached
+    assert [r.message for r in caplog.records if r.message.startswith("runtime auto chose")] == [
+        choice.line()]
+    assert "runtime auto chose torch-bf16 (measured in" in choice.line()
+    (cache,) = tmp_path.glob("choice-*.json")
+    assert json.loads(cache.read_text())["runtime"] == "torch-bf16"
+    # a restart reads the decision: no measurement, same runtime
+    served2, choice2 = auto(backbone, tmp_path)
+    assert choice2.cached and choice2.runtime == "torch-bf16" and len(built) == 2  # 1 measure + 1 build
+    assert "cached decision" in choice2.line()
+    # a broken cache file is measured again, not fatal
+    cache.write_text("{not json")
+    _, choice3 = auto(backbone, tmp_path)
+    assert not choice3.cached and choice3.runtime == "torch-bf16"
+
+
+@pytest.mark.skipif(not has_bf16_matrix_units(), reason="no bf16 matrix units on this CPU")
+def test_real_bf16_candidate_passes_the_gate(backbone):
+    cands = [c for c in runtime_choice.candidates_for(backbone, None) if c.name == "torch-bf16"]
+    choice, enc = choose(backbone, cands)
+    assert choice.runtime == "torch-bf16" and enc.dtype == "bfloat16", choice.reason
+
+
+def test_settings_default_runtime_is_auto():
+    from service.settings import Settings
+
+    assert Settings.from_env({"TAILOR_MAX_INPUTS": "8"}).runtime == "auto"  # the default
+    assert Settings.from_env({"TAILOR_RUNTIME": "torch"}).runtime == "torch"
+    assert Settings.from_env({"TAILOR_RUNTIME": "onnx"}).runtime == "onnx"
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_training_jobs_embed_in_the_serving_precision(backbone, tmp_path, monkeypatch, dtype):
+    """A LoRA job's worker fits the head on embeddings of the precision that serves (the
+    served encoder's dtype goes to the worker; autograd stays on the fp32 weights)."""
+    import adapters.engine as engine_module
+    from adapters import AdapterStore, Tailor
+    from adapters.training.worker import TrainingFailed
+
+    seen = {}
+
+    def fake(job, **kwargs):
+        seen.update(kwargs)
+        raise TrainingFailed("stop here")
+
+    monkeypatch.setattr(engine_module, "train_in_subprocess", fake)
+    served = backbone.with_dtype(dtype)
+    t = Tailor(served, AdapterStore(tmp_path / "store", backbone.identity))
+    examples = [{"text": f"text {i}", "label": "ab"[i % 2]} for i in range(8)]
+    pending = t.create_adapter("default", "l", "lora", examples, {"epochs": 1})
+    assert t.wait_job("default", pending["job"]["id"], timeout=60)["status"] == "failed"
+    assert seen["dtype"] == dtype
