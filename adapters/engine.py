@@ -1,50 +1,70 @@
-"""Tailor's domain facade: one frozen backbone, a store, a registry and a batcher.
+"""Tailor's domain facade: one frozen encoder, a store, a registry, a batcher and jobs.
 
 Usable from a notebook without a server::
 
     from adapters import Tailor
     t = Tailor.open(store_root="./store")
-    t.create_adapter("default", "topics", "head", examples)
+    t.create_adapter("default", "topics", "head", examples)          # trained now: the record
+    pending = t.create_adapter("default", "q", "lora", examples)     # a job kind: record + job
+    t.wait_job("default", pending["job"]["id"])
     t.predict("default", "topics", ["some text"])
 
-The service calls the ``a*`` coroutines, which send rows through the micro-batcher so that
-concurrent requests for different adapters share one backbone forward.
+Every kind goes through one create path: validate (``kinds.build_request``), then train in
+the call or submit a job, then ``store.publish``. The service calls only this facade; its
+``a*`` coroutines send rows through the micro-batcher so that concurrent requests for
+different adapters share one backbone forward.
 """
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import logging
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
-from .backbone import Backbone
-from .batcher import MicroBatcher
-from .batching import group_rows
-from .config import ADAPTER_KINDS, Limits, parse_ref, validate_name
-from .errors import InvalidRequest, TooLarge
-from .registry import AdapterRegistry, LoadedAdapter
-from .store import AdapterStore
-from .trainer import train_head, validate_text
+from .encoders import Encoder, open_encoder
+from .errors import (AdapterNotFound, CorruptAdapter, IncompatibleAdapter, InvalidRequest,
+                     Overloaded)
+from .events import NO_EVENTS, Events
+from .kinds import build_request, get_kind, load_adapter
+from .kinds.base import Decision
+from .segments import group_rows
+from .serving import AdapterRegistry, LoadedAdapter, MicroBatcher
+from .serving.suggest import select_informative
+from .storage import AdapterStore, Artifact, Inputs, Manifest
+from .storage.updates import estimate, merge_inputs
+from .training.gate import Gate
+from .training.jobs import Job, JobManager
+from .training.worker import WorkerConfig, train_in_subprocess
+from .validation import (Limits, parse_ref, shorten, validate_inputs, validate_name,
+                         validate_text_list)
 
-Row = tuple[LoadedAdapter | None, str]
+log = logging.getLogger("tailor")
+
+Row = tuple[LoadedAdapter | None, Any]  # (adapter or None for a bare embedding, input)
+JOB_SUFFIX = "_train"  # a job's kind is "<adapter kind>_train"
 
 
-def adapter_record(m: dict[str, Any]) -> dict[str, Any]:
+def adapter_record(m: Manifest) -> dict[str, Any]:
     """The public view of a stored version (what GET /v1/adapters/{name} answers)."""
     return {
-        "name": m["name"],
-        "version": m["version"],
-        "ref": f"{m['name']}@{m['version']}",
-        "kind": m["kind"],
+        "name": m.name,
+        "version": m.version,
+        "ref": m.ref,
+        "kind": m.kind,
         "status": "ready",
-        "labels": m["labels"],
-        "multi_label": bool(m.get("multi_label")),
-        "options": m.get("options", {}),
-        "metrics": m.get("metrics", {}),
-        "warnings": m.get("warnings", []),
-        "backbone": m["backbone"],
-        "size_bytes": m.get("size_bytes", 0),
-        "created_at": m["created_at"],
+        "labels": list(m.labels),
+        "multi_label": m.multi_label,
+        "options": m.options,
+        "metrics": m.metrics,
+        "warnings": list(m.warnings),
+        "backbone": m.backbone.model_dump(),
+        "size_bytes": m.size_bytes,
+        "created_at": m.created_at,
+        **({"label_descriptions": m.label_descriptions} if m.label_descriptions else {}),
+        **({"changes": m.changes} if m.changes else {}),
     }
 
 
@@ -60,31 +80,57 @@ def format_prediction(adapter: LoadedAdapter, probs: torch.Tensor) -> dict[str, 
 
 
 class Tailor:
-    def __init__(self, backbone: Backbone, store: AdapterStore, *, limits: Limits = Limits(),
+    def __init__(self, encoder: Encoder, store: AdapterStore, *, limits: Limits = Limits(),
                  cache_size: int = 256, max_batch_rows: int = 64, max_wait_ms: float = 20.0,
-                 max_queued_rows: int = 4096, max_queue_wait_s: float = 30.0):
-        self.backbone = backbone
+                 max_queued_rows: int = 4096, max_queue_wait_s: float = 30.0,
+                 jobs: JobManager | None = None, worker: WorkerConfig = WorkerConfig(),
+                 max_concurrent_creates: int = 4, events: Events = NO_EVENTS):
+        """``jobs``: the runner of job kinds, started here with this engine's executor unless
+        its owner started it with another; by default one is made under ``<store>/jobs``
+        when a job kind is first created. ``events``: who hears about cache hits, batches,
+        predictions and jobs (metrics). ``max_concurrent_creates``: creates in flight through
+        ``acreate_adapter`` before 429."""
+        self.encoder = encoder
         self.store = store
-        self.registry = AdapterRegistry(store, cache_size)
+        self.events = events
+        self.registry = AdapterRegistry(store, load_adapter, cache_size, events)
         self.limits = limits
+        self.worker = worker
+        self.creates = Gate(max_concurrent_creates)
         self.batcher: MicroBatcher[Row, torch.Tensor] = MicroBatcher(
             self.run_rows, max_rows=max_batch_rows, max_wait_ms=max_wait_ms,
-            max_queued_rows=max(max_queued_rows, max_batch_rows), max_queue_wait_s=max_queue_wait_s)
+            max_queued_rows=max(max_queued_rows, max_batch_rows), max_queue_wait_s=max_queue_wait_s,
+            events=events)
+        self._jobs = jobs
+        if jobs is not None and not jobs.started:
+            jobs.start(self._run_job)
 
     @classmethod
     def open(cls, store_root: str | Path, backbone_path: str | Path | None = None,
              **kwargs: Any) -> "Tailor":
-        backbone = Backbone(backbone_path)
-        return cls(backbone, AdapterStore(store_root, backbone.identity), **kwargs)
+        encoder = open_encoder(backbone_path)
+        return cls(encoder, AdapterStore(store_root, encoder.identity), **kwargs)
+
+    def close(self) -> None:
+        """Stop this process's job runners; a job in hand goes back to the queue."""
+        if self._jobs is not None:
+            self._jobs.close()
+
+    @property
+    def jobs(self) -> JobManager:
+        if self._jobs is None:
+            self._jobs = JobManager(self.store.root / "jobs", events=self.events)
+            self._jobs.start(self._run_job)
+        return self._jobs
 
     # -- the batched forward ----------------------------------------------------------------
     def run_rows(self, rows: list[Row]) -> list[torch.Tensor]:
-        """One backbone pass over all rows (length-sorted chunks), then each row through its
-        own adapter's head. Rows of LoRA adapters get their low-rank deltas inside that same
-        pass. Rows without an adapter get their embedding."""
+        """One backbone pass over all rows (each input prepared once, length-sorted chunks),
+        then each row through its own adapter's head. Rows of LoRA adapters get their
+        low-rank deltas inside that same pass. Rows without an adapter get their embedding."""
         loras = [a.lora if a is not None else None for a, _ in rows]
-        emb = self.backbone.embed([text for _, text in rows],
-                                  loras if any(w is not None for w in loras) else None)  # [rows, dim]
+        emb = self.encoder.embed([item for _, item in rows],
+                                 loras if any(w is not None for w in loras) else None)  # [rows, dim]
         out: list[torch.Tensor] = list(emb)
         keys = [id(a) if a is not None else None for a, _ in rows]
         for key, idx in group_rows(keys).items():
@@ -96,58 +142,173 @@ class Tailor:
                 out[i] = p
         return out
 
-    # -- validation -------------------------------------------------------------------------
-    def check_inputs(self, inputs: Any) -> list[str]:
-        if not isinstance(inputs, list) or not inputs:
-            raise InvalidRequest("inputs must be a non-empty list of strings")
-        if len(inputs) > self.limits.max_inputs:
-            raise TooLarge(f"{len(inputs)} inputs in one request; the limit is {self.limits.max_inputs} "
-                           "(TAILOR_MAX_INPUTS). Split the request")
-        return [validate_text(t, f"inputs[{i}]", self.limits) for i, t in enumerate(inputs)]
-
     def resolve(self, tenant: str, ref: str) -> LoadedAdapter:
         name, version = parse_ref(ref)
         return self.registry.get(tenant, name, version)
 
-    # -- sync API (notebooks, CLI, tests) ----------------------------------------------------
-    def create_adapter(self, tenant: str, name: str, kind: str, examples: Any,
-                       options: dict[str, Any] | None = None) -> dict[str, Any]:
+    # -- creating adapters: one path for every kind -----------------------------------------
+    def create_adapter(self, tenant: str, name: str, kind: str, examples: Any = None,
+                       options: dict[str, Any] | None = None, *, label_descriptions: Any = None,
+                       unlabeled: Any = None, changes: dict[str, Any] | None = None
+                       ) -> dict[str, Any]:
+        """Validate, then train now (the new version's record; kinds with a background recipe
+        add the ``job`` that trains it) or queue a job (the pending record with its ``job``).
+        Bad input raises a 4xx-mapped error before anything is trained, queued or stored."""
         validate_name(name)
+        k = get_kind(kind)
         self.store.check_room(tenant, name)  # before training: the limit is a 4xx at once
-        if kind not in ADAPTER_KINDS:
-            raise InvalidRequest(f"kind {kind!r} is not supported; use one of {list(ADAPTER_KINDS)}")
-        if kind == "lora":  # in-process and blocking (notebooks); the service uses LoraJobs
-            from .lora_trainer import train_lora
+        request = build_request(k, examples, options, self.limits, label_descriptions, unlabeled)
+        payload = {"stage": "train", "kind": k.name, "examples": list(examples or []),
+                   "options": dict(options or {}), "label_descriptions": request.descriptions,
+                   "unlabeled": request.unlabeled, "changes": changes}
+        if k.is_job(request):
+            job = self.jobs.submit(k.name + JOB_SUFFIX, tenant, name, payload)
+            return {"name": name, "kind": k.name, "status": "training",
+                    "labels": request.data.labels,
+                    "options": request.options.stored(request.label_order), "job": job.public()}
+        artifact = k.train(self.encoder, request)
+        m = self.store.publish(tenant, name, artifact, _inputs(payload),
+                               _finish_changes(changes, artifact))
+        record = adapter_record(m)
+        if k.background is not None and k.background.applies(request):  # published if better
+            try:
+                job = self.jobs.submit(k.name + JOB_SUFFIX, tenant, name,
+                                       {**payload, "stage": "background", "base_version": m.version})
+            except Overloaded as e:  # the version is published: say so rather than answer 429
+                record["warnings"] = [*record["warnings"], "the stronger recipe was not queued "
+                                      f"({e.message}); {m.ref} is served as it is"]
+            else:
+                record["job"] = job.public()
+        return record
 
-            lora_art = train_lora(self.backbone, examples, options, self.limits)
-            m = self.store.publish(tenant, name, kind="lora", tensors=lora_art.tensors(),
-                                   meta=lora_art.meta(),
-                                   examples=examples if isinstance(examples, list) else None)
-            return adapter_record(m)
-        art = train_head(self.backbone.embed, examples, options, self.limits)
-        m = self.store.publish(tenant, name, kind=art.kind, tensors=art.tensors(), meta={
-            "labels": art.labels, "multi_label": art.multi_label, "options": art.options,
-            "metrics": art.metrics, "warnings": art.warnings},
-            examples=examples if isinstance(examples, list) else None)
-        return adapter_record(m)
+    async def acreate_adapter(self, tenant: str, name: str, kind: str, examples: Any = None,
+                              options: dict[str, Any] | None = None, **kw: Any) -> dict[str, Any]:
+        """``create_adapter`` off the event loop, within the bound on creates in flight
+        (Overloaded with a spread Retry-After beyond it, before any work is queued)."""
+        with self.creates.slot():
+            return await asyncio.to_thread(self.create_adapter, tenant, name, kind, examples,
+                                           options, **kw)
 
-    def predict(self, tenant: str, ref: str, inputs: Any) -> dict[str, Any]:
-        texts = self.check_inputs(inputs)
+    async def aadd_examples(self, tenant: str, name: str, examples: Any = None,
+                            **kw: Any) -> dict[str, Any]:
+        """``add_examples`` off the event loop, within the same bound as creates."""
+        with self.creates.slot():
+            return await asyncio.to_thread(self.add_examples, tenant, name, examples, **kw)
+
+    def add_examples(self, tenant: str, name: str, examples: Any = None, *,
+                     label_descriptions: Any = None, unlabeled: Any = None,
+                     kind: str | None = None, options: dict[str, Any] | None = None
+                     ) -> dict[str, Any]:
+        """The next version of ``name``, trained on what its latest version was trained on
+        plus these; same kind and options unless given (another kind keeps only the label
+        order). Earlier versions stay servable."""
+        validate_name(name)
+        base = self.store.manifest(tenant, name)
+        merged, changes = merge_inputs(self.store.inputs(tenant, name, base.version), examples,
+                                       label_descriptions, unlabeled, self.limits,
+                                       base.multi_label)
+        changes = {"from_version": base.version, **changes,
+                   "metric_before": estimate(base.metrics)}
+        if options is None:  # the same options; for another kind only the label order
+            options = _carry_options(base, merged)
+            if kind not in (None, base.kind):
+                options = {k: v for k, v in options.items() if k == "labels"}
+        return self.create_adapter(tenant, name, kind or base.kind, merged.examples, options,
+                                   label_descriptions=merged.label_descriptions or None,
+                                   unlabeled=merged.unlabeled or None, changes=changes)
+
+    def _run_job(self, job: Job) -> dict[str, Any]:
+        """The executor of this process's job runner: train in a worker process, then publish
+        (unless cancelled first). A cancelled, failed or interrupted job publishes nothing; a
+        background candidate is published only when its kind accepts it over the version it
+        started from, and never over a newer one."""
+        p, rec = job.payload, job.record
+        request = {k: p[k] for k in ("stage", "kind", "examples", "options", "label_descriptions",
+                                     "unlabeled")}
+        artifact = train_in_subprocess(
+            job, request=request, backbone_path=str(self.encoder.model_dir),
+            limits=dataclasses.asdict(self.limits), tmp_dir=self.store.root / ".tmp",
+            config=self.worker)
+        outcome: dict[str, Any] = {}
+        if p["stage"] == "background":
+            served = self.store.manifest(rec.tenant, rec.adapter)
+            background = get_kind(p["kind"]).background
+            assert background is not None
+            if served.version != p["base_version"]:
+                decision = Decision(False, f"a newer version ({served.ref}) was published while "
+                                    "this one trained; it stays")
+            else:
+                decision = background.accept(served, artifact)
+            outcome = {"decision": "promoted" if decision.promote else "kept",
+                       "reason": decision.reason, "candidate_metrics": artifact.metrics}
+            if not decision.promote:
+                return {"adapter": served.ref, "version": served.version, **outcome}
+            artifact.metrics["selection"] = {"decision": "promoted", "reason": decision.reason,
+                                             "replaces": served.ref}
+        job.begin_publish()
+        m = self.store.publish(rec.tenant, rec.adapter, artifact, _inputs(p),
+                               _finish_changes(p.get("changes"), artifact))
+        return {"adapter": m.ref, "version": m.version, "metrics": m.metrics,
+                **{k: v for k, v in outcome.items() if k != "candidate_metrics"}}
+
+    # -- what to label next --------------------------------------------------------------------
+    def suggest(self, tenant: str, ref: str, texts: Any, k: Any) -> dict[str, Any]:
+        """The ``k`` texts whose labels would teach the adapter most (uncertain, and unlike
+        each other), with its current prediction of each."""
+        pool = validate_text_list(texts, "texts", self.limits.max_suggest_texts,
+                                  "TAILOR_MAX_SUGGEST_TEXTS", self.limits, required=True)
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise InvalidRequest(f"k must be a positive integer (how many texts to suggest), "
+                                 f"got {shorten(k)}")
         adapter = self.resolve(tenant, ref)
-        probs = self.run_rows([(adapter, t) for t in texts])
-        return {"adapter": adapter.ref, "predictions": [format_prediction(adapter, p) for p in probs]}
+        emb = self.encoder.embed(pool, [adapter.lora] * len(pool) if adapter.lora else None)
+        probs = adapter.head.probabilities(emb)  # [texts, labels]
+        picks = select_informative(probs.numpy(), emb.numpy(), min(k, len(pool)),
+                                   multi_label=adapter.multi_label)
+        return {"adapter": adapter.ref, "suggestions": [
+            {"index": i, "text": pool[i], **_brief(format_prediction(adapter, probs[i]))}
+            for i in picks]}
 
-    def embed(self, inputs: Any) -> dict[str, Any]:
-        texts = self.check_inputs(inputs)
-        return _embeddings(self.run_rows([(None, t) for t in texts]))
+    def get_job(self, tenant: str, job_id: str) -> dict[str, Any]:
+        return self.jobs.get(tenant, job_id).public()
 
+    def cancel_job(self, tenant: str, job_id: str) -> dict[str, Any]:
+        return self.jobs.cancel(tenant, job_id).public()
+
+    def wait_job(self, tenant: str, job_id: str, timeout: float = 600.0) -> dict[str, Any]:
+        """Block until the job is finished (notebooks, tests)."""
+        return self.jobs.wait(tenant, job_id, timeout).public()
+
+    def training(self, tenant: str) -> list[dict[str, Any]]:
+        """Adapters of ``tenant`` whose training job is queued or running (in any process
+        sharing the store)."""
+        if self._jobs is None:
+            return []
+        return [{"name": r.adapter, "kind": r.kind.removesuffix(JOB_SUFFIX), "status": "training",
+                 "job": r.public()} for r in self._jobs.active(tenant)]
+
+    def usage(self) -> dict[str, dict[str, Any]]:
+        """Per tenant with adapters or jobs in the store: its adapters (versions, bytes), the
+        bytes they take, and its jobs by state. Reads the whole store (an admin view)."""
+        jobs = self._jobs.usage() if self._jobs is not None else {}
+        out: dict[str, dict[str, Any]] = {}
+        for tenant in sorted(set(self.store.tenants()) | set(jobs)):
+            adapters = self.store.usage(tenant)
+            out[tenant] = {"adapters": adapters,
+                           "stored_bytes": sum(a["stored_bytes"] for a in adapters),
+                           "jobs": jobs.get(tenant, {})}
+        return out
+
+    # -- reading and deleting ------------------------------------------------------------------
     def list_adapters(self, tenant: str) -> list[dict[str, Any]]:
         out = []
         for name in self.store.names(tenant):
             try:
                 out.append(adapter_record(self.store.manifest(tenant, name)))
-            except Exception:  # deleted meanwhile by another replica
+            except AdapterNotFound:  # deleted meanwhile by another replica
                 continue
+            except (CorruptAdapter, IncompatibleAdapter) as e:  # listed by name only in the log
+                log.warning("skipping adapter in list: %s", e.message)
         return out
 
     def get_adapter(self, tenant: str, ref: str) -> dict[str, Any]:
@@ -162,16 +323,69 @@ class Tailor:
         self.registry.forget(tenant, name, removed)
         return removed
 
-    # -- async API (the service) -------------------------------------------------------------
-    async def apredict(self, tenant: str, ref: str, inputs: Any) -> dict[str, Any]:
-        texts = self.check_inputs(inputs)
+    # -- predictions: sync (notebooks, CLI, tests) and async (the service) -----------------------
+    def predict(self, tenant: str, ref: str, inputs: Any) -> dict[str, Any]:
+        items = validate_inputs(inputs, self.limits)
         adapter = self.resolve(tenant, ref)
-        probs = await self.batcher.submit([(adapter, t) for t in texts])
-        return {"adapter": adapter.ref, "predictions": [format_prediction(adapter, p) for p in probs]}
+        probs = self.run_rows([(adapter, t) for t in items])
+        return self._predictions(tenant, adapter, probs)
+
+    def embed(self, inputs: Any) -> dict[str, Any]:
+        items = validate_inputs(inputs, self.limits)
+        return _embeddings(self.run_rows([(None, t) for t in items]))
+
+    async def apredict(self, tenant: str, ref: str, inputs: Any, *,
+                       on_resolved: Callable[[str], None] | None = None) -> dict[str, Any]:
+        """``on_resolved(name@version)``: told which version serves the request as soon as it
+        is known, so that an error after that (429, a bug) is counted against it."""
+        items = validate_inputs(inputs, self.limits)
+        # the store lookup lists a folder (and may load files): never on the event loop
+        adapter = await asyncio.to_thread(self.resolve, tenant, ref)
+        if on_resolved is not None:
+            on_resolved(adapter.ref)
+        probs = await self.batcher.submit([(adapter, t) for t in items])
+        return self._predictions(tenant, adapter, probs)
+
+    def _predictions(self, tenant: str, adapter: LoadedAdapter,
+                     probs: Sequence[torch.Tensor]) -> dict[str, Any]:
+        out = [format_prediction(adapter, p) for p in probs]
+        self.events.predictions(tenant, adapter.ref, [p["label"] for p in out])
+        return {"adapter": adapter.ref, "predictions": out}
 
     async def aembed(self, inputs: Any) -> dict[str, Any]:
-        texts = self.check_inputs(inputs)
-        return _embeddings(await self.batcher.submit([(None, t) for t in texts]))
+        items = validate_inputs(inputs, self.limits)
+        return _embeddings(await self.batcher.submit([(None, t) for t in items]))
+
+
+def _inputs(payload: dict[str, Any]) -> Inputs:
+    return Inputs(payload["examples"], payload.get("label_descriptions") or {},
+                  payload.get("unlabeled") or [])
+
+
+def _finish_changes(changes: dict[str, Any] | None, artifact: Artifact) -> dict[str, Any] | None:
+    """An update's changes, with the new version's estimate next to the old one's."""
+    return None if changes is None else {**changes, "metric_after": estimate(artifact.metrics)}
+
+
+def _carry_options(base: Manifest, merged: Inputs) -> dict[str, Any]:
+    """The latest version's options for its next version; a label order grows by the new
+    labels (in order of appearance), which an update may add."""
+    options = dict(base.options)
+    if "labels" in options:
+        seen = list(options["labels"])
+        for ex in merged.examples:
+            for lab in ([ex["label"]] if "label" in ex else ex.get("labels", [])):
+                if isinstance(lab, str) and lab not in seen:
+                    seen.append(lab)
+        for lab in merged.label_descriptions:
+            if lab not in seen:
+                seen.append(lab)
+        options["labels"] = seen
+    return options
+
+
+def _brief(prediction: dict[str, Any]) -> dict[str, Any]:
+    return {"label": prediction["label"], "score": prediction["score"]}
 
 
 def _embeddings(rows: Sequence[torch.Tensor]) -> dict[str, Any]:

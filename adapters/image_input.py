@@ -36,7 +36,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .config import shorten
+from .validation import shorten
 from .errors import InvalidExamples, TooLarge
 
 FORMATS = ("PNG", "JPEG")

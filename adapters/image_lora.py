@@ -26,11 +26,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .heads import LinearHead, fit_logreg
-from .image_encoder import ImageEncoder
-from .jobs import Cancelled
-from .lora import LoraSpec, LoraWeights, Routing, install_hooks, routed
-from .lora_trainer import _batches, _contrastive_loss
+from .heads import LinearHead
+from .training.fitting import fit_logreg
+from .encoders.image import ImageEncoder
+from .training.jobs import Cancelled
+from .encoders.lora import LoraSpec, LoraWeights, Routing, install_hooks, routed
+from .kinds.lora import _batches, _contrastive_loss
 
 Progress = Callable[[int, int, float], None]  # step, total, loss
 
@@ -79,7 +80,7 @@ def train_embeddings(encoder: ImageEncoder, pixel_values: torch.Tensor, y: np.nd
     torch.manual_seed(opts.seed)
     rng = random.Random(opts.seed)
     g = torch.Generator().manual_seed(opts.seed)
-    spec = LoraSpec(opts.rank, opts.alpha, encoder.lora_targets)
+    spec = LoraSpec(rank=opts.rank, alpha=opts.alpha, targets=encoder.lora_targets)
     install_hooks(encoder.model, spec.targets)
     lw = LoraWeights.init(encoder.model, spec, seed=opts.seed)
     params = lw.parameters()

@@ -20,20 +20,27 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from adapters import AdapterStore, Backbone, Tailor
+from adapters import AdapterStore, Limits, Tailor, TextEncoder
+from adapters.encoders.lora import LoraSpec, LoraWeights, install_hooks, plan, routed
 from adapters.heads import LinearHead
-from adapters.jobs import JobManager
-from adapters.lora import LoraSpec, LoraWeights, install_hooks, plan, routed
-from adapters.lora_jobs import LoraJobs
-from adapters.lora_trainer import train_lora
-from adapters.registry import AdapterRegistry, LoadedAdapter
-from adapters.trainer import train_head
+from adapters.kinds import build_request, get_kind, load_adapter
+from adapters.serving import AdapterRegistry
+from adapters.storage import Artifact
+from adapters.training.jobs import JobManager
+from adapters.training.worker import WorkerConfig
 
 from .common import machine
 from .datasets import ALL
 
 HERE = Path(__file__).resolve().parent
 DATASETS = ("trec_coarse", "sms_spam", "bbc_news")
+SPEC = LoraSpec(rank=8, alpha=16, targets=("query", "value"))  # the default LoRA options' shape
+
+
+def train_now(encoder: TextEncoder, kind: str, examples: list[dict], options: dict) -> Artifact:
+    """Validate and train in this process, as the kind's trainer runs in a job's worker."""
+    k = get_kind(kind)
+    return k.train(encoder, build_request(k, examples, options, Limits()))
 
 
 def _acc(probs: torch.Tensor, labels: list[str], gold: list[str]) -> float:
@@ -42,7 +49,7 @@ def _acc(probs: torch.Tensor, labels: list[str], gold: list[str]) -> float:
 
 
 # -- 1. accuracy + training time ------------------------------------------------------------------
-def accuracy(bb: Backbone, seeds: int, max_test: int) -> tuple[dict, dict]:
+def accuracy(bb: TextEncoder, seeds: int, max_test: int) -> tuple[dict, dict]:
     acc: dict[str, dict[str, list[float]]] = {}
     secs: dict[str, list[float]] = {}
     for name in DATASETS:
@@ -52,42 +59,52 @@ def accuracy(bb: Backbone, seeds: int, max_test: int) -> tuple[dict, dict]:
         for seed in range(seeds):
             train, test = ds.few_shot(8, seed=seed, max_test=max_test)
             texts, gold = [t for t, _ in test], [g for _, g in test]
-            head = train_head(bb.embed, train, {"seed": seed})
-            acc[name]["head"].append(_acc(head.head.probabilities(bb.embed(texts)), head.labels, gold))
+            head = train_now(bb, "head", train, {"seed": seed})
+            probs = LinearHead.from_tensors(head.tensors, head.multi_label).probabilities(bb.embed(texts))
+            acc[name]["head"].append(_acc(probs, head.labels, gold))
             t0 = time.perf_counter()
-            art = train_lora(bb, train, {"seed": seed})
+            art = train_now(bb, "lora", train, {"seed": seed})
             secs[name].append(time.perf_counter() - t0)
-            emb = bb.embed(texts, [art.lora] * len(texts))
-            acc[name]["lora"].append(_acc(art.head.probabilities(emb), art.labels, gold))
+            lw = LoraWeights.from_tensors(art.tensors, art.lora)
+            emb = bb.embed(texts, [lw] * len(texts))
+            probs = LinearHead.from_tensors(art.tensors, art.multi_label).probabilities(emb)
+            acc[name]["lora"].append(_acc(probs, art.labels, gold))
             print(f"  {name} seed {seed}: head {acc[name]['head'][-1]:.3f} lora "
                   f"{acc[name]['lora'][-1]:.3f} ({secs[name][-1]:.1f} s)", flush=True)
     return acc, secs
 
 
-def job_times(bb: Backbone, runs: int) -> list[float]:
+def job_engine(bb: TextEncoder, root: str, threads: int = 1, nice: int = 10) -> Tailor:
+    """A facade over a fresh store whose LoRA jobs run in worker processes with ``threads``
+    torch threads at ``nice`` (the service's TAILOR_TRAIN_THREADS / TAILOR_TRAIN_NICE)."""
+    return Tailor(bb, AdapterStore(root, bb.identity), jobs=JobManager(Path(root) / "jobs"),
+                  worker=WorkerConfig(threads=threads, nice=nice))
+
+
+def job_times(bb: TextEncoder, runs: int) -> list[float]:
     """Submit -> succeeded through the job manager and a worker process (TREC, 8 x 6)."""
     out = []
     with tempfile.TemporaryDirectory() as d:
-        store = AdapterStore(d, bb.identity)
-        jobs = LoraJobs(store, JobManager(Path(d) / "jobs"), backbone_path=str(bb.model_dir))
+        engine = job_engine(bb, d)
         for seed in range(runs):
             train, _ = ALL["trec_coarse"]().few_shot(8, seed=seed)
             t0 = time.perf_counter()
-            rec = jobs.submit("default", "t", train, {"seed": seed})
-            done = jobs.jobs.wait("default", rec["job"]["id"], timeout=600)
-            if done.status != "succeeded":
+            rec = engine.create_adapter("default", "t", "lora", train, {"seed": seed})
+            done = engine.wait_job("default", rec["job"]["id"], timeout=600)
+            if done["status"] != "succeeded":
                 raise RuntimeError(f"benchmark job failed: {done}")
             out.append(time.perf_counter() - t0)
-        jobs.jobs.close()
+        engine.jobs.close()
     return out
 
 
 # -- 2. predict latency idle vs while a job trains --------------------------------------------------
-def latency_during_training(bb: Backbone, requests: int = 80) -> dict[str, tuple[float, float]]:
+def latency_during_training(bb: TextEncoder, requests: int = 80) -> dict[str, tuple[float, float]]:
     texts = [t for t, _ in ALL["trec_coarse"]().few_shot(8, seed=0, max_test=8)[1]]
-    head = train_head(bb.embed, ALL["trec_coarse"]().few_shot(8, seed=0)[0], {})
-    adapter = LoadedAdapter({"name": "h", "version": 1, "labels": head.labels}, head.head)
-    engine = Tailor(bb, store=None)
+    served = tempfile.TemporaryDirectory()
+    engine = Tailor(bb, AdapterStore(served.name, bb.identity))
+    engine.create_adapter("default", "h", "head", ALL["trec_coarse"]().few_shot(8, seed=0)[0])
+    adapter = engine.resolve("default", "h")  # loaded once: run_rows below never reads the store
 
     def measure(n: int) -> tuple[float, float]:
         lat = []
@@ -103,29 +120,28 @@ def latency_during_training(bb: Backbone, requests: int = 80) -> dict[str, tuple
     for label, threads, nice in (("training worker (1 thread, nice 10: default)", 1, 10),
                                  ("training worker (2 threads, nice 0)", 2, 0)):
         with tempfile.TemporaryDirectory() as d:
-            jobs = LoraJobs(AdapterStore(d, bb.identity), JobManager(Path(d) / "jobs"),
-                            backbone_path=str(bb.model_dir), threads=threads, nice=nice)
-            rec = jobs.submit("default", "t", train, {"epochs": 40})
+            trainer = job_engine(bb, d, threads, nice)
+            rec = trainer.create_adapter("default", "t", "lora", train, {"epochs": 40})
             while True:  # wait until the worker is past start-up and training
-                j = jobs.get("default", rec["job"]["id"])
-                if j.status not in ("queued", "running"):
+                j = trainer.get_job("default", rec["job"]["id"])
+                if j["status"] not in ("queued", "running"):
                     raise RuntimeError(f"benchmark job ended early: {j}")
-                if j.progress["step"] >= 1:
+                if j["progress"]["step"] >= 1:
                     break
                 time.sleep(0.2)
             out[label] = measure(requests)
-            jobs.cancel("default", rec["job"]["id"])
-            jobs.jobs.wait("default", rec["job"]["id"], timeout=30)
-            jobs.jobs.close()
+            trainer.cancel_job("default", rec["job"]["id"])
+            trainer.wait_job("default", rec["job"]["id"], timeout=30)
+            trainer.jobs.close()
     out["idle (again)"] = measure(requests)
+    served.cleanup()
     return out
 
 
 # -- 3. mixed batching throughput -------------------------------------------------------------------
-def throughput(bb: Backbone, rows: int = 64, rounds: int = 5) -> dict[str, float]:
+def throughput(bb: TextEncoder, rows: int = 64, rounds: int = 5) -> dict[str, float]:
     texts = [t for t, _ in ALL["trec_coarse"]().few_shot(8, seed=0, max_test=rows)[1]]
-    spec = LoraSpec(8, 16, ("query", "value"))
-    pool = [LoraWeights.init(bb.model, spec, seed=i, identity=False) for i in range(64)]
+    pool = [LoraWeights.init(bb.model, SPEC, seed=i, identity=False) for i in range(64)]
     variants = {"bare backbone": lambda: bb.embed(texts),
                 "1 adapter": lambda: bb.embed(texts, [pool[0]] * rows)}
     for n in (4, 16, 64):
@@ -148,7 +164,7 @@ def throughput(bb: Backbone, rows: int = 64, rounds: int = 5) -> dict[str, float
     return {k: rows / statistics.median(v) for k, v in times.items()}
 
 
-def peft_comparison(bb: Backbone, n: int = 16, rows: int = 64, rounds: int = 7) -> dict[str, float]:
+def peft_comparison(bb: TextEncoder, n: int = 16, rows: int = 64, rounds: int = 7) -> dict[str, float]:
     """Tailor's routing hooks vs peft's per-row ``adapter_names`` (mixed-batch forward), same
     adapters, same rows, one forward of ``rows`` rows each. peft injects its layers into the
     model it wraps, so it gets a deep copy: the served backbone stays untouched."""
@@ -157,8 +173,7 @@ def peft_comparison(bb: Backbone, n: int = 16, rows: int = 64, rounds: int = 7) 
     from peft import LoraConfig, get_peft_model
 
     texts = [t for t, _ in ALL["trec_coarse"]().few_shot(8, seed=0, max_test=rows)[1]]
-    spec = LoraSpec(8, 16, ("query", "value"))
-    pool = [LoraWeights.init(bb.model, spec, seed=i, identity=False) for i in range(n)]
+    pool = [LoraWeights.init(bb.model, SPEC, seed=i, identity=False) for i in range(n)]
     cfg = LoraConfig(r=8, lora_alpha=16, target_modules=["query", "value"], lora_dropout=0.0)
     pm = get_peft_model(copy.deepcopy(bb.model), cfg, adapter_name="a0")
     for i in range(1, n):
@@ -172,11 +187,12 @@ def peft_comparison(bb: Backbone, n: int = 16, rows: int = 64, rounds: int = 7) 
                 layer.lora_B[f"a{i}"].weight.copy_(w.b[name])
     pm.eval()
     per_row = [i % n for i in range(rows)]
-    enc = bb.tokenize(texts)
+    rows_in = bb.prepare(texts)
+    enc = bb.collate(rows_in)
 
-    install_hooks(bb.model, spec.targets)  # after the deep copy: peft's copy must not carry them
+    install_hooks(bb.model, SPEC.targets)  # after the deep copy: peft's copy must not carry them
     order, routing = plan([pool[k] for k in per_row])
-    enc_ours = bb.tokenize([texts[i] for i in order])  # rows grouped by adapter, as embed_batch does
+    enc_ours = bb.collate([rows_in[i] for i in order])  # rows grouped by adapter, as embed does
 
     @torch.inference_mode()
     def ours():
@@ -216,25 +232,26 @@ def peft_section(res: dict[str, float], n: int = 16) -> list[str]:
 
 
 # -- 4. cold load ----------------------------------------------------------------------------------
-def cold_load(bb: Backbone, runs: int = 5) -> dict[str, float]:
+def cold_load(bb: TextEncoder, runs: int = 5) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as d:
         store = AdapterStore(d, bb.identity)
-        w = LoraWeights.init(bb.model, LoraSpec(8, 16, ("query", "value")), identity=False)
+        w = LoraWeights.init(bb.model, SPEC, identity=False)
         head = LinearHead(torch.randn(6, bb.dim), torch.zeros(6), "softmax")
-        meta = {"labels": [f"l{i}" for i in range(6)], "multi_label": False, "options": {},
-                "metrics": {}, "warnings": [], "lora": w.spec.as_dict()}
-        store.publish("default", "lora", kind="lora", tensors={**head.tensors(), **w.tensors()}, meta=meta)
-        store.publish("default", "head", kind="head", tensors=head.tensors(), meta={**meta, "lora": None})
+        labels = [f"l{i}" for i in range(6)]
+        store.publish("default", "lora", Artifact(kind="lora", labels=labels, tensors={
+            **head.tensors(), **w.tensors()}, options={}, metrics={}, lora=w.spec))
+        store.publish("default", "head", Artifact(kind="head", labels=labels,
+                                                  tensors=head.tensors(), options={}, metrics={}))
         out = {}
         for name in ("lora", "head"):
             t = []
             for _ in range(runs):
-                reg = AdapterRegistry(store, 4)
+                reg = AdapterRegistry(store, load_adapter, 4)
                 t0 = time.perf_counter()
                 reg.get("default", name)
                 t.append((time.perf_counter() - t0) * 1000)
             out[name] = statistics.median(t)
-        out["size_bytes_lora"] = store.manifest("default", "lora")["size_bytes"]
+        out["size_bytes_lora"] = store.manifest("default", "lora").size_bytes
     return out
 
 
@@ -270,7 +287,7 @@ def main() -> str:
     seeds = int(os.environ.get("TAILOR_BENCH_SEEDS", "5"))
     max_test = int(os.environ.get("TAILOR_BENCH_MAX_TEST", "400"))
     torch.set_num_threads(1)
-    bb = Backbone(workers=2)
+    bb = TextEncoder(workers=2)
     checksum = bb.weights_checksum()
     info = f"{machine()}, load average at start {os.getloadavg()[0]:.1f}"
     quick = os.environ.get("TAILOR_BENCH_QUICK") == "1"  # smoke run of the harness
@@ -357,6 +374,6 @@ if __name__ == "__main__":
 
     if sys.argv[1:] == ["peft"]:  # only the peft comparison, printed
         torch.set_num_threads(1)
-        print("\n".join(peft_section(peft_comparison(Backbone(workers=2)))))
+        print("\n".join(peft_section(peft_comparison(TextEncoder(workers=2)))))
     else:
         print(main())

@@ -87,7 +87,7 @@ def backbone_flops(config, batch: int, seq: int) -> float:
 
 
 def speed(backbone, sessions: dict) -> list[dict]:
-    from adapters.backbone import mean_pool
+    from adapters.encoders import mean_pool
 
     short_src = [t for t, _ in zip(trec_coarse().texts, range(5000)) if len(t.split()) >= 12]
     long_src = [t for t in bbc_news().texts[:200]]
@@ -169,12 +169,12 @@ def main(threads: int = 1) -> str:
     TAILOR_TORCH_THREADS=1, and immune to OpenMP oversubscription on a shared machine)."""
     import onnxruntime as ort
 
-    from adapters import Backbone
-    from export.runtime import OnnxBackbone, build_backbone_onnx
+    from adapters import TextEncoder
+    from export import OnnxEncoder, build_backbone_onnx
 
     started = time.perf_counter()
     torch.set_num_threads(threads)
-    backbone = Backbone()
+    backbone = TextEncoder()
     reports, onnx_backbones = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for q in ("none", "int8"):
@@ -182,7 +182,7 @@ def main(threads: int = 1) -> str:
             t0 = time.perf_counter()
             reports[q] = build_backbone_onnx(backbone, path, q)
             reports[q].build_s = time.perf_counter() - t0
-            onnx_backbones["onnx_fp32" if q == "none" else "onnx_int8"] = OnnxBackbone(
+            onnx_backbones["onnx_fp32" if q == "none" else "onnx_int8"] = OnnxEncoder(
                 backbone, path, threads=threads, quantize=q)
         sessions = {k: b.session for k, b in onnx_backbones.items()}
         peak = peak_gemm_gflops()

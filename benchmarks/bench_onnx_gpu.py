@@ -88,15 +88,14 @@ def peak_gemm(n: int = 8192, tf32: bool = False, repeats: int = 20) -> float:
 def main(data_path: Path, out: Path) -> str:
     import onnxruntime as ort
 
-    from adapters import AdapterStore, Backbone, Tailor
-    from adapters.backbone import mean_pool
-    from export import ParityError, export_bundle
-    from export.runtime import build_backbone_onnx, create_session
+    from adapters import AdapterStore, Tailor, TextEncoder
+    from adapters.encoders import mean_pool
+    from export import ParityError, build_backbone_onnx, create_session, export_bundle
 
     started = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     data = json.loads(data_path.read_text())
-    backbone = Backbone()
+    backbone = TextEncoder()
     gpu = torch.cuda.get_device_name(0) if DEVICE == "cuda" else "CPU (dry run)"
     result: dict = {"gpu": gpu, "onnxruntime": ort.__version__, "torch": torch.__version__,
                     "available_providers": ort.get_available_providers()}
@@ -247,5 +246,10 @@ if __name__ == "__main__":
     a = ap.parse_args()
     if a.dump_data:
         dump_data(a.dump_data)
+    elif DEVICE == "cuda" and not torch.cuda.is_available():
+        print("[skip] bench_onnx_gpu: no CUDA GPU here (torch.cuda.is_available() is False); "
+              "run it on a GPU machine, or BENCH_DEVICE=cpu for a dry run", file=sys.stderr)
+    elif a.data is None:
+        ap.error("--data is required (write it with --dump-data on a machine with the data sets)")
     else:
         print(main(a.data, a.out))

@@ -3,11 +3,16 @@ throughput over HTTP at several concurrencies as a ratio to the in-process backb
 same inputs, measured side by side in one run against a real `bentoml serve`.
 
     python -m benchmarks.bench_serving        # prints markdown, writes results/serving.md
+    python -m benchmarks.bench_serving predict   # only the predict throughput table, printed
+
+Env knobs: BENCH_ROUNDS (3), BENCH_CONCURRENCY (1,16,64: comma list). Not TAILOR_*: the
+server inherits this environment and refuses TAILOR_* variables it does not know.
 """
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -18,9 +23,9 @@ import httpx
 from benchmarks.common import HERE, machine, median_time, write_section
 from benchmarks.datasets import bbc_news
 
-CONCURRENCY = (1, 16, 64)
+CONCURRENCY = tuple(int(n) for n in os.environ.get("BENCH_CONCURRENCY", "1,16,64").split(","))
 REQUESTS = 256  # per throughput measurement
-ROUNDS = 3
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 
 
 def predict_body(adapters: list[str], texts: list[str]):
@@ -106,10 +111,68 @@ async def _load_httpx(url: str, body, concurrency: int) -> tuple[float, list[flo
     return REQUESTS / elapsed, lat
 
 
+def throughput_setup(c: httpx.Client, ds) -> tuple[list[str], list[str]]:
+    """8 head adapters (4 examples per label) created over HTTP, and REQUESTS held-out texts."""
+    adapters = []
+    for i in range(8):
+        train, _ = ds.few_shot(4, seed=50 + i, max_test=0, max_chars=1000)
+        r = c.post("/v1/adapters", json={"name": f"t{i}", "examples": train})
+        assert r.status_code == 201, r.text
+        adapters.append(f"t{i}")
+    _, test = ds.few_shot(1, seed=9, max_test=REQUESTS, max_chars=400)
+    return adapters, [t for t, _ in test]
+
+
+def predict_round(url: str, adapters: list[str], texts: list[str], encoder,
+                  concurrency: tuple[int, ...] = CONCURRENCY) -> dict:
+    """One round, side by side: the in-process encoder on ``texts``, then HTTP predict at each
+    concurrency. -> {"inproc": texts/s, "http": {n: (texts/s, p50 ms, p99 ms)}}"""
+    inproc = len(texts) / median_time(lambda: encoder.embed(texts), repeats=1, warmup=0)
+    http = {}
+    for n in concurrency:
+        rate, lat = asyncio.run(_load(url, predict_body(adapters, texts), n))
+        lat.sort()
+        http[n] = (rate, lat[len(lat) // 2] * 1000, lat[int(len(lat) * 0.99) - 1] * 1000)
+    return {"inproc": inproc, "http": http}
+
+
+def predict_table(rounds: list[dict], n_texts: int) -> list[str]:
+    base = statistics.median(r["inproc"] for r in rounds)
+    md = [f"### Predict throughput, {REQUESTS} single-text requests over 8 adapters, median of {len(rounds)} rounds", "",
+          f"In-process backbone on the same {n_texts} texts: **{base:.1f} texts/s**.", "",
+          "| concurrency | HTTP texts/s | ratio to in-process | p50 ms | p99 ms |", "|---|---|---|---|---|"]
+    for n in rounds[0]["http"]:
+        rate, p50, p99 = (statistics.median(r["http"][n][k] for r in rounds) for k in range(3))
+        md.append(f"| {n} | {rate:.1f} | {rate / base:.2f} | {p50:.0f} | {p99:.0f} |")
+    return md
+
+
+def predict_only() -> str:
+    """Only the predict throughput rounds (``python -m benchmarks.bench_serving predict``)."""
+    import torch
+
+    from adapters import TextEncoder
+    from tests.conftest import Server
+
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory() as tmp:
+        srv = Server(Path(tmp) / "store").start()
+        try:
+            with srv.client() as c:
+                adapters, texts = throughput_setup(c, bbc_news())
+            encoder = TextEncoder(workers=2)
+            asyncio.run(_load(srv.url, predict_body(adapters, texts), 16))  # warm-up
+            rounds = [predict_round(srv.url, adapters, texts, encoder) for _ in range(ROUNDS)]
+        finally:
+            srv.stop()
+    return "\n".join([f"Machine: {machine()}, load average {os.getloadavg()[0]:.1f} at the end.", "",
+                      *predict_table(rounds, len(texts)), ""])
+
+
 def main() -> str:
     import torch
 
-    from adapters import Backbone
+    from adapters import TextEncoder
     from tests.conftest import Server
 
     torch.set_num_threads(1)
@@ -133,39 +196,24 @@ def main() -> str:
                     create_rows.append((per_label, len(train), statistics.median(times), min(times),
                                         max(times), med("embed"), med("fit"), med("cross_validate")))
                 # -- adapters and inputs for the throughput runs ---------------------------
-                adapters = []
-                for i in range(8):
-                    train, _ = ds.few_shot(4, seed=50 + i, max_test=0, max_chars=1000)
-                    c.post("/v1/adapters", json={"name": f"t{i}", "examples": train})
-                    adapters.append(f"t{i}")
-                _, test = ds.few_shot(1, seed=9, max_test=REQUESTS, max_chars=400)
-                texts = [t for t, _ in test]
+                adapters, texts = throughput_setup(c, ds)
 
-            backbone = Backbone(workers=2)
-            inproc = lambda: backbone.embed(texts)  # noqa: E731
-            http_rates = {n: [] for n in CONCURRENCY}
+            encoder = TextEncoder(workers=2)
             httpx_rates: list[float] = []
-            inproc_rates = []
-            p50 = {n: [] for n in CONCURRENCY}
-            p99 = {n: [] for n in CONCURRENCY}
+            rounds = []
             asyncio.run(_load(srv.url, predict_body(adapters, texts), 16))  # warm-up
             for _ in range(ROUNDS):  # interleave so drift of the shared machine hits both sides
-                inproc_rates.append(len(texts) / median_time(inproc, repeats=1, warmup=0))
-                for n in CONCURRENCY:
-                    rate, lat = asyncio.run(_load(srv.url, predict_body(adapters, texts), n))
-                    http_rates[n].append(rate)
-                    lat.sort()
-                    p50[n].append(lat[len(lat) // 2] * 1000)
-                    p99[n].append(lat[int(len(lat) * 0.99) - 1] * 1000)
+                rounds.append(predict_round(srv.url, adapters, texts, encoder))
                 httpx_rates.append(asyncio.run(_load_httpx(srv.url, predict_body(adapters, texts), 64))[0])
-            del backbone
+            del encoder
             # -- micro-batcher vs BentoML adaptive batching, same backbone, embed only ---------
             ours = [asyncio.run(_load(srv.url, embed_body(texts), 64))[0] for _ in range(ROUNDS)]
         finally:
             srv.stop()
         theirs = _bentoml_batching(Path(tmp), texts)
 
-    base = statistics.median(inproc_rates)
+    base = statistics.median(r["inproc"] for r in rounds)
+    http_rates = {n: [r["http"][n][0] for r in rounds] for n in CONCURRENCY}
     md = ["## Serving (issue 2): adapter creation and HTTP predict throughput", "",
           f"Machine: {machine()}. Real `bentoml serve` with the default settings (1 worker, "
           "2 forward threads x 1 torch thread, micro-batcher); client: a minimal asyncio "
@@ -180,12 +228,7 @@ def main() -> str:
           "|---|---|---|---|---|---|---|---|"]
     md += [f"| {p} | {n} | {m:.3f} | {lo:.3f} | {hi:.3f} | {e:.3f} | {f:.3f} | {cv:.3f} |"
            for p, n, m, lo, hi, e, f, cv in create_rows]
-    md += ["", f"### Predict throughput, {REQUESTS} single-text requests over 8 adapters, median of {ROUNDS} rounds", "",
-           f"In-process backbone on the same {len(texts)} texts: **{base:.1f} texts/s**.", "",
-           "| concurrency | HTTP texts/s | ratio to in-process | p50 ms | p99 ms |", "|---|---|---|---|---|"]
-    for n in CONCURRENCY:
-        r = statistics.median(http_rates[n])
-        md.append(f"| {n} | {r:.1f} | {r / base:.2f} | {statistics.median(p50[n]):.0f} | {statistics.median(p99[n]):.0f} |")
+    md += ["", *predict_table(rounds, len(texts))]
     md.append(f"| 64, httpx AsyncClient | {statistics.median(httpx_rates):.1f} | "
               f"{statistics.median(httpx_rates) / base:.2f} | | |")
     md += ["", "### Batching: Tailor's micro-batcher vs BentoML adaptive batching", "",
@@ -197,8 +240,9 @@ def main() -> str:
            f"| BentoML adaptive batching | {statistics.median(theirs):.1f} | "
            f"{statistics.median(theirs) / statistics.median(ours):.2f} |"]
     md.append("")
-    md.append("Goal: at concurrency 64, HTTP serving keeps >= 80% of in-process throughput "
-              f"(measured {statistics.median(http_rates[64]) / base:.0%}).")
+    if 64 in http_rates:
+        md.append("Goal: at concurrency 64, HTTP serving keeps >= 80% of in-process throughput "
+                  f"(measured {statistics.median(http_rates[64]) / base:.0%}).")
     _plot(http_rates, base)
     md += ["", "![HTTP throughput vs in-process](serving_throughput.png)", ""]
     text = "\n".join(md)
@@ -239,4 +283,6 @@ def _plot(http_rates: dict[int, list[float]], base: float) -> None:
 
 
 if __name__ == "__main__":
-    print(main())
+    import sys
+
+    print(predict_only() if sys.argv[1:] == ["predict"] else main())

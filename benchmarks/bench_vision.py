@@ -7,7 +7,7 @@ The backbone (``build/vision-backbone``, pretrained on classes 0-4 only) is comp
 same 1, 4 and 16 examples per class of classes 5-9 (drawn from the train split's support
 pool) and the same seeds, with:
 
-- head:    logistic regression (C=1, ``adapters.heads.fit_logreg``) on frozen features, as a
+- head:    logistic regression (C=1, ``adapters.training.fitting.fit_logreg``) on frozen features, as a
            head adapter fits it
 - lora:    rank-8 LoRA on every attention q_proj/v_proj + the same head (``adapters.image_lora``)
 - pixels:  the same logistic regression on raw pixels (standardized, L2-normalized); its C
@@ -36,8 +36,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from adapters.heads import fit_logreg
-from adapters.image_encoder import ImageEncoder
+from adapters.training.fitting import fit_logreg
+from adapters.encoders.image import ImageEncoder
 from adapters.image_input import decode_images
 from adapters.image_lora import ImageLoraOptions, train_image_lora
 

@@ -13,12 +13,12 @@ class BentoBatched:
     def __init__(self) -> None:
         import torch
 
-        from adapters import Backbone
+        from adapters import open_encoder
 
         torch.set_num_threads(1)
-        self.backbone = Backbone(workers=2)
-        self.backbone.embed(["warm-up"])
+        self.encoder = open_encoder(workers=2)
+        self.encoder.embed(["warm-up"])
 
     @bentoml.api(batchable=True, max_batch_size=64, max_latency_ms=60_000)
     def embed(self, texts: list[str]) -> list[list[float]]:
-        return self.backbone.embed(texts).tolist()
+        return self.encoder.embed(texts).tolist()

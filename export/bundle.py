@@ -8,10 +8,11 @@ Bundle layout::
     manifest.json    backbone identity, adapter name/version, opset, quantization, parity report
     README.md        how to run it with onnxruntime + tokenizers + numpy (no torch)
 
-Steps: store.load -> export target (fresh backbone copy + head) -> ONNX -> fuse -> [int8]
--> parity check -> zip. Everything is built in a private temp folder and the zip is moved
-into place only after the parity check passed; on any failure the folder is removed and
-nothing is left behind.
+Steps: store.load -> the kind loads it and merges it into a fresh backbone copy (+ head)
+-> ONNX -> fuse or int8 -> parity check (export/pipeline.py) -> zip. Everything is built in
+a private temp folder and the zip is moved into place only after the parity check passed;
+on any failure the folder is removed and nothing is left behind. Nothing here depends on
+the adapter's kind: each kind registers how it is merged (adapters/kinds).
 """
 from __future__ import annotations
 
@@ -25,15 +26,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from adapters.backbone import Backbone
-from adapters.errors import InvalidRequest
-from adapters.store import AdapterStore, sha256_file
+from torch import nn
 
-from .graph import example_inputs, export_onnx, fuse_transformer, quantize_int8
-from .onnx_config import QUANTIZE_CHOICES, OnnxConfig
-from .parity import check_parity, parity_cases
-from .runtime import create_session, require_providers
-from .targets import target_for
+from adapters.encoders import TorchEncoder
+from adapters.errors import InvalidRequest
+from adapters.kinds import get_kind
+from adapters.storage import AdapterStore, Manifest, StoredAdapter
+from adapters.storage.store import sha256_file
+
+from .graph import Classifier, example_inputs
+from .onnx_config import CLASSIFIER, QUANTIZE_CHOICES, OnnxConfig
+from .parity import parity_cases
+from .pipeline import build_graph
+from .session import require_providers
 
 BUNDLE_FORMAT = "tailor-onnx-bundle"
 BUNDLE_FORMAT_VERSION = 1
@@ -55,63 +60,54 @@ def bundle_filename(name: str, version: int, quantize: str) -> str:
     return f"{name}-v{version}{'-int8' if quantize == 'int8' else ''}.onnx.zip"
 
 
-def _write_tokenizer(backbone: Backbone, path: Path) -> None:
-    """The served tokenizer, with the server's truncation and padding baked in, so that
-    ``Tokenizer.from_file`` alone reproduces the service's token ids."""
-    from tokenizers import Tokenizer
+def build_module(encoder: TorchEncoder, stored: StoredAdapter) -> nn.Module:
+    """The adapter as one PyTorch module on a FRESH copy of the backbone: its kind loads it
+    and merges what belongs inside the encoder (LoRA) into the copy; + the head. The served
+    backbone is never touched."""
+    kind = get_kind(stored.manifest.kind)
+    adapter = kind.load(stored)
+    copy = encoder.fresh_model()
+    kind.merge(copy, adapter)
+    return Classifier(encoder.graph_module(copy), adapter.head).eval()
 
-    tok = Tokenizer.from_str(backbone.tokenizer.backend_tokenizer.to_str())
-    tok.enable_truncation(max_length=backbone.max_length)
-    pad = backbone.tokenizer.pad_token or "[PAD]"
-    tok.enable_padding(pad_id=int(backbone.tokenizer.pad_token_id or 0), pad_token=pad)
-    tok.save(str(path))
 
-
-def export_bundle(backbone: Backbone, store: AdapterStore, tenant: str, name: str,
+def export_bundle(encoder: TorchEncoder, store: AdapterStore, tenant: str, name: str,
                   version: int | None = None, *, quantize: str = "none",
-                  dest_dir: str | Path | None = None, sample_texts: Sequence[str] = (),
-                  config: OnnxConfig | None = None,
+                  dest_dir: str | Path | None = None, config: OnnxConfig | None = None,
                   providers: Sequence[str] = ("CPUExecutionProvider",)) -> ExportResult:
     """Export ``name`` (latest or ``version``) of ``tenant`` to ``dest_dir/<name>-v<N>.onnx.zip``.
 
-    ``backbone`` supplies the weights to COPY (the served model is never traced or changed).
-    The adapter's stored examples (examples.json) and ``sample_texts`` join the fixed parity
-    sample; the int8 top-1 gate is taken on them when there are any.
-    ``config`` overrides the target's OnnxConfig (tests use an impossible tolerance).
+    ``encoder`` supplies the weights to COPY (the served model is never traced or changed).
+    The adapter's stored examples (examples.json) join the fixed parity sample; the int8
+    top-1 gate is taken on them when there are any.
+    ``config`` overrides the OnnxConfig (tests use an impossible tolerance).
     ``providers``: the onnxruntime providers the parity check runs on (e.g. CUDA, to check
     the bundle where it will be served); a provider that is not active is an error.
     Raises ParityError (nothing written) when onnxruntime disagrees with PyTorch.
     """
     quantize = check_quantize(quantize)
     providers = require_providers(providers)  # before seconds of export work
+    encoder = encoder.pytorch()
     stored = store.load(tenant, name, version)
     m = stored.manifest
-    target = target_for(m["kind"])
-    config = config or target.config
+    config = config or CLASSIFIER
     dest = Path(dest_dir) if dest_dir is not None else Path(tempfile.mkdtemp(prefix="tailor-bundle-"))
     dest.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".export-", dir=dest))
     try:
-        module = target.build(backbone, stored)  # on a fresh copy of the backbone
-        raw = export_onnx(module, config, work / "raw.onnx", example_inputs(backbone))
-        if quantize == "int8":
-            # int8 on the unfused graph: every MatMul (Q, K, V included) gets int8 weights, which
-            # measured faster than int8 on the fused graph (docs/onnx.md). The head stays fp32:
-            # it is tiny and sits right before the probabilities.
-            model = quantize_int8(raw, work / "int8.onnx", exclude_outputs_of=("/head/",))
-        else:
-            model = fuse_transformer(raw, work / "fused.onnx", backbone.model.config)
-        own = [e.get("text") for e in store.examples(tenant, m["name"], m["version"])
-               if isinstance(e, dict)]
-        cases = parity_cases(backbone.tokenizer, backbone.max_length, [*own, *sample_texts])
-        report = check_parity(module, create_session(model, providers), config, cases, quantize)
+        module = build_module(encoder, stored)
+        own = [e.get("text") for e in store.examples(tenant, m.name, m.version) if isinstance(e, dict)]
+        model, report = build_graph(module, config, example_inputs(encoder), work,
+                                    quantize=quantize, model_config=encoder.model.config,
+                                    cases=parity_cases(encoder, own), providers=providers,
+                                    keep_fp32=("/head/",))
 
         files = work / "bundle"
         files.mkdir()
         os.replace(model, files / "model.onnx")
-        _write_tokenizer(backbone, files / "tokenizer.json")
-        (files / "labels.json").write_text(json.dumps(m["labels"], indent=2, ensure_ascii=False))
-        manifest = _bundle_manifest(backbone, m, config, quantize,
+        encoder.write_preprocessor(files)
+        (files / "labels.json").write_text(json.dumps(list(m.labels), indent=2, ensure_ascii=False))
+        manifest = _bundle_manifest(encoder, m, config, quantize,
                                     {**report.as_dict(), "providers": list(providers)})
         manifest["files"] = {p.name: sha256_file(p) for p in sorted(files.iterdir())}
         (files / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
@@ -121,14 +117,14 @@ def export_bundle(backbone: Backbone, store: AdapterStore, tenant: str, name: st
         with zipfile.ZipFile(tmp_zip, "w", compression=zipfile.ZIP_DEFLATED) as z:
             for p in sorted(files.iterdir()):
                 z.write(p, p.name)
-        final = dest / bundle_filename(m["name"], m["version"], quantize)
+        final = dest / bundle_filename(m.name, m.version, quantize)
         os.replace(tmp_zip, final)
         return ExportResult(final, manifest)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _bundle_manifest(backbone: Backbone, m: dict[str, Any], config: OnnxConfig, quantize: str,
+def _bundle_manifest(encoder: TorchEncoder, m: Manifest, config: OnnxConfig, quantize: str,
                      parity: dict[str, Any]) -> dict[str, Any]:
     import onnxruntime
     import torch
@@ -136,18 +132,16 @@ def _bundle_manifest(backbone: Backbone, m: dict[str, Any], config: OnnxConfig, 
     return {
         "format": BUNDLE_FORMAT,
         "format_version": BUNDLE_FORMAT_VERSION,
-        "adapter": {"name": m["name"], "version": m["version"], "ref": f"{m['name']}@{m['version']}",
-                    "kind": m["kind"], "id": m.get("id"), "created_at": m.get("created_at"),
-                    "multi_label": bool(m.get("multi_label")),
-                    "threshold": float(m.get("options", {}).get("threshold", 0.5)),
-                    "metrics": m.get("metrics", {})},
-        "labels": m["labels"],
-        "backbone": backbone.identity.as_dict(),
-        "max_length": backbone.max_length,
+        "adapter": {"name": m.name, "version": m.version, "ref": m.ref, "kind": m.kind,
+                    "id": m.id, "created_at": m.created_at, "multi_label": m.multi_label,
+                    "threshold": m.threshold, "metrics": m.metrics},
+        "labels": list(m.labels),
+        "backbone": encoder.identity.as_dict(),
+        "max_length": encoder.max_length,
         "inputs": list(config.inputs),
         "outputs": list(config.outputs),
         "opset": config.opset,
-        "activation": "sigmoid" if m.get("multi_label") else "softmax",
+        "activation": m.activation,
         "quantization": ({"mode": "int8", "scheme": "dynamic, per-channel QInt8 weights of the "
                           "backbone MatMuls; head kept fp32"} if quantize == "int8"
                          else {"mode": "none"}),
@@ -196,6 +190,3 @@ for text, row in zip(texts, probs):
 
 On a GPU use `pip install onnxruntime-gpu` and `providers=["CUDAExecutionProvider"]`.
 """
-
-
-

@@ -1,7 +1,8 @@
-"""PyTorch modules that get exported, and the two graph operations: export and int8.
+"""The PyTorch module that gets exported, and the graph operations: export, fuse, int8.
 
-Everything here works on a FRESH copy of the backbone (``fresh_encoder``): tracing, merging
-or quantizing never touches the served model (STYLE.md: the shared backbone is never mutated).
+Everything here works on a FRESH copy of the backbone (``TorchEncoder.fresh_model``):
+tracing, merging or quantizing never touches the served model (STYLE.md: the shared
+backbone is never mutated).
 
 Exporter choice: the TorchScript exporter (``dynamo=False``). On this stack (torch 2.13,
 onnxscript absent) it needs no extra package, exports MiniLM in ~2 s, gives a plain graph
@@ -11,7 +12,6 @@ The graph is checked against PyTorch after every export anyway (export/parity.py
 """
 from __future__ import annotations
 
-import copy
 import warnings
 from pathlib import Path
 from typing import Any
@@ -19,29 +19,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from adapters.backbone import Backbone, mean_pool
+from adapters.encoders import TorchEncoder
 from adapters.heads import LinearHead
 
 from .onnx_config import OnnxConfig
 
 
-class SentenceEncoder(nn.Module):
-    """tokens -> encoder -> mean pooling over real tokens -> L2 norm (= Backbone.embed_batch)."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask,
-                            token_type_ids=torch.zeros_like(input_ids)).last_hidden_state
-        return mean_pool(hidden, attention_mask)  # [batch, dim]
-
-
 class Classifier(nn.Module):
-    """SentenceEncoder + a LinearHead -> (probabilities, logits), both [batch, labels]."""
+    """An encoder graph module (inputs -> pooled embedding) + a LinearHead ->
+    (probabilities, logits), both [batch, labels]."""
 
-    def __init__(self, encoder: SentenceEncoder, head: LinearHead):
+    def __init__(self, encoder: nn.Module, head: LinearHead):
         super().__init__()
         self.encoder = encoder
         self.head = nn.Linear(head.dim, head.num_labels)
@@ -50,8 +38,8 @@ class Classifier(nn.Module):
             self.head.bias.copy_(head.bias)
         self.activation = head.activation
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
-        logits = self.head(self.encoder(input_ids, attention_mask))
+    def forward(self, *inputs: torch.Tensor):
+        logits = self.head(self.encoder(*inputs))
         if self.activation == "softmax":
             probs = torch.softmax(logits, dim=-1)
         else:
@@ -59,22 +47,11 @@ class Classifier(nn.Module):
         return probs, logits
 
 
-def fresh_encoder(backbone: Backbone) -> SentenceEncoder:
-    """A deep copy of the served encoder's weights: exports and merges happen here only."""
-    model = copy.deepcopy(backbone.model).to("cpu").float().eval()
-    model.requires_grad_(False)
-    # eager attention traces to plain MatMul/Softmax that onnxruntime fuses into Attention;
-    # the SDPA path traces extra mask plumbing. Same maths (checked by the parity step).
-    if hasattr(model, "set_attn_implementation"):
-        model.set_attn_implementation("eager")
-    return SentenceEncoder(model).eval()
-
-
-def example_inputs(backbone: Backbone) -> tuple[torch.Tensor, torch.Tensor]:
-    enc = backbone.tokenizer(["a short one", "a somewhat longer example sentence for tracing"],
-                             padding=True, truncation=True, max_length=backbone.max_length,
-                             return_tensors="pt")
-    return enc["input_ids"], enc["attention_mask"]
+def example_inputs(encoder: TorchEncoder) -> tuple[torch.Tensor, ...]:
+    """A small batch of two rows of different lengths, as the graph takes it (for tracing)."""
+    batch = encoder.collate(encoder.prepare(["a short one",
+                                             "a somewhat longer example sentence for tracing"]))
+    return tuple(batch[name].cpu() for name in encoder.graph_inputs)
 
 
 def export_onnx(module: nn.Module, config: OnnxConfig, path: Path,

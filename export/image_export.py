@@ -26,8 +26,8 @@ import torch
 from torch import nn
 
 from adapters.heads import LinearHead
-from adapters.image_encoder import ImageEncoder, PooledEncoder
-from adapters.lora import LoraWeights
+from adapters.encoders.image import ImageEncoder, PooledEncoder
+from adapters.encoders.lora import LoraWeights
 
 from .graph import export_onnx
 from .onnx_config import OnnxConfig

@@ -1,16 +1,17 @@
 """What an exported graph looks like, as data (cf. optimum ``OnnxConfig``).
 
-An export target (see ``export/targets.py``) picks one of these; the exporter, the parity
-check and the bundle README read names, axes, opset and tolerances from here instead of
-repeating them in code.
+An export picks one of these (an adapter's bundle: ``CLASSIFIER``; the onnxruntime runtime's
+shared backbone: ``SENTENCE_ENCODER``); the exporter, the parity check and the bundle README
+read names, axes, opset and tolerances from here instead of repeating them in code.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 
+# The one list of quantization modes: settings, the HTTP schema, the CLI and export read it.
 Quantize = Literal["none", "int8"]
-QUANTIZE_CHOICES: tuple[str, ...] = ("none", "int8")
+QUANTIZE_CHOICES: tuple[str, ...] = get_args(Quantize)
 
 
 @dataclass(frozen=True)

@@ -16,13 +16,13 @@ A failure raises ``ParityError`` carrying the report; the caller publishes nothi
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
+from adapters.encoders import TorchEncoder
 from adapters.errors import TailorError
 
 from .onnx_config import OnnxConfig
@@ -87,42 +87,47 @@ class ParityReport:
         return asdict(self)
 
 
-Case = tuple[str, np.ndarray, np.ndarray]  # name, input_ids [b, s], attention_mask [b, s]
+Case = tuple[str, dict[str, np.ndarray]]  # name, graph inputs by name ([batch, ...] each)
 
 
-def parity_cases(tokenizer: Any, max_length: int, texts: Sequence[str] = ()) -> list[Case]:
-    def enc(batch: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        e = tokenizer(list(batch), padding=True, truncation=True, max_length=max_length,
-                      return_tensors="np")
-        return e["input_ids"].astype(np.int64), e["attention_mask"].astype(np.int64)
+def parity_cases(encoder: TorchEncoder, texts: Sequence[str] = ()) -> list[Case]:
+    """Text cases, prepared by the encoder itself (its tokenizer, lock and truncation)."""
+    def enc(batch: Sequence[str]) -> dict[str, np.ndarray]:
+        return feed_of(encoder, encoder.prepare(list(batch)))
 
     own = [t for t in texts if isinstance(t, str) and t.strip()]
     cases: list[Case] = []
     for i in range(0, len(own), 16):
-        cases.append((f"examples[{i}:{i + 16}]", *enc(own[i:i + 16])))
+        cases.append((f"examples[{i}:{i + 16}]", enc(own[i:i + 16])))
     sample = list(SAMPLE_TEXTS)
     for i in range(0, len(sample), 16):
-        cases.append((f"sample[{i}:{i + 16}]", *enc(sample[i:i + 16])))
-    cls_id = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
-    one = np.array([[cls_id if cls_id is not None else 0]], dtype=np.int64)
-    cases.append(("one_token", one, np.ones_like(one)))
-    cases.append(("one_word", *enc(["hello"])))
+        cases.append((f"sample[{i}:{i + 16}]", enc(sample[i:i + 16])))
+    first_token = encoder.prepare(["x"])[0][:1]  # the leading special token (e.g. [CLS])
+    cases.append(("one_token", feed_of(encoder, [first_token])))
+    cases.append(("one_word", enc(["hello"])))
     long_text = " ".join(SAMPLE_TEXTS) * 8  # far beyond any max length: truncated
-    ids, mask = enc([long_text])
-    if ids.shape[1] != max_length:
-        raise ValueError(f"the max-length case has {ids.shape[1]} tokens, expected {max_length}")
-    cases.append(("max_length", ids, mask))
-    cases.append(("max_length+short", *enc([long_text, "short"])))
-    cases.append(("batch_1", *enc([SAMPLE_TEXTS[0]])))
-    cases.append(("batch_16_mixed", *enc([SAMPLE_TEXTS[i % len(SAMPLE_TEXTS)] * (1 + i % 4)
-                                          for i in range(16)])))
+    feed = enc([long_text])
+    longest = max(feed[k].shape[1] for k in feed)
+    if longest != encoder.max_length:
+        raise ValueError(f"the max-length case has {longest} tokens, expected {encoder.max_length}")
+    cases.append(("max_length", feed))
+    cases.append(("max_length+short", enc([long_text, "short"])))
+    cases.append(("batch_1", enc([SAMPLE_TEXTS[0]])))
+    cases.append(("batch_16_mixed", enc([SAMPLE_TEXTS[i % len(SAMPLE_TEXTS)] * (1 + i % 4)
+                                         for i in range(16)])))
     return cases
 
 
-def torch_outputs(module: nn.Module, case: Case) -> list[np.ndarray]:
-    _, ids, mask = case
+def feed_of(encoder: TorchEncoder, rows: Sequence[Any]) -> dict[str, np.ndarray]:
+    """Prepared rows -> the graph's inputs as numpy arrays."""
+    batch = encoder.collate(rows)
+    return {name: batch[name].cpu().numpy() for name in encoder.graph_inputs}
+
+
+def torch_outputs(module: nn.Module, config: OnnxConfig, case: Case) -> list[np.ndarray]:
+    _, feed = case
     with torch.inference_mode():
-        out = module(torch.from_numpy(ids), torch.from_numpy(mask))
+        out = module(*[torch.from_numpy(feed[name]) for name in config.inputs])
     out = out if isinstance(out, (tuple, list)) else (out,)
     return [o.float().numpy() for o in out]
 
@@ -135,9 +140,10 @@ def check_parity(module: nn.Module, session: Any, config: OnnxConfig, cases: Seq
     diffs = {o: 0.0 for o in config.outputs}
     agree, cosines, own_agree = [], [], []
     for case in cases:
-        name, ids, mask = case
-        ref = torch_outputs(module, case)
-        got = session.run(list(config.outputs), {"input_ids": ids, "attention_mask": mask})
+        name, feed = case
+        rows = int(next(iter(feed.values())).shape[0])
+        ref = torch_outputs(module, config, case)
+        got = session.run(list(config.outputs), feed)
         for o, r, g in zip(config.outputs, ref, got):
             if r.shape != g.shape:
                 raise ParityError(f"parity case {name}: output {o} has shape {g.shape} in ONNX, "
@@ -150,8 +156,8 @@ def check_parity(module: nn.Module, session: Any, config: OnnxConfig, cases: Seq
             own_agree += same
         cosines += list(np.sum(r * g, -1) / (np.linalg.norm(r, axis=-1) * np.linalg.norm(g, axis=-1)
                                               + 1e-12))
-        report.cases[name] = int(ids.shape[0])
-        report.rows += int(ids.shape[0])
+        report.cases[name] = rows
+        report.rows += rows
     report.max_abs_diff_by_output = diffs
     report.max_abs_diff = diffs[config.checked_output]
     report.top1_agreement_all = float(np.mean(agree))
@@ -182,10 +188,3 @@ def check_parity(module: nn.Module, session: Any, config: OnnxConfig, cases: Seq
                 f"int8 backbone drifts from fp32: min cosine {report.min_cosine:.4f} < "
                 f"{config.min_int8_cosine}; use quantize none", report)
     return report
-
-
-def onnx_session(path: Path, providers: Sequence[str] = ("CPUExecutionProvider",)) -> Any:
-    """A plain CPU session for checking (the serving runtime has its own, export/runtime.py)."""
-    from .runtime import create_session
-
-    return create_session(path, providers)

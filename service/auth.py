@@ -17,6 +17,12 @@ messages: a bad entry is named by its line number.
 
 With no keys configured the service runs open and single-tenant: every caller is tenant
 ``default`` (``TAILOR_REQUIRE_API_KEYS=true`` refuses to start that way).
+
+Rotation without a restart: the key file is re-read when its content changes (service/
+keywatch.py polls it; a Kubernetes Secret update swaps a symlinked directory), and the new
+keys replace the old ones in one reference swap (``ReloadingKeyRing``). A malformed new file,
+or one with no keys, is refused with a log line naming the line (never the key) and the old
+keys stay in force. Open mode never begins or ends at run time: that takes a restart.
 """
 from __future__ import annotations
 
@@ -26,11 +32,13 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
-from adapters.config import validate_name
-from adapters.errors import NotReady, TailorError
+from adapters.validation import validate_name
+from adapters.errors import TailorError
 
 from .errors import Forbidden, Unauthorized, respond
+from .keywatch import FileWatch
 from .settings import Settings, SettingsError
 
 log = logging.getLogger("tailor")
@@ -111,28 +119,94 @@ class KeyRing:
         """The key's principal, or None. Constant time in the key: every digest is compared."""
         presented = _digest(key)
         found = None
-        for digest, principal in self._entries:
+        for digest, principal in self._entries:  # one list, even if a reload swaps it meanwhile
             if hmac.compare_digest(presented, digest):
                 found = principal
         return found
 
+    def describe(self) -> str:
+        ps = self.principals()
+        return (f"{len(ps)} keys for {len({p.tenant for p in ps})} tenants "
+                f"({sum(p.admin for p in ps)} admin keys)")
 
-def load_keyring(settings: Settings) -> KeyRing:
+
+class ReloadingKeyRing(KeyRing):
+    """The keys of TAILOR_API_KEYS_FILE (plus TAILOR_API_KEYS), replaced whole when the file
+    changes. A reload swaps one list reference: a lookup sees the old keys or the new ones,
+    never a mix, and takes no lock. ``on_reload(ok, ring)`` (metrics) hears every attempt."""
+
+    def __init__(self, ring: KeyRing, settings: Settings, text: str, *, poll_s: float = 1.0,
+                 on_reload: Callable[[bool, KeyRing | None], None] | None = None):
+        super().__init__(ring._entries)
+        self.settings = settings
+        self.on_reload = on_reload
+        self.watch = FileWatch(settings.api_keys_file, self.reload, poll_s=poll_s, initial=text)
+
+    @property
+    def open(self) -> bool:
+        return False  # keys were configured at start-up; a reload never opens the service
+
+    def start(self) -> "ReloadingKeyRing":
+        """Watch the key file (idempotent; the first request starts it in each worker)."""
+        self.watch.start()
+        return self
+
+    def reload(self, text: str) -> bool:
+        """Take the keys in ``text`` (the key file's new content) if it parses and holds keys;
+        otherwise log why, by line number, and keep the keys in use."""
+        source = f"TAILOR_API_KEYS_FILE={self.settings.api_keys_file}"
+        try:
+            ring = _merge_inline(KeyRing.parse(text, source), self.settings)
+            if ring.open:
+                raise SettingsError(f"{source}: holds no keys; an empty key file would open the "
+                                    "service to everyone (restart with no keys to run open)")
+        except SettingsError as e:
+            log.error("API key file changed but is refused: %s; keeping the %d keys in use",
+                      e, len(self))
+            if self.on_reload:
+                self.on_reload(False, None)
+            return False
+        old = {d for d, _ in self._entries}
+        new = {d for d, _ in ring._entries}
+        self._entries = ring._entries  # the swap
+        log.info("API keys reloaded from %s: %s (%d added, %d removed)", source, ring.describe(),
+                 len(new - old), len(old - new))
+        if self.on_reload:
+            self.on_reload(True, ring)
+        return True
+
+
+def _read_key_file(path: Path) -> str:
+    try:
+        return path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise SettingsError(f"TAILOR_API_KEYS_FILE={path}: cannot read it ({type(e).__name__}: "
+                            f"{getattr(e, 'strerror', None) or 'not UTF-8 text'})") from None
+
+
+def _merge_inline(ring: KeyRing, settings: Settings) -> KeyRing:
+    if settings.api_keys is None:
+        return ring
+    return ring.merged(KeyRing.parse(settings.api_keys.get_secret_value(), "TAILOR_API_KEYS",
+                                     commas=True))
+
+
+def load_keyring(settings: Settings, *, poll_s: float = 1.0,
+                 on_reload: Callable[[bool, KeyRing | None], None] | None = None) -> KeyRing:
     """The configured keys (start-up). Raises SettingsError naming the setting when the file
     is unreadable or malformed, or when keys are required and none are configured. Warns
-    loudly when the service will run open."""
+    loudly when the service will run open. With a key file that holds keys, the ring reloads
+    it when it changes (``ReloadingKeyRing``; watching starts with the first request) and
+    tells ``on_reload`` (metrics) of every attempt."""
     ring = KeyRing()
+    text = None
     if settings.api_keys_file is not None:
         path = Path(settings.api_keys_file)
-        try:
-            text = path.read_text()
-        except (OSError, UnicodeDecodeError) as e:
-            raise SettingsError(f"TAILOR_API_KEYS_FILE={path}: cannot read it ({type(e).__name__}: "
-                                f"{getattr(e, 'strerror', None) or 'not UTF-8 text'})") from None
+        text = _read_key_file(path)
         ring = KeyRing.parse(text, f"TAILOR_API_KEYS_FILE={path}")
-    if settings.api_keys is not None:
-        ring = ring.merged(KeyRing.parse(settings.api_keys.get_secret_value(), "TAILOR_API_KEYS",
-                                         commas=True))
+    ring = _merge_inline(ring, settings)
+    if text is not None and not ring.open:
+        ring = ReloadingKeyRing(ring, settings, text, poll_s=poll_s, on_reload=on_reload)
     if ring.open:
         if settings.require_api_keys:
             raise SettingsError("TAILOR_REQUIRE_API_KEYS=true but the configured API key sources "
@@ -143,15 +217,21 @@ def load_keyring(settings: Settings) -> KeyRing:
                     "TAILOR_API_KEYS_FILE (and TAILOR_REQUIRE_API_KEYS=true) to require keys",
                     DEFAULT_TENANT)
     else:
-        ps = ring.principals()
-        log.info("API keys: %d keys for %d tenants (%d admin keys)", len(ps),
-                 len({p.tenant for p in ps}), sum(p.admin for p in ps))
+        log.info("API keys: %s%s", ring.describe(),
+                 "; the key file is re-read when it changes" if isinstance(ring, ReloadingKeyRing)
+                 else "")
     return ring
 
 
 def authenticate(ring: KeyRing, headers: dict[bytes, bytes]) -> str:
     """The tenant a request acts as. Raises Unauthorized (401), Forbidden (403) or
     InvalidName (422, a malformed X-Tailor-Tenant)."""
+    return principal_of(ring, headers).tenant
+
+
+def principal_of(ring: KeyRing, headers: dict[bytes, bytes]) -> Principal:
+    """Who the request acts as: the tenant (the key's, or for an admin key the one named by
+    X-Tailor-Tenant) and whether the key is an admin key. Raises as ``authenticate``."""
     if ring.open:
         principal = Principal(DEFAULT_TENANT)
     else:
@@ -167,20 +247,21 @@ def authenticate(ring: KeyRing, headers: dict[bytes, bytes]) -> str:
                                headers={"WWW-Authenticate": 'Bearer realm="tailor", error="invalid_token"'})
     wanted = headers.get(TENANT_HEADER.encode())
     if wanted is None:
-        return principal.tenant
+        return principal
     tenant = wanted.decode("latin-1").strip()
     if tenant == principal.tenant:
-        return tenant
+        return principal
     if not principal.admin:
         raise Forbidden("X-Tailor-Tenant is honoured only for admin keys; leave it out to act as "
                         "your own tenant")
-    return validate_name(tenant, "tenant")
+    return Principal(validate_name(tenant, "tenant"), admin=True)
 
 
 class Authenticate:
-    """ASGI middleware: resolves the caller's tenant into ``scope["tailor.tenant"]`` before
-    anything reads the body, or answers 401/403 in the usual error envelope. The key ring is
-    ``app.state.keyring`` (set at start-up); until it is, requests answer 503."""
+    """ASGI middleware: resolves the caller's tenant into ``scope["tailor.tenant"]`` (and
+    ``scope["tailor.admin"]``: an admin key, or the open single-tenant mode) before anything
+    reads the body, or answers 401/403 in the usual error envelope. The key ring is
+    ``app.state.keyring`` (set by ``create_app``)."""
 
     def __init__(self, app):
         self.app = app
@@ -188,15 +269,16 @@ class Authenticate:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        ring = getattr(scope["app"].state, "keyring", None)
+        ring = scope["app"].state.keyring
+        if isinstance(ring, ReloadingKeyRing):
+            ring.start()  # in the serving worker, not in the process that imported the app
         try:
-            if ring is None:
-                raise NotReady("the server is still starting; retry when /readyz answers 200",
-                               headers={"Retry-After": "5"})
             headers: dict[bytes, bytes] = {}
             for k, v in scope.get("headers", []):
                 headers.setdefault(k.lower(), v)
-            scope["tailor.tenant"] = authenticate(ring, headers)
+            principal = principal_of(ring, headers)
+            scope["tailor.tenant"] = principal.tenant
+            scope["tailor.admin"] = principal.admin or ring.open
         except TailorError as e:
             return await respond(e)(scope, receive, send)
         return await self.app(scope, receive, send)

@@ -1,6 +1,9 @@
 """``tailor``: the command-line client for the common jobs, so nobody hand-writes JSON.
 
     tailor create topics --file examples.csv          # columns text,label (or labels)
+    tailor create topics --descriptions labels.csv --unlabeled texts.txt --kind auto
+    tailor add topics --file corrections.csv          # the next version: old examples + these
+    tailor suggest topics --file pool.txt -k 20       # what to label next
     tailor predict topics --file texts.txt --out preds.jsonl
     tailor list | tailor show topics@2 | tailor delete topics [--version 2]
     tailor export topics@2 --store ./tailor-store --quantize int8 --out bundles/   # no server
@@ -8,7 +11,8 @@
 The server address comes from --url or TAILOR_URL (default http://localhost:3000).
 Files: .csv (header with text and label/labels columns; labels separated by '|'),
 .jsonl (one {"text", "label"|"labels"} object per line), or .txt (one text per line,
-predict only).
+predict, suggest and --unlabeled only). Label descriptions: a .json object {label: sentence}
+or a .csv with label,description columns.
 """
 from __future__ import annotations
 
@@ -63,6 +67,43 @@ def read_rows(path: Path, text_col: str = "text", label_col: str = "label") -> l
     raise CliError(f"{path}: unsupported file type {suffix!r}; use .csv, .jsonl or .txt")
 
 
+def read_descriptions(path: Path) -> dict[str, str]:
+    """{label: sentence} from a .json object or a .csv with label,description columns."""
+    if not path.exists():
+        raise CliError(f"{path}: no such file")
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise CliError(f"{path}: not valid JSON ({e.msg})") from None
+        if not isinstance(data, dict):
+            raise CliError(f"{path}: needs a JSON object {{label: description}}")
+        return data
+    if path.suffix.lower() == ".csv":
+        with path.open(newline="") as f:
+            reader = csv.DictReader(f)
+            if not reader.fieldnames or not {"label", "description"} <= set(reader.fieldnames):
+                raise CliError(f"{path}: needs a header with label and description columns")
+            return {r["label"]: r["description"] for r in reader}
+    raise CliError(f"{path}: unsupported file type; use .json or .csv")
+
+
+def read_texts(path: Path, text_col: str = "text") -> list[str]:
+    return [r["text"] for r in read_rows(path, text_col)]
+
+
+def training_inputs(args: argparse.Namespace) -> dict[str, Any]:
+    """The examples, descriptions and unlabeled texts named on the command line."""
+    body: dict[str, Any] = {}
+    if args.file:
+        body["examples"] = read_rows(args.file, args.text_col, args.label_col)
+    if args.descriptions:
+        body["label_descriptions"] = read_descriptions(args.descriptions)
+    if args.unlabeled:
+        body["unlabeled"] = read_texts(args.unlabeled, args.text_col)
+    return body
+
+
 def parse_options(pairs: list[str]) -> dict[str, Any]:
     """``key=value`` pairs; values parsed as JSON when they are JSON (numbers, lists)."""
     out: dict[str, Any] = {}
@@ -101,7 +142,78 @@ def _chunks(items: list[str], n: int) -> Iterator[list[str]]:
         yield items[i:i + n]
 
 
-def main(argv: list[str] | None = None) -> int:
+def _created(client: Client, rec: dict[str, Any]) -> int:
+    print(json.dumps(rec, indent=2))
+    for w in rec.get("warnings", []):
+        print(f"warning: {w}", file=sys.stderr)
+    if "job" in rec:  # trains in the background (LoRA, unlabeled texts, auto): show progress
+        from .cli_lora import follow_job
+
+        job = follow_job(client.call, rec["job"]["id"])
+        return 0 if job.get("status") == "succeeded" else 1
+    return 0
+
+
+def cmd_create(client: Client, args: argparse.Namespace) -> int:
+    body = {"name": args.name, "kind": args.kind, **training_inputs(args),
+            "options": parse_options(args.option)}
+    if "examples" not in body and "label_descriptions" not in body:
+        raise CliError("give labeled examples (--file) or label descriptions (--descriptions)")
+    return _created(client, client.call("POST", "/v1/adapters", json=body))
+
+
+def cmd_add(client: Client, args: argparse.Namespace) -> int:
+    body = training_inputs(args)
+    if not body:
+        raise CliError("nothing to add: give --file, --descriptions or --unlabeled")
+    if args.kind:
+        body["kind"] = args.kind
+    if args.option:
+        body["options"] = parse_options(args.option)
+    return _created(client, client.call("POST", f"/v1/adapters/{args.name}/examples", json=body))
+
+
+def cmd_suggest(client: Client, args: argparse.Namespace) -> int:
+    res = client.call("POST", f"/v1/adapters/{args.adapter}/suggest",
+                      json={"texts": read_texts(args.file, args.text_col), "k": args.k})
+    for s in res["suggestions"]:
+        print(json.dumps({"adapter": res["adapter"], **s}))
+    return 0
+
+
+def cmd_predict(client: Client, args: argparse.Namespace) -> int:
+    texts = args.text or [r["text"] for r in read_rows(args.file, args.text_col)]
+    out = args.out.open("w") if args.out else sys.stdout
+    try:
+        for chunk in _chunks(texts, max(1, args.batch)):
+            res = client.call("POST", "/v1/predict", json={"adapter": args.adapter, "inputs": chunk})
+            for text, pred in zip(chunk, res["predictions"]):
+                out.write(json.dumps({"text": text, "adapter": res["adapter"], **pred}) + "\n")
+    finally:
+        if args.out:
+            out.close()
+    return 0
+
+
+def cmd_list(client: Client, args: argparse.Namespace) -> int:
+    for a in client.call("GET", "/v1/adapters")["adapters"]:
+        acc = a["metrics"].get("cv_accuracy", a["metrics"].get("cv_f1_micro", "-"))
+        print(f"{a['ref']:<40} {a['kind']:<5} labels={len(a['labels']):<3} cv={acc} {a['created_at']}")
+    return 0
+
+
+def cmd_show(client: Client, args: argparse.Namespace) -> int:
+    print(json.dumps(client.call("GET", f"/v1/adapters/{args.adapter}"), indent=2))
+    return 0
+
+
+def cmd_delete(client: Client, args: argparse.Namespace) -> int:
+    params = {"version": args.version} if args.version else None
+    print(json.dumps(client.call("DELETE", f"/v1/adapters/{args.name}", params=params)))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="tailor", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--url", default=os.environ.get("TAILOR_URL", DEFAULT_URL),
@@ -110,13 +222,35 @@ def main(argv: list[str] | None = None) -> int:
                     help="API key (env TAILOR_API_KEY)")
     sub = ap.add_subparsers(dest="cmd", required=True)
 
-    c = sub.add_parser("create", help="create an adapter (or a new version) from a labeled file")
+    def inputs(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--file", type=Path, help="labeled examples (.csv/.jsonl)")
+        p.add_argument("--descriptions", type=Path,
+                       help="label descriptions (.json {label: sentence} or .csv label,description)")
+        p.add_argument("--unlabeled", type=Path, help="unlabeled texts (.txt/.csv/.jsonl)")
+        p.add_argument("--text-col", default="text")
+        p.add_argument("--label-col", default="label")
+        p.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE")
+
+    c = sub.add_parser("create", help="create an adapter (or a new version) from labeled examples "
+                       "and/or label descriptions")
     c.add_argument("name")
-    c.add_argument("--file", required=True, type=Path)
-    c.add_argument("--kind", default="head", choices=["head", "lora"])
-    c.add_argument("--text-col", default="text")
-    c.add_argument("--label-col", default="label")
-    c.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE")
+    c.add_argument("--kind", default="head",
+                   help="adapter kind: head (default), lora, auto, ... (the server lists its kinds)")
+    inputs(c)
+    c.set_defaults(handler=cmd_create)
+
+    a = sub.add_parser("add", help="publish the next version: the latest version's inputs plus these")
+    a.add_argument("name")
+    a.add_argument("--kind", help="train the next version as another kind (default: the same)")
+    inputs(a)
+    a.set_defaults(handler=cmd_add)
+
+    g = sub.add_parser("suggest", help="which texts of a file to label next")
+    g.add_argument("adapter", help="name or name@version")
+    g.add_argument("--file", required=True, type=Path, help="candidate texts (.txt/.csv/.jsonl)")
+    g.add_argument("--text-col", default="text")
+    g.add_argument("-k", type=int, default=20, help="how many to suggest (default 20)")
+    g.set_defaults(handler=cmd_suggest)
 
     p = sub.add_parser("predict", help="classify texts from a file or the command line")
     p.add_argument("adapter", help="name or name@version")
@@ -126,59 +260,31 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--text-col", default="text")
     p.add_argument("--batch", type=int, default=64, help="texts per request")
     p.add_argument("--out", type=Path, help="write JSON lines here instead of stdout")
+    p.set_defaults(handler=cmd_predict)
 
-    sub.add_parser("list", help="list adapters")
+    sub.add_parser("list", help="list adapters").set_defaults(handler=cmd_list)
     s = sub.add_parser("show", help="show one adapter")
     s.add_argument("adapter")
+    s.set_defaults(handler=cmd_show)
     d = sub.add_parser("delete", help="delete an adapter (all versions, or --version)")
     d.add_argument("name")
     d.add_argument("--version", type=int)
+    d.set_defaults(handler=cmd_delete)
     from .cli_export import add_export_parser
 
     add_export_parser(sub)  # works on a store folder, no server
+    return ap
 
-    args = ap.parse_args(argv)
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     if args.cmd == "export":
         return args.func(args)
     try:
-        client = Client(args.url, args.api_key)
-        if args.cmd == "create":
-            examples = read_rows(args.file, args.text_col, args.label_col)
-            rec = client.call("POST", "/v1/adapters", json={
-                "name": args.name, "kind": args.kind, "examples": examples,
-                "options": parse_options(args.option)})
-            print(json.dumps(rec, indent=2))
-            if "job" in rec:  # LoRA: trains in the background; show progress, then quality
-                from .cli_lora import follow_job
-
-                job = follow_job(client.call, rec["job"]["id"])
-                return 0 if job.get("status") == "succeeded" else 1
-            for w in rec.get("warnings", []):
-                print(f"warning: {w}", file=sys.stderr)
-        elif args.cmd == "predict":
-            texts = args.text or [r["text"] for r in read_rows(args.file, args.text_col)]
-            out = args.out.open("w") if args.out else sys.stdout
-            try:
-                for chunk in _chunks(texts, max(1, args.batch)):
-                    res = client.call("POST", "/v1/predict", json={"adapter": args.adapter, "inputs": chunk})
-                    for text, pred in zip(chunk, res["predictions"]):
-                        out.write(json.dumps({"text": text, "adapter": res["adapter"], **pred}) + "\n")
-            finally:
-                if args.out:
-                    out.close()
-        elif args.cmd == "list":
-            for a in client.call("GET", "/v1/adapters")["adapters"]:
-                acc = a["metrics"].get("cv_accuracy", a["metrics"].get("cv_f1_micro", "-"))
-                print(f"{a['ref']:<40} {a['kind']:<5} labels={len(a['labels']):<3} cv={acc} {a['created_at']}")
-        elif args.cmd == "show":
-            print(json.dumps(client.call("GET", f"/v1/adapters/{args.adapter}"), indent=2))
-        elif args.cmd == "delete":
-            params = {"version": args.version} if args.version else None
-            print(json.dumps(client.call("DELETE", f"/v1/adapters/{args.name}", params=params)))
+        return args.handler(Client(args.url, args.api_key), args)
     except CliError as e:
         print(f"tailor: {e}", file=sys.stderr)
         return 1
-    return 0
 
 
 if __name__ == "__main__":

@@ -29,7 +29,8 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backbone", type=Path, default=None,
                    help="backbone folder (default: TAILOR_BACKBONE_PATH or the embedded MiniLM)")
     p.add_argument("--tenant", default="default", help="tenant that owns the adapter (default: default)")
-    p.add_argument("--quantize", choices=["none", "int8"], default="none")
+    p.add_argument("--quantize", default="none", metavar="MODE",
+                   help="none (fp32 graph, the default) or int8; checked by the exporter")
     p.add_argument("--out", type=Path, default=Path("."), help="folder for the zip (default: .)")
     p.add_argument("--providers", default="CPUExecutionProvider",
                    help="comma-separated onnxruntime providers the parity check runs on, e.g. "
@@ -37,9 +38,9 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from adapters import AdapterStore, Backbone
-    from adapters.config import parse_ref
+    from adapters import AdapterStore, open_encoder
     from adapters.errors import TailorError
+    from adapters.validation import parse_ref
     from export import ParityError, ProviderUnavailable, export_bundle
 
     from .settings import Settings
@@ -51,9 +52,9 @@ def run_export(args: argparse.Namespace) -> int:
         if not (Path(store_path) / "tenants").is_dir():
             print(f"error: {store_path} is not a Tailor store folder (no tenants/)", file=sys.stderr)
             return 2
-        backbone = Backbone(args.backbone or settings.backbone_path, name=settings.backbone_name)
-        store = AdapterStore(store_path, backbone.identity)
-        result = export_bundle(backbone, store, args.tenant, name, version,
+        encoder = open_encoder(args.backbone or settings.backbone_path, name=settings.backbone_name)
+        store = AdapterStore(store_path, encoder.identity)
+        result = export_bundle(encoder, store, args.tenant, name, version,
                                quantize=args.quantize, dest_dir=args.out,
                                providers=[p.strip() for p in args.providers.split(",") if p.strip()])
     except ProviderUnavailable as e:

@@ -6,18 +6,40 @@ these models check shape and types only.
 """
 from __future__ import annotations
 
-from typing import Any, Literal
+import json
+from typing import Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from adapters.config import NAME_RE, VERSION_RE
+from adapters.kinds import KINDS
+from adapters.training.jobs import JOB_ID_RE
+from adapters.validation import NAME_RE, VERSION_RE
+from export.onnx_config import Quantize
 
 # Documented, not enforced here: the domain checks names and refs itself and answers 422
 # invalid_name with a message that says what is allowed. The patterns are in the OpenAPI
 # document so that clients (and the fuzzer) know the shape of a name.
 NAME_PATTERN = f"^{NAME_RE.pattern}$"
 REF_PATTERN = f"^{NAME_RE.pattern}(@{VERSION_RE.pattern})?$"
-JOB_ID_PATTERN = "^[0-9a-f]{32}$"
+JOB_ID_PATTERN = f"^{JOB_ID_RE.pattern}$"
+
+# Kinds come from the registry (adapters/kinds): a new kind shows up here by registering.
+KindName = Literal[tuple(KINDS)]  # type: ignore[valid-type]
+
+
+def _describe_kinds() -> str:
+    return "; ".join(f"{k.name}: {k.summary}" for k in KINDS.values())
+
+
+def _describe_options() -> str:
+    """Each kind's options with their defaults (and choices), from its options model."""
+    def one(name: str, field: Any) -> str:
+        choices = get_args(field.annotation) if get_origin(field.annotation) is Literal else ()
+        default = json.dumps(field.default)
+        return f"`{name}` ({'|'.join(choices)}, default {default})" if choices else f"`{name}` ({default})"
+
+    return ". ".join(f"{k.name}: " + ", ".join([*(one(n, f) for n, f in k.options.model_fields.items()),
+                                               "`labels` (label order)"]) for k in KINDS.values())
 
 _EXAMPLE_CREATE = {"name": "support-topics", "kind": "head", "examples": [
     {"text": "I was charged twice this month", "label": "billing"},
@@ -41,16 +63,51 @@ class CreateAdapterRequest(_Strict):
 
     name: str = Field(..., description="1-64 of [A-Za-z0-9_-]; re-using a name publishes a new version",
                       examples=["support-topics"], json_schema_extra={"pattern": NAME_PATTERN})
-    kind: Literal["head", "lora"] = Field("head", description=(
-        "head: a classifier on frozen embeddings (201, ready at once); lora: LoRA weights on the "
-        "backbone plus a head, trained in a background job (202 with the job)"))
-    examples: list[Example] = Field(..., description="labeled examples, at least 2 labels")
-    options: dict[str, Any] = Field(default_factory=dict, description=(
-        "head: `head` (logreg|centroid, default logreg), `c` (1.0), `temperature` (20, centroid), "
-        "`threshold` (0.5, multi-label), `seed` (0), `cv_folds` (5), `labels` (label order). "
-        "lora: `recipe` (setfit|ce), `rank` (8), `alpha` (16), `dropout` (0.1), `targets` "
-        "([query, value]), `epochs` (8), `batch_size` (16), `learning_rate` (1e-3), `max_length` "
-        "(128), `c`, `seed`, `cv_folds`, `labels`"))
+    kind: KindName = Field("head", description=_describe_kinds())
+    examples: list[Example] = Field(default_factory=list, description=(
+        "labeled examples, at least 2 labels; may be empty when every label has a description "
+        "(a zero-shot adapter)"))
+    label_descriptions: dict[str, str] | None = Field(None, description=(
+        "what each label means, one sentence per label: a prior that helps most when examples "
+        "are few; with no examples, the adapter is zero-shot (every label needs one)"),
+        examples=[{"billing": "questions about charges, invoices, refunds and payments"}])
+    unlabeled: list[str] | None = Field(None, description=(
+        "texts without labels from the same source, used for semi-supervised training "
+        "(at most TAILOR_MAX_UNLABELED, distinct); training then runs as a job (202)"))
+    options: dict[str, Any] = Field(default_factory=dict, description=_describe_options())
+
+
+class AddExamplesRequest(_Strict):
+    """The next version: the latest version's inputs plus these."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"examples": [
+        {"text": "My card was charged but the order failed", "label": "billing"}]}]})
+
+    examples: list[Example] = Field(default_factory=list, description="more labeled examples; new labels are allowed")
+    label_descriptions: dict[str, str] | None = Field(None, description="new or changed label descriptions")
+    unlabeled: list[str] | None = Field(None, description="more unlabeled texts")
+    kind: KindName | None = Field(None, description="train the next version as another kind (default: the same)")
+    options: dict[str, Any] | None = Field(None, description="the next version's options (default: the same)")
+
+
+class SuggestRequest(_Strict):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"texts": [
+        "where is my refund?", "the app crashed twice", "can I pay by invoice?"], "k": 2}]})
+
+    texts: list[str] = Field(..., description="candidate texts to label (at most TAILOR_MAX_SUGGEST_TEXTS, distinct)")
+    k: int = Field(20, description="how many to suggest (>= 1)")
+
+
+class Suggestion(BaseModel):
+    index: int = Field(..., description="position in `texts`")
+    text: str
+    label: str = Field(..., description="the adapter's current prediction")
+    score: float = Field(..., description="its probability")
+
+
+class SuggestResponse(BaseModel):
+    adapter: str = Field(..., description="the name@version that answered")
+    suggestions: list[Suggestion] = Field(..., description="most informative first")
 
 
 class AdapterRecord(BaseModel):
@@ -67,6 +124,13 @@ class AdapterRecord(BaseModel):
     backbone: dict[str, str] = Field(..., description="name and sha256 of the backbone it was trained on")
     size_bytes: int
     created_at: str
+    label_descriptions: dict[str, str] | None = Field(None, description="what each label means, as posted")
+    changes: dict[str, Any] | None = Field(None, description=(
+        "an update (POST /v1/adapters/{name}/examples): from_version, examples_added, new_labels, "
+        "label_descriptions_added/changed, unlabeled_added, metric_before -> metric_after"))
+    job: "JobRecord | None" = Field(None, description=(
+        "kind auto: the job training a stronger recipe, published as the next version only "
+        "if its held-out estimate is better"))
     versions: list[int] | None = Field(None, description="all stored versions (GET of one adapter)")
 
 
@@ -82,23 +146,26 @@ class JobError(BaseModel):
 
 class JobRecord(BaseModel):
     id: str
-    kind: str = Field(..., description="lora_train")
+    kind: str = Field(..., description="`<adapter kind>_train`, e.g. lora_train")
     adapter: str = Field(..., description="name of the adapter the job creates")
     status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
     progress: JobProgress
     loss: float | None = Field(None, description="training loss of the last step")
     error: JobError | None = Field(None, description="why it failed")
     result: dict[str, Any] | None = Field(None, description="succeeded: `adapter` (name@version), `version`, `metrics`")
+    attempts: int = Field(0, description="times a trainer started it: a trainer lost mid-job (killed, "
+                          "out of memory) is followed by another attempt, up to TAILOR_JOB_ATTEMPTS")
     created_at: str
     started_at: str | None = None
     finished_at: str | None = None
 
 
 class PendingAdapter(BaseModel):
-    """The answer to creating a LoRA adapter: training runs in the background."""
+    """The answer to creating an adapter that trains as a job (LoRA; a head with unlabeled
+    texts): training runs in the background."""
 
     name: str
-    kind: Literal["lora"]
+    kind: KindName
     status: Literal["training"]
     labels: list[str]
     options: dict[str, Any]
@@ -106,10 +173,11 @@ class PendingAdapter(BaseModel):
 
 
 class TrainingAdapter(BaseModel):
-    """An adapter whose (LoRA) training job is queued or running: not servable yet."""
+    """An adapter whose training job is queued or running: not servable yet (or, for kind
+    auto, a stronger version in training)."""
 
     name: str
-    kind: Literal["lora"]
+    kind: KindName
     status: Literal["training"]
     job: JobRecord
 
@@ -117,8 +185,8 @@ class TrainingAdapter(BaseModel):
 class AdapterList(BaseModel):
     adapters: list[AdapterRecord] = Field(..., description="servable adapters, latest version each")
     training: list[TrainingAdapter] = Field(
-        default_factory=list, description="adapters still training on this replica (a new name "
-        "appears in `adapters` once its job succeeds; see GET /v1/jobs/{id})")
+        default_factory=list, description="adapters whose training job is queued or running (a new "
+        "name appears in `adapters` once its job succeeds; see GET /v1/jobs/{id})")
 
 
 class DeleteResponse(BaseModel):
@@ -166,6 +234,31 @@ class ErrorResponse(BaseModel):
 
 
 class ExportRequest(_Strict):
-    quantize: Literal["none", "int8"] = Field(
+    quantize: Quantize = Field(
         "none", description="none: fp32 graph (parity <= 1e-4 with PyTorch); int8: dynamic per-channel "
         "int8 backbone (~4x smaller; refused when top-1 agreement with fp32 is below 99%)")
+
+
+class AdapterUsage(BaseModel):
+    name: str
+    versions: int = Field(..., description="stored versions")
+    stored_bytes: int = Field(..., description="bytes of all its versions' files")
+
+
+class TenantUsage(BaseModel):
+    tenant: str
+    adapters: list[AdapterUsage]
+    stored_bytes: int = Field(..., description="bytes of all the tenant's adapter versions")
+    requests: dict[str, int] = Field(..., description=(
+        "predict requests answered by THIS replica since it started, by HTTP status (each "
+        "replica counts its own; Prometheus sums them: tailor_adapter_requests_total)"))
+    jobs: dict[str, int] = Field(..., description="training jobs in the store by state")
+
+
+class TenantList(BaseModel):
+    tenants: list[TenantUsage] = Field(..., description=(
+        "every tenant with adapters or jobs in the store, a key in the key file, or requests "
+        "on this replica"))
+
+
+AdapterRecord.model_rebuild()

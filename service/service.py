@@ -4,7 +4,12 @@
 (so ``/readyz`` answers 200 only when it is warm), builds the domain engine and mounts the
 v1 FastAPI routes at ``/v1``, behind the API keys (service/auth.py). BentoML supplies
 ``/readyz``, ``/livez``, ``/metrics`` and ``/docs.json`` (which includes the v1 routes);
-they stay open (probes and scrapers carry no key).
+they stay open (probes and scrapers carry no key). ``/metrics`` carries BentoML's series
+(labelled by route, service/route_labels.py) and then Tailor's own (service/metrics.py).
+
+``TAILOR_ROLE``: ``all`` serves and runs training jobs; ``serve`` only queues jobs in the
+shared store; ``train`` runs queued jobs and answers nothing but ``/readyz``, ``/livez``
+and ``/metrics``.
 """
 from __future__ import annotations
 
@@ -16,65 +21,83 @@ import time
 
 import bentoml
 
+from . import route_labels
 from .api import create_app
-from .auth import load_keyring
+from .auth import KeyRing, load_keyring
+from .errors import error_response
+from .metrics import Recorder
 from .settings import Settings
 
 log = logging.getLogger("tailor")
 
-# Read once at import of the service module: body-size middleware is part of the app that
-# BentoML mounts at class-definition time. So are the API keys: a missing or malformed key
-# file (or none when TAILOR_REQUIRE_API_KEYS=true) makes `bentoml serve` exit at once with
-# the message, instead of restarting a failing worker forever. Everything else is read
-# again in __init__.
-_settings = Settings.from_env()
-app = create_app(_settings.max_body_bytes, keyring=load_keyring(_settings))
+# Settings are read once per process, here at import of the service module: the body-size
+# middleware and the API keys are part of the app that BentoML mounts at class-definition
+# time, and a missing or malformed key file (or none when TAILOR_REQUIRE_API_KEYS=true) must
+# make `bentoml serve` exit at once with the message, instead of restarting a failing worker
+# forever. The worker's __init__ uses this same object.
+SETTINGS = Settings.from_env()
+# Tailor's metrics (service/metrics.py): one recorder per process; the serving worker's is
+# the whole pod's view (workers=1), served by __metrics__ below.
+RECORDER = Recorder(SETTINGS.metrics_max_series)
 
 
-def build_engine(settings: Settings):
-    """Backbone + store + engine from settings; warm the backbone with one forward."""
+def _keys_reloaded(ok: bool, ring: KeyRing | None) -> None:
+    if ring is None:
+        RECORDER.keys_reloaded(ok)
+    else:
+        RECORDER.keys_reloaded(ok, len(ring), len({p.tenant for p in ring.principals()}))
+
+
+_KEYS = load_keyring(SETTINGS, on_reload=_keys_reloaded)
+RECORDER.keys_loaded(len(_KEYS), len({p.tenant for p in _KEYS.principals()}))
+app = create_app(SETTINGS.max_body_bytes, keyring=_KEYS, metrics=RECORDER)
+# before BentoML builds its app: its request series labelled by these routes
+route_labels.install(route_labels.RouteLabels(app.openapi()["paths"]))
+
+
+def build_engine(settings: Settings, events: Recorder | None = None):
+    """Encoder + store + jobs + engine from settings; warm the backbone with one forward.
+    ``events``: the metrics recorder the domain reports to."""
     import torch
 
-    from adapters import AdapterStore, Backbone, Tailor
+    from adapters import AdapterStore, Tailor, open_encoder
+    from adapters.training.jobs import JobManager
+    from adapters.training.worker import WorkerConfig
 
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
-    backbone = Backbone(settings.backbone_path, name=settings.backbone_name,
-                        max_batch_rows=settings.max_batch_rows, workers=settings.workers())
-    store = AdapterStore(settings.store_path, backbone.identity,
+    encoder = open_encoder(settings.backbone_path, name=settings.backbone_name,
+                           max_batch_rows=settings.max_batch_rows, workers=settings.workers())
+    store = AdapterStore(settings.store_path, encoder.identity,
                          max_adapters_per_tenant=settings.max_adapters_per_tenant)
     store.sweep()
     if settings.runtime == "onnx":
         # the batched forward runs on onnxruntime; the PyTorch model stays for exports.
         # Fails start-up (ProviderUnavailable) when a requested provider is not active.
-        from export.runtime import OnnxBackbone
+        from export.runtime import OnnxEncoder
 
-        backbone = OnnxBackbone.open(backbone, settings.store_path, quantize=settings.onnx_quantize,
-                                     providers=settings.providers(), threads=settings.onnx_threads,
-                                     cuda_tf32=settings.onnx_cuda_tf32)
-    engine = Tailor(backbone, store, limits=settings.limits(), cache_size=settings.cache_size,
+        encoder = OnnxEncoder.open(encoder, settings.store_path, quantize=settings.onnx_quantize,
+                                   providers=settings.providers(), threads=settings.onnx_threads,
+                                   cuda_tf32=settings.onnx_cuda_tf32)
+    extra = {"events": events} if events is not None else {}
+    jobs = JobManager(store.root / "jobs", max_queued=settings.job_queue_size,
+                      concurrency=0 if settings.role == "serve" else settings.job_concurrency,
+                      lease_s=settings.job_lease_s, max_attempts=settings.job_attempts, **extra)
+    if events is not None:
+        events.jobs_from(jobs.counts)  # the tailor_jobs gauge: the store's queue at scrape time
+    engine = Tailor(encoder, store, limits=settings.limits(), cache_size=settings.cache_size,
                     max_batch_rows=settings.max_batch_rows, max_wait_ms=settings.batch_wait_ms,
                     max_queued_rows=settings.max_queued_rows,
-                    max_queue_wait_s=settings.max_queue_wait_s)
-    backbone.embed(["warm-up"])
-    log.info("tailor ready: backbone %s (%s), store %s, runtime %s", backbone.identity.name,
-             backbone.identity.sha256[:12], store.root.resolve(),
-             f"torch: {backbone.workers} forward workers x {torch.get_num_threads()} threads"
+                    max_queue_wait_s=settings.max_queue_wait_s, jobs=jobs,
+                    worker=WorkerConfig(threads=settings.train_threads, nice=settings.train_nice),
+                    max_concurrent_creates=settings.max_concurrent_creates, **extra)
+    encoder.embed(["warm-up"])
+    log.info("tailor ready (role %s): backbone %s (%s), store %s, runtime %s", settings.role,
+             encoder.identity.name, encoder.identity.sha256[:12], store.root.resolve(),
+             f"torch: {encoder.workers} forward workers x {torch.get_num_threads()} threads"
              if settings.runtime == "torch"
-             else f"onnxruntime {settings.onnx_quantize} on {','.join(backbone.providers)}")
+             else f"onnxruntime {settings.onnx_quantize} on {','.join(encoder.providers)}")
     return engine
-
-
-def build_lora_jobs(settings: Settings, engine):
-    """LoRA training jobs: state under <store>/jobs, training in worker processes."""
-    from adapters.jobs import JobManager
-    from adapters.lora_jobs import LoraJobs
-
-    jobs = JobManager(engine.store.root / "jobs", max_queued=settings.job_queue_size,
-                      concurrency=settings.job_concurrency)
-    return LoraJobs(engine.store, jobs, backbone_path=str(engine.backbone.model_dir),
-                    limits=settings.limits(), threads=settings.train_threads,
-                    nice=settings.train_nice)
 
 
 def exit_with_supervisor(poll_s: float = 1.0, grace_s: float = 5.0) -> threading.Thread:
@@ -108,13 +131,21 @@ def exit_with_supervisor(poll_s: float = 1.0, grace_s: float = 5.0) -> threading
 class TailorService:
     def __init__(self) -> None:
         exit_with_supervisor()
-        self.settings = Settings.from_env()
-        self.engine = build_engine(self.settings)
-        app.state.lora_jobs = build_lora_jobs(self.settings, self.engine)
+        self.settings = SETTINGS
+        self.engine = build_engine(self.settings, RECORDER)
         app.state.tailor = self.engine
 
     def __is_ready__(self) -> bool:
         return getattr(app.state, "tailor", None) is not None
+
+    def __metrics__(self, content: str) -> str:
+        """BentoML's /metrics: its own series, then Tailor's (service/metrics.py)."""
+        return content + RECORDER.render()
+
+    @bentoml.on_shutdown
+    def stop_jobs(self) -> None:
+        """SIGTERM: a job in hand is handed back to the store's queue (no attempt spent)."""
+        self.engine.close()
 
 
 class NewlinePathsToV1:
@@ -139,4 +170,23 @@ class NewlinePathsToV1:
         return await self.app(scope, receive, send)
 
 
+class TrainerOnly:
+    """TAILOR_ROLE=train: answer only the probes and /metrics; everything else is a JSON 404
+    that says where the API is."""
+
+    OPEN = frozenset({"/readyz", "/livez", "/healthz", "/metrics"})
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope.get("path") in self.OPEN:
+            return await self.app(scope, receive, send)
+        return await error_response(404, "not_found", "this is a trainer (TAILOR_ROLE=train): it "
+                                    "answers only /readyz, /livez and /metrics; send API calls "
+                                    "to the serving replicas")(scope, receive, send)
+
+
 TailorService.add_asgi_middleware(NewlinePathsToV1, v1=app)
+if SETTINGS.role == "train":
+    TailorService.add_asgi_middleware(TrainerOnly)

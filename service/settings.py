@@ -1,17 +1,21 @@
 """Settings: read once at start-up from ``TAILOR_*`` environment variables into one frozen
-object that is passed down. Nothing reads the environment at import time.
+object that is passed down (pydantic-settings). An unknown ``TAILOR_*`` variable or a bad
+value stops start-up with a message naming it.
 
 Every setting is listed in README.md (keep the table in sync: tests/test_settings.py checks).
 """
 from __future__ import annotations
 
+import contextvars
 import os
 from pathlib import Path
-from typing import Literal, Mapping
+from typing import Any, Literal, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
 
-from adapters.config import Limits
+from adapters.validation import Limits
+from export.onnx_config import Quantize
 
 PREFIX = "TAILOR_"
 # The command-line client's variables (service/cli.py): a shell that uses the CLI may also
@@ -23,8 +27,26 @@ class SettingsError(ValueError):
     pass
 
 
-class Settings(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+# The environment a ``Settings()`` reads: os.environ, or the mapping given to ``from_env``.
+_ENVIRON: contextvars.ContextVar[Mapping[str, str] | None] = contextvars.ContextVar(
+    "tailor_settings_environ", default=None)
+
+
+class _Environ(EnvSettingsSource):
+    """pydantic-settings' environment source over a given mapping, values stripped and empty
+    ones ignored (``TAILOR_X=`` means "the default")."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]):
+        self._environ = environ
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return {k.lower(): v.strip() for k, v in self._environ.items()
+                if k.startswith(PREFIX) and v.strip()}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=PREFIX, frozen=True, extra="forbid")
 
     backbone_path: Path | None = Field(None, description="local Hugging Face model folder; empty = the embedded all-MiniLM-L6-v2")
     backbone_name: str | None = Field(None, description="name recorded in adapter manifests; default: the folder name")
@@ -42,14 +64,21 @@ class Settings(BaseModel):
     max_examples: int = Field(2_000, ge=2, description="examples per adapter (413 above)")
     max_labels: int = Field(100, ge=2, description="labels per adapter (422 above)")
     max_label_chars: int = Field(100, ge=1, description="characters per label (422 above)")
+    max_unlabeled: int = Field(20_000, ge=1, description="unlabeled texts per adapter (413 above)")
+    max_suggest_texts: int = Field(2_000, ge=1, description="candidate texts per suggest request (413 above)")
     max_adapters_per_tenant: int = Field(1000, ge=1, description="adapter names per tenant; creating a new name above it answers 422 (new versions of an existing name do not count)")
-    job_queue_size: int = Field(8, ge=1, description="LoRA training jobs waiting before 429")
-    job_concurrency: int = Field(1, ge=1, le=16, description="LoRA training jobs running at once")
+    job_queue_size: int = Field(8, ge=1, description="training jobs waiting in the store before 429")
+    job_concurrency: int = Field(1, ge=1, le=16, description="training jobs each training process (TAILOR_ROLE all or train) runs at once")
+    job_attempts: int = Field(2, ge=1, le=10, description="times a job is started before it fails: a trainer lost mid-job (killed, out of memory) gives the job to another trainer while attempts are left")
+    job_lease_s: float = Field(30.0, ge=1, le=3600, description="a running job's lease: its trainer renews it every third of this; a trainer that stops renewing loses the job after this long")
+    role: Literal["all", "serve", "train"] = Field("all", description="all: serve and train; serve: every route, jobs are only queued; train: run queued jobs, serve only /readyz, /livez, /metrics")
+    max_concurrent_creates: int = Field(4, ge=1, le=256, description="adapter creates and updates training in requests at once; more answer 429 with Retry-After")
+    metrics_max_series: int = Field(1000, ge=1, le=1_000_000, description="label sets per per-adapter metric family on /metrics; past it the least used adapters fold into adapter=\"other\"")
     train_threads: int = Field(1, ge=1, le=256, description="torch threads of each LoRA training worker process")
     train_nice: int = Field(10, ge=0, le=19, description="CPU priority offset (nice) of LoRA training workers")
     runtime: Literal["torch", "onnx"] = Field("torch", description="backbone runtime for serving: torch (PyTorch eager) or onnx (onnxruntime)")
     onnx_providers: str = Field("CPUExecutionProvider", description="comma-separated onnxruntime execution providers; start-up fails if one is not active")
-    onnx_quantize: Literal["none", "int8"] = Field("none", description="onnx runtime: fp32 (none) or dynamic per-channel int8 backbone")
+    onnx_quantize: Quantize = Field("none", description="onnx runtime: fp32 (none) or dynamic per-channel int8 backbone")
     onnx_threads: int = Field(0, ge=0, description="onnx runtime: intra-op threads of the one session; 0 = onnxruntime's default (all cores)")
     onnx_cuda_tf32: bool = Field(False, description="onnx runtime on CUDAExecutionProvider: allow TF32 matmuls (2.7-4x faster on an H200, embeddings differ from fp32 by ~2e-4)")
     api_keys_file: Path | None = Field(None, description="file of API keys, one `<key> <tenant> [admin]` per line (service/auth.py); in Kubernetes the mounted Secret")
@@ -75,24 +104,28 @@ class Settings(BaseModel):
         return self
 
     @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: Any,
+                                   *_: Any, **__: Any) -> tuple[Any, ...]:
+        """Only the environment (no .env or secrets files): one documented way in."""
+        return init_settings, _Environ(settings_cls, _ENVIRON.get() or os.environ)
+
+    @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
         env = os.environ if env is None else env
-        values = {}
-        for key, raw in env.items():
-            if not key.startswith(PREFIX) or key in CLIENT_VARIABLES:
-                continue
-            field = key[len(PREFIX):].lower()
-            if field not in cls.model_fields:
+        for key in env:
+            if key.startswith(PREFIX) and key not in CLIENT_VARIABLES \
+                    and key[len(PREFIX):].lower() not in cls.model_fields:
                 raise SettingsError(f"unknown setting {key}; known: "
                                     + ", ".join(PREFIX + f.upper() for f in cls.model_fields))
-            if raw.strip() != "":
-                values[field] = raw.strip()
+        token = _ENVIRON.set(env)
         try:
-            return cls.model_validate(values)
+            return cls()
         except ValidationError as e:
             bad = "; ".join((f"{PREFIX}{'.'.join(map(str, err['loc'])).upper()}: " if err["loc"] else "")
                             + err["msg"].removeprefix("Value error, ") for err in e.errors())
             raise SettingsError(f"invalid settings: {bad}") from None
+        finally:
+            _ENVIRON.reset(token)
 
     def providers(self) -> list[str]:
         return [p.strip() for p in self.onnx_providers.split(",") if p.strip()]
@@ -103,4 +136,5 @@ class Settings(BaseModel):
     def limits(self) -> Limits:
         return Limits(max_inputs=self.max_inputs, max_chars=self.max_chars,
                       max_examples=self.max_examples, max_labels=self.max_labels,
-                      max_label_chars=self.max_label_chars)
+                      max_label_chars=self.max_label_chars, max_unlabeled=self.max_unlabeled,
+                      max_suggest_texts=self.max_suggest_texts)

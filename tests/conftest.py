@@ -21,10 +21,10 @@ ROOT = Path(__file__).resolve().parents[1]
 def backbone():
     import torch
 
-    from adapters import Backbone
+    from adapters import TextEncoder
 
     torch.set_num_threads(1)  # as the service does: batch-invariant forwards
-    return Backbone(workers=2)
+    return TextEncoder(workers=2)
 
 
 @pytest.fixture
@@ -55,10 +55,11 @@ class Server:
     with the given store."""
 
     def __init__(self, store: Path, env: dict[str, str] | None = None, log: Path | None = None,
-                 service: str = "service.service:TailorService"):
+                 service: str = "service.service:TailorService", prefix: list[str] | None = None):
         self.store = Path(store)
         self.env = env or {}
         self.service = service
+        self.prefix = prefix or []  # e.g. unshare: run it as if on another host
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log or self.store.parent / f"server-{self.port}.log"
@@ -70,7 +71,7 @@ class Server:
                **self.env}
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bentoml", "serve", self.service,
+            [*self.prefix, sys.executable, "-m", "bentoml", "serve", self.service,
              "--port", str(self.port), "--host", "127.0.0.1", "--working-dir", str(ROOT)],
             cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
         return self
@@ -110,6 +111,27 @@ class Server:
 
     def client(self, **kw) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=120, **kw)
+
+    def pids(self) -> set[int]:
+        """Every live process of this server: the supervisor, its worker (in a session of its
+        own) and their children (training workers), by parent links."""
+        if self.proc is None:
+            return set()
+        parent: dict[int, int] = {}
+        for d in Path("/proc").iterdir():
+            if d.name.isdigit():
+                try:
+                    stat = (d / "stat").read_text()
+                except OSError:
+                    continue
+                parent[int(d.name)] = int(stat.rpartition(")")[2].split()[1])
+        found, todo = set(), [self.proc.pid]
+        while todo:
+            pid = todo.pop()
+            if pid in parent and pid not in found:
+                found.add(pid)
+                todo += [p for p, pp in parent.items() if pp == pid]
+        return found
 
 
 # -- the container smoke test runs in the background (tests/test_container_smoke.py) ----------

@@ -99,7 +99,7 @@ BAD = [
     # (method, path, json body, status, code, fragment of the message)
     ("post", "/adapters", {"name": "x", "examples": [{"text": "a", "label": "p"}, {"text": "b", "label": "p"}]},
      422, "invalid_examples", "at least 2 different labels"),
-    ("post", "/adapters", {"name": "x", "examples": []}, 422, "invalid_examples", "non-empty"),
+    ("post", "/adapters", {"name": "x", "examples": []}, 422, "invalid_examples", "both are empty"),
     ("post", "/adapters", {"name": "x", "examples": [{"text": "", "label": "p"}, EX2[1]]}, 422,
      "invalid_examples", "examples[0].text is empty"),
     ("post", "/adapters", {"name": "x", "examples": [{"text": 5, "label": "p"}, EX2[1]]}, 422,

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from adapters.batcher import MicroBatcher
+from adapters.serving import MicroBatcher
 from adapters.errors import Overloaded
 
 
@@ -90,7 +90,36 @@ def test_full_queue_answers_overloaded_with_retry_after():
         return e.value
 
     err = run(main())
-    assert err.status == 429 and err.headers["Retry-After"] == "1"
+    # the first batch has not finished: no measured rate, expected wait 0 -> drawn from 1..3
+    assert err.status == 429 and 1 <= int(err.headers["Retry-After"]) <= 3
+
+
+def test_refused_clients_are_told_different_retry_afters():
+    """A burst of refusals gets Retry-After values spread over the window, not one value
+    for everybody (they would all come back in the same second)."""
+    gate = threading.Event()
+
+    def fn(rows):
+        gate.wait(1.0)
+        return rows
+
+    async def main():
+        b = MicroBatcher(fn, max_rows=2, max_wait_ms=0, max_queued_rows=2)
+        running = asyncio.create_task(b.submit([1, 2]))
+        await asyncio.sleep(0.05)
+        queued = asyncio.create_task(b.submit([3, 4]))
+        await asyncio.sleep(0.01)
+        values = []
+        for _ in range(60):
+            with pytest.raises(Overloaded) as e:
+                await b.submit([7])
+            values.append(int(e.value.headers["Retry-After"]))
+        gate.set()
+        await running, await queued
+        return values
+
+    values = run(main())
+    assert set(values) == {1, 2, 3}, values
 
 
 def test_forward_runs_even_when_the_default_executor_is_busy():

@@ -1,27 +1,24 @@
 """Pure batching functions, table-driven."""
 import pytest
 
-from adapters.batching import group_rows, length_sorted_chunks, split_sizes
+from adapters.segments import group_rows, length_sorted_chunks, split_sizes
 
 
-@pytest.mark.parametrize("lengths,max_rows,max_tokens,expected", [
-    ([], 4, None, []),
-    ([5], 4, None, [[0]]),
-    ([9, 3, 7, 1], 4, None, [[3, 1, 2, 0]]),
-    ([9, 3, 7, 1], 2, None, [[3, 1], [2, 0]]),
-    ([9, 3, 7, 1], 3, None, [[3, 1, 2], [0]]),
-    ([4, 4, 4], 2, None, [[0, 1], [2]]),  # stable for ties
-    ([10, 10, 10, 10], 8, 20, [[0, 1], [2, 3]]),  # token budget: 2 rows x 10
-    ([1, 1, 50], 8, 60, [[0, 1], [2]]),  # a long row starts its own chunk
-    ([100], 8, 10, [[0]]),  # a row over the budget still runs, alone
+@pytest.mark.parametrize("lengths,max_rows,expected", [
+    ([], 4, []),
+    ([5], 4, [[0]]),
+    ([9, 3, 7, 1], 4, [[3, 1, 2, 0]]),
+    ([9, 3, 7, 1], 2, [[3, 1], [2, 0]]),
+    ([9, 3, 7, 1], 3, [[3, 1, 2], [0]]),
+    ([4, 4, 4], 2, [[0, 1], [2]]),  # stable for ties
 ])
-def test_length_sorted_chunks(lengths, max_rows, max_tokens, expected):
-    assert length_sorted_chunks(lengths, max_rows, max_tokens) == expected
+def test_length_sorted_chunks(lengths, max_rows, expected):
+    assert length_sorted_chunks(lengths, max_rows) == expected
 
 
 def test_chunks_cover_every_row_once():
     lengths = [(i * 37) % 11 + 1 for i in range(100)]
-    chunks = length_sorted_chunks(lengths, 7, 40)
+    chunks = length_sorted_chunks(lengths, 7)
     assert sorted(i for c in chunks for i in c) == list(range(100))
     assert all(len(c) <= 7 for c in chunks)
 

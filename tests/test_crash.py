@@ -7,8 +7,10 @@ same store, and check what a client relies on:
 - nothing partial is visible: every listed version loads and predicts; leftovers of the
   interrupted writes are never adapters, and the store's sweep removes them;
 - version numbers never go backwards and are never handed out twice;
-- a LoRA job that was training reads `failed` with code `interrupted`, nothing of it is
-  published, and its training worker process does not outlive the server.
+- a LoRA job that was training (one attempt allowed here: TAILOR_JOB_ATTEMPTS=1) reads
+  `failed` with code `interrupted` and the reason once the server restarts, nothing of it is
+  published, and its training worker process does not outlive the server. (With attempts
+  left the job runs again: tests/test_trainer_pool_e2e.py.)
 """
 from __future__ import annotations
 
@@ -187,8 +189,8 @@ def _create_until_killed(server: Server, ledger: Ledger, rng: random.Random, cyc
 def _verify(url: str, store: Path, ledger: Ledger) -> int:
     """After a restart: everything acknowledged is there and unchanged; nothing partial is
     visible. Raises the floor of each name to the highest version now on disk."""
-    from adapters.backbone import BackboneIdentity
-    from adapters.store import AdapterStore
+    from adapters.encoders import BackboneIdentity
+    from adapters.storage import AdapterStore
 
     with httpx.Client(base_url=url, timeout=60) as c:
         for (name, v), ack in sorted(ledger.acks.items()):
@@ -236,7 +238,7 @@ def test_kill_9_loses_nothing_acknowledged(tmp_path):
     store = tmp_path / "store"
     rng = random.Random(6)
     ledger = Ledger()
-    env: dict[str, str] = {}
+    env: dict[str, str] = {"TAILOR_JOB_ATTEMPTS": "1"}
     server = Server(store, env).start()
     leftovers = 0
     try:
@@ -266,7 +268,7 @@ def test_kill_9_loses_nothing_acknowledged(tmp_path):
                     break
                 assert rec["status"] in ("queued", "running") and time.monotonic() < deadline, rec
                 time.sleep(0.1)
-        trainers = [p for p in _procs_of(store) if "adapters.lora_worker" in _cmdline(p)]
+        trainers = [p for p in _procs_of(store) if "adapters.worker_main" in _cmdline(p)]
         assert len(trainers) == 1, [(p, _cmdline(p)) for p in _procs_of(store)]
         # The server dies without a word to the training worker (kill -9 of everything but
         # it, as when the OOM killer picks the server): the worker must not train on as an
@@ -295,6 +297,7 @@ def test_kill_9_loses_nothing_acknowledged(tmp_path):
         with httpx.Client(base_url=server.url, timeout=60) as c:
             rec = c.get(f"/v1/jobs/{job['id']}").json()
             assert rec["status"] == "failed" and rec["error"]["code"] == "interrupted", rec
+            assert "No attempts left" in rec["error"]["message"] and rec["attempts"] == 1, rec
             assert c.get("/v1/adapters/lora-job").status_code == 404
             # and new versions keep counting up from where they were
             examples, options = _examples(rng)
@@ -322,8 +325,8 @@ def test_kill_9_loses_nothing_acknowledged(tmp_path):
         server.stop(signal.SIGKILL)
 
     # the sweep removes every leftover of the interrupted writes; versions stay untouched
-    from adapters.backbone import BackboneIdentity
-    from adapters.store import AdapterStore
+    from adapters.encoders import BackboneIdentity
+    from adapters.storage import AdapterStore
 
     disk = AdapterStore(store, BackboneIdentity(**next(iter(ledger.acks.values()))["backbone"]))
     disk.sweep(older_than_s=0)

@@ -20,10 +20,10 @@ import torch
 
 from adapters import AdapterStore, Tailor
 from benchmarks.datasets import trec_coarse
-from export import (CLASSIFIER, OnnxBackbone, ParityError, ProviderUnavailable, create_session,
+from export import (CLASSIFIER, OnnxEncoder, ParityError, ProviderUnavailable, create_session,
                     export_bundle)
+from export.bundle import build_module
 from export.parity import check_parity, parity_cases
-from export.targets import target_for
 
 TENANT = "default"
 
@@ -37,7 +37,7 @@ def data():
 @pytest.fixture(scope="session")
 def engine(tmp_path_factory, data):
     t = Tailor.open(tmp_path_factory.mktemp("store"))
-    t.checksum_at_start = t.backbone.weights_checksum()
+    t.checksum_at_start = t.encoder.weights_checksum()
     t.create_adapter(TENANT, "trec", "head", data[0])
     return t
 
@@ -46,7 +46,7 @@ def engine(tmp_path_factory, data):
 def bundle(engine, tmp_path_factory):
     """The fp32 bundle, exported once, unzipped."""
     out = tmp_path_factory.mktemp("bundles")
-    result = export_bundle(engine.backbone, engine.store, TENANT, "trec", dest_dir=out)
+    result = export_bundle(engine.encoder, engine.store, TENANT, "trec", dest_dir=out)
     folder = out / "unzipped"
     zipfile.ZipFile(result.path).extractall(folder)
     return result, folder
@@ -59,7 +59,7 @@ def test_bundle_layout_and_manifest(engine, bundle):
         "README.md", "labels.json", "manifest.json", "model.onnx", "tokenizer.json"]
     m = json.loads((folder / "manifest.json").read_text())
     assert m["adapter"]["ref"] == "trec@1"
-    assert m["backbone"] == engine.backbone.identity.as_dict()
+    assert m["backbone"] == engine.encoder.identity.as_dict()
     assert m["opset"] == CLASSIFIER.opset and m["quantization"]["mode"] == "none"
     assert json.loads((folder / "labels.json").read_text()) == m["labels"]
     p = m["parity"]
@@ -113,9 +113,10 @@ def test_bundle_predictions_equal_the_engine_without_torch(engine, bundle, data)
 @pytest.fixture(scope="session")
 def lora_bundle(engine, data, tmp_path_factory):
     """A LoRA adapter trained for real (default recipe, fewer epochs), exported fp32."""
-    engine.create_adapter(TENANT, "trec-lora", "lora", data[0], {"epochs": 2})
+    pending = engine.create_adapter(TENANT, "trec-lora", "lora", data[0], {"epochs": 2})
+    assert engine.wait_job(TENANT, pending["job"]["id"], timeout=600)["status"] == "succeeded"
     out = tmp_path_factory.mktemp("lora-bundle")
-    result = export_bundle(engine.backbone, engine.store, TENANT, "trec-lora", dest_dir=out)
+    result = export_bundle(engine.encoder, engine.store, TENANT, "trec-lora", dest_dir=out)
     folder = out / "unzipped"
     zipfile.ZipFile(result.path).extractall(folder)
     return result, folder
@@ -129,23 +130,23 @@ def test_lora_bundle_predictions_equal_the_engine_without_torch(engine, lora_bun
     # the LoRA really moves the embeddings, so a bundle that forgot to merge it would fail below
     lora = engine.resolve(TENANT, "trec-lora").lora
     texts = data[1]
-    tuned = engine.backbone.embed(texts, [lora] * len(texts))
-    assert (tuned - engine.backbone.embed(texts)).abs().max() > 1e-2
+    tuned = engine.encoder.embed(texts, [lora] * len(texts))
+    assert (tuned - engine.encoder.embed(texts)).abs().max() > 1e-2
     _assert_bundle_serves_like_engine(engine, folder, "trec-lora", texts)
 
 
 def test_lora_merge_happens_on_a_copy(engine, lora_bundle):
-    from adapters.lora import LoraSpec, LoraWeights
+    from adapters.encoders.lora import LoraWeights
 
     stored = engine.store.load(TENANT, "trec-lora")
-    weights = LoraWeights.from_tensors(stored.tensors, LoraSpec.from_dict(stored.manifest["lora"]))
-    module = target_for("lora").build(engine.backbone, stored)
-    served = dict(engine.backbone.model.named_modules())
+    weights = LoraWeights.from_tensors(stored.tensors, stored.manifest.lora)
+    module = build_module(engine.encoder, stored)
+    served = dict(engine.encoder.model.named_modules())
     merged = dict(module.encoder.model.named_modules())
     name = next(iter(weights.a))
     delta = merged[name].weight - served[name].weight
     assert torch.allclose(delta, weights.delta_weight(name), atol=1e-6)
-    assert engine.backbone.weights_checksum() == engine.checksum_at_start
+    assert engine.encoder.weights_checksum() == engine.checksum_at_start
 
 
 def test_bundle_readme_code_runs_without_torch(bundle):
@@ -169,8 +170,8 @@ def test_broken_graph_fails_parity(engine, bundle, tmp_path):
         numpy_helper.to_array(bias).size, dtype=np.float32), bias.name))
     onnx.save(model, str(tmp_path / "broken.onnx"))
     stored = engine.store.load(TENANT, "trec")
-    module = target_for("head").build(engine.backbone, stored)
-    cases = parity_cases(engine.backbone.tokenizer, engine.backbone.max_length)
+    module = build_module(engine.encoder, stored)
+    cases = parity_cases(engine.encoder)
     with pytest.raises(ParityError) as e:
         check_parity(module, create_session(tmp_path / "broken.onnx"), CLASSIFIER, cases)
     assert e.value.report.max_abs_diff > 1e-4 and not e.value.report.passed
@@ -180,7 +181,7 @@ def test_broken_graph_fails_parity(engine, bundle, tmp_path):
 def test_failed_parity_publishes_nothing(engine, tmp_path):
     impossible = dataclasses.replace(CLASSIFIER, atol=1e-12)
     with pytest.raises(ParityError, match="nothing was published"):
-        export_bundle(engine.backbone, engine.store, TENANT, "trec", dest_dir=tmp_path,
+        export_bundle(engine.encoder, engine.store, TENANT, "trec", dest_dir=tmp_path,
                       config=impossible)
     assert list(tmp_path.iterdir()) == []
 
@@ -190,7 +191,7 @@ def test_store_keeps_the_examples_checksummed(engine, data):
 
     assert engine.store.examples(TENANT, "trec") == data[0]
     m = engine.store.manifest(TENANT, "trec")
-    path = engine.store.root / "tenants" / TENANT / "trec" / f"v{m['version']}" / "examples.json"
+    path = engine.store.root / "tenants" / TENANT / "trec" / f"v{m.version}" / "examples.json"
     original = path.read_bytes()
     try:
         path.write_bytes(original.replace(b"?", b"!", 1))
@@ -204,9 +205,9 @@ def test_unknown_adapter_and_bad_quantize(engine, tmp_path):
     from adapters.errors import AdapterNotFound, InvalidRequest
 
     with pytest.raises(AdapterNotFound):
-        export_bundle(engine.backbone, engine.store, TENANT, "nope", dest_dir=tmp_path)
+        export_bundle(engine.encoder, engine.store, TENANT, "nope", dest_dir=tmp_path)
     with pytest.raises(InvalidRequest, match="quantize"):
-        export_bundle(engine.backbone, engine.store, TENANT, "trec", quantize="fp16", dest_dir=tmp_path)
+        export_bundle(engine.encoder, engine.store, TENANT, "trec", quantize="fp16", dest_dir=tmp_path)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -278,7 +279,7 @@ def test_cli_export_from_store_folder(engine, tmp_path, capsys):
 @pytest.mark.parametrize("provider", ["CUDAExecutionProvider", "NoSuchExecutionProvider"])
 def test_unavailable_provider_fails_naming_it(engine, tmp_path, provider):
     with pytest.raises(ProviderUnavailable, match=provider):
-        OnnxBackbone.open(engine.backbone, tmp_path, providers=["CPUExecutionProvider", provider])
+        OnnxEncoder.open(engine.encoder, tmp_path, providers=["CPUExecutionProvider", provider])
     assert not (tmp_path / ".onnx").exists()  # failed before any export
 
 
@@ -300,8 +301,8 @@ def test_settings_select_the_onnx_runtime():
 
 
 def test_engine_on_onnx_runtime_predicts_like_torch(engine, data, lora_bundle):
-    ob = OnnxBackbone.open(engine.backbone, engine.store.root)
-    cached = list((engine.store.root / ".onnx").glob(f"{engine.backbone.identity.sha256}-none-*.onnx"))
+    ob = OnnxEncoder.open(engine.encoder, engine.store.root)
+    cached = list((engine.store.root / ".onnx").glob(f"{engine.encoder.identity.sha256}-none-*.onnx"))
     assert len(cached) == 1
     mtime = cached[0].stat().st_mtime
     onnx_engine = Tailor(ob, AdapterStore(engine.store.root, ob.identity))
@@ -311,7 +312,7 @@ def test_engine_on_onnx_runtime_predicts_like_torch(engine, data, lora_bundle):
     assert [p["label"] for p in got] == [p["label"] for p in want]
     assert max(abs(g["score"] - w["score"]) for g, w in zip(got, want)) < 1e-4
     emb = ob.embed(["one", "two words", "three words here"])
-    assert emb.shape == (3, engine.backbone.dim)
+    assert emb.shape == (3, engine.encoder.dim)
     # LoRA rows ride along on the PyTorch backbone in the same batch; head rows stay on onnx
     lora = engine.resolve(TENANT, "trec-lora")
     head = engine.resolve(TENANT, "trec")
@@ -319,13 +320,13 @@ def test_engine_on_onnx_runtime_predicts_like_torch(engine, data, lora_bundle):
     for got_row, want_row in zip(onnx_engine.run_rows(rows), engine.run_rows(rows)):
         assert (got_row - want_row).abs().max() < 1e-4
     # the second start reuses the cached graph (exported once per backbone hash)
-    OnnxBackbone.open(engine.backbone, engine.store.root)
+    OnnxEncoder.open(engine.encoder, engine.store.root)
     assert cached[0].stat().st_mtime == mtime
 
 
 def test_served_backbone_unchanged_after_exports(engine):
     """Runs last in this file: every export above copied the backbone, none changed it."""
-    assert engine.backbone.weights_checksum() == engine.checksum_at_start
+    assert engine.encoder.weights_checksum() == engine.checksum_at_start
 
 
 # -- end to end: a real `bentoml serve` on the onnxruntime backbone ---------------------------

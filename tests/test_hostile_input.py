@@ -16,8 +16,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from adapters import AdapterStore, Limits, Tailor
-from adapters.jobs import JobManager
-from adapters.lora_jobs import LoraJobs
+from adapters.training.jobs import JobManager
 from service.api import create_app
 from tests.conftest import Server, snapshot
 
@@ -37,10 +36,9 @@ def api(backbone, tmp_path_factory):
     store = root / "store"
     (root / "sentinel.txt").write_text("outside the store: traversal must never reach me")
     app = create_app(max_body_bytes=MAX_BODY)
-    engine = Tailor(backbone, AdapterStore(store, backbone.identity), limits=LIMITS)
     jobs = JobManager(store / "jobs", max_queued=1)
+    engine = Tailor(backbone, AdapterStore(store, backbone.identity), limits=LIMITS, jobs=jobs)
     app.state.tailor = engine
-    app.state.lora_jobs = LoraJobs(engine.store, jobs, backbone_path=None, limits=LIMITS)
     with TestClient(app, raise_server_exceptions=False) as client:
         r = client.post("/adapters", json={"name": "news", "examples": EXAMPLES})
         assert r.status_code == 201, r.text

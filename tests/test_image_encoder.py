@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 
 import transformers as T
-from adapters import lora
-from adapters.image_encoder import ImageEncoder
-from adapters.lora import LoraSpec, LoraWeights
+from adapters.encoders import lora
+from adapters.encoders.image import ImageEncoder
+from adapters.encoders.lora import LoraSpec, LoraWeights
 
 VIT_KW = dict(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2,
               num_attention_heads=2, intermediate_size=64)
@@ -148,7 +148,7 @@ def test_concurrent_threads_get_their_own_answers(encoders):
 # -- per-row LoRA through the routing hooks -------------------------------------------------
 def _lora(enc: ImageEncoder, seed: int) -> LoraWeights:
     # non-identity (B drawn too, cf. peft init_lora_weights=False) so equality can fail
-    return LoraWeights.init(enc.model, LoraSpec(8, 16, enc.lora_targets), seed=seed, identity=False)
+    return LoraWeights.init(enc.model, LoraSpec(rank=8, alpha=16, targets=enc.lora_targets), seed=seed, identity=False)
 
 
 def test_mixed_lora_batch_equals_each_row_run_alone(encoders):
@@ -169,7 +169,7 @@ def test_mixed_lora_batch_equals_each_row_run_alone(encoders):
 
 def test_lora_trains_through_the_differentiable_forward(encoders):
     enc = encoders["vit"]
-    w = LoraWeights.init(enc.model, LoraSpec(8, 16, enc.lora_targets), seed=0)  # identity init
+    w = LoraWeights.init(enc.model, LoraSpec(rank=8, alpha=16, targets=enc.lora_targets), seed=0)  # identity init
     params = w.parameters()
     for p in params:
         p.requires_grad_(True)

@@ -8,8 +8,8 @@ import torch
 
 import transformers as T
 from adapters.heads import LinearHead
-from adapters.image_encoder import ImageEncoder
-from adapters.lora import LoraSpec, LoraWeights
+from adapters.encoders.image import ImageEncoder
+from adapters.encoders.lora import LoraSpec, LoraWeights
 from export.image_export import (check_describable, export_image_classifier, preprocess,
                                  readme_section)
 
@@ -45,7 +45,7 @@ def _head(dim: int, labels: int = 3) -> LinearHead:
 
 @pytest.mark.parametrize("with_lora", [False, True], ids=["head", "lora"])
 def test_onnx_equals_pytorch(encoder, with_lora, tmp_path):
-    lora = (LoraWeights.init(encoder.model, LoraSpec(8, 16, encoder.lora_targets), seed=1, identity=False)
+    lora = (LoraWeights.init(encoder.model, LoraSpec(rank=8, alpha=16, targets=encoder.lora_targets), seed=1, identity=False)
             if with_lora else None)
     before = encoder.weights_checksum()
     rep = export_image_classifier(encoder, _head(encoder.dim), tmp_path / "model.onnx", images(12), lora)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import transformers as T
-from adapters.image_encoder import ImageEncoder
+from adapters.encoders.image import ImageEncoder
 from adapters.image_lora import ImageLoraOptions, train_image_lora
 
 

@@ -43,7 +43,9 @@ def rendered(request, tmp_path_factory):
     path = tmp_path_factory.mktemp("k8s") / f"{request.param}.yaml"
     path.write_text(out.stdout)
     docs = [d for d in yaml.safe_load_all(out.stdout) if d]
-    return request.param, path, {d["kind"]: d for d in docs}, docs
+    # the serving pool's objects by kind (the trainer pool: tests/test_trainer_manifests.py)
+    serving = {d["kind"]: d for d in docs if not d["metadata"]["name"].startswith("tailor-trainer")}
+    return request.param, path, serving, docs
 
 
 def test_overlays_exist():
@@ -54,9 +56,11 @@ def test_overlay_passes_strict_schema_validation(rendered):
     name, path, _, docs = rendered
     result = validate(path)
     assert result.returncode == 0, f"{name}:\n{result.stdout}\n{result.stderr}"
-    kinds = sorted(d["kind"] for d in docs)
-    assert kinds == ["ConfigMap", "Deployment", "HorizontalPodAutoscaler",
-                     "PersistentVolumeClaim", "PodDisruptionBudget", "Secret", "Service"]
+    kinds = sorted((d["kind"], d["metadata"]["name"].startswith("tailor-trainer")) for d in docs)
+    assert kinds == [("ConfigMap", False), ("Deployment", False), ("Deployment", True),
+                     ("HorizontalPodAutoscaler", False), ("HorizontalPodAutoscaler", True),
+                     ("PersistentVolumeClaim", False), ("PodDisruptionBudget", False),
+                     ("Secret", False), ("Service", False), ("Service", True)]
 
 
 def test_strict_validation_rejects_an_unknown_field(tmp_path):
@@ -109,7 +113,9 @@ def test_replicas_share_one_rwx_store_and_valid_settings(rendered):
 
     cm = kinds["ConfigMap"]
     assert c["envFrom"] == [{"configMapRef": {"name": cm["metadata"]["name"]}}]
-    settings = Settings.from_env(cm["data"])  # every key is one the service accepts
+    env = {e["name"]: e["value"] for e in c["env"] if e["name"].startswith("TAILOR_")}
+    settings = Settings.from_env({**cm["data"], **env})  # every key is one the service accepts
+    assert settings.role == "serve"  # training runs in the tailor-trainer pods
     store_mount = mounts[str(settings.store_path)]
     assert volumes[store_mount]["persistentVolumeClaim"]["claimName"] == pvc["metadata"]["name"]
 

@@ -8,10 +8,10 @@ import threading
 import pytest
 import torch
 
-from adapters import AdapterStore, Backbone, Tailor
+from adapters import AdapterStore, Manifest, Tailor, TextEncoder
+from adapters.encoders.lora import LoraSpec, LoraWeights, plan
 from adapters.heads import LinearHead
-from adapters.lora import LoraSpec, LoraWeights, plan
-from adapters.registry import LoadedAdapter
+from adapters.serving import LoadedAdapter
 
 TEXTS = ["What is the capital of France?", "win a free prize now, text STOP to 80082",
          "The league table changed after the weekend's football games and the manager left",
@@ -20,33 +20,36 @@ TEXTS = ["What is the capital of France?", "win a free prize now, text STOP to 8
 
 
 @pytest.fixture(scope="module")
-def backbone() -> Backbone:
-    return Backbone(max_batch_rows=4)  # small chunks: rows of one adapter span several forwards
+def backbone() -> TextEncoder:
+    return TextEncoder(max_batch_rows=4)  # small chunks: rows of one adapter span several forwards
 
 
 @pytest.fixture(scope="module")
-def checksum(backbone: Backbone) -> str:
+def checksum(backbone: TextEncoder) -> str:
     return backbone.weights_checksum()
 
 
 def _adapter(name: str, lora: LoraWeights | None, labels: int = 3, seed: int = 0) -> LoadedAdapter:
     g = torch.Generator().manual_seed(seed)
     head = LinearHead(torch.randn(labels, 384, generator=g), torch.randn(labels, generator=g), "softmax")
-    m = {"name": name, "version": 1, "labels": [f"l{i}" for i in range(labels)],
-         "kind": "lora" if lora else "head"}
+    m = Manifest(schema_version=1, id="0" * 32, tenant="t", name=name, version=1,
+                 kind="lora" if lora else "head", labels=[f"l{i}" for i in range(labels)],
+                 lora=lora.spec if lora else None, backbone={"name": "b", "sha256": "0" * 64},
+                 files={}, created_at="2026-01-01T00:00:00Z")
     return LoadedAdapter(m, head, lora)
 
 
 @pytest.fixture(scope="module")
-def loras(backbone: Backbone) -> list[LoraWeights]:
+def loras(backbone: TextEncoder) -> list[LoraWeights]:
     """Three non-identity adapters (B != 0) of different ranks and target sets."""
-    specs = [LoraSpec(4, 8, ("query", "value")), LoraSpec(8, 16, ("query", "value")),
-             LoraSpec(2, 4, ("query", "key", "value", "dense"))]
+    specs = [LoraSpec(rank=4, alpha=8, targets=("query", "value")),
+             LoraSpec(rank=8, alpha=16, targets=("query", "value")),
+             LoraSpec(rank=2, alpha=4, targets=("query", "key", "value", "dense"))]
     return [LoraWeights.init(backbone.model, s, seed=i + 1, identity=False)
             for i, s in enumerate(specs)]
 
 
-def merged_embed(backbone: Backbone, w: LoraWeights | None, texts: list[str]) -> torch.Tensor:
+def merged_embed(backbone: TextEncoder, w: LoraWeights | None, texts: list[str]) -> torch.Tensor:
     """Reference that shares no code with the routing hooks: merge B @ A into a fresh copy."""
     if w is None:
         return backbone.embed(texts)
@@ -130,7 +133,11 @@ def test_trained_lora_round_trips_through_store_and_registry(backbone, checksum,
 
     train, test = trec_coarse().few_shot(4, seed=0, max_test=60)
     engine = Tailor(backbone, AdapterStore(tmp_path, backbone.identity))
-    rec = engine.create_adapter("default", "q", "lora", train, {"epochs": 1, "seed": 1})
+    pending = engine.create_adapter("default", "q", "lora", train, {"epochs": 1, "seed": 1})
+    assert pending["status"] == "training" and pending["job"]["status"] == "queued"
+    job = engine.wait_job("default", pending["job"]["id"], timeout=300)  # a worker process trains
+    assert job["status"] == "succeeded", job
+    rec = engine.get_adapter("default", job["result"]["adapter"])
     assert rec["kind"] == "lora" and rec["version"] == 1
     assert "cv_accuracy_head_only" in rec["metrics"]
     loaded = engine.resolve("default", "q")

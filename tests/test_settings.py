@@ -26,6 +26,11 @@ def test_values_are_parsed():
     ({"TAILOR_BATCH_WAIT_MS": "-1"}, "TAILOR_BATCH_WAIT_MS"),
     ({"TAILOR_MAX_ADAPTERS_PER_TENANT": "0"}, "TAILOR_MAX_ADAPTERS_PER_TENANT"),
     ({"TAILOR_REQUIRE_API_KEYS": "maybe"}, "TAILOR_REQUIRE_API_KEYS"),
+    ({"TAILOR_ROLE": "trainer"}, "TAILOR_ROLE: Input should be 'all', 'serve' or 'train'"),
+    ({"TAILOR_JOB_ATTEMPTS": "0"}, "TAILOR_JOB_ATTEMPTS"),
+    ({"TAILOR_JOB_LEASE_S": "0.1"}, "TAILOR_JOB_LEASE_S"),
+    ({"TAILOR_MAX_CONCURRENT_CREATES": "0"}, "TAILOR_MAX_CONCURRENT_CREATES"),
+    ({"TAILOR_METRICS_MAX_SERIES": "0"}, "TAILOR_METRICS_MAX_SERIES"),
     ({"TAILOR_REQUIRE_API_KEYS": "true"}, "TAILOR_REQUIRE_API_KEYS=true but no API keys are configured"),
     ({"TAILOR_REQUIRE_API_KEYS": "true", "TAILOR_API_KEYS_FILE": ""}, "set TAILOR_API_KEYS_FILE"),
 ])

@@ -5,19 +5,21 @@ import os
 import pytest
 import torch
 
-from adapters.backbone import BackboneIdentity
+from adapters.encoders import BackboneIdentity
 from adapters.errors import (AdapterNotFound, CorruptAdapter, IncompatibleAdapter, InvalidName,
                              TooManyAdapters)
-from adapters.registry import AdapterRegistry
-from adapters.store import AdapterStore
+from adapters.kinds import load_adapter
+from adapters.serving import AdapterRegistry
+from adapters.storage import AdapterStore, Artifact
 
 BB = BackboneIdentity("test-backbone", "a" * 64)
 
 
 def publish(store, name, scale=1.0, tenant="t1"):
     w = torch.arange(6, dtype=torch.float32).reshape(2, 3) * scale
-    return store.publish(tenant, name, kind="head", tensors={"head.weight": w, "head.bias": torch.zeros(2)},
-                         meta={"labels": ["a", "b"], "multi_label": False, "options": {}, "metrics": {}})
+    return store.publish(tenant, name, Artifact(
+        kind="head", labels=["a", "b"], tensors={"head.weight": w, "head.bias": torch.zeros(2)},
+        options={}, metrics={}))
 
 
 @pytest.fixture
@@ -27,13 +29,13 @@ def store(tmp_path):
 
 def test_versions_are_immutable_and_numbered(store):
     m1, m2 = publish(store, "x", 1.0), publish(store, "x", 2.0)
-    assert (m1["version"], m2["version"]) == (1, 2)
+    assert (m1.version, m2.version) == (1, 2)
     assert store.resolve("t1", "x") == 2 and store.resolve("t1", "x", 1) == 1
     assert torch.equal(store.load("t1", "x", 1).tensors["head.weight"] * 2,
                        store.load("t1", "x", 2).tensors["head.weight"])
     m = store.manifest("t1", "x", 1)
-    assert m["backbone"] == BB.as_dict() and m["schema_version"] == 1
-    assert set(m["files"]) == {"head.safetensors"} and m["created_at"]
+    assert m.backbone.model_dump() == BB.as_dict() and m.schema_version == 1
+    assert set(m.files) == {"head.safetensors"} and m.created_at
 
 
 def test_deleted_version_numbers_are_never_reused(store):
@@ -42,7 +44,7 @@ def test_deleted_version_numbers_are_never_reused(store):
     assert store.names("t1") == []
     with pytest.raises(AdapterNotFound):
         store.resolve("t1", "x")
-    assert publish(store, "x")["version"] == 3
+    assert publish(store, "x").version == 3
 
 
 def test_delete_one_version(store):
@@ -65,6 +67,35 @@ def test_names_never_become_paths(store, name):
     with pytest.raises(InvalidName):
         publish(store, name)
     assert not any(p.name == "x" for p in store.root.parent.iterdir())
+
+
+@pytest.mark.parametrize("edit,error,fragment", [
+    (lambda m: m.pop("labels"), CorruptAdapter, "labels: Field required"),
+    (lambda m: m.update(version="three"), CorruptAdapter, "version:"),
+    (lambda m: m.update(lora={"rank": 0, "alpha": 1, "targets": ["query"]}), CorruptAdapter, "lora.rank"),
+    (lambda m: m.update(schema_version=7), IncompatibleAdapter, "schema 7"),
+    (lambda m: "not a manifest", CorruptAdapter, "does not describe"),
+])
+def test_a_manifest_that_does_not_parse_is_a_typed_error_naming_the_version(store, edit, error, fragment):
+    """Parsed once at the store's door: never a KeyError (a 500) deep in serving."""
+    publish(store, "x")
+    mpath = store.root / "tenants" / "t1" / "x" / "v1" / "manifest.json"
+    m = json.loads(mpath.read_text())
+    out = edit(m)
+    mpath.write_text(json.dumps(out if isinstance(out, str) else m))
+    with pytest.raises(error) as e:
+        store.load("t1", "x")
+    assert "x@1" in e.value.message and fragment in e.value.message
+    if error is CorruptAdapter:
+        assert "Delete this version" in e.value.message
+
+
+def test_manifest_that_is_not_json_is_a_typed_error(store):
+    publish(store, "x")
+    (store.root / "tenants" / "t1" / "x" / "v1" / "manifest.json").write_text("{truncated")
+    with pytest.raises(CorruptAdapter) as e:
+        store.manifest("t1", "x")
+    assert "x@1" in e.value.message and "not valid JSON" in e.value.message
 
 
 def test_tampered_weights_are_refused(store):
@@ -119,12 +150,12 @@ def test_sweep_removes_stray_files_not_only_folders(store):
         os.utime(p, (0, 0))
     assert store.sweep() == 2
     assert not worker_out.exists() and not seq_tmp.exists() and fresh.exists()
-    assert store.versions("t1", "x") == [1] and store.load("t1", "x").manifest["version"] == 1
+    assert store.versions("t1", "x") == [1] and store.load("t1", "x").manifest.version == 1
     assert (store.root / "tenants" / "t1" / "x" / ".seq").read_text() == "1"
 
 
 def test_registry_lru_and_freshness(store):
-    reg = AdapterRegistry(store, capacity=2)
+    reg = AdapterRegistry(store, load_adapter, capacity=2)
     for n in ("a", "b", "c"):
         publish(store, n)
     reg.get("t1", "a"), reg.get("t1", "b"), reg.get("t1", "a"), reg.get("t1", "c")
@@ -134,7 +165,7 @@ def test_registry_lru_and_freshness(store):
     reg.get("t1", "b")
     assert reg.loads == 4
     publish(store, "a", 5.0)  # a new version is seen on the next lookup, no restart
-    assert reg.get("t1", "a").manifest["version"] == 2
+    assert reg.get("t1", "a").manifest.version == 2
     store.delete("t1", "a")
     with pytest.raises(AdapterNotFound):
         reg.get("t1", "a")
@@ -143,7 +174,7 @@ def test_registry_lru_and_freshness(store):
 def test_folders_of_a_new_name_are_made_durable(store, monkeypatch):
     # rename + fsync(name folder) makes v1 durable inside its folder; the folder's own entry
     # (new tenant, new name) needs its parents fsynced too, or a power loss can lose it.
-    import adapters.store as store_mod
+    import adapters.storage.store as store_mod
 
     synced = []
     real = store_mod._fsync_dir
@@ -163,7 +194,7 @@ def test_adapters_per_tenant_limit_holds_under_concurrent_creates(tmp_path):
 
     def create(name, tenant="t1"):
         try:
-            return publish(store, name, tenant=tenant)["name"]
+            return publish(store, name, tenant=tenant).name
         except TooManyAdapters as e:
             assert "the limit is 3 per tenant (TAILOR_MAX_ADAPTERS_PER_TENANT)" in e.message
             return None

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from adapters.backbone import BackboneIdentity
+from adapters.encoders import BackboneIdentity
 from adapters.errors import AdapterNotFound
-from adapters.store import AdapterStore
+from adapters.storage import AdapterStore, Artifact
 
 IDENTITY = BackboneIdentity("test-backbone", "ab" * 32)
 WORKERS = 4
@@ -34,9 +34,10 @@ def _publisher(root: str, worker: int, count: int, barrier, out) -> None:
     got = []
     for i in range(count):
         w = torch.full((2, 3), float(worker * 1000 + i))  # [labels, dim]: says who wrote it
-        m = store.publish("t", "shared", kind="head", tensors={"W": w, "b": torch.zeros(2)},
-                          meta={"labels": ["a", "b"], "writer": [worker, i]})
-        got.append(m["version"])
+        m = store.publish("t", "shared", Artifact(
+            kind="head", labels=["a", "b"], tensors={"W": w, "b": torch.zeros(2)}, options={},
+            metrics={"writer": [worker, i]}))
+        got.append(m.version)
     out.put((worker, got))
 
 
@@ -68,7 +69,7 @@ def test_concurrent_publishes_get_distinct_gapless_versions_that_all_load(tmp_pa
     for worker, vs in results.items():
         for i, v in enumerate(vs):
             loaded = store.load("t", "shared", v)  # checksums verified here
-            assert loaded.manifest["writer"] == [worker, i]
+            assert loaded.manifest.metrics["writer"] == [worker, i]
             assert loaded.tensors["W"].unique().tolist() == [float(worker * 1000 + i)]
     assert os.listdir(Path(root) / ".tmp") == [], "temp folders left behind"
 

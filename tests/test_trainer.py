@@ -4,10 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from adapters.config import HeadOptions, Limits, parse_ref, validate_name
 from adapters.errors import InvalidExamples, InvalidName, InvalidOptions, TooLarge
-from adapters.heads import HEAD_FITTERS, LinearHead
-from adapters.trainer import train_head, validate_examples
+from adapters.heads import LinearHead
+from adapters.kinds import build_request, get_kind
+from adapters.kinds.head import HeadOptions
+from adapters.training.fitting import HEAD_FITTERS
+from adapters.validation import Limits, parse_ref, validate_examples, validate_name
 
 LIM = Limits(max_examples=10, max_chars=50, max_labels=3, max_label_chars=10)
 
@@ -140,9 +142,22 @@ def fake_embedder(texts):
     return torch.tensor(np.array(out), dtype=torch.float32)
 
 
+class FakeEncoder:
+    """Only what head training uses of an Encoder: ``embed``."""
+
+    embed = staticmethod(fake_embedder)
+
+
+def train_head(examples, options):
+    kind = get_kind("head")
+    art = kind.train(FakeEncoder(), build_request(kind, examples, options, Limits()))
+    art.head = LinearHead.from_tensors(art.tensors, art.multi_label)
+    return art
+
+
 def test_train_head_reports_quality_and_keeps_decisions_under_calibration():
     exs = [ex(f"{c} thing {i}", c) for c in ("red", "blue", "green") for i in range(6)]
-    art = train_head(fake_embedder, exs, {}, Limits())
+    art = train_head(exs, {})
     assert art.labels == ["blue", "green", "red"]
     assert art.metrics["cv_accuracy"] == 1.0 and art.metrics["cv_folds"] == 5
     assert 1.0 <= art.metrics["calibration_scale"] <= 10.0
@@ -160,7 +175,7 @@ def test_train_head_reports_quality_and_keeps_decisions_under_calibration():
 ])
 def test_warnings_when_data_is_thin_or_unbalanced(counts, warning):
     exs = [ex(f"{c} thing {i}", c) for c, n in counts.items() for i in range(n)]
-    art = train_head(fake_embedder, exs, {}, Limits())
+    art = train_head(exs, {})
     assert any(warning in w for w in art.warnings), art.warnings
 
 
@@ -170,7 +185,7 @@ def test_multi_label_head_uses_sigmoid_and_reports_f1():
         exs.append({"text": f"red a {i}", "labels": ["warm"]})
         exs.append({"text": f"blue b {i}", "labels": ["cold"]})
         exs.append({"text": f"green c {i}", "labels": ["cold", "natural"]})
-    art = train_head(fake_embedder, exs, {"threshold": 0.4}, Limits())
+    art = train_head(exs, {"threshold": 0.4})
     assert art.multi_label and art.head.activation == "sigmoid"
     assert art.metrics["cv_f1_micro"] > 0.8
     assert art.options["threshold"] == 0.4

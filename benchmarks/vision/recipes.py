@@ -1,7 +1,7 @@
 """Choose the pretraining recipe of the small vision backbone by measurement.
 
 Every candidate is pretrained on Fashion-MNIST classes 0-4 (train split) and scored by what
-Tailor will do with it: a logistic-regression head (``adapters.heads.fit_logreg``, C=1) on
+Tailor will do with it: a logistic-regression head (``adapters.training.fitting.fit_logreg``, C=1) on
 L2-normalized pooled features, fitted on 1, 4 and 16 examples per class of classes 5-9 and
 scored on a VALIDATION slice of classes 5-9 taken from the TRAIN split
 (``fashion_mnist.few_shot_pools``), mean over seeds. The test split is never read here.
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from adapters.heads import fit_logreg
+from adapters.training.fitting import fit_logreg
 
 from . import fashion_mnist
 from .pretrain import Recipe, to_pixel_values, train

@@ -1,0 +1,210 @@
+"""Fitting heads on embeddings, and how far to trust them: the fitters (registered by name),
+stratified cross-validation, temperature calibration and the warnings shown with a record.
+
+Shared by every kind that ends in a linear head (head, lora). Works on arrays: validation
+happened before (adapters/validation.py), embedding happens in the kind's trainer.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol
+
+import numpy as np
+import torch
+
+from ..errors import InvalidExamples
+from ..heads import LinearHead, activation_for
+from ..validation import LabeledData
+
+
+@dataclass(frozen=True)
+class FitParams:
+    """How to fit a head: the fitting method and its knobs (a kind's options map onto this)."""
+
+    method: str = "logreg"
+    c: float = 1.0
+    temperature: float = 20.0
+    threshold: float = 0.5
+    seed: int = 0
+    cv_folds: int = 5
+
+
+class HeadFitter(Protocol):
+    def __call__(self, x: np.ndarray, y: np.ndarray, *, multi_label: bool, c: float,
+                 temperature: float, seed: int,
+                 sample_weight: np.ndarray | None = None) -> LinearHead: ...
+
+
+HEAD_FITTERS: dict[str, HeadFitter] = {}
+
+
+def register_head(name: str) -> Callable[[HeadFitter], HeadFitter]:
+    def deco(fn: HeadFitter) -> HeadFitter:
+        HEAD_FITTERS[name] = fn
+        return fn
+    return deco
+
+
+def _t(a: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+
+
+@register_head("logreg")
+def fit_logreg(x: np.ndarray, y: np.ndarray, *, multi_label: bool, c: float,
+               temperature: float, seed: int, sample_weight: np.ndarray | None = None
+               ) -> LinearHead:
+    """L2-regularised logistic regression (lbfgs). Single-label: multinomial softmax.
+    Multi-label: one binary regression per label, served with sigmoid.
+
+    x [rows, dim]; y [rows] int label ids, or [rows, labels] 0/1 for multi-label.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    if multi_label:
+        ws, bs = [], []
+        for j in range(y.shape[1]):
+            clf = LogisticRegression(C=c, max_iter=2000, random_state=seed).fit(
+                x, y[:, j], sample_weight=sample_weight)
+            ws.append(clf.coef_[0])
+            bs.append(clf.intercept_[0])
+        return LinearHead(_t(np.stack(ws)), _t(np.array(bs)), activation_for(True))
+    clf = LogisticRegression(C=c, max_iter=2000, random_state=seed).fit(
+        x, y, sample_weight=sample_weight)
+    w, b = clf.coef_, clf.intercept_
+    if w.shape[0] == 1:  # binary: sklearn keeps one row; softmax([-z/2, z/2]) == sigmoid(z)
+        w = np.concatenate([-w / 2, w / 2])
+        b = np.concatenate([-b / 2, b / 2])
+    return LinearHead(_t(w), _t(b), activation_for(False))
+
+
+@register_head("centroid")
+def fit_centroid(x: np.ndarray, y: np.ndarray, *, multi_label: bool, c: float,
+                 temperature: float, seed: int, sample_weight: np.ndarray | None = None
+                 ) -> LinearHead:
+    """Nearest centroid by cosine: logit = temperature * cos(x, mean of the label's rows)."""
+    if multi_label:
+        raise InvalidExamples("the centroid head supports single-label adapters only; use "
+                              "options.head = \"logreg\" for examples with `labels` lists")
+    n_labels = int(y.max()) + 1
+    w = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+    cents = np.stack([np.average(x[y == j], axis=0, weights=w[y == j]) for j in range(n_labels)])
+    cents /= np.linalg.norm(cents, axis=1, keepdims=True).clip(min=1e-12)
+    return LinearHead(_t(cents * temperature), torch.zeros(n_labels), activation_for(False))
+
+
+def fit(x: np.ndarray, data: LabeledData, p: FitParams) -> LinearHead:
+    return HEAD_FITTERS[p.method](x, data.y, multi_label=data.multi_label, c=p.c,
+                                  temperature=p.temperature, seed=p.seed)
+
+
+# (training rows [n, dim], their labels) -> a head: a recipe that may add more than the rows
+# (descriptions, unlabeled texts) but is always cross-validated on the labeled rows alone.
+FitRows = Callable[[np.ndarray, np.ndarray], LinearHead]
+
+
+def _predict(head: LinearHead, x: np.ndarray, multi_label: bool, threshold: float) -> np.ndarray:
+    p = head.probabilities(torch.from_numpy(x)).numpy()
+    return (p >= threshold).astype(np.int64) if multi_label else p.argmax(axis=1)
+
+
+def cross_validate(x: np.ndarray, data: LabeledData, opts: FitParams,
+                   fit_rows: FitRows | None = None) -> dict[str, Any] | None:
+    """Stratified k-fold accuracy (single-label) or micro-F1 (multi-label) on the posted
+    examples, refitting ``fit_rows`` (default: the ``opts.method`` fitter) on each fold's
+    training rows. None when there are too few examples to hold any out."""
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    counts = data.counts()
+    if data.multi_label:
+        k = min(opts.cv_folds, len(data.texts))
+        splits = KFold(k, shuffle=True, random_state=opts.seed).split(x)
+    else:
+        present = [n for n in counts.values() if n > 0]  # (described-only labels have no rows)
+        k = min(opts.cv_folds, min(present))
+        if k < 2:
+            return None
+        splits = StratifiedKFold(k, shuffle=True, random_state=opts.seed).split(x, data.y)
+    tp = fp = fn = correct = total = 0
+    oof_logits: list[np.ndarray] = []
+    oof_y: list[np.ndarray] = []
+    for tr, te in splits:
+        sub = LabeledData([], data.labels, data.y[tr], data.multi_label)
+        if data.multi_label and (sub.y.all(axis=0).any() or (~sub.y.astype(bool)).all(axis=0).any()):
+            return None  # a fold lacks positives or negatives of some label
+        fold_head = fit_rows(x[tr], sub.y) if fit_rows else fit(x[tr], sub, opts)
+        pred = _predict(fold_head, x[te], data.multi_label, opts.threshold)
+        oof_logits.append(fold_head.logits(torch.from_numpy(x[te])).numpy())
+        oof_y.append(data.y[te])
+        if data.multi_label:
+            truth = data.y[te]
+            tp += int((pred & truth).sum())
+            fp += int((pred & (1 - truth)).sum())
+            fn += int(((1 - pred) & truth).sum())
+        else:
+            correct += int((pred == data.y[te]).sum())
+            total += len(te)
+    if data.multi_label:
+        f1 = 2 * tp / max(2 * tp + fp + fn, 1)
+        return {"cv_f1_micro": round(f1, 4), "cv_folds": k}
+    temperature = calibrate_temperature(np.concatenate(oof_logits), np.concatenate(oof_y))
+    return {"cv_accuracy": round(correct / total, 4), "cv_folds": k, "calibration_scale": temperature}
+
+
+def calibrate_temperature(logits: np.ndarray, y: np.ndarray) -> float:
+    """The logit scale that minimises the negative log-likelihood of out-of-fold predictions
+    (temperature scaling, Guo et al. 2017). Scaling logits never changes the argmax, so the
+    head's decisions stay exactly those of the fitted regression while its probabilities
+    stop being washed out by the L2 penalty on tiny, normalised embeddings. The scale is
+    capped at 10: on separable few-shot folds the likelihood always wants more, and that
+    would make every answer look certain."""
+    best_t, best_nll = 1.0, float("inf")
+    for t in np.geomspace(1.0, 10.0, 40):
+        z = logits * t
+        z = z - z.max(axis=1, keepdims=True)
+        logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+        nll = -logp[np.arange(len(y)), y].mean()
+        if nll < best_nll:
+            best_t, best_nll = float(t), float(nll)
+    return round(best_t, 4)
+
+
+def assess(data: LabeledData, cv: dict[str, Any] | None) -> list[str]:
+    if data.zero_shot:
+        return ["zero-shot: trained from the label descriptions alone, so there is no quality "
+                "estimate; add labeled examples (POST /v1/adapters/{name}/examples, 8 or more per "
+                "label recommended) to get one"]
+    counts = data.counts()
+    warnings = []
+    bare = [lab for lab, n in counts.items() if n == 0]
+    if bare:
+        warnings.append(f"label(s) {bare} have a description but no example yet: they are "
+                        "learned from the description alone and left out of the quality estimate")
+        counts = {lab: n for lab, n in counts.items() if n > 0}
+    lo_label, lo = min(counts.items(), key=lambda kv: kv[1])
+    hi = max(counts.values())
+    if cv is None:
+        warnings.append(f"no quality estimate: label {lo_label!r} has {lo} example(s); post at least "
+                        "2 per label (8 or more recommended) to get a cross-validated score")
+    elif lo < 4:
+        warnings.append(f"thin data: label {lo_label!r} has only {lo} examples; the quality estimate "
+                        "is noisy below about 4 per label (8 or more recommended)")
+    if lo > 0 and hi / lo > 3:
+        warnings.append(f"unbalanced data: the largest label has {hi} examples, {lo_label!r} only {lo}; "
+                        "predictions will lean toward the frequent labels")
+    if cv is not None and not data.multi_label:
+        chance = 1 / len(data.labels)
+        if cv["cv_accuracy"] < chance + 0.1:
+            warnings.append(f"cross-validated accuracy {cv['cv_accuracy']:.2f} is close to chance "
+                            f"({chance:.2f}); the labels may not be separable from these examples")
+    return warnings
+
+
+def fit_calibrated(x: np.ndarray, data: LabeledData, p: FitParams,
+                   fit_rows: FitRows | None = None) -> tuple[LinearHead, dict[str, Any] | None]:
+    """Fit on all rows, cross-validate, and calibrate the head's probabilities on the folds
+    (single-label; decisions unchanged). Returns the head and the CV metrics (or None)."""
+    head = fit_rows(x, data.y) if fit_rows else fit(x, data, p)
+    cv = cross_validate(x, data, p, fit_rows)
+    if cv and "calibration_scale" in cv:
+        head = head.scaled(cv["calibration_scale"])
+    return head, cv
