@@ -183,3 +183,41 @@ def test_lora_trains_through_the_differentiable_forward(encoders):
     assert all(p.grad is not None for p in params)
     assert any(p.grad.abs().sum() > 0 for p in w.b.values())  # B (zero-init) gets the gradient
     assert not any(p.requires_grad for p in enc.model.parameters())
+
+
+# -- the Encoder protocol: the modality follows from the folder ------------------------------
+def test_open_encoder_picks_the_image_encoder_from_the_folder(tmp_path):
+    from adapters.encoders import Encoder, TextEncoder, TorchEncoder, open_encoder
+
+    torch.manual_seed(0)
+    T.AutoModel.from_config(T.ViTConfig(**VIT_KW)).save_pretrained(tmp_path)
+    T.ViTImageProcessorPil(size={"height": 32, "width": 32}).save_pretrained(tmp_path)
+    enc = open_encoder(tmp_path)
+    assert isinstance(enc, ImageEncoder) and enc.modality == "image"
+    assert isinstance(enc, Encoder) and isinstance(enc, TorchEncoder)
+    assert enc.pytorch() is enc and enc.max_length is None
+    assert isinstance(open_encoder(None), TextEncoder)  # the embedded default: text
+
+
+def test_collate_and_forward_match_embed(encoders):
+    """What kinds/lora.py and export use (prepare -> rows -> collate -> forward, a fresh copy
+    through graph_module) gives what serving gives."""
+    enc = encoders["vit"]
+    imgs = images(5, seed=7)
+    rows = enc.prepare(imgs, max_length=16)
+    with torch.inference_mode():
+        fwd = enc.forward(enc.collate([rows[i] for i in range(5)]))
+        copy_fwd = enc.graph_module(enc.fresh_model())(enc.collate(list(rows))["pixel_values"])
+    assert torch.allclose(fwd, enc.embed(imgs), atol=1e-5)
+    assert torch.allclose(copy_fwd, fwd, atol=1e-5)
+    assert torch.allclose(enc.embed_prepared(list(rows)), fwd, atol=1e-5)
+
+
+def test_write_preprocessor_describes_the_processor(encoders, tmp_path):
+    import json
+
+    enc = encoders["vit"]
+    names = enc.write_preprocessor(tmp_path)
+    desc = json.loads((tmp_path / "preprocessing.json").read_text())
+    assert set(names) == {"preprocessing.json", "preprocessor_config.json"}
+    assert desc["input_size"] == [3, 32, 32] and desc["pooling"] == "cls"

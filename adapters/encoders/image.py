@@ -1,17 +1,20 @@
-"""The shared, frozen IMAGE encoder (prototype of issue 14, phase 1).
+"""The shared, frozen IMAGE encoder on PyTorch (implements ``Encoder`` and ``TorchEncoder``).
 
 Any local Hugging Face image model folder (ViT, DeiT, DINOv2, ConvNeXt, ResNet, the vision
 tower of CLIP or SigLIP, or a whole CLIP/SigLIP folder) loaded with ``AutoModel`` and
 ``AutoImageProcessor``; ``eval()``, ``requires_grad_(False)``, never mutated. It offers what
-the text ``Backbone`` offers, so heads, LoRA routing and batching can be shared:
+the text encoder offers (adapters/encoders/base.py), so heads, kinds, the store, the
+registry, the batcher and export are shared, not copied:
 
 - ``identity`` (folder name + sha256 of the weight files), ``dim``, ``modality = "image"``
-- ``prepare(images)``: decoded RGB arrays -> normalized ``pixel_values`` [n, 3, H, W]
-  by the folder's own image processor (computed once per row, like token ids for text)
+- ``prepare(images)``: decoded RGB arrays (``adapters.image_input``: what validation hands
+  on for an image deployment) -> normalized ``pixel_values`` [n, 3, H, W] by the folder's
+  own image processor (computed once per row, like token ids for text); a row is one
+  [3, H, W] slice and ``collate`` stacks rows (one input size: no padding)
 - ``embed(images, loras=None)``: pooled, L2-normalized features [n, dim], batched, with
-  optional per-row LoRA weights routed through ``adapters.lora`` (context-local)
-- ``features(pixel_values)``: the differentiable forward on prepared rows (LoRA training
-  runs it under ``lora.routed``)
+  optional per-row LoRA weights routed through ``encoders.lora`` (context-local)
+- ``forward(collate(rows))`` / ``features(pixel_values)``: the differentiable forward (LoRA
+  training runs it under ``lora.routed``; kinds/lora.py does not know which modality it tunes)
 - ``lora_targets``: the attention Linear names LoRA adapts in this architecture
   (transformers 5 names them ``q_proj``/``v_proj`` in every vision transformer here;
   BERT-style text models keep ``query``/``value``)
@@ -87,10 +90,21 @@ class PooledEncoder(nn.Module):
         return F.normalize(pool(self.model, self.how, pixel_values), p=2, dim=1)
 
 
+def is_image_folder(model_dir: Path) -> bool:
+    """An image model folder: it carries an image processor's config and no tokenizer.
+    (A whole CLIP/SigLIP folder has both: it is served as an image backbone, its joint
+    image-text space embedding the images.)"""
+    return (model_dir / "preprocessor_config.json").exists() and (
+        not (model_dir / "tokenizer_config.json").exists()
+        or "image_processor_type" in (model_dir / "preprocessor_config.json").read_text())
+
+
 class ImageEncoder:
     """A frozen Hugging Face image model with its processor and pooling."""
 
     modality = "image"
+    graph_inputs: tuple[str, ...] = ("pixel_values",)
+    max_length: int | None = None  # every image becomes one fixed-size input
 
     def __init__(self, model_dir: str | Path, *, name: str | None = None, device: str = "cpu",
                  max_batch_rows: int = 32, workers: int = 1):
@@ -144,26 +158,43 @@ class ImageEncoder:
             p = self._local.processor = copy.deepcopy(self.processor)
         return p
 
-    def prepare(self, images: Sequence[np.ndarray]) -> torch.Tensor:
+    def pytorch(self) -> "ImageEncoder":
+        return self
+
+    def prepare(self, images: Sequence[np.ndarray], max_length: int | None = None) -> torch.Tensor:
         """RGB uint8 arrays [H, W, 3] (from ``image_input.decode_images``) -> the model's
-        normalized input [n, 3, H', W'], float32 on the encoder's device."""
+        normalized input [n, 3, H', W'], float32 on the encoder's device. Row i is
+        ``out[i]``. ``max_length`` is a text notion and is ignored."""
         if not len(images):
             return torch.empty(0, *getattr(self, "input_size", (3, 1, 1)))
         out = self._processor()(images=list(images), return_tensors="pt",
                                 input_data_format="channels_last")
         return out["pixel_values"].to(self.device, torch.float32)
 
+    def collate(self, rows: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Prepared rows ([3, H, W] each) -> {"pixel_values": [n, 3, H, W]}."""
+        return {"pixel_values": _stack(rows)}
+
     # -- forward ------------------------------------------------------------------------
+    def forward(self, batch: dict[str, torch.Tensor], model: nn.Module | None = None) -> torch.Tensor:
+        """One differentiable forward + pooling + L2 norm: [n, dim]."""
+        if model is None:
+            return self.encoder(batch["pixel_values"])
+        return F.normalize(pool(model, self.pooling, batch["pixel_values"]), p=2, dim=1)
+
     def features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Differentiable pooled + L2-normalized features [n, dim]; LoRA deltas apply to the
         rows the caller routed with ``lora.routed``."""
         return self.encoder(pixel_values)
 
     @torch.inference_mode()
-    def embed_prepared(self, pixel_values: torch.Tensor,
+    def embed_prepared(self, pixel_values: torch.Tensor | Sequence[torch.Tensor],
                        loras: Sequence[LoraWeights | None] | None = None) -> torch.Tensor:
         """One forward over prepared rows. Returns [n, dim] float32 on CPU. Rows are grouped
         by adapter and put back in order; the routing is local to this thread."""
+        pixel_values = _stack(pixel_values)
+        if not len(pixel_values):
+            return torch.empty(0, self.dim)
         if loras is None or all(w is None for w in loras):
             return self.encoder(pixel_values).float().cpu()
         order, routing = lora.plan(loras)
@@ -193,6 +224,34 @@ class ImageEncoder:
         for idx, emb in zip(chunks, results):
             out[idx] = emb
         return out
+
+    # -- copies for export -------------------------------------------------------------
+    def fresh_model(self) -> nn.Module:
+        """A deep copy of the served weights: exports and merges happen here only."""
+        model = copy.deepcopy(self.model).to("cpu").float().eval()
+        model.requires_grad_(False)
+        if hasattr(model, "set_attn_implementation"):  # eager attention traces to plain ops
+            try:
+                model.set_attn_implementation("eager")
+            except (ValueError, AttributeError):  # a CNN has no attention to switch
+                pass
+        return model
+
+    def graph_module(self, model: nn.Module) -> nn.Module:
+        """``model`` (a fresh copy) -> pixel_values in, pooled L2-normalized features out."""
+        return PooledEncoder(model, self.pooling).eval()
+
+    def write_preprocessor(self, folder: Path) -> list[str]:
+        """preprocessing.json: the image processor's settings as data (resize, rescale,
+        normalize, the input size, pooling), and preprocessor_config.json as the folder had
+        it, so numpy + Pillow (or ``AutoImageProcessor``) reproduce ``prepare``."""
+        import json
+
+        folder = Path(folder)
+        (folder / "preprocessing.json").write_text(json.dumps(self.describe_preprocessing(), indent=2))
+        (folder / "preprocessor_config.json").write_text(
+            (self.model_dir / "preprocessor_config.json").read_text())
+        return ["preprocessing.json", "preprocessor_config.json"]
 
     def weights_checksum(self) -> str:
         """sha256 of the in-memory parameters: proves the served weights never change."""
@@ -227,3 +286,10 @@ class ImageEncoder:
         d["input_size"] = list(self.input_size)
         d["pooling"] = self.pooling
         return d
+
+
+def _stack(rows: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+    if isinstance(rows, torch.Tensor):
+        return rows
+    rows = list(rows)
+    return torch.stack(rows) if rows else torch.empty(0)
