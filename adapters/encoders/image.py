@@ -47,6 +47,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .. import image_input  # noqa: F401  (registers the image modality's reader)
 from . import lora
 from .base import BackboneIdentity, weights_sha256
 from .lora import LoraWeights
