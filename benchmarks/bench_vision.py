@@ -9,7 +9,8 @@ pool) and the same seeds, with:
 
 - head:    logistic regression (C=1, ``adapters.training.fitting.fit_logreg``) on frozen features, as a
            head adapter fits it
-- lora:    rank-8 LoRA on every attention q_proj/v_proj + the same head (``adapters.image_lora``)
+- lora:    rank-8 LoRA on every attention q_proj/v_proj + its head, trained by the LoRA kind
+           itself (``adapters.kinds.lora.train_lora``, the job a kind "lora" create runs)
 - pixels:  the same logistic regression on raw pixels (standardized, L2-normalized); its C
            chosen on the validation slice, the best for the baseline
 - scratch: the same ViT architecture, randomly initialized, trained with cross-entropy and
@@ -39,7 +40,11 @@ import torch.nn.functional as F
 from adapters.training.fitting import fit_logreg
 from adapters.encoders.image import ImageEncoder
 from adapters.image_input import decode_images
-from adapters.image_lora import ImageLoraOptions, train_image_lora
+from adapters.encoders.lora import LoraWeights
+from adapters.heads import LinearHead
+from adapters.kinds.base import TrainRequest
+from adapters.kinds.lora import LoraOptions, train_lora
+from adapters.validation import LabeledData, Limits
 
 from .common import machine, write_section
 from .vision import fashion_mnist as fm
@@ -49,7 +54,8 @@ HERE = Path(__file__).resolve().parent
 SHOTS = (1, 4, 16)
 METHODS = ("head", "lora", "pixels", "scratch")
 PIXEL_C = (0.1, 1.0, 10.0, 100.0)
-LORA = ImageLoraOptions(recipe="ce", epochs=20, learning_rate=2e-3, augment=True, flip=True)
+# the kind's options as a client would post them (chosen on the validation slice)
+LORA = {"recipe": "ce", "epochs": 20, "learning_rate": 2e-3}
 SCRATCH_STEPS, SCRATCH_LR = 150, 1e-3
 
 
@@ -127,14 +133,23 @@ def few_shot(enc: ImageEncoder, recipe: Recipe, pool: fm.Split, ev: fm.Split, se
                 acc["scratch"][k].append(scratch_accuracy(s, ev, recipe, seed))
             if "lora" in methods and k in lora_shots:
                 t0 = time.perf_counter()
-                opts = ImageLoraOptions(**{**LORA.__dict__, "seed": seed})
-                lw, head, _ = train_image_lora(enc, pv, y, opts)
+                lw, head = lora_adapter(enc, s.images, y, seed)
                 acc["lora_seconds"][k].append(time.perf_counter() - t0)
                 emb = enc.embed(rgb(ev.images), [lw] * len(y_ev))
                 acc["lora"][k].append(float((head.logits(emb).argmax(1).numpy() == y_ev).mean()))
             print(json.dumps({"shots": k, "seed": seed, **{m: round(acc[m][k][-1], 4)
                                                             for m in methods if acc[m][k]}}), flush=True)
     return acc
+
+
+def lora_adapter(enc: ImageEncoder, images: np.ndarray, y: np.ndarray,
+                 seed: int) -> tuple[LoraWeights, LinearHead]:
+    """What a kind "lora" job trains on these examples, loaded as the registry loads it."""
+    labels = [str(c) for c in range(5)]
+    request = TrainRequest(LabeledData(rgb(images), labels, y.astype(np.int64), False),
+                           LoraOptions(**{**LORA, "seed": seed}), None, Limits(modality="image"))
+    art = train_lora(enc, request)
+    return LoraWeights.from_tensors(art.tensors, art.lora), LinearHead.from_tensors(art.tensors, False)
 
 
 def throughput(enc: ImageEncoder, images: np.ndarray) -> dict:
@@ -165,29 +180,6 @@ def throughput(enc: ImageEncoder, images: np.ndarray) -> dict:
     return out
 
 
-def onnx_parity(enc: ImageEncoder, pool: fm.Split, ev: fm.Split) -> dict:
-    import tempfile
-
-    from export.image_export import export_image_classifier
-
-    s = fm.sample_shots(pool, 16, 0)
-    y = s.labels - 5
-    pv = enc.prepare(rgb(s.images))
-    lw, lora_head, _ = train_image_lora(enc, pv, y, ImageLoraOptions(**{**LORA.__dict__, "seed": 0}))
-    head = fit_logreg(enc.embed_prepared(pv).numpy(), y, multi_label=False, c=1.0, temperature=20.0, seed=0)
-    rng = np.random.default_rng(0)
-    odd = [rng.integers(0, 255, (h, w, 3), np.uint8) for h, w in ((28, 28), (64, 40), (300, 500), (9, 9))]
-    check = rgb(s.images) + rgb(ev.images[:60]) + odd
-    res = {}
-    with tempfile.TemporaryDirectory() as d:
-        for name, h, w in (("head", head, None), ("lora", lora_head, lw)):
-            r = export_image_classifier(enc, h, Path(d) / f"{name}.onnx", check, w)
-            res[name] = {"rows": r.rows, "preprocess_max_abs_diff": r.preprocess_max_abs_diff,
-                         **{f"max_abs_diff_{k}": v for k, v in r.max_abs_diff.items()},
-                         "top1_agreement": r.top1_agreement, "export_s": r.seconds["export"]}
-    return res
-
-
 def _ms(v: list[float]) -> str:
     return f"{100 * np.mean(v):.1f} ± {100 * np.std(v):.1f}"
 
@@ -206,7 +198,7 @@ def report(split: str, enc: ImageEncoder, acc: dict, seeds: int, pixel_c: float,
              "| method | " + " | ".join(f"{k} per class" for k in SHOTS) + " |",
              "|---|" + "---|" * len(SHOTS)]
     names = {"head": "head adapter (logreg C=1 on frozen features)",
-             "lora": f"LoRA r{LORA.rank} q_proj/v_proj + head ({LORA.recipe}, {LORA.epochs} epochs, augmented)",
+             "lora": f"LoRA kind, r8 q_proj/v_proj + head ({LORA['recipe']}, {LORA['epochs']} epochs, lr {LORA['learning_rate']:g})",
              "pixels": f"linear probe on raw pixels (logreg C={pixel_c:g})",
              "scratch": f"same ViT from scratch on the examples ({SCRATCH_STEPS} steps)"}
     for m in METHODS:
@@ -292,7 +284,6 @@ def main(argv: list[str] | None = None) -> int:
                    tuple(int(k) for k in args.lora_shots.split(",") if k))
     tput = parity = None
     if args.split == "test" and not args.skip_throughput:
-        parity = onnx_parity(enc, pool, ev)
         torch.set_num_threads(1)
         tput = throughput(ImageEncoder(args.backbone, workers=2), ev.images)
     suffix = "" if args.split == "test" else "_val"
