@@ -1,7 +1,8 @@
 """Turning stored adapters into ONNX bundles, and onnxruntime as the backbone's runtime.
 
 Imports ``adapters/`` only (never the service); the modules form one chain with no cycle:
-``onnx_config -> graph, parity, session -> pipeline -> bundle, runtime``. Usable from a
+``onnx_config -> graph, parity, session -> image -> pipeline -> bundle, runtime`` (image.py:
+what a bundle of an image adapter adds: preprocessing as data and as numpy + Pillow code). Usable from a
 notebook::
 
     from export import export_bundle

@@ -24,7 +24,7 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from torch import nn
 
@@ -34,9 +34,10 @@ from adapters.kinds import get_kind
 from adapters.storage import AdapterStore, Manifest, StoredAdapter
 from adapters.storage.store import sha256_file
 
+from . import image
 from .graph import Classifier, example_inputs
 from .onnx_config import CLASSIFIER, QUANTIZE_CHOICES, OnnxConfig
-from .parity import parity_cases
+from .parity import Case, parity_cases
 from .pipeline import build_graph
 from .session import require_providers
 
@@ -48,6 +49,26 @@ BUNDLE_FORMAT_VERSION = 1
 class ExportResult:
     path: Path  # the zip
     manifest: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ModalityExport:
+    """What a bundle needs to know about the backbone's modality: the graph's inputs, a
+    batch to trace, the parity cases (with the adapter's stored examples), what the manifest
+    adds (how to prepare inputs outside Tailor), and the README."""
+
+    config: OnnxConfig
+    example_inputs: Callable[[TorchEncoder], tuple[Any, ...]]
+    parity_cases: Callable[[TorchEncoder, Sequence[Any]], list[Case]]
+    manifest_extra: Callable[[TorchEncoder, Sequence[Any]], dict[str, Any]]
+    readme: Callable[[dict[str, Any]], str]
+
+
+def _text_cases(encoder: TorchEncoder, examples: Sequence[Any]) -> list[Case]:
+    return parity_cases(encoder, [e.get("text") for e in examples if isinstance(e, dict)])
+
+
+MODALITIES: dict[str, ModalityExport] = {}  # filled at the end of this module
 
 
 def check_quantize(quantize: Any) -> str:
@@ -90,16 +111,19 @@ def export_bundle(encoder: TorchEncoder, store: AdapterStore, tenant: str, name:
     encoder = encoder.pytorch()
     stored = store.load(tenant, name, version)
     m = stored.manifest
-    config = config or CLASSIFIER
+    modality = MODALITIES.get(encoder.modality)
+    if modality is None:
+        raise InvalidRequest(f"export of {encoder.modality} adapters is not supported yet")
+    config = config or modality.config
     dest = Path(dest_dir) if dest_dir is not None else Path(tempfile.mkdtemp(prefix="tailor-bundle-"))
     dest.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".export-", dir=dest))
     try:
         module = build_module(encoder, stored)
-        own = [e.get("text") for e in store.examples(tenant, m.name, m.version) if isinstance(e, dict)]
-        model, report = build_graph(module, config, example_inputs(encoder), work,
+        own = store.examples(tenant, m.name, m.version)
+        model, report = build_graph(module, config, modality.example_inputs(encoder), work,
                                     quantize=quantize, model_config=encoder.model.config,
-                                    cases=parity_cases(encoder, own), providers=providers,
+                                    cases=modality.parity_cases(encoder, own), providers=providers,
                                     keep_fp32=("/head/",))
 
         files = work / "bundle"
@@ -109,9 +133,10 @@ def export_bundle(encoder: TorchEncoder, store: AdapterStore, tenant: str, name:
         (files / "labels.json").write_text(json.dumps(list(m.labels), indent=2, ensure_ascii=False))
         manifest = _bundle_manifest(encoder, m, config, quantize,
                                     {**report.as_dict(), "providers": list(providers)})
+        manifest.update(modality.manifest_extra(encoder, own))
         manifest["files"] = {p.name: sha256_file(p) for p in sorted(files.iterdir())}
         (files / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
-        (files / "README.md").write_text(bundle_readme(manifest))
+        (files / "README.md").write_text(modality.readme(manifest))
 
         tmp_zip = work / "bundle.zip"
         with zipfile.ZipFile(tmp_zip, "w", compression=zipfile.ZIP_DEFLATED) as z:
@@ -190,3 +215,11 @@ for text, row in zip(texts, probs):
 
 On a GPU use `pip install onnxruntime-gpu` and `providers=["CUDAExecutionProvider"]`.
 """
+
+
+MODALITIES.update(
+    text=ModalityExport(CLASSIFIER, example_inputs, _text_cases, lambda encoder, examples: {},
+                        bundle_readme),
+    image=ModalityExport(image.IMAGE_CLASSIFIER, image.example_inputs, image.parity_cases,
+                         image.manifest_extra, image.readme),
+)

@@ -1,17 +1,24 @@
-"""Image classifier to ONNX: the README's numpy + Pillow preprocessing equals the folder's
-image processor, and onnxruntime equals the served PyTorch path (LoRA merged into a copy)."""
+"""Image adapters to ONNX bundles through export.bundle (the same path as text): head and
+LoRA adapters stored by the engine, the bundle's graph checked against PyTorch, its README's
+numpy + Pillow preprocessing checked against the folder's image processor, and the README
+code run as printed."""
 from __future__ import annotations
+
+import json
+import os
+import zipfile
 
 import numpy as np
 import pytest
 import torch
 
 import transformers as T
-from adapters.heads import LinearHead
-from adapters.encoders.image import ImageEncoder
-from adapters.encoders.lora import LoraSpec, LoraWeights
-from export.image_export import (check_describable, export_image_classifier, preprocess,
-                                 readme_section)
+from adapters import AdapterStore, Limits, Tailor
+from adapters.encoders import ImageEncoder
+from export import ParityError, export_bundle
+from export.image import check_describable, preprocess
+from export.onnx_config import OnnxConfig
+from tests.test_image_api import examples
 
 VIT_KW = dict(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2,
               num_attention_heads=2, intermediate_size=64)
@@ -30,42 +37,73 @@ def images(n: int, seed: int = 0) -> list[np.ndarray]:
 
 
 @pytest.fixture(scope="module", params=list(PROCESSORS))
-def encoder(request, tmp_path_factory):
+def engine(request, tmp_path_factory):
     d = tmp_path_factory.mktemp(request.param)
     torch.manual_seed(0)
     T.AutoModel.from_config(T.ViTConfig(**VIT_KW)).save_pretrained(d)
     PROCESSORS[request.param]().save_pretrained(d)
-    return ImageEncoder(d)
+    enc = ImageEncoder(d)
+    t = Tailor(enc, AdapterStore(d / "store", enc.identity), limits=Limits(max_images=32))
+    t.create_adapter("default", "corner", "head", examples(4))
+    pending = t.create_adapter("default", "corner-lora", "lora", examples(4),
+                               {"epochs": 2, "batch_size": 8})
+    assert t.wait_job("default", pending["job"]["id"], timeout=240)["status"] == "succeeded"
+    yield t
+    t.close()
 
 
-def _head(dim: int, labels: int = 3) -> LinearHead:
-    g = torch.Generator().manual_seed(0)
-    return LinearHead(torch.randn(labels, dim, generator=g) * 5, torch.randn(labels, generator=g), "softmax")
+@pytest.mark.parametrize("name", ["corner", "corner-lora"])
+def test_bundle_equals_pytorch(engine, name, tmp_path):
+    before = engine.encoder.weights_checksum()
+    res = export_bundle(engine.encoder, engine.store, "default", name, dest_dir=tmp_path)
+    m = res.manifest
+    assert m["parity"]["passed"] and m["parity"]["max_abs_diff"] <= 1e-4
+    assert m["parity"]["examples_rows"] == 8  # the adapter's own images were checked
+    assert m["modality"] == "image" and m["inputs"] == ["pixel_values"]
+    assert m["preprocessing_parity"]["max_abs_diff"] <= 1e-5
+    assert engine.encoder.weights_checksum() == before  # merged into a copy only
+    with zipfile.ZipFile(res.path) as z:
+        assert {"model.onnx", "labels.json", "manifest.json", "README.md",
+                "preprocessing.json"} <= set(z.namelist())
+        readme = z.read("README.md").decode()
+    # the README's code runs as printed and predicts what the service predicts
+    from PIL import Image
+
+    with zipfile.ZipFile(res.path) as z:
+        z.extractall(tmp_path / "b")
+    imgs = images(3, seed=9)
+    for i, im in enumerate(imgs):
+        Image.fromarray(im).save(tmp_path / "b" / f"p{i}.png")
+    code = readme.split("```python\n", 1)[1].split("```", 1)[0]
+    code = code.replace('["first.png", "second.jpg"]', repr([f"p{i}.png" for i in range(3)]))
+    cwd = os.getcwd()
+    os.chdir(tmp_path / "b")
+    try:
+        scope: dict = {}
+        exec(code, scope)
+    finally:
+        os.chdir(cwd)
+    adapter = engine.resolve("default", name)
+    served = torch.stack(engine.run_rows([(adapter, im) for im in imgs])).numpy()
+    assert np.abs(scope["probs"] - served).max() <= 1e-4
 
 
-@pytest.mark.parametrize("with_lora", [False, True], ids=["head", "lora"])
-def test_onnx_equals_pytorch(encoder, with_lora, tmp_path):
-    lora = (LoraWeights.init(encoder.model, LoraSpec(rank=8, alpha=16, targets=encoder.lora_targets), seed=1, identity=False)
-            if with_lora else None)
-    before = encoder.weights_checksum()
-    rep = export_image_classifier(encoder, _head(encoder.dim), tmp_path / "model.onnx", images(12), lora)
-    assert rep.preprocess_max_abs_diff <= 1e-6
-    assert rep.max_abs_diff["probabilities"] <= 1e-4 and rep.top1_agreement == 1.0
-    assert encoder.weights_checksum() == before  # merged into a copy only
-    if with_lora:  # the merge mattered: without it the graph would answer differently
-        bare = encoder.embed(images(12))
-        tuned = encoder.embed(images(12), [lora] * 12)
-        assert (bare - tuned).abs().max() > 1e-3
+def test_a_failed_parity_check_leaves_nothing(engine, tmp_path):
+    impossible = OnnxConfig(inputs=("pixel_values",), atol=1e-12,
+                            dynamic_axes={"pixel_values": {0: "batch"}, "probabilities": {0: "batch"},
+                                          "logits": {0: "batch"}})
+    with pytest.raises(ParityError):
+        export_bundle(engine.encoder, engine.store, "default", "corner-lora", dest_dir=tmp_path,
+                      config=impossible)
+    assert list(tmp_path.iterdir()) == []
 
 
-def test_readme_code_is_the_checked_code(encoder):
-    spec = encoder.describe_preprocessing()
-    text = readme_section(spec, ["a", "b"])
-    assert "def preprocess(image: np.ndarray, spec: dict)" in text and '"image_mean"' in text
-    scope: dict = {}
-    exec(text.split("```python\n", 1)[1].split("```", 1)[0], scope)  # the README runs as printed
-    im = images(1, seed=5)[0]
-    assert np.array_equal(scope["preprocess"](im, scope["SPEC"]), preprocess(im, spec))
+def test_readme_preprocessing_matches_the_processor(engine):
+    spec = engine.encoder.describe_preprocessing()
+    ims = images(12)
+    ours = np.stack([preprocess(im, spec) for im in ims])
+    assert np.abs(engine.encoder.prepare(ims).numpy() - ours).max() <= 1e-5
+    assert json.loads(json.dumps(spec)) == spec  # the manifest holds it as data
 
 
 def test_processors_it_cannot_describe_are_refused():
