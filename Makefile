@@ -5,6 +5,8 @@ BIN     := $(VENV)/bin
 PORT    ?= 3000
 export BENTOML_DO_NOT_TRACK ?= True
 STAMP   := $(VENV)/.installed-stamp
+# the image e2e tests' backbone (see test:)
+VISION_CI ?= build/vision-backbone-ci
 
 .PHONY: install serve test test-fast bench clean wheels bento image smoke k8s container-tools setfit-venv vision-backbone datasets
 
@@ -26,9 +28,11 @@ serve: install
 	$(BIN)/bentoml serve service.service:TailorService --port $(PORT)
 
 # lint-imports first: the architecture's contracts (pyproject.toml, docs/architecture.md).
-test: install
+# The image e2e tests (tests/test_image_e2e.py) serve a real, quickly pretrained backbone:
+# 150 steps of the same recipe (~1.5 CPU-minutes once, then cached like vision-backbone).
+test: install $(VISION_CI)/model.safetensors
 	$(BIN)/lint-imports --no-cache
-	$(BIN)/python -m pytest -q -ra
+	TAILOR_VISION_CI_BACKBONE=$(VISION_CI) $(BIN)/python -m pytest -q -ra
 
 test-fast: install
 	$(BIN)/lint-imports --no-cache
@@ -59,6 +63,10 @@ vision-backbone: $(VISION_BACKBONE)/model.safetensors
 $(VISION_BACKBONE)/model.safetensors: | $(STAMP)
 	deploy/install-datasets.sh
 	nice -n 10 $(BIN)/python -m benchmarks.vision.pretrain --out $(VISION_BACKBONE)
+
+$(VISION_CI)/model.safetensors: | $(STAMP)
+	deploy/install-datasets.sh
+	$(BIN)/python -m benchmarks.vision.pretrain --out $(VISION_CI) --steps 150
 
 # -- build and deploy (docs/deploy.md) ----------------------------------------------------
 # The CPU torch wheel the bento ships (bentofile.yaml: python.wheels). This machine keeps it
