@@ -1,5 +1,5 @@
 """Image adapters through the service's ASGI app on a tiny random ViT folder (seconds, no
-pretraining): base64 examples in, head and LoRA adapters, mixed batches equal to solo
+pretraining): base64 examples in, head, LoRA and auto adapters, mixed batches equal to solo
 answers, the wrong modality both ways, and every hostile image a 4xx with the store
 unchanged. The real-backbone, real-server version is tests/test_image_e2e.py."""
 from __future__ import annotations
@@ -112,6 +112,22 @@ def test_lora_on_images_is_a_job_and_serves(api):
     tests = [b64(picture(lab, 300 + i)) for i, lab in enumerate([0, 1])]
     r = client.post("/predict", json={"adapter": "corner-lora", "inputs": tests})
     assert r.status_code == 200, r.text
+
+
+def test_auto_serves_a_head_at_once_and_judges_lora_in_the_background(api):
+    client, _ = api
+    r = client.post("/adapters", json={"name": "corner-auto", "kind": "auto", "examples": examples(4),
+                                       "options": {"epochs": 2, "batch_size": 8}})
+    assert r.status_code == 201 and r.json()["version"] == 1, r.text  # servable now
+    job = r.json()["job"]["id"]
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        state = client.get(f"/jobs/{job}").json()
+        if state["status"] in ("succeeded", "failed", "cancelled"):
+            break
+        time.sleep(0.5)
+    assert state["status"] == "succeeded", state
+    assert state["result"]["decision"] in ("promoted", "kept")  # on honest estimates either way
 
 
 HOSTILE = [
