@@ -89,6 +89,10 @@ class OnnxEncoder:
              cuda_tf32: bool = False) -> "OnnxEncoder":
         """Use the cached graph for this backbone, exporting it on first use (parity-checked
         in fp32 on ``providers``; ``cuda_tf32`` then applies to serving only)."""
+        if encoder.modality != "text":
+            raise ValueError(f"TAILOR_RUNTIME=onnx serves text backbones only for now; "
+                             f"{encoder.model_dir} is an {encoder.modality} model: use "
+                             "TAILOR_RUNTIME=torch (image adapters still export to ONNX bundles)")
         wanted = require_providers(providers)  # fail before spending seconds on an export
         path = cache_path(store_root, encoder, quantize)
         if not path.exists():

@@ -221,3 +221,10 @@ def test_write_preprocessor_describes_the_processor(encoders, tmp_path):
     desc = json.loads((tmp_path / "preprocessing.json").read_text())
     assert set(names) == {"preprocessing.json", "preprocessor_config.json"}
     assert desc["input_size"] == [3, 32, 32] and desc["pooling"] == "cls"
+
+
+def test_the_onnx_runtime_refuses_an_image_backbone_by_name(encoders, tmp_path):
+    from export.runtime import OnnxEncoder
+
+    with pytest.raises(ValueError, match="text backbones only"):
+        OnnxEncoder.open(encoders["vit"], tmp_path)
