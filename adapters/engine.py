@@ -255,6 +255,9 @@ class Tailor:
     def suggest(self, tenant: str, ref: str, texts: Any, k: Any) -> dict[str, Any]:
         """The ``k`` texts whose labels would teach the adapter most (uncertain, and unlike
         each other), with its current prediction of each."""
+        if self.limits.modality != "text":
+            raise InvalidRequest(f"suggest takes texts, and this deployment serves an "
+                                 f"{self.limits.modality} backbone (not supported for images yet)")
         pool = validate_text_list(texts, "texts", self.limits.max_suggest_texts,
                                   "TAILOR_MAX_SUGGEST_TEXTS", self.limits, required=True)
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:

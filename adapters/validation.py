@@ -170,7 +170,7 @@ def _label_text(v: Any, where: str, limits: Limits) -> str:
 def validate_text(text: Any, where: str, limits: Limits) -> str:
     if isinstance(text, dict) and set(text) - {"text", "label", "labels"}:
         sent = next((k for k in text if k in MODALITIES and k != "text"), None)
-        if sent is not None:
+        if sent is not None and sent != limits.modality:
             raise wrong_modality(where, sent, limits)
     if not isinstance(text, str):
         raise InvalidExamples(f"{where} must be a string, got {type(text).__name__}")

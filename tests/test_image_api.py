@@ -177,6 +177,12 @@ def test_descriptions_and_unlabeled_texts_need_a_text_backbone(api):
     assert snapshot(store) == before
 
 
+def test_suggest_says_it_takes_texts(api):
+    client, _ = api
+    r = client.post("/adapters/corner/suggest", json={"texts": ["a shoe"], "k": 1})
+    assert r.status_code == 422 and "image backbone" in r.json()["error"]["message"], r.text
+
+
 def test_an_image_to_a_text_deployment_is_422_naming_its_modality(backbone, tmp_path):
     app = create_app()
     app.state.tailor = Tailor(backbone, AdapterStore(tmp_path / "store", backbone.identity))
