@@ -5,8 +5,10 @@ BIN     := $(VENV)/bin
 PORT    ?= 3000
 export BENTOML_DO_NOT_TRACK ?= True
 STAMP   := $(VENV)/.installed-stamp
+# the image e2e tests' backbone (see test:)
+VISION_CI ?= build/vision-backbone-ci
 
-.PHONY: install serve test test-fast bench clean wheels bento image smoke k8s container-tools setfit-venv
+.PHONY: install serve test test-fast bench clean wheels bento image smoke k8s container-tools setfit-venv vision-backbone datasets
 
 # Virtual environment with the service, its test and benchmark extras, pinned by
 # constraints.txt (torch 2.13.0 = the CPU wheel here). Data sets that ship inside packages
@@ -26,9 +28,11 @@ serve: install
 	$(BIN)/bentoml serve service.service:TailorService --port $(PORT)
 
 # lint-imports first: the architecture's contracts (pyproject.toml, docs/architecture.md).
-test: install
+# The image e2e tests (tests/test_image_e2e.py) serve a real, quickly pretrained backbone:
+# 150 steps of the same recipe (~1.5 CPU-minutes once, then cached like vision-backbone).
+test: install $(VISION_CI)/model.safetensors
 	$(BIN)/lint-imports --no-cache
-	$(BIN)/python -m pytest -q -ra
+	TAILOR_VISION_CI_BACKBONE=$(VISION_CI) $(BIN)/python -m pytest -q -ra
 
 test-fast: install
 	$(BIN)/lint-imports --no-cache
@@ -44,6 +48,25 @@ SETFIT_VENV ?= /work/venvs/setfit
 setfit-venv:
 	test -x $(SETFIT_VENV)/bin/python || $(PY) -m venv $(SETFIT_VENV)
 	$(SETFIT_VENV)/bin/pip install --disable-pip-version-check -q 'torch==2.13.0' 'setfit==1.2.0'
+
+# -- the small vision backbone (issue 14, docs/vision.md) ----------------------------------
+# A ViT pretrained on Fashion-MNIST classes 0-4 (Debian's dataset-fashion-mnist; root or sudo
+# installs it once), saved as a Hugging Face folder. Cached: a second run does nothing (the
+# script also skips when the folder holds the same recipe). Budget: <= 10 min on 2 cores.
+VISION_BACKBONE ?= build/vision-backbone
+
+datasets:
+	deploy/install-datasets.sh
+
+vision-backbone: $(VISION_BACKBONE)/model.safetensors
+
+$(VISION_BACKBONE)/model.safetensors: | $(STAMP)
+	deploy/install-datasets.sh
+	nice -n 10 $(BIN)/python -m benchmarks.vision.pretrain --out $(VISION_BACKBONE)
+
+$(VISION_CI)/model.safetensors: | $(STAMP)
+	deploy/install-datasets.sh
+	$(BIN)/python -m benchmarks.vision.pretrain --out $(VISION_CI) --steps 150
 
 # -- build and deploy (docs/deploy.md) ----------------------------------------------------
 # The CPU torch wheel the bento ships (bentofile.yaml: python.wheels). This machine keeps it

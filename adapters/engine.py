@@ -94,7 +94,7 @@ class Tailor:
         self.store = store
         self.events = events
         self.registry = AdapterRegistry(store, load_adapter, cache_size, events)
-        self.limits = limits
+        self.limits = limits.for_modality(encoder.modality)  # inputs are read as the encoder reads
         self.worker = worker
         self.creates = Gate(max_concurrent_creates)
         self.batcher: MicroBatcher[Row, torch.Tensor] = MicroBatcher(
@@ -258,6 +258,9 @@ class Tailor:
     def suggest(self, tenant: str, ref: str, texts: Any, k: Any) -> dict[str, Any]:
         """The ``k`` texts whose labels would teach the adapter most (uncertain, and unlike
         each other), with its current prediction of each."""
+        if self.limits.modality != "text":
+            raise InvalidRequest(f"suggest takes texts, and this deployment serves an "
+                                 f"{self.limits.modality} backbone (not supported for images yet)")
         pool = validate_text_list(texts, "texts", self.limits.max_suggest_texts,
                                   "TAILOR_MAX_SUGGEST_TEXTS", self.limits, required=True)
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
@@ -341,7 +344,7 @@ class Tailor:
                        on_resolved: Callable[[str], None] | None = None) -> dict[str, Any]:
         """``on_resolved(name@version)``: told which version serves the request as soon as it
         is known, so that an error after that (429, a bug) is counted against it."""
-        items = validate_inputs(inputs, self.limits)
+        items = await self._aread(inputs)
         # the store lookup lists a folder (and may load files): never on the event loop
         adapter = await asyncio.to_thread(self.resolve, tenant, ref)
         if on_resolved is not None:
@@ -355,8 +358,14 @@ class Tailor:
         self.events.predictions(tenant, adapter.ref, [p["label"] for p in out])
         return {"adapter": adapter.ref, "predictions": out}
 
+    async def _aread(self, inputs: Any) -> list[Any]:
+        """``validate_inputs``; off the event loop when it decodes (images)."""
+        if self.limits.modality == "text":  # microseconds per text
+            return validate_inputs(inputs, self.limits)
+        return await asyncio.to_thread(validate_inputs, inputs, self.limits)
+
     async def aembed(self, inputs: Any) -> dict[str, Any]:
-        items = validate_inputs(inputs, self.limits)
+        items = await self._aread(inputs)
         return _embeddings(await self.batcher.submit([(None, t) for t in items]))
 
 

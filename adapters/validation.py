@@ -6,12 +6,13 @@ Trainers receive ``LabeledData`` that already passed here; they never re-check i
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 import reprlib
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -60,7 +61,9 @@ def parse_ref(ref: str) -> tuple[str, int | None]:
 
 @dataclass(frozen=True)
 class Limits:
-    """Request limits. Every one is a setting (see service/settings.py)."""
+    """Request limits. Every one is a setting (see service/settings.py). ``modality``: what
+    the deployment's backbone reads ("text", "image"), set by the engine from its encoder:
+    inputs and examples are read by that modality's reader (``MODALITIES``)."""
 
     max_inputs: int = 256
     max_chars: int = 10_000
@@ -69,11 +72,63 @@ class Limits:
     max_label_chars: int = 100
     max_unlabeled: int = 20_000
     max_suggest_texts: int = 2_000
+    # images (adapters/image_input.py): per request, encoded bytes and pixels per image,
+    # pixels summed over a request, smallest side
+    max_images: int = 64
+    max_image_bytes: int = 4 * 1024 * 1024
+    max_image_pixels: int = 4096 * 4096
+    max_request_pixels: int = 64 * 1024 * 1024
+    min_image_side: int = 8
+    modality: str = "text"
 
     def __post_init__(self) -> None:
         for k, v in self.__dict__.items():
+            if k == "modality":
+                continue
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"limit {k} must be a positive integer, got {v!r}")
+
+    def for_modality(self, modality: str) -> "Limits":
+        return dataclasses.replace(self, modality=modality)
+
+
+# -- modalities: how each kind of backbone input is read ---------------------------------------
+@dataclass(frozen=True)
+class Modality:
+    """How one modality's items are checked. ``field``: the key of an example (and of an
+    object input) that holds the item; ``read``: the raw items of ONE request (inputs, or
+    example objects when ``examples=True``) -> what the encoder's ``prepare`` takes, or a 4xx
+    error naming the item (``where``: the request field, e.g. "inputs", "examples"). A reader sees the whole request at once, so that it can
+    bound the request as a whole (e.g. decoded pixels) before doing any costly work."""
+
+    name: str
+    field: str
+    read: Callable[..., list[Any]]  # (items, where, limits, *, examples: bool) -> model inputs
+    shape: str  # how one item looks, for error messages
+
+
+MODALITIES: dict[str, Modality] = {}
+
+
+def register_modality(m: Modality) -> Modality:
+    MODALITIES[m.name] = m
+    return m
+
+
+def modality_of(limits: "Limits") -> Modality:
+    m = MODALITIES.get(limits.modality)
+    if m is None:
+        raise ValueError(f"no reader for modality {limits.modality!r} (known: {list(MODALITIES)})")
+    return m
+
+
+def wrong_modality(where: str, sent: str, limits: "Limits") -> InvalidExamples:
+    """422 for an item of another modality than the deployment's."""
+    m = modality_of(limits)
+    article = "" if sent == "text" else "an " if sent[0] in "aeiou" else "a "
+    return InvalidExamples(f"{where} is {article}{sent}, but this "
+                           f"deployment serves a{'n' if m.name[0] in 'aeiou' else ''} {m.name} "
+                           f"backbone: send {m.shape}")
 
 
 # -- texts ------------------------------------------------------------------------------------
@@ -113,6 +168,10 @@ def _label_text(v: Any, where: str, limits: Limits) -> str:
 
 
 def validate_text(text: Any, where: str, limits: Limits) -> str:
+    if isinstance(text, dict) and set(text) - {"text", "label", "labels"}:
+        sent = next((k for k in text if k in MODALITIES and k != "text"), None)
+        if sent is not None and sent != limits.modality:
+            raise wrong_modality(where, sent, limits)
     if not isinstance(text, str):
         raise InvalidExamples(f"{where} must be a string, got {type(text).__name__}")
     if len(text) > limits.max_chars:
@@ -125,14 +184,27 @@ def validate_text(text: Any, where: str, limits: Limits) -> str:
     return text
 
 
-def validate_inputs(inputs: Any, limits: Limits) -> list[str]:
-    """The ``inputs`` of a predict or embed request."""
+def _read_texts(items: list[Any], where: str, limits: Limits, *, examples: bool = False
+                ) -> list[str]:
+    if examples:
+        return [validate_text(ex.get("text"), f"{where}[{i}].text", limits)
+                for i, ex in enumerate(items)]
+    return [validate_text(t, f"{where}[{i}]", limits) for i, t in enumerate(items)]
+
+
+TEXT = register_modality(Modality("text", "text", _read_texts, "strings (texts)"))
+
+
+def validate_inputs(inputs: Any, limits: Limits) -> list[Any]:
+    """The ``inputs`` of a predict or embed request, read as the deployment's modality:
+    strings for text, decoded images for images."""
+    m = modality_of(limits)
     if not isinstance(inputs, list) or not inputs:
-        raise InvalidRequest("inputs must be a non-empty list of strings")
+        raise InvalidRequest(f"inputs must be a non-empty list of {m.shape}")
     if len(inputs) > limits.max_inputs:
         raise TooLarge(f"{len(inputs)} inputs in one request; the limit is {limits.max_inputs} "
                        "(TAILOR_MAX_INPUTS). Split the request")
-    return [validate_text(t, f"inputs[{i}]", limits) for i, t in enumerate(inputs)]
+    return m.read(inputs, "inputs", limits, examples=False)
 
 
 # -- labeled examples -------------------------------------------------------------------------
@@ -141,7 +213,7 @@ class LabeledData:
     """Examples that passed validation: texts, the label set in order, and label ids. With
     no texts (zero-shot) the labels come from their descriptions."""
 
-    texts: list[str]
+    texts: list[Any]  # the examples' model inputs: texts, or decoded images (the modality's)
     labels: list[str]  # the label set, in order
     y: np.ndarray  # [rows] label ids, or [rows, labels] 0/1 when multi_label
     multi_label: bool
@@ -168,20 +240,24 @@ def validate_label_order(label_order: Any) -> list[str] | None:
 
 
 def check_example_rows(examples: list[Any], limits: Limits, field: str = "examples"
-                       ) -> tuple[list[str], list[list[str]], bool | None]:
-    """Each example on its own: an object with a text and exactly one of label / labels.
-    Returns the texts, each row's labels, and whether they are multi-label (None: no rows)."""
-    texts: list[str] = []
+                       ) -> tuple[list[Any], list[list[str]], bool | None]:
+    """Each example on its own: an object with an item of the deployment's modality (a text,
+    an image) and exactly one of label / labels. Returns the items as the modality reads
+    them, each row's labels, and whether they are multi-label (None: no rows)."""
+    m = modality_of(limits)
     per_row: list[list[str]] = []
     multi = None
     for i, ex in enumerate(examples):
         where = f"{field}[{i}]"
         if not isinstance(ex, dict):
-            raise InvalidExamples(f"{where} must be an object with \"text\" and \"label\" (or \"labels\")")
-        unknown = set(ex) - {"text", "label", "labels"}
+            raise InvalidExamples(f"{where} must be an object with \"{m.field}\" and \"label\" (or \"labels\")")
+        unknown = set(ex) - {m.field, "label", "labels"}
+        sent = next((k for k in unknown if k in MODALITIES), None)
+        if sent is not None:
+            raise wrong_modality(where, sent, limits)
         if unknown:
-            raise InvalidExamples(f"{where} has unknown field(s) {sorted(unknown)}; allowed: text, label, labels")
-        texts.append(validate_text(ex.get("text"), f"{where}.text", limits))
+            raise InvalidExamples(f"{where} has unknown field(s) {sorted(unknown)}; allowed: "
+                                  f"{m.field}, label, labels")
         has_label, has_labels = ex.get("label") is not None, ex.get("labels") is not None
         if has_label == has_labels:
             raise InvalidExamples(f"{where} needs exactly one of \"label\" (single-label) or "
@@ -198,7 +274,8 @@ def check_example_rows(examples: list[Any], limits: Limits, field: str = "exampl
             per_row.append(sorted({_label_text(v, f"{where}.labels[{j}]", limits) for j, v in enumerate(labs)}))
         else:
             per_row.append([_label_text(ex["label"], f"{where}.label", limits)])
-
+    # items last: labels are cheap to check, images are not (decoded once all are bounded)
+    texts = m.read(examples, field, limits, examples=True)
     return texts, per_row, multi
 
 

@@ -1,8 +1,9 @@
 """Turning stored adapters into ONNX bundles, and onnxruntime as the backbone's runtime.
 
 Imports ``adapters/`` only (never the service); the modules form one chain with no cycle:
-``onnx_config, sample -> graph, quantize, parity, session -> pipeline, lora_graph -> bundle,
-runtime -> runtime_choice``. Usable from a notebook::
+``onnx_config, sample -> graph, quantize, parity, session -> image -> pipeline, lora_graph ->
+bundle, runtime -> runtime_choice`` (image.py: what a bundle of an image adapter adds:
+preprocessing as data and as numpy + Pillow code). Usable from a notebook::
 
     from export import export_bundle
     export_bundle(tailor.encoder, tailor.store, "default", "topics", quantize="int8",

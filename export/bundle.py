@@ -25,7 +25,7 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from torch import nn
 
@@ -35,9 +35,10 @@ from adapters.kinds import get_kind
 from adapters.storage import AdapterStore, Manifest, StoredAdapter
 from adapters.storage.store import sha256_file
 
+from . import image
 from .graph import Classifier, example_inputs
 from .onnx_config import CLASSIFIER, QUANTIZE_CHOICES, OnnxConfig
-from .parity import parity_cases
+from .parity import Case, parity_cases
 from .pipeline import build_graph
 from .quantize import INT8_LADDER, SCHEMES
 from .session import require_providers
@@ -51,6 +52,28 @@ BUNDLE_FORMAT_VERSION = 1
 class ExportResult:
     path: Path  # the zip
     manifest: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ModalityExport:
+    """What a bundle needs to know about the backbone's modality: the graph's inputs, a
+    batch to trace, the parity cases (with the adapter's stored examples), what the manifest
+    adds (how to prepare inputs outside Tailor), and the README."""
+
+    config: OnnxConfig
+    example_inputs: Callable[[TorchEncoder], tuple[Any, ...]]
+    parity_cases: Callable[[TorchEncoder, Sequence[Any], Sequence[Any]], list[Case]]  # examples, unlabeled
+    manifest_extra: Callable[[TorchEncoder, Sequence[Any]], dict[str, Any]]
+    readme: Callable[[dict[str, Any]], str]
+    int8_embeddings: bool = False  # int8 also makes the word-embedding table int8 (a Gather)
+
+
+def _text_cases(encoder: TorchEncoder, examples: Sequence[Any],
+                unlabeled: Sequence[Any] = ()) -> list[Case]:
+    return parity_cases(encoder, [e.get("text") for e in examples if isinstance(e, dict)], unlabeled)
+
+
+MODALITIES: dict[str, ModalityExport] = {}  # filled at the end of this module
 
 
 def check_quantize(quantize: Any) -> str:
@@ -95,22 +118,25 @@ def export_bundle(encoder: TorchEncoder, store: AdapterStore, tenant: str, name:
     encoder = encoder.pytorch()
     stored = store.load(tenant, name, version)
     m = stored.manifest
-    config = config or CLASSIFIER
+    modality = MODALITIES.get(encoder.modality)
+    if modality is None:
+        raise InvalidRequest(f"export of {encoder.modality} adapters is not supported yet")
+    config = config or modality.config
     dest = Path(dest_dir) if dest_dir is not None else Path(tempfile.mkdtemp(prefix="tailor-bundle-"))
     dest.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".export-", dir=dest))
     try:
         module = build_module(encoder, stored)
         inputs = store.inputs(tenant, m.name, m.version)
-        own = [e.get("text") for e in inputs.examples]
+        own = inputs.examples
         unlabeled = inputs.unlabeled
         if len(unlabeled) > HELDOUT_UNLABELED:  # a seeded sample: the same on every export
             unlabeled = random.Random(0).sample(unlabeled, HELDOUT_UNLABELED)
-        model, report = build_graph(module, config, example_inputs(encoder), work,
+        model, report = build_graph(module, config, modality.example_inputs(encoder), work,
                                     quantize=quantize, model_config=encoder.model.config,
-                                    cases=parity_cases(encoder, own, unlabeled),
+                                    cases=modality.parity_cases(encoder, own, unlabeled),
                                     providers=providers, keep_fp32=("/head/",),
-                                    recipes=INT8_LADDER, embeddings=True)
+                                    recipes=INT8_LADDER, embeddings=modality.int8_embeddings)
 
         files = work / "bundle"
         files.mkdir()
@@ -120,9 +146,10 @@ def export_bundle(encoder: TorchEncoder, store: AdapterStore, tenant: str, name:
         manifest = _bundle_manifest(encoder, m, config, quantize,
                                     {**report.as_dict(), "providers": list(providers)},
                                     report.recipe)
+        manifest.update(modality.manifest_extra(encoder, own))
         manifest["files"] = {p.name: sha256_file(p) for p in sorted(files.iterdir())}
         (files / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
-        (files / "README.md").write_text(bundle_readme(manifest))
+        (files / "README.md").write_text(modality.readme(manifest))
 
         tmp_zip = work / "bundle.zip"
         with zipfile.ZipFile(tmp_zip, "w", compression=zipfile.ZIP_DEFLATED) as z:
@@ -202,3 +229,11 @@ for text, row in zip(texts, probs):
 
 On a GPU use `pip install onnxruntime-gpu` and `providers=["CUDAExecutionProvider"]`.
 """
+
+
+MODALITIES.update(
+    text=ModalityExport(CLASSIFIER, example_inputs, _text_cases, lambda encoder, examples: {},
+                        bundle_readme, int8_embeddings=True),
+    image=ModalityExport(image.IMAGE_CLASSIFIER, image.example_inputs, image.parity_cases,
+                         image.manifest_extra, image.readme),
+)

@@ -143,6 +143,10 @@ class OnnxEncoder:
         checked in fp32 on ``providers``; ``cuda_tf32`` then applies to serving only).
         ``lora``: also the LoRA-routed graph (LoRA rows on onnxruntime). ``cache_dir``:
         where the graphs are cached (default ``<store_root>/.onnx``)."""
+        if encoder.modality != "text":
+            raise ValueError(f"TAILOR_RUNTIME=onnx serves text backbones only for now; "
+                             f"{encoder.model_dir} is an {encoder.modality} model: use "
+                             "TAILOR_RUNTIME=torch (image adapters still export to ONNX bundles)")
         wanted = require_providers(providers)  # fail before spending seconds on an export
         cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir(store_root)
         path = cache_path(cache_dir, encoder, quantize)

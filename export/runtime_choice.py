@@ -225,7 +225,13 @@ def encoder_for(name: str, encoder: TextEncoder, cache_dir: Path, threads: int =
 def auto(encoder: TextEncoder, cache_dir: str | Path, *, threads: int = 0,
          providers: Sequence[str] = ("CPUExecutionProvider",), gate: Gate = GATE) -> tuple[Any, Choice]:
     """The serving encoder for ``TAILOR_RUNTIME=auto`` and the decision, logged in one line.
-    Reads the cached decision when there is one; measures and caches it otherwise."""
+    Reads the cached decision when there is one; measures and caches it otherwise. An image
+    backbone is served on PyTorch fp32 (the candidates and the sample are text-only)."""
+    if getattr(encoder, "modality", "text") != "text":  # the sample and candidates are text-only
+        choice = Choice("torch-fp32", f"{encoder.modality} backbone: only text backbones have "
+                        "faster candidates (onnx, bf16) so far")
+        log.info(choice.line())
+        return encoder, choice
     cache_dir = Path(cache_dir)
     path = cache_dir / f"choice-{cache_key(encoder.identity.sha256, threads, gate)}.json"
     choice = None

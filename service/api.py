@@ -165,14 +165,19 @@ def _json(body: dict) -> Response:
 async def predict(req: PredictRequest, request: Request) -> Response:
     def resolved(ref: str) -> None:  # the per-adapter metrics count this version
         request.scope[ADAPTER_KEY] = ref
-    return _json(await engine(request).apredict(tenant_of(request), req.adapter, req.inputs,
+    return _json(await engine(request).apredict(tenant_of(request), req.adapter, _items(req.inputs),
                                                 on_resolved=resolved))
 
 
 @inference_router.post("/embed", response_model=EmbedResponse,
                        summary="Embeddings from the frozen backbone")
 async def embed(req: EmbedRequest, request: Request) -> Response:
-    return _json(await engine(request).aembed(req.inputs))
+    return _json(await engine(request).aembed(_items(req.inputs)))
+
+
+def _items(inputs: list) -> list:
+    """Texts stay strings; image objects become plain dicts for the domain's reader."""
+    return [i if isinstance(i, str) else i.model_dump() for i in inputs]
 
 
 # -- /jobs ----------------------------------------------------------------------------------------

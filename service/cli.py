@@ -5,6 +5,8 @@
     tailor add topics --file corrections.csv          # the next version: old examples + these
     tailor suggest topics --file pool.txt -k 20       # what to label next
     tailor predict topics --file texts.txt --out preds.jsonl
+    tailor create shoes --images photos/              # image backbones: one sub-folder per label
+    tailor predict shoes --images new-photos/         # every PNG/JPEG under the folder
     tailor list | tailor show topics@2 | tailor delete topics [--version 2]
     tailor export topics@2 --store ./tailor-store --quantize int8 --out bundles/   # no server
 
@@ -12,11 +14,14 @@ The server address comes from --url or TAILOR_URL (default http://localhost:3000
 Files: .csv (header with text and label/labels columns; labels separated by '|'),
 .jsonl (one {"text", "label"|"labels"} object per line), or .txt (one text per line,
 predict, suggest and --unlabeled only). Label descriptions: a .json object {label: sentence}
-or a .csv with label,description columns.
+or a .csv with label,description columns. Images (a deployment whose backbone is an image
+model): --images DIR, PNG and JPEG files (.png .jpg .jpeg), sent base64-encoded; for create
+and add each sub-folder of DIR is a label and holds its examples.
 """
 from __future__ import annotations
 
 import argparse
+import base64
 import csv
 import json
 import os
@@ -92,9 +97,39 @@ def read_texts(path: Path, text_col: str = "text") -> list[str]:
     return [r["text"] for r in read_rows(path, text_col)]
 
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def image_files(folder: Path) -> list[Path]:
+    """PNG and JPEG files under ``folder`` (recursively), in a stable order."""
+    if not folder.is_dir():
+        raise CliError(f"{folder} is not a folder of images")
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def image_item(path: Path) -> dict[str, str]:
+    return {"image": base64.b64encode(path.read_bytes()).decode("ascii")}
+
+
+def read_image_examples(folder: Path) -> list[dict[str, Any]]:
+    """One sub-folder per label, its PNG/JPEG files the label's examples."""
+    if not folder.is_dir():
+        raise CliError(f"{folder} is not a folder (expected one sub-folder of images per label)")
+    rows = [{**image_item(p), "label": sub.name}
+            for sub in sorted(d for d in folder.iterdir() if d.is_dir()) for p in image_files(sub)]
+    if not rows:
+        raise CliError(f"no images in sub-folders of {folder}: put each label's PNG/JPEG files "
+                       "in a sub-folder named after the label")
+    return rows
+
+
 def training_inputs(args: argparse.Namespace) -> dict[str, Any]:
     """The examples, descriptions and unlabeled texts named on the command line."""
     body: dict[str, Any] = {}
+    if args.file and args.images:
+        raise CliError("give examples as --file (texts) or --images (a folder), not both")
+    if args.images:
+        body["examples"] = read_image_examples(args.images)
     if args.file:
         body["examples"] = read_rows(args.file, args.text_col, args.label_col)
     if args.descriptions:
@@ -137,7 +172,7 @@ class Client:
         return r.json() if r.headers.get("content-type", "").startswith("application/json") else r.content
 
 
-def _chunks(items: list[str], n: int) -> Iterator[list[str]]:
+def _chunks(items: list[Any], n: int) -> Iterator[list[Any]]:
     for i in range(0, len(items), n):
         yield items[i:i + n]
 
@@ -158,14 +193,15 @@ def cmd_create(client: Client, args: argparse.Namespace) -> int:
     body = {"name": args.name, "kind": args.kind, **training_inputs(args),
             "options": parse_options(args.option)}
     if "examples" not in body and "label_descriptions" not in body:
-        raise CliError("give labeled examples (--file) or label descriptions (--descriptions)")
+        raise CliError("give labeled examples (--file or --images) or label descriptions "
+                       "(--descriptions)")
     return _created(client, client.call("POST", "/v1/adapters", json=body))
 
 
 def cmd_add(client: Client, args: argparse.Namespace) -> int:
     body = training_inputs(args)
     if not body:
-        raise CliError("nothing to add: give --file, --descriptions or --unlabeled")
+        raise CliError("nothing to add: give --file, --images, --descriptions or --unlabeled")
     if args.kind:
         body["kind"] = args.kind
     if args.option:
@@ -182,13 +218,24 @@ def cmd_suggest(client: Client, args: argparse.Namespace) -> int:
 
 
 def cmd_predict(client: Client, args: argparse.Namespace) -> int:
-    texts = args.text or [r["text"] for r in read_rows(args.file, args.text_col)]
+    if args.images:  # each line names its file (relative to the folder) instead of a text
+        paths = image_files(args.images)
+        if not paths:
+            raise CliError(f"no PNG or JPEG files under {args.images}")
+        shown: list[tuple[str, str]] = [("image", p.relative_to(args.images).as_posix()) for p in paths]
+        load = lambda i: image_item(paths[i])  # noqa: E731  (read one chunk at a time)
+    else:
+        texts = args.text or [r["text"] for r in read_rows(args.file, args.text_col)]
+        shown = [("text", t) for t in texts]
+        load = lambda i: texts[i]  # noqa: E731
     out = args.out.open("w") if args.out else sys.stdout
     try:
-        for chunk in _chunks(texts, max(1, args.batch)):
-            res = client.call("POST", "/v1/predict", json={"adapter": args.adapter, "inputs": chunk})
-            for text, pred in zip(chunk, res["predictions"]):
-                out.write(json.dumps({"text": text, "adapter": res["adapter"], **pred}) + "\n")
+        for chunk in _chunks(list(range(len(shown))), max(1, args.batch)):
+            res = client.call("POST", "/v1/predict",
+                              json={"adapter": args.adapter, "inputs": [load(i) for i in chunk]})
+            for i, pred in zip(chunk, res["predictions"]):
+                key, value = shown[i]
+                out.write(json.dumps({key: value, "adapter": res["adapter"], **pred}) + "\n")
     finally:
         if args.out:
             out.close()
@@ -224,6 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     def inputs(p: argparse.ArgumentParser) -> None:
         p.add_argument("--file", type=Path, help="labeled examples (.csv/.jsonl)")
+        p.add_argument("--images", type=Path, metavar="DIR",
+                       help="labeled images: one sub-folder of PNG/JPEG files per label")
         p.add_argument("--descriptions", type=Path,
                        help="label descriptions (.json {label: sentence} or .csv label,description)")
         p.add_argument("--unlabeled", type=Path, help="unlabeled texts (.txt/.csv/.jsonl)")
@@ -252,13 +301,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("-k", type=int, default=20, help="how many to suggest (default 20)")
     g.set_defaults(handler=cmd_suggest)
 
-    p = sub.add_parser("predict", help="classify texts from a file or the command line")
+    p = sub.add_parser("predict", help="classify texts (a file, the command line) or images (a folder)")
     p.add_argument("adapter", help="name or name@version")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--file", type=Path)
     src.add_argument("--text", action="append")
+    src.add_argument("--images", type=Path, metavar="DIR", help="every PNG/JPEG file under DIR")
     p.add_argument("--text-col", default="text")
-    p.add_argument("--batch", type=int, default=64, help="texts per request")
+    p.add_argument("--batch", type=int, default=64, help="texts or images per request")
     p.add_argument("--out", type=Path, help="write JSON lines here instead of stdout")
     p.set_defaults(handler=cmd_predict)
 

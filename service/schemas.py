@@ -52,8 +52,15 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class ImageItem(_Strict):
+    image: str = Field(..., description="a base64 PNG or JPEG file (a data:image/...;base64, "
+                       "prefix is accepted); on deployments whose backbone is an image model")
+
+
 class Example(_Strict):
-    text: str = Field(..., description="the example text")
+    text: str | None = Field(None, description="the example text (text backbones)")
+    image: str | None = Field(None, description="the example image, a base64 PNG or JPEG file "
+                              "(image backbones)")
     label: str | None = Field(None, description="its label (single-label adapters)")
     labels: list[str] | None = Field(None, description="its labels (multi-label adapters), may be empty")
 
@@ -200,7 +207,8 @@ class PredictRequest(_Strict):
 
     adapter: str = Field(..., description="`name` (latest version) or `name@version`", examples=["support-topics"],
                          json_schema_extra={"pattern": REF_PATTERN})
-    inputs: list[str] = Field(..., description="texts to classify")
+    inputs: list[str | ImageItem] = Field(..., description="texts to classify, or on an image "
+                                          "deployment {\"image\": \"<base64 PNG or JPEG>\"} objects")
 
 
 class Prediction(BaseModel):
@@ -216,7 +224,7 @@ class PredictResponse(BaseModel):
 
 
 class EmbedRequest(_Strict):
-    inputs: list[str]
+    inputs: list[str | ImageItem]
 
 
 class EmbedResponse(BaseModel):

@@ -103,7 +103,8 @@ def build_engine(settings: Settings, events: Recorder | None = None):
                     max_queue_wait_s=settings.max_queue_wait_s, jobs=jobs,
                     worker=WorkerConfig(threads=settings.train_threads, nice=settings.train_nice),
                     max_concurrent_creates=settings.max_concurrent_creates, **extra)
-    encoder.embed(["warm-up"])
+    if encoder.modality == "text":  # an image encoder ran its warm-up forward when it opened
+        encoder.embed(["warm-up"])
     log.info("tailor ready (role %s): backbone %s (%s), store %s, runtime %s", settings.role,
              encoder.identity.name, encoder.identity.sha256[:12], store.root.resolve(),
              f"{runtime}: " + (f"onnxruntime {encoder.quantize} on {','.join(encoder.providers)}"

@@ -66,6 +66,11 @@ class Settings(BaseSettings):
     max_label_chars: int = Field(100, ge=1, description="characters per label (422 above)")
     max_unlabeled: int = Field(20_000, ge=1, description="unlabeled texts per adapter (413 above)")
     max_suggest_texts: int = Field(2_000, ge=1, description="candidate texts per suggest request (413 above)")
+    max_images: int = Field(64, ge=1, description="image backbones: images per predict/embed request or per create's examples batch (413 above)")
+    max_image_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="image backbones: encoded bytes per image, measured on the base64 text before decoding (413 above)")
+    max_image_pixels: int = Field(4096 * 4096, ge=64, description="image backbones: width x height per image, read from the header before decoding: decompression bombs are refused unopened (413 above)")
+    max_request_pixels: int = Field(64 * 1024 * 1024, ge=64, description="image backbones: width x height summed over a request's images (413 above)")
+    min_image_side: int = Field(8, ge=1, description="image backbones: smallest accepted width or height (422 below)")
     max_adapters_per_tenant: int = Field(1000, ge=1, description="adapter names per tenant; creating a new name above it answers 422 (new versions of an existing name do not count)")
     job_queue_size: int = Field(8, ge=1, description="training jobs waiting in the store before 429")
     job_concurrency: int = Field(1, ge=1, le=16, description="training jobs each training process (TAILOR_ROLE all or train) runs at once")
@@ -137,4 +142,7 @@ class Settings(BaseSettings):
         return Limits(max_inputs=self.max_inputs, max_chars=self.max_chars,
                       max_examples=self.max_examples, max_labels=self.max_labels,
                       max_label_chars=self.max_label_chars, max_unlabeled=self.max_unlabeled,
-                      max_suggest_texts=self.max_suggest_texts)
+                      max_suggest_texts=self.max_suggest_texts, max_images=self.max_images,
+                      max_image_bytes=self.max_image_bytes, max_image_pixels=self.max_image_pixels,
+                      max_request_pixels=self.max_request_pixels,
+                      min_image_side=self.min_image_side)

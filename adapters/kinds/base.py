@@ -133,6 +133,10 @@ def build_request(kind: AdapterKind, examples: Any, options: dict[str, Any] | No
     texts, the examples (none: zero-shot), then the kind's own refusals. Raises a 4xx-mapped
     error; trains nothing."""
     opts, label_order = kind.options.parse_with_labels(options)
+    if limits.modality != "text" and (descriptions or unlabeled):
+        raise InvalidExamples(f"label_descriptions and unlabeled texts are text, and this "
+                              f"deployment serves an {limits.modality} backbone: post labeled "
+                              f"{limits.modality} examples only")
     described = validate_descriptions(descriptions, limits)
     pool = validate_unlabeled(unlabeled, limits)
     data = validate_training_data(examples, described, limits, label_order)

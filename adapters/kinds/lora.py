@@ -107,10 +107,21 @@ def _contrastive_loss(emb: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return loss
 
 
+def for_encoder(opts: LoraOptions, encoder: Encoder) -> LoraOptions:
+    """``targets`` left at its default means "this backbone's attention query/value": an
+    encoder that names them otherwise (``lora_targets``: q_proj/v_proj in transformers'
+    vision transformers) gets its own names."""
+    own = tuple(getattr(encoder, "lora_targets", ()) or ())
+    if "targets" in opts.model_fields_set or not own or own == tuple(opts.targets):
+        return opts
+    return opts.model_copy(update={"targets": own})
+
+
 def train_embeddings(encoder: TorchEncoder, data: LabeledData, opts: LoraOptions,
                      progress: Progress | None = None,
                      should_stop: StopCheck | None = None) -> tuple[LoraWeights, float]:
     """Tune LoRA weights on the examples. Returns the weights and the last epoch's mean loss."""
+    opts = for_encoder(opts, encoder)
     torch.manual_seed(opts.seed)
     rng = random.Random(opts.seed)
     spec = LoraSpec(rank=opts.rank, alpha=opts.alpha, targets=tuple(opts.targets))
@@ -276,6 +287,7 @@ def train_lora(encoder: Encoder, request: TrainRequest, progress: Progress | Non
     assert isinstance(opts, LoraOptions)
     data, params = request.data, opts.fit_params()
     torch_encoder = encoder.pytorch()  # autograd needs PyTorch, whatever serves
+    opts = for_encoder(opts, torch_encoder)
     # the honest estimate, from frozen embeddings (LoRA sees every example)
     x0 = torch_encoder.embed(data.texts).numpy().astype(np.float32)
     baseline = cross_validate(x0, data, params)

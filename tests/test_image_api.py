@@ -1,0 +1,196 @@
+"""Image adapters through the service's ASGI app on a tiny random ViT folder (seconds, no
+pretraining): base64 examples in, head, LoRA and auto adapters, mixed batches equal to solo
+answers, the wrong modality both ways, and every hostile image a 4xx with the store
+unchanged. The real-backbone, real-server version is tests/test_image_e2e.py."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from starlette.testclient import TestClient
+
+import transformers as T
+from adapters import AdapterStore, Limits, Tailor
+from adapters.encoders import ImageEncoder, open_encoder
+from service.api import create_app
+from tests.conftest import snapshot
+from tests.test_image_input import (b64, encode, frames, jpeg_header_claiming,
+                                    jpeg_with_orientation, marker_image, png16_rgb, png_bomb)
+
+LIMITS = Limits(max_inputs=16, max_examples=64, max_images=32)
+
+
+def picture(label: int, seed: int) -> bytes:
+    """Label 0: a bright square top-left; label 1: bottom-right. Noise elsewhere."""
+    rng = np.random.default_rng(seed)
+    a = rng.integers(0, 90, (32, 32, 3), np.uint8)
+    y, x = (slice(2, 14), slice(2, 14)) if label == 0 else (slice(18, 30), slice(18, 30))
+    a[y, x] = 255
+    return encode(Image.fromarray(a), "PNG")
+
+
+def examples(n_per_label: int, seed: int = 0) -> list[dict]:
+    return [{**b64(picture(lab, seed * 1000 + i * 2 + lab)), "label": ["left", "right"][lab]}
+            for i in range(n_per_label) for lab in (0, 1)]
+
+
+@pytest.fixture(scope="module")
+def vit_folder(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tiny-vit")
+    torch.manual_seed(0)
+    T.AutoModel.from_config(T.ViTConfig(image_size=32, patch_size=8, hidden_size=32,
+                                        num_hidden_layers=2, num_attention_heads=2,
+                                        intermediate_size=64)).save_pretrained(d)
+    T.ViTImageProcessorPil(size={"height": 32, "width": 32}).save_pretrained(d)
+    return d
+
+
+@pytest.fixture(scope="module")
+def api(vit_folder, tmp_path_factory):
+    store = tmp_path_factory.mktemp("images") / "store"
+    encoder = open_encoder(vit_folder)
+    assert isinstance(encoder, ImageEncoder)
+    app = create_app()
+    app.state.tailor = Tailor(encoder, AdapterStore(store, encoder.identity), limits=LIMITS)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        r = client.post("/adapters", json={"name": "corner", "kind": "head",
+                                           "examples": examples(6)})
+        assert r.status_code == 201, r.text
+        yield client, store
+    app.state.tailor.close()
+
+
+def test_head_from_base64_images_predicts_and_embeds(api):
+    client, _ = api
+    rec = client.get("/adapters/corner").json()
+    assert rec["labels"] == ["left", "right"] and rec["kind"] == "head"
+    tests = [b64(picture(lab, 90 + i)) for i, lab in enumerate([0, 1, 1, 0])]
+    r = client.post("/predict", json={"adapter": "corner", "inputs": tests})
+    assert r.status_code == 200, r.text
+    assert len(r.json()["predictions"]) == 4
+    r = client.post("/embed", json={"inputs": tests[:2]})
+    assert r.status_code == 200, r.text
+    emb = np.array(r.json()["embeddings"])
+    assert emb.shape == (2, 32) and np.allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-5)
+
+
+def test_a_mixed_batch_equals_each_adapter_alone(api):
+    """Two adapters' rows in one backbone forward (run_rows) answer as each alone."""
+    client, _ = api
+    r = client.post("/adapters", json={"name": "corner2", "kind": "head",
+                                       "examples": examples(4, seed=5), "options": {"c": 10.0}})
+    assert r.status_code == 201, r.text
+    engine = client.app.state.tailor
+    a, b = engine.resolve("default", "corner"), engine.resolve("default", "corner2")
+    items = [b64(picture(i % 2, 200 + i)) for i in range(6)]
+    from adapters.validation import validate_inputs
+    imgs = validate_inputs(items, engine.limits)
+    rows = [(a if i % 2 else b, im) for i, im in enumerate(imgs)]
+    mixed = engine.run_rows(rows)
+    for (ad, im), got in zip(rows, mixed):
+        assert torch.allclose(engine.run_rows([(ad, im)])[0], got, atol=1e-5)
+
+
+def test_lora_on_images_is_a_job_and_serves(api):
+    client, _ = api
+    r = client.post("/adapters", json={"name": "corner-lora", "kind": "lora", "examples": examples(4),
+                                       "options": {"epochs": 2, "batch_size": 8}})
+    assert r.status_code == 202, r.text
+    job = r.json()["job"]["id"]
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        state = client.get(f"/jobs/{job}").json()
+        if state["status"] in ("succeeded", "failed", "cancelled"):
+            break
+        time.sleep(0.5)
+    assert state["status"] == "succeeded", state
+    rec = client.get("/adapters/corner-lora").json()
+    assert rec["kind"] == "lora" and rec["options"]["targets"] == ["q_proj", "v_proj"]
+    tests = [b64(picture(lab, 300 + i)) for i, lab in enumerate([0, 1])]
+    r = client.post("/predict", json={"adapter": "corner-lora", "inputs": tests})
+    assert r.status_code == 200, r.text
+
+
+def test_auto_serves_a_head_at_once_and_judges_lora_in_the_background(api):
+    client, _ = api
+    r = client.post("/adapters", json={"name": "corner-auto", "kind": "auto", "examples": examples(4),
+                                       "options": {"epochs": 2, "batch_size": 8}})
+    assert r.status_code == 201 and r.json()["version"] == 1, r.text  # servable now
+    job = r.json()["job"]["id"]
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        state = client.get(f"/jobs/{job}").json()
+        if state["status"] in ("succeeded", "failed", "cancelled"):
+            break
+        time.sleep(0.5)
+    assert state["status"] == "succeeded", state
+    assert state["result"]["decision"] in ("promoted", "kept")  # on honest estimates either way
+
+
+HOSTILE = [
+    ("not an image", b64(b"GIF89a? no, just text"), 422),
+    ("truncated", b64(picture(0, 1)[:200]), 422),
+    ("decompression bomb", b64(png_bomb(10_000)), 413),
+    ("1x1", b64(encode(Image.new("RGB", (1, 1)), "PNG")), 422),
+    ("10000x10000 header", b64(jpeg_header_claiming(10_000, 10_000)), 413),
+    ("animated GIF", b64(frames("GIF")), 422),
+    ("animated PNG", b64(frames("PNG")), 422),
+    ("text", "a red shoe", 422),
+]
+ACCEPTED = [  # odd but real pictures: decoded and normalized, never an error
+    ("CMYK JPEG", b64(encode(Image.new("CMYK", (32, 32), (0, 255, 0, 0)), "JPEG"))),
+    ("16-bit PNG", b64(png16_rgb(np.full((32, 32, 3), 40000, np.uint16)))),
+    ("EXIF rotation", b64(jpeg_with_orientation(marker_image(), 6))),
+]
+
+
+@pytest.mark.parametrize("case,item,status", HOSTILE, ids=[c[0] for c in HOSTILE])
+def test_hostile_images_are_4xx_and_store_nothing(api, case, item, status):
+    client, store = api
+    before = snapshot(store)
+    r = client.post("/predict", json={"adapter": "corner", "inputs": [item]})
+    assert r.status_code == status, r.text
+    ex = item if isinstance(item, dict) else {"text": item}
+    r = client.post("/adapters", json={"name": "hostile", "kind": "head",
+                                       "examples": [*examples(2), {**ex, "label": "left"}]})
+    assert r.status_code == status, r.text
+    assert "image" in r.json()["error"]["message"] or r.status_code == 413
+    assert snapshot(store) == before
+
+
+@pytest.mark.parametrize("case,item", ACCEPTED, ids=[c[0] for c in ACCEPTED])
+def test_odd_but_real_pictures_are_served(api, case, item):
+    client, _ = api
+    r = client.post("/predict", json={"adapter": "corner", "inputs": [item]})
+    assert r.status_code == 200, r.text
+
+
+def test_descriptions_and_unlabeled_texts_need_a_text_backbone(api):
+    client, store = api
+    before = snapshot(store)
+    r = client.post("/adapters", json={"name": "desc", "examples": examples(2),
+                                       "label_descriptions": {"left": "a square on the left"}})
+    assert r.status_code == 422 and "image backbone" in r.json()["error"]["message"], r.text
+    assert snapshot(store) == before
+
+
+def test_suggest_says_it_takes_texts(api):
+    client, _ = api
+    r = client.post("/adapters/corner/suggest", json={"texts": ["a shoe"], "k": 1})
+    assert r.status_code == 422 and "image backbone" in r.json()["error"]["message"], r.text
+
+
+def test_an_image_to_a_text_deployment_is_422_naming_its_modality(backbone, tmp_path):
+    app = create_app()
+    app.state.tailor = Tailor(backbone, AdapterStore(tmp_path / "store", backbone.identity))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        r = client.post("/embed", json={"inputs": [b64(picture(0, 0))]})
+        assert r.status_code == 422 and "text backbone" in r.json()["error"]["message"], r.text
+        assert "is an image" in r.json()["error"]["message"]
+        r = client.post("/adapters", json={"name": "x", "examples": [
+            {**b64(picture(0, 0)), "label": "a"}, {"text": "b", "label": "b"}]})
+        assert r.status_code == 422 and "text backbone" in r.json()["error"]["message"], r.text
+        assert snapshot(tmp_path / "store") == {}
