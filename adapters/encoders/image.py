@@ -108,8 +108,11 @@ class ImageEncoder:
     max_length: int | None = None  # every image becomes one fixed-size input
 
     def __init__(self, model_dir: str | Path, *, name: str | None = None, device: str = "cpu",
-                 max_batch_rows: int = 32, workers: int = 1):
+                 max_batch_rows: int = 32, workers: int = 1, dtype: str = "float32"):
         from transformers import AutoConfig, AutoImageProcessor, AutoModel
+
+        if dtype != "float32":  # the same keyword as TextEncoder (training workers pass it)
+            raise ValueError(f"image backbones are served in float32 only, not {dtype}")
 
         self.model_dir = Path(model_dir)
         if not (self.model_dir / "config.json").exists():
