@@ -21,6 +21,12 @@ Speed: rows/s at batch 1 (median of 8 single texts) and at batch 32 (best of 2) 
 sample; the score is their harmonic mean, so neither c=1 latency nor throughput is
 sacrificed. Noise on a shared machine can only make a candidate look slower.
 
+The service measures in a CHILD process (``isolate=True``; ``python -m export.runtime_choice``)
+and then builds only the chosen runtime: measuring in the serving process left the rejected
+candidates' onnxruntime sessions and bf16 copy in its heap (worker RSS 1.15 GB after a first
+start against 0.64 GB after a cached one, issue 12's notes; glibc does not hand the memory
+back). If the child fails, the measurement runs in-process, as before.
+
 The decision is cached (``<cache dir>/choice-<key>.json``, key: backbone sha256, CPU model
 and flags, torch and onnxruntime versions, threads, the gate): a restart, or a second replica on the
 same machine type and volume, skips the measurement and cannot flip runtimes under heads
@@ -31,8 +37,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import platform
 import statistics
+import subprocess
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -216,17 +225,68 @@ def encoder_for(name: str, encoder: TextEncoder, cache_dir: Path, threads: int =
         return OnnxEncoder.open(encoder, cache_dir, providers=providers, threads=threads,
                                 quantize="int8" if name == "onnx-int8" else "none",
                                 cache_dir=cache_dir, lora=True)
-    for c in candidates_for(encoder, cache_dir, threads, providers):
-        if c.name == name:
-            return c.build()
+    if name == "torch-bf16" and has_bf16_matrix_units():
+        return encoder.with_dtype("bfloat16")
     raise ValueError(f"runtime {name!r} is not a candidate on this machine")
 
 
+def _write(path: Path, choice: Choice, gate: Gate) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"runtime": choice.runtime, "reason": choice.reason,
+                               "trials": [asdict(t) for t in choice.trials],
+                               "seconds": choice.seconds, "gate": asdict(gate)}, indent=1))
+    tmp.replace(path)
+
+
+def _read(path: Path) -> Choice:
+    data = json.loads(path.read_text())
+    return Choice(data["runtime"], data["reason"], [Trial(**t) for t in data["trials"]],
+                  data["seconds"], cached=True)
+
+
+CHILD_TIMEOUT_S = 900.0
+
+
+def _measure_in_child(encoder: TextEncoder, cache_dir: Path, path: Path, threads: int,
+                      providers: Sequence[str], gate: Gate) -> Choice | None:
+    """Run the measurement in ``python -m export.runtime_choice`` (same backbone folder,
+    threads and batch shape); it writes the decision to ``path``. None when it failed."""
+    import torch
+
+    spec = {"backbone_path": str(encoder.model_dir), "name": encoder.identity.name,
+            "max_batch_rows": encoder.max_batch_rows, "workers": encoder.workers,
+            "torch_threads": torch.get_num_threads(), "cache_dir": str(cache_dir),
+            "threads": threads, "providers": list(providers), "gate": asdict(gate)}
+    t0 = time.perf_counter()
+    root = str(Path(__file__).resolve().parent.parent)  # where `export` is importable from
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    try:
+        done = subprocess.run([sys.executable, "-m", "export.runtime_choice", json.dumps(spec)],
+                              capture_output=True, text=True, timeout=CHILD_TIMEOUT_S, env=env)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        log.warning("runtime auto: measuring in a child process failed (%s); measuring here", e)
+        return None
+    if done.returncode != 0 or not path.exists():
+        log.warning("runtime auto: the measuring child exited %s (%s); measuring here",
+                    done.returncode, (done.stderr or "").strip()[-400:])
+        return None
+    for line in done.stderr.splitlines():  # its skipped candidates, in the service's log
+        if "runtime auto: candidate" in line:
+            log.info(line[line.index("runtime auto: candidate"):])
+    choice = _read(path)
+    choice.cached = False
+    choice.seconds = time.perf_counter() - t0
+    return choice
+
+
 def auto(encoder: TextEncoder, cache_dir: str | Path, *, threads: int = 0,
-         providers: Sequence[str] = ("CPUExecutionProvider",), gate: Gate = GATE) -> tuple[Any, Choice]:
+         providers: Sequence[str] = ("CPUExecutionProvider",), gate: Gate = GATE,
+         isolate: bool = False) -> tuple[Any, Choice]:
     """The serving encoder for ``TAILOR_RUNTIME=auto`` and the decision, logged in one line.
     Reads the cached decision when there is one; measures and caches it otherwise. An image
-    backbone is served on PyTorch fp32 (the candidates and the sample are text-only)."""
+    backbone is served on PyTorch fp32 (the candidates and the sample are text-only).
+    ``isolate``: measure in a child process (what the service does; see the module docstring)."""
     if getattr(encoder, "modality", "text") != "text":  # the sample and candidates are text-only
         choice = Choice("torch-fp32", f"{encoder.modality} backbone: only text backbones have "
                         "faster candidates (onnx, bf16) so far")
@@ -237,26 +297,45 @@ def auto(encoder: TextEncoder, cache_dir: str | Path, *, threads: int = 0,
     choice = None
     if path.exists():
         try:
-            data = json.loads(path.read_text())
-            choice = Choice(data["runtime"], data["reason"], [Trial(**t) for t in data["trials"]],
-                            data["seconds"], cached=True)
+            choice = _read(path)
             served = encoder_for(choice.runtime, encoder, cache_dir, threads, providers)
         except Exception as e:  # noqa: BLE001 - a stale or broken cache: measure again
             log.warning("runtime auto: cached decision %s unusable (%s); measuring again", path, e)
             choice = None
+    if choice is None and isolate:
+        choice = _measure_in_child(encoder, cache_dir, path, threads, providers, gate)
+        if choice is not None:
+            served = encoder_for(choice.runtime, encoder, cache_dir, threads, providers)
     if choice is None:
         choice, served = choose(encoder, candidates_for(encoder, cache_dir, threads, providers), gate)
         if choice.runtime.startswith("onnx-"):
             served = encoder_for(choice.runtime, encoder, cache_dir, threads, providers)
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"runtime": choice.runtime, "reason": choice.reason,
-                                   "trials": [asdict(t) for t in choice.trials],
-                                   "seconds": choice.seconds, "gate": asdict(gate)}, indent=1))
-        tmp.replace(path)
+        _write(path, choice, gate)
     log.info(choice.line())
     return served, choice
 
 
+def _child(spec: dict[str, Any]) -> None:
+    """``python -m export.runtime_choice SPEC``: measure and write the decision (no serving)."""
+    import torch
+
+    from adapters.encoders import open_encoder
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if spec["torch_threads"]:
+        torch.set_num_threads(spec["torch_threads"])
+    encoder = open_encoder(spec["backbone_path"], name=spec["name"],
+                           max_batch_rows=spec["max_batch_rows"], workers=spec["workers"])
+    cache_dir, gate = Path(spec["cache_dir"]), Gate(**spec["gate"])
+    path = cache_dir / f"choice-{cache_key(encoder.identity.sha256, spec['threads'], gate)}.json"
+    choice, _ = choose(encoder, candidates_for(encoder, cache_dir, spec["threads"],
+                                               spec["providers"]), gate)
+    _write(path, choice, gate)
+
+
 __all__ = ["GATE", "Candidate", "Choice", "Gate", "Trial", "auto", "cache_key", "candidates_for",
            "choose", "fixed_sample"]
+
+
+if __name__ == "__main__":
+    _child(json.loads(sys.argv[1]))

@@ -89,7 +89,8 @@ def build_engine(settings: Settings, events: Recorder | None = None):
         from export.runtime_choice import auto
 
         encoder, choice = auto(encoder, default_cache_dir(settings.store_path),
-                               threads=settings.onnx_threads, providers=settings.providers())
+                               threads=settings.onnx_threads, providers=settings.providers(),
+                               isolate=True)
         runtime = f"auto -> {choice.runtime}"
     extra = {"events": events} if events is not None else {}
     jobs = JobManager(store.root / "jobs", max_queued=settings.job_queue_size,

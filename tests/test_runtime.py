@@ -110,12 +110,52 @@ def test_auto_logs_one_line_and_caches_the_decision(backbone, tmp_path, monkeypa
     assert json.loads(cache.read_text())["runtime"] == "torch-bf16"
     # a restart reads the decision: no measurement, same runtime
     served2, choice2 = auto(backbone, tmp_path)
-    assert choice2.cached and choice2.runtime == "torch-bf16" and len(built) == 2  # 1 measure + 1 build
+    assert choice2.cached and choice2.runtime == "torch-bf16" and len(built) == 1  # no candidates built again
     assert "cached decision" in choice2.line()
     # a broken cache file is measured again, not fatal
     cache.write_text("{not json")
     _, choice3 = auto(backbone, tmp_path)
     assert not choice3.cached and choice3.runtime == "torch-bf16"
+
+
+def test_the_service_measures_in_a_child_process(backbone, tmp_path, monkeypatch, caplog):
+    """isolate=True (the service): the candidates are built and measured in a child process,
+    so the serving process only ever builds the runtime it serves (issue 12: measuring in it
+    left the rejected candidates in its heap, RSS 1.15 GB against 0.64 GB). Candidates built
+    here would raise: the real ones (onnx exports included) run in the child."""
+    def not_here(*a, **k):
+        raise AssertionError("candidates were built in the serving process")
+
+    monkeypatch.setattr(runtime_choice, "candidates_for", not_here)
+    with caplog.at_level(logging.INFO, logger="tailor"):
+        served, choice = auto(backbone, tmp_path, isolate=True)
+    assert not choice.cached and choice.trials, choice
+    assert choice.runtime in {"onnx-int8", "torch-bf16", "onnx-fp32", "torch-fp32"}
+    (cache,) = tmp_path.glob("choice-*.json")
+    assert json.loads(cache.read_text())["runtime"] == choice.runtime
+    assert [r.message for r in caplog.records if r.message.startswith("runtime auto chose")] == [
+        choice.line()]
+    expected = {"torch-fp32": "float32", "torch-bf16": "bfloat16"}.get(choice.runtime)
+    if expected:
+        assert served.dtype == expected
+    else:
+        assert type(served).__name__ == "OnnxEncoder"
+    _, again = auto(backbone, tmp_path, isolate=True)  # a restart: the cached decision
+    assert again.cached and again.runtime == choice.runtime
+
+
+def test_a_failed_child_measures_in_process(backbone, tmp_path, monkeypatch, caplog):
+    class Died:
+        returncode, stderr = 1, "MemoryError"
+
+    monkeypatch.setattr(runtime_choice.subprocess, "run", lambda *a, **k: Died())
+    monkeypatch.setattr(runtime_choice, "candidates_for", lambda encoder, *a, **k: [
+        Candidate("torch-bf16", lambda: Fake(encoder, noise=1e-4))])
+    with caplog.at_level(logging.INFO, logger="tailor"):
+        _, choice = auto(backbone, tmp_path, isolate=True)
+    assert choice.runtime == "torch-bf16" and not choice.cached
+    assert any("measuring child exited 1 (MemoryError); measuring here" in r.message
+               for r in caplog.records)
 
 
 @pytest.mark.skipif(not has_bf16_matrix_units(), reason="no bf16 matrix units on this CPU")
