@@ -30,9 +30,11 @@ serve: install
 # lint-imports first: the architecture's contracts (pyproject.toml, docs/architecture.md).
 # The image e2e tests (tests/test_image_e2e.py) serve a real, quickly pretrained backbone:
 # 150 steps of the same recipe (~1.5 CPU-minutes once, then cached like vision-backbone).
+# Its folder goes in TEST_VISION_BACKBONE: a TAILOR_* variable would be an unknown setting,
+# which stops every server the suite starts (service/settings.py).
 test: install $(VISION_CI)/model.safetensors
 	$(BIN)/lint-imports --no-cache
-	TAILOR_VISION_CI_BACKBONE=$(VISION_CI) $(BIN)/python -m pytest -q -ra
+	TEST_VISION_BACKBONE=$(VISION_CI) $(BIN)/python -m pytest -q -ra
 
 test-fast: install
 	$(BIN)/lint-imports --no-cache

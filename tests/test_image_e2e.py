@@ -42,7 +42,7 @@ NAMES = {5: "sandal", 6: "shirt", 7: "sneaker", 8: "bag", 9: "boot"}
 def backbone() -> Path:
     from benchmarks.vision import fashion_mnist, pretrain
 
-    folder = Path(os.environ.get("TAILOR_VISION_CI_BACKBONE", ROOT / "build/vision-backbone-ci"))
+    folder = Path(os.environ.get("TEST_VISION_BACKBONE", ROOT / "build/vision-backbone-ci"))
     if not pretrain.is_current(folder, pretrain.Recipe(steps=CI_STEPS)):
         if not (fashion_mnist.DATA_DIR / "train-images-idx3-ubyte.gz").exists():
             pytest.fail("the image e2e tests pretrain their backbone on Fashion-MNIST: install it "
