@@ -93,6 +93,7 @@ class TorchEncoder(Encoder, Protocol):
     """An encoder with autograd and a module to copy: LoRA training and export."""
 
     model: "nn.Module"  # the frozen backbone: never mutated, never switched
+    dtype: str  # serving precision of the forwards ("float32"; "bfloat16" for text on AMX CPUs)
 
     def collate(self, rows: Sequence[Any]) -> dict[str, torch.Tensor]:
         """Prepared rows -> the padded model inputs of one forward (e.g. input_ids,

@@ -113,6 +113,7 @@ class ImageEncoder:
 
         if dtype != "float32":  # the same keyword as TextEncoder (training workers pass it)
             raise ValueError(f"image backbones are served in float32 only, not {dtype}")
+        self.dtype = dtype
 
         self.model_dir = Path(model_dir)
         if not (self.model_dir / "config.json").exists():
