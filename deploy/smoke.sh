@@ -64,7 +64,28 @@ fi
 
 step "run it like the pod spec: non-root, read-only root, store volume"
 store="$work/store"; mkdir -p "$store"; chown 1034:1034 "$store"   # fsGroup 1034 in k8s
-port=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+# a free port BELOW the kernel's ephemeral range: a port the kernel hands out (bind to 0) can
+# be taken by one of the test suite's outgoing connections in the seconds before the
+# container binds it ("Address already in use" failed CI once)
+port=$("$PY" - <<'PYEOF'
+import random, socket
+try:
+    low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+except OSError:
+    low = 32768
+for _ in range(200):
+    p = random.randrange(10000, max(10001, low))
+    with socket.socket() as s:
+        try:
+            s.bind(("0.0.0.0", p))
+        except OSError:
+            continue
+    print(p)
+    break
+else:
+    raise SystemExit("no free port below the ephemeral range")
+PYEOF
+)
 podman run -d --name "$ctr" --network host \
   --read-only --tmpfs /tmp:rw,size=1g --tmpfs /var/lib/bentoml:rw,size=256m \
   --cap-drop ALL --security-opt no-new-privileges \
