@@ -44,10 +44,13 @@ def test_bf16_encoder_keeps_the_fp32_model_and_close_embeddings(backbone):
 
 
 class Fake:
-    """An encoder whose embeddings are the reference's plus noise of a given size."""
+    """A candidate whose embeddings are the reference's plus noise of a given size, answered
+    from a table computed once (so it is faster than the reference unless ``delay``)."""
 
     def __init__(self, ref, noise: float = 0.0, delay: float = 0.0, fail: bool = False):
-        self.ref, self.noise, self.delay, self.fail = ref, noise, delay, fail
+        self.noise, self.delay, self.fail = noise, delay, fail
+        self.table = {} if fail else {t: row for t, row in zip(TEXTS, np.asarray(
+            getattr(ref, "raw", ref.embed)(TEXTS), dtype=np.float32))}
 
     def embed(self, texts):
         import time
@@ -55,15 +58,26 @@ class Fake:
         if self.fail:
             raise RuntimeError("no such provider")
         time.sleep(self.delay)
-        out = self.ref.embed(texts).numpy()
+        out = np.stack([self.table[t] for t in texts])
         rng = np.random.default_rng(0)
         return out + self.noise * rng.standard_normal(out.shape).astype(np.float32)
 
 
 class Ref:
+    """A reference (PyTorch fp32) with one embedding per text, ``delay`` seconds per call."""
+
+    def __init__(self, delay: float = 0.004):
+        self.delay = delay
+
+    def raw(self, texts):
+        rows = [np.random.default_rng(abs(hash(t)) % 2**32).standard_normal(8) for t in texts]
+        return torch.from_numpy(np.array(rows, dtype=np.float32).reshape(len(texts), 8))
+
     def embed(self, texts):
-        rng = np.random.default_rng(abs(hash(tuple(texts))) % 2**32)
-        return torch.from_numpy(rng.standard_normal((len(texts), 8)).astype(np.float32))
+        import time
+
+        time.sleep(self.delay)
+        return self.raw(texts)
 
 
 def test_choice_takes_the_fastest_candidate_that_keeps_accuracy(caplog):
@@ -81,6 +95,17 @@ def test_choice_takes_the_fastest_candidate_that_keeps_accuracy(caplog):
     assert "rejected: onnx-int8 (mean drift" in choice.reason and "broken (RuntimeError" in choice.reason
     logged = caplog.text
     assert "candidate skipped: onnx-int8" in logged and "candidate skipped: broken" in logged
+    assert trials["torch-fp32"].passed and trials["torch-fp32"].rows_per_s_b32 > 0  # the bar
+    assert "fastest at batch 32" in choice.reason
+
+
+def test_a_candidate_slower_than_fp32_is_not_served():
+    """Passing the gate is not enough: the reference is measured too, and wins when faster."""
+    ref = Ref(delay=0.0)
+    cands = [Candidate("onnx-fp32", lambda: Fake(ref, noise=1e-4, delay=0.01))]
+    choice, enc = choose(ref, cands, GATE, sample=TEXTS[:8])
+    assert choice.runtime == "torch-fp32" and enc is ref
+    assert choice.reason.startswith("no candidate that keeps accuracy is faster than PyTorch fp32")
 
 
 def test_choice_falls_back_to_the_reference_when_nothing_holds():
@@ -162,7 +187,8 @@ def test_a_failed_child_measures_in_process(backbone, tmp_path, monkeypatch, cap
 def test_real_bf16_candidate_passes_the_gate(backbone):
     cands = [c for c in runtime_choice.candidates_for(backbone, None) if c.name == "torch-bf16"]
     choice, enc = choose(backbone, cands)
-    assert choice.runtime == "torch-bf16" and enc.dtype == "bfloat16", choice.reason
+    assert {t.name: t.passed for t in choice.trials} == {"torch-bf16": True, "torch-fp32": True}
+    assert enc.dtype == {"torch-bf16": "bfloat16", "torch-fp32": "float32"}[choice.runtime]
 
 
 def test_settings_default_runtime_is_auto():
