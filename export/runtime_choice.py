@@ -34,9 +34,10 @@ start against 0.64 GB after a cached one, issue 12's notes; glibc does not hand 
 back). If the child fails, the measurement runs in-process, as before.
 
 The decision is cached (``<cache dir>/choice-<key>.json``, key: backbone sha256, CPU model
-and flags, torch and onnxruntime versions, threads, the gate, the rule's version): a restart, or a second replica on the
-same machine type and volume, skips the measurement and cannot flip runtimes under heads
-fitted on the first one's embeddings. Delete the file to measure again.
+and flags, torch and onnxruntime versions, threads, the gate, the rule's version): a
+restart, or a second replica on the same machine type and volume, skips the measurement and
+cannot flip runtimes under heads fitted on the first one's embeddings. Delete the file to
+measure again.
 """
 from __future__ import annotations
 
