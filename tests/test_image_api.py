@@ -94,18 +94,24 @@ def test_a_mixed_batch_equals_each_adapter_alone(api):
         assert torch.allclose(engine.run_rows([(ad, im)])[0], got, atol=1e-5)
 
 
+def _finished(client, job: str, timeout: float = 240) -> dict:
+    """The job's record once it succeeded, failed or was cancelled (or at the timeout)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = client.get(f"/jobs/{job}").json()
+        if state["status"] in ("succeeded", "failed", "cancelled"):
+            break
+        time.sleep(0.5)
+    return state
+
+
 def test_lora_on_images_is_a_job_and_serves(api):
     client, _ = api
     r = client.post("/adapters", json={"name": "corner-lora", "kind": "lora", "examples": examples(4),
                                        "options": {"epochs": 2, "batch_size": 8}})
     assert r.status_code == 202, r.text
     job = r.json()["job"]["id"]
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline:
-        state = client.get(f"/jobs/{job}").json()
-        if state["status"] in ("succeeded", "failed", "cancelled"):
-            break
-        time.sleep(0.5)
+    state = _finished(client, job)
     assert state["status"] == "succeeded", state.get("error", state)
     rec = client.get("/adapters/corner-lora").json()
     assert rec["kind"] == "lora" and rec["options"]["targets"] == ["q_proj", "v_proj"]
@@ -120,12 +126,7 @@ def test_auto_serves_a_head_at_once_and_judges_lora_in_the_background(api):
                                        "options": {"epochs": 2, "batch_size": 8}})
     assert r.status_code == 201 and r.json()["version"] == 1, r.text  # servable now
     job = r.json()["job"]["id"]
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline:
-        state = client.get(f"/jobs/{job}").json()
-        if state["status"] in ("succeeded", "failed", "cancelled"):
-            break
-        time.sleep(0.5)
+    state = _finished(client, job)
     assert state["status"] == "succeeded", state.get("error", state)
     assert state["result"]["decision"] in ("promoted", "kept")  # on honest estimates either way
 
