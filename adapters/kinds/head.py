@@ -19,7 +19,7 @@ from ..errors import InvalidExamples
 from ..heads import LinearHead
 from ..options import AdapterOptions
 from ..storage import Artifact
-from ..training.fitting import FitParams, assess, cross_validate, fit
+from ..training.fitting import FitParams, assess, calibrate, cross_validate, fit
 from ..training.recipes import (PRIOR_STRENGTH, description_prior, description_text, fit_prior,
                                 zero_shot_head)
 from ..validation import LabeledData
@@ -98,9 +98,7 @@ def fit_head(encoder: Encoder, x: np.ndarray, data: LabeledData, descriptions: d
     t1 = time.perf_counter()
     cv = cross_validate(x, data, params, fit_rows)
     seconds.update(fit=round(t1 - t0, 4), cross_validate=round(time.perf_counter() - t1, 4))
-    if cv and "calibration_scale" in cv:  # single-label: calibrate probabilities, keep decisions
-        head = head.scaled(cv["calibration_scale"])
-    return head, cv
+    return calibrate(head, x, cv)  # single-label: calibrated probabilities, same decisions
 
 
 def train_head(encoder: Encoder, request: TrainRequest, progress: Progress | None = None,
