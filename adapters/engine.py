@@ -170,7 +170,8 @@ class Tailor:
                                _finish_changes(changes, artifact))
         record = adapter_record(m)
         if k.background is not None and k.background.applies(request):  # published if better
-            background = payload.model_copy(update={"stage": "background", "base_version": m.version})
+            background = payload.model_copy(update={"stage": "background",
+                                                     "base_version": m.version})
             try:
                 job = self.jobs.submit(k.job_kind, tenant, name, background.model_dump(mode="json"))
             except Overloaded as e:  # the version is published: say so rather than answer 429
@@ -377,7 +378,8 @@ def _finish_changes(changes: dict[str, Any] | None, artifact: Artifact) -> dict[
     """An update's changes, with the new version's estimate next to the old one's."""
     if changes is None:
         return None
-    return {**changes, "metric_after": _estimate(artifact.kind, artifact.metrics, "the new version")}
+    after = _estimate(artifact.kind, artifact.metrics, "the new version")
+    return {**changes, "metric_after": after}
 
 
 def _carry_options(base: Manifest, merged: Inputs) -> dict[str, Any]:

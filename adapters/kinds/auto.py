@@ -37,7 +37,7 @@ from .base import (AdapterKind, Background, Decision, Progress, StopCheck, Train
                    register_kind)
 from .head import UNLABELED_UNUSED, HeadOptions, fit_head
 from .lora import LoraOptions, _Steps, _steps, lora_recipe
-from .metrics import CrossValidated
+from .metrics import CrossValidated, lora_lines
 
 
 class AutoOptions(LoraOptions):
@@ -75,15 +75,10 @@ class AutoMetrics(CrossValidated):
     def describe(self) -> list[str]:
         if self.estimate is None or self.estimate_head is None:
             return super().describe()
-        lines = [f"quality estimate ({self.recipe}): cross-validated accuracy {self.estimate:.3f}"
-                 f", the head recipe's {self.estimate_head:.3f} on the same "
-                 f"{self.estimate_folds} folds"]
-        if self.cv_accuracy_tuned is not None:
-            lines.append(f"on the tuned embeddings: {self.cv_accuracy_tuned:.3f} (optimistic: "
-                         "LoRA saw every example)")
-        if self.train_seconds is not None:
-            lines.append(f"trained in {self.train_seconds:.1f} s")
-        return lines
+        return [f"quality estimate ({self.recipe}): cross-validated accuracy {self.estimate:.3f}"
+                f", the head recipe's {self.estimate_head:.3f} on the same "
+                f"{self.estimate_folds} folds",
+                *lora_lines(self.cv_accuracy_tuned, self.train_seconds)]
 
 
 def train_auto_head(encoder: Encoder, request: TrainRequest, progress: Progress | None = None,

@@ -37,7 +37,7 @@ from ..training.jobs import Cancelled
 from ..validation import LabeledData
 from .base import (AdapterKind, Progress, StopCheck, TrainRequest, register_kind,
                    require_examples)
-from .metrics import TrainingMetrics
+from .metrics import TrainingMetrics, lora_lines
 
 # A Linear module's last name part (e.g. "query"): echoed in answers and stored in manifests.
 ModuleName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
@@ -98,10 +98,7 @@ class LoraMetrics(TrainingMetrics):
             lines.append(f"quality estimate: cross-validated accuracy of a head on frozen "
                          f"embeddings {self.cv_accuracy_head_only:.3f} (a lower bound; LoRA "
                          "usually does better)")
-        if self.cv_accuracy_tuned is not None:
-            lines.append(f"on the tuned embeddings: {self.cv_accuracy_tuned:.3f} (optimistic: "
-                         "LoRA saw every example)")
-        return [*lines, f"trained in {self.train_seconds:.1f} s"]
+        return [*lines, *lora_lines(self.cv_accuracy_tuned, self.train_seconds)]
 
 
 def _batches(y: np.ndarray, batch_size: int, rng: random.Random) -> list[list[int]]:

@@ -69,3 +69,14 @@ class CrossValidated(TrainingMetrics):
     cv_f1_micro: float | None = Field(None, ge=0, le=1)
     cv_folds: int | None = Field(None, ge=2)
     calibration_scale: float | None = Field(None, gt=0)
+
+
+def lora_lines(tuned: float | None, seconds: float | None) -> list[str]:
+    """What a LoRA-trained version adds to ``describe``: the optimistic estimate on the tuned
+    embeddings, and how long training took."""
+    lines = []
+    if tuned is not None:
+        lines.append(f"on the tuned embeddings: {tuned:.3f} (optimistic: LoRA saw every example)")
+    if seconds is not None:
+        lines.append(f"trained in {seconds:.1f} s")
+    return lines
