@@ -7,13 +7,32 @@
 - ``kinds/``: one module per adapter kind, registered once
 - ``engine.py``: the ``Tailor`` facade; ``validation.py``, ``options.py``, ``heads.py``,
   ``segments.py``, ``errors.py``: the vocabulary they share
-"""
-from .encoders import BackboneIdentity, Encoder, TextEncoder, open_encoder
-from .engine import Tailor
-from .errors import TailorError
-from .kinds import KINDS, get_kind
-from .storage import AdapterStore, Manifest
-from .validation import Limits
 
-__all__ = ["KINDS", "AdapterStore", "BackboneIdentity", "Encoder", "Limits", "Manifest", "Tailor",
-           "TailorError", "TextEncoder", "get_kind", "open_encoder"]
+The names below load on first use (PEP 562): ``from adapters import Tailor`` works as ever,
+while a light module (``adapters.training.states``, read by the command-line client) does
+not pull in torch through this package's ``__init__``.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .encoders import BackboneIdentity, Encoder, TextEncoder, open_encoder
+    from .engine import Tailor
+    from .errors import TailorError
+    from .kinds import KINDS, get_kind
+    from .storage import AdapterStore, Manifest
+    from .validation import Limits
+
+_WHERE = {"BackboneIdentity": "encoders", "Encoder": "encoders", "TextEncoder": "encoders",
+          "open_encoder": "encoders", "Tailor": "engine", "TailorError": "errors",
+          "KINDS": "kinds", "get_kind": "kinds", "AdapterStore": "storage",
+          "Manifest": "storage", "Limits": "validation"}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)

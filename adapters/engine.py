@@ -17,7 +17,6 @@ different adapters share one backbone forward.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -28,23 +27,23 @@ from .encoders import Encoder, open_encoder
 from .errors import (AdapterNotFound, CorruptAdapter, IncompatibleAdapter, InvalidRequest,
                      Overloaded)
 from .events import NO_EVENTS, Events
-from .kinds import build_request, get_kind, load_adapter
+from .kinds import build_request, get_kind, kind_of_job, load_adapter
 from .kinds.base import Decision
 from .segments import group_rows
 from .serving import AdapterRegistry, LoadedAdapter, MicroBatcher
 from .serving.suggest import select_informative
 from .storage import AdapterStore, Artifact, Inputs, Manifest
-from .storage.updates import estimate, merge_inputs
+from .storage.updates import merge_inputs
 from .training.gate import Gate
 from .training.jobs import Job, JobManager
-from .training.worker import WorkerConfig, train_in_subprocess
+from .training.payloads import TrainPayload, WorkerConfig
+from .training.worker import train_in_subprocess
 from .validation import (Limits, parse_ref, shorten, validate_inputs, validate_name,
                          validate_text_list)
 
 log = logging.getLogger("tailor")
 
 Row = tuple[LoadedAdapter | None, Any]  # (adapter or None for a bare embedding, input)
-JOB_SUFFIX = "_train"  # a job's kind is "<adapter kind>_train"
 
 
 def adapter_record(m: Manifest) -> dict[str, Any]:
@@ -158,22 +157,23 @@ class Tailor:
         k = get_kind(kind)
         self.store.check_room(tenant, name)  # before training: the limit is a 4xx at once
         request = build_request(k, examples, options, self.limits, label_descriptions, unlabeled)
-        payload = {"stage": "train", "kind": k.name, "examples": list(examples or []),
-                   "options": dict(options or {}), "label_descriptions": request.descriptions,
-                   "unlabeled": request.unlabeled, "changes": changes}
+        payload = TrainPayload(kind=k.name, examples=list(examples or []),
+                               options=dict(options or {}), label_descriptions=request.descriptions,
+                               unlabeled=request.unlabeled, changes=changes)
         if k.is_job(request):
-            job = self.jobs.submit(k.name + JOB_SUFFIX, tenant, name, payload)
+            job = self.jobs.submit(k.job_kind, tenant, name, payload.model_dump(mode="json"))
             return {"name": name, "kind": k.name, "status": "training",
                     "labels": request.data.labels,
                     "options": request.options.stored(request.label_order), "job": job.public()}
         artifact = k.train(self.encoder, request)
-        m = self.store.publish(tenant, name, artifact, _inputs(payload),
+        m = self.store.publish(tenant, name, artifact, payload.inputs(),
                                _finish_changes(changes, artifact))
         record = adapter_record(m)
         if k.background is not None and k.background.applies(request):  # published if better
+            background = payload.model_copy(update={"stage": "background",
+                                                     "base_version": m.version})
             try:
-                job = self.jobs.submit(k.name + JOB_SUFFIX, tenant, name,
-                                       {**payload, "stage": "background", "base_version": m.version})
+                job = self.jobs.submit(k.job_kind, tenant, name, background.model_dump(mode="json"))
             except Overloaded as e:  # the version is published: say so rather than answer 429
                 record["warnings"] = [*record["warnings"], "the stronger recipe was not queued "
                                       f"({e.message}); {m.ref} is served as it is"]
@@ -208,7 +208,7 @@ class Tailor:
                                        label_descriptions, unlabeled, self.limits,
                                        base.multi_label)
         changes = {"from_version": base.version, **changes,
-                   "metric_before": estimate(base.metrics)}
+                   "metric_before": _estimate(base.kind, base.metrics, base.ref)}
         if options is None:  # the same options; for another kind only the label order
             options = _carry_options(base, merged)
             if kind not in (None, base.kind):
@@ -222,22 +222,20 @@ class Tailor:
         (unless cancelled first). A cancelled, failed or interrupted job publishes nothing; a
         background candidate is published only when its kind accepts it over the version it
         started from, and never over a newer one."""
-        p, rec = job.payload, job.record
-        request = {k: p[k] for k in ("stage", "kind", "examples", "options", "label_descriptions",
-                                     "unlabeled")}
+        p, rec = TrainPayload.read(job.id, job.payload), job.record
         # the worker embeds (head fitting) in the precision that serves, so a head is served
         # on the embeddings it was fitted on; autograd still runs on the fp32 weights
         dtype = getattr(self.encoder, "dtype", "float32")
         artifact = train_in_subprocess(
-            job, request=request, backbone_path=str(self.encoder.model_dir),
-            limits=dataclasses.asdict(self.limits), tmp_dir=self.store.root / ".tmp",
-            config=self.worker, dtype=dtype if dtype == "bfloat16" else "float32")
+            job, request=p.training(), backbone_path=str(self.encoder.model_dir),
+            limits=self.limits, tmp_dir=self.store.root / ".tmp", config=self.worker,
+            dtype="bfloat16" if dtype == "bfloat16" else "float32")
         outcome: dict[str, Any] = {}
-        if p["stage"] == "background":
+        if p.stage == "background":
             served = self.store.manifest(rec.tenant, rec.adapter)
-            background = get_kind(p["kind"]).background
+            background = get_kind(p.kind).background
             assert background is not None
-            if served.version != p["base_version"]:
+            if served.version != p.base_version:
                 decision = Decision(False, f"a newer version ({served.ref}) was published while "
                                     "this one trained; it stays")
             else:
@@ -249,8 +247,8 @@ class Tailor:
             artifact.metrics["selection"] = {"decision": "promoted", "reason": decision.reason,
                                              "replaces": served.ref}
         job.begin_publish()
-        m = self.store.publish(rec.tenant, rec.adapter, artifact, _inputs(p),
-                               _finish_changes(p.get("changes"), artifact))
+        m = self.store.publish(rec.tenant, rec.adapter, artifact, p.inputs(),
+                               _finish_changes(p.changes, artifact))
         return {"adapter": m.ref, "version": m.version, "metrics": m.metrics,
                 **{k: v for k, v in outcome.items() if k != "candidate_metrics"}}
 
@@ -290,8 +288,8 @@ class Tailor:
         sharing the store)."""
         if self._jobs is None:
             return []
-        return [{"name": r.adapter, "kind": r.kind.removesuffix(JOB_SUFFIX), "status": "training",
-                 "job": r.public()} for r in self._jobs.active(tenant)]
+        return [{"name": r.adapter, "kind": k.name if (k := kind_of_job(r.kind)) else r.kind,
+                 "status": "training", "job": r.public()} for r in self._jobs.active(tenant)]
 
     def usage(self) -> dict[str, dict[str, Any]]:
         """Per tenant with adapters or jobs in the store: its adapters (versions, bytes), the
@@ -369,14 +367,19 @@ class Tailor:
         return _embeddings(await self.batcher.submit([(None, t) for t in items]))
 
 
-def _inputs(payload: dict[str, Any]) -> Inputs:
-    return Inputs(payload["examples"], payload.get("label_descriptions") or {},
-                  payload.get("unlabeled") or [])
+def _estimate(kind: str, metrics: dict[str, Any], ref: str) -> dict[str, Any] | None:
+    """{"name", "value"} of a version's honest quality estimate, as its kind reads its
+    metrics; None when there is none (zero-shot, too few examples)."""
+    found = get_kind(kind).metrics.read(metrics, ref).best_estimate()
+    return None if found is None else found.model_dump()
 
 
 def _finish_changes(changes: dict[str, Any] | None, artifact: Artifact) -> dict[str, Any] | None:
     """An update's changes, with the new version's estimate next to the old one's."""
-    return None if changes is None else {**changes, "metric_after": estimate(artifact.metrics)}
+    if changes is None:
+        return None
+    after = _estimate(artifact.kind, artifact.metrics, "the new version")
+    return {**changes, "metric_after": after}
 
 
 def _carry_options(base: Manifest, merged: Inputs) -> dict[str, Any]:

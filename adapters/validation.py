@@ -6,7 +6,6 @@ Trainers receive ``LabeledData`` that already passed here; they never re-check i
 """
 from __future__ import annotations
 
-import dataclasses
 import re
 import reprlib
 import unicodedata
@@ -17,6 +16,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .errors import InvalidExamples, InvalidName, InvalidRequest, TooLarge
+from .limits import Limits
 
 # Names become folder names: a strict allow-list, never a raw path. No dots (so no ".."),
 # no "@" (reserved for name@version), no slashes. Matched with fullmatch: "$" alone would let
@@ -57,39 +57,6 @@ def parse_ref(ref: str) -> tuple[str, int | None]:
     if not VERSION_RE.fullmatch(version) or int(version) < 1:
         raise InvalidName(f"adapter version in {shorten(ref)} must be a positive integer, e.g. '{name}@1'")
     return name, int(version)
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Request limits. Every one is a setting (see service/settings.py). ``modality``: what
-    the deployment's backbone reads ("text", "image"), set by the engine from its encoder:
-    inputs and examples are read by that modality's reader (``MODALITIES``)."""
-
-    max_inputs: int = 256
-    max_chars: int = 10_000
-    max_examples: int = 2_000
-    max_labels: int = 100
-    max_label_chars: int = 100
-    max_unlabeled: int = 20_000
-    max_suggest_texts: int = 2_000
-    # images (adapters/image_input.py): per request, encoded bytes and pixels per image,
-    # pixels summed over a request, smallest side
-    max_images: int = 64
-    max_image_bytes: int = 4 * 1024 * 1024
-    max_image_pixels: int = 4096 * 4096
-    max_request_pixels: int = 64 * 1024 * 1024
-    min_image_side: int = 8
-    modality: str = "text"
-
-    def __post_init__(self) -> None:
-        for k, v in self.__dict__.items():
-            if k == "modality":
-                continue
-            if not isinstance(v, int) or v < 1:
-                raise ValueError(f"limit {k} must be a positive integer, got {v!r}")
-
-    def for_modality(self, modality: str) -> "Limits":
-        return dataclasses.replace(self, modality=modality)
 
 
 # -- modalities: how each kind of backbone input is read ---------------------------------------

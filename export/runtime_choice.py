@@ -48,7 +48,6 @@ import os
 import platform
 import statistics
 import subprocess
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -56,6 +55,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from adapters.child import receive, spawn
 from adapters.encoders.text import TextEncoder, has_bf16_matrix_units
 
 from .runtime import OnnxEncoder
@@ -280,19 +280,17 @@ def _measure_in_child(encoder: TextEncoder, cache_dir: Path, path: Path, threads
             "torch_threads": torch.get_num_threads(), "cache_dir": str(cache_dir),
             "threads": threads, "providers": list(providers), "gate": asdict(gate)}
     t0 = time.perf_counter()
-    root = str(Path(__file__).resolve().parent.parent)  # where `export` is importable from
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
     try:
-        done = subprocess.run([sys.executable, "-m", "export.runtime_choice", json.dumps(spec)],
-                              capture_output=True, text=True, timeout=CHILD_TIMEOUT_S, env=env)
+        with spawn("export.runtime_choice", spec) as child:
+            code, stderr = child.wait(CHILD_TIMEOUT_S), child.stderr()
     except (OSError, subprocess.TimeoutExpired) as e:
         log.warning("runtime auto: measuring in a child process failed (%s); measuring here", e)
         return None
-    if done.returncode != 0 or not path.exists():
+    if code != 0 or not path.exists():
         log.warning("runtime auto: the measuring child exited %s (%s); measuring here",
-                    done.returncode, (done.stderr or "").strip()[-400:])
+                    code, stderr.strip()[-400:])
         return None
-    for line in done.stderr.splitlines():  # its skipped candidates, in the service's log
+    for line in stderr.splitlines():  # its skipped candidates, in the service's log
         if "runtime auto: candidate" in line:
             log.info(line[line.index("runtime auto: candidate"):])
     choice = _read(path)
@@ -359,4 +357,4 @@ __all__ = ["GATE", "Candidate", "Choice", "Gate", "Trial", "auto", "cache_key", 
 
 
 if __name__ == "__main__":
-    _child(json.loads(sys.argv[1]))
+    _child(receive(dict[str, Any]))

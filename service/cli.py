@@ -182,10 +182,10 @@ def _created(client: Client, rec: dict[str, Any]) -> int:
     for w in rec.get("warnings", []):
         print(f"warning: {w}", file=sys.stderr)
     if "job" in rec:  # trains in the background (LoRA, unlabeled texts, auto): show progress
-        from .cli_lora import follow_job
+        from .cli_lora import JobState, follow_job
 
         job = follow_job(client.call, rec["job"]["id"])
-        return 0 if job.get("status") == "succeeded" else 1
+        return 0 if job.get("status") == JobState.SUCCEEDED else 1
     return 0
 
 

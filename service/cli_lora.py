@@ -10,8 +10,9 @@ import sys
 import time
 from typing import Any, Callable, TextIO
 
+from adapters.training.states import FINISHED, JobState  # light: no torch
+
 Call = Callable[..., Any]  # Client.call(method, path, **kw) -> parsed JSON
-FINAL = ("succeeded", "failed", "cancelled")
 
 
 def render_bar(job: dict[str, Any], width: int = 30) -> str:
@@ -24,18 +25,17 @@ def render_bar(job: dict[str, Any], width: int = 30) -> str:
 
 
 def quality_lines(record: dict[str, Any]) -> list[str]:
-    m = record.get("metrics", {})
-    lines = [f"adapter {record.get('ref', record.get('name'))} is ready"]
-    if "cv_accuracy_head_only" in m:
-        lines.append(f"  quality estimate: cross-validated accuracy of a head on frozen embeddings "
-                     f"{m['cv_accuracy_head_only']:.3f} (a lower bound; LoRA usually does better)")
-    if "cv_accuracy_tuned" in m:
-        lines.append(f"  on the tuned embeddings: {m['cv_accuracy_tuned']:.3f} (optimistic: LoRA saw "
-                     "every example)")
-    if "train_seconds" in m:
-        lines.append(f"  trained in {m['train_seconds']:.1f} s")
-    lines += [f"  warning: {w}" for w in record.get("warnings", [])]
-    return lines
+    """The adapter is ready: what its kind's metrics model says about it, and the warnings."""
+    from adapters.errors import TailorError
+    from adapters.kinds import get_kind  # the kinds load torch: only once a job succeeded
+
+    ref = record.get("ref", record.get("name"))
+    try:
+        said = get_kind(record.get("kind")).metrics.read(record.get("metrics", {}), ref).describe()
+    except TailorError:  # a kind this client does not know, or metrics it cannot read
+        said = []
+    return [f"adapter {ref} is ready", *(f"  {line}" for line in said),
+            *(f"  warning: {w}" for w in record.get("warnings", []))]
 
 
 def follow_job(call: Call, job_id: str, out: TextIO = sys.stderr, interval: float = 0.5,
@@ -54,7 +54,7 @@ def follow_job(call: Call, job_id: str, out: TextIO = sys.stderr, interval: floa
                 out.write(("\r" + line) if tty else line + "\n")
                 out.flush()
                 last = line
-            if job["status"] in FINAL:
+            if job["status"] in FINISHED:
                 break
             time.sleep(interval)
     except KeyboardInterrupt:
@@ -62,12 +62,12 @@ def follow_job(call: Call, job_id: str, out: TextIO = sys.stderr, interval: floa
         return job
     if tty:
         out.write("\n")
-    if job.get("status") == "succeeded":
+    if job.get("status") == JobState.SUCCEEDED:
         record = call("GET", f"/v1/adapters/{job['result']['adapter']}")
         out.write("\n".join(quality_lines(record)) + "\n")
-    elif job.get("status") == "failed":
+    elif job.get("status") == JobState.FAILED:
         err = job.get("error") or {}
         out.write(f"training failed: {err.get('code')}: {err.get('message')}\n")
-    elif job.get("status") == "cancelled":
+    elif job.get("status") == JobState.CANCELLED:
         out.write("training was cancelled; no version was published\n")
     return job

@@ -1,6 +1,9 @@
 """Tailor's own Prometheus metrics: per tenant and adapter, the registry cache, the batcher,
 jobs. One ``Recorder`` per serving process; the domain's events call its methods, and
-BentoML's ``/metrics`` shows ``render()`` after its own series.
+BentoML's ``/metrics`` shows ``render()`` after its own series. The Recorder keeps the counts
+(and the cardinality bound below); ``prometheus_client`` writes the exposition: the Recorder
+is a custom collector (``collect()`` yields its families as they are now) on a registry of
+its own, rendered with ``generate_latest``.
 
 How they reach ``/metrics``: BentoML 1.4's ``/metrics`` handler calls the service's
 ``__metrics__(content: str) -> str`` with its own exposition text (its series, aggregated
@@ -9,7 +12,8 @@ over the workers' prometheus_client multiprocess files under
 worker per pod (``workers=1``; parallelism is threads around one backbone), so this
 process's recorder is the whole pod's view. (prometheus_client objects created in the worker
 would be aggregated across workers by BentoML too, but a series once written to those files
-can never be removed, and the cardinality bound below has to drop series.)
+can never be removed, and the cardinality bound below has to drop series: hence a collector
+over the Recorder's own counts, on a private ``CollectorRegistry``.)
 
 Cardinality: ``tenant`` comes from the key file (bounded by the operator), but adapter
 names are made by clients. Each family keeps at most ``max_series`` label sets: past that,
@@ -24,11 +28,19 @@ folded adapter takes the slot of an exposed one only when it is clearly busier
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Mapping
+from typing import Callable, Iterable, Iterator, Mapping
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.metrics_core import (CounterMetricFamily, GaugeMetricFamily,
+                                            HistogramMetricFamily, Metric)
+from prometheus_client.utils import floatToGoString
+
+from adapters.training.states import ACTIVE, JobState
 
 OTHER = "other"          # adapters folded by the cardinality bound
 NONE = "none"            # no adapter (or tenant) could be resolved: 401, 404, invalid request
@@ -37,8 +49,8 @@ NONE = "none"            # no adapter (or tenant) could be resolved: 401, 404, i
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BATCH_ROWS_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 JOB_DURATION_BUCKETS = (1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200)
-JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
-ACTIVE_JOB_STATES = ("queued", "running")
+JOB_STATES = tuple(JobState)
+ACTIVE_JOB_STATES = ACTIVE
 PROMOTE_FACTOR = 2.0
 LOG2_PROMOTE = math.log2(PROMOTE_FACTOR)
 
@@ -120,6 +132,8 @@ class Recorder:
         # requests per tenant and code, never folded (tenants come from the key file): the
         # admin view's numbers
         self._tenant_codes: dict[str, dict[str, int]] = {}
+        self.registry = CollectorRegistry(auto_describe=False)  # this recorder's alone
+        self.registry.register(self)
 
     # -- domain events ------------------------------------------------------------------------
     def request(self, tenant: str, adapter: str, code: int | str, seconds: float) -> None:
@@ -164,17 +178,18 @@ class Recorder:
             if capacity is not None:
                 self._queue_capacity = float(capacity)
 
-    def job_state(self, job_id: str, kind: str, state: str) -> None:
+    def job_state(self, job_id: str, kind: str, state: JobState | str) -> None:
         """A job entered ``state``. Queued and running jobs are counted by state (a gauge);
         finished ones by kind and final state (a counter)."""
         if state not in JOB_STATES:
-            raise ValueError(f"unknown job state {state!r}; one of {JOB_STATES}")
+            raise ValueError(f"unknown job state {state!r}; one of {[s.value for s in JobState]}")
+        value = JobState(state).value
         with self._lock:
             if state in ACTIVE_JOB_STATES:
-                self._jobs_active[job_id] = state
+                self._jobs_active[job_id] = value
             else:
                 self._jobs_active.pop(job_id, None)
-                k = (kind, state)
+                k = (kind, value)
                 self._jobs_finished[k] = self._jobs_finished.get(k, 0.0) + 1
 
     def job_duration(self, kind: str, seconds: float) -> None:
@@ -317,9 +332,13 @@ class Recorder:
 
     def render(self) -> str:
         """Prometheus text exposition (format 0.0.4) of every Tailor family."""
+        return generate_latest(self.registry).decode()
+
+    def collect(self) -> Iterator[Metric]:
+        """prometheus_client's collector protocol: every Tailor family as it is now."""
         with self._lock:
             snap = self._snapshot()
-        return "".join(_format(*fam) for fam in snap)
+        return (_family(*fam) for fam in snap)
 
     def _snapshot(self) -> list[tuple]:
         fams: list[tuple] = []
@@ -344,14 +363,14 @@ class Recorder:
             fams.append(("tailor_queue_capacity_rows", "Rows the backbone queue holds before "
                          "answering 429 (TAILOR_MAX_QUEUED_ROWS)", "gauge", (), (),
                          [((), [self._queue_capacity])]))
-        active = {s: 0.0 for s in ACTIVE_JOB_STATES}
+        active = {s.value: 0.0 for s in ACTIVE_JOB_STATES}
         if self._jobs_source is not None:
             try:
                 counts = self._jobs_source()
             except Exception:  # noqa: BLE001 - a scrape must not fail on a store hiccup
                 counts = {}
             for s in ACTIVE_JOB_STATES:
-                active[s] = float(counts.get(s, 0))
+                active[s.value] = float(counts.get(s, 0))
         else:
             for s in self._jobs_active.values():
                 active[s] += 1
@@ -395,37 +414,19 @@ def family_names() -> set[str]:
     return names
 
 
-# -- text format ----------------------------------------------------------------------------
-def _escape(v: str) -> str:
-    return v.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def _labels(names: Iterable[str], values: Iterable[str], extra: str = "") -> str:
-    parts = [f'{n}="{_escape(str(v))}"' for n, v in zip(names, values)]
-    if extra:
-        parts.append(extra)
-    return "{" + ",".join(parts) + "}" if parts else ""
-
-
-def _num(x: float) -> str:
-    if x == math.inf:
-        return "+Inf"
-    return repr(float(x)) if not float(x).is_integer() else f"{x:.1f}"
-
-
-def _format(name: str, help_: str, kind: str, labelnames: tuple[str, ...],
-            buckets: tuple[float, ...], rows: list[tuple[tuple, list[float]]]) -> str:
-    sample = name + "_total" if kind == "counter" else name
-    out = [f"# HELP {sample} {help_}\n", f"# TYPE {sample} {kind}\n"]
+def _family(name: str, help_: str, kind: str, labelnames: tuple[str, ...],
+            buckets: tuple[float, ...], rows: list[tuple[tuple, list[float]]]) -> Metric:
+    """One family of ``_snapshot`` as prometheus_client's metric family. A histogram cell
+    holds per-bucket counts (+Inf last), then the sum and the count."""
+    if kind == "histogram":
+        hist = HistogramMetricFamily(name, help_, labels=labelnames)
+        les = [floatToGoString(le) for le in (*buckets, math.inf)]
+        for values, cell in rows:
+            cumulative = itertools.accumulate(cell[:len(les)])
+            hist.add_metric(list(values), list(zip(les, cumulative)), cell[-2])
+        return hist
+    family = (CounterMetricFamily if kind == "counter" else GaugeMetricFamily)(
+        name, help_, labels=labelnames)
     for values, cell in rows:
-        if kind != "histogram":
-            out.append(f"{sample}{_labels(labelnames, values)} {_num(cell[0])}\n")
-            continue
-        running = 0.0
-        for le, n in zip((*buckets, math.inf), cell):
-            running += n
-            le_label = 'le="' + _num(le) + '"'
-            out.append(f"{name}_bucket{_labels(labelnames, values, le_label)} {_num(running)}\n")
-        out.append(f"{name}_sum{_labels(labelnames, values)} {_num(cell[-2])}\n")
-        out.append(f"{name}_count{_labels(labelnames, values)} {_num(cell[-1])}\n")
-    return "".join(out)
+        family.add_metric(list(values), cell[0])
+    return family

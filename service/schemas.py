@@ -12,7 +12,7 @@ from typing import Any, Literal, get_args, get_origin
 from pydantic import BaseModel, ConfigDict, Field
 
 from adapters.kinds import KINDS
-from adapters.training.jobs import JOB_ID_RE
+from adapters.training.jobs import JOB_ID_RE, JobState
 from adapters.validation import NAME_RE, VERSION_RE
 from export.onnx_config import Quantize
 
@@ -25,6 +25,7 @@ JOB_ID_PATTERN = f"^{JOB_ID_RE.pattern}$"
 
 # Kinds come from the registry (adapters/kinds): a new kind shows up here by registering.
 KindName = Literal[tuple(KINDS)]  # type: ignore[valid-type]
+JobStatus = Literal[tuple(s.value for s in JobState)]  # type: ignore[valid-type]
 
 
 def _describe_kinds() -> str:
@@ -155,7 +156,7 @@ class JobRecord(BaseModel):
     id: str
     kind: str = Field(..., description="`<adapter kind>_train`, e.g. lora_train")
     adapter: str = Field(..., description="name of the adapter the job creates")
-    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    status: JobStatus
     progress: JobProgress
     loss: float | None = Field(None, description="training loss of the last step")
     error: JobError | None = Field(None, description="why it failed")

@@ -14,7 +14,7 @@ from typing import Any, Literal, Mapping
 from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
 
-from adapters.validation import Limits
+from adapters.limits import Limits, RequestLimits
 from export.onnx_config import Quantize
 
 PREFIX = "TAILOR_"
@@ -45,7 +45,11 @@ class _Environ(EnvSettingsSource):
                 if k.startswith(PREFIX) and v.strip()}
 
 
-class Settings(BaseSettings):
+class Settings(BaseSettings, RequestLimits):
+    """Every field is ``TAILOR_<FIELD>``. The request limits (``max_inputs``, ``max_chars``,
+    ...) are inherited from the domain's ``RequestLimits`` (adapters/limits.py), defined
+    there once with their defaults, bounds and descriptions."""
+
     model_config = SettingsConfigDict(env_prefix=PREFIX, frozen=True, extra="forbid")
 
     backbone_path: Path | None = Field(None, description="local Hugging Face model folder; empty = the embedded all-MiniLM-L6-v2")
@@ -59,18 +63,6 @@ class Settings(BaseSettings):
     max_queued_rows: int = Field(4096, ge=1, description="rows waiting for the backbone before 429")
     max_queue_wait_s: float = Field(30.0, gt=0, le=3600, description="expected wait for the backbone (queued rows x measured seconds per row) above which a predict/embed answers 429")
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="largest request body (413 above)")
-    max_inputs: int = Field(256, ge=1, description="texts per predict/embed request (413 above)")
-    max_chars: int = Field(10_000, ge=1, description="characters per text (413 above)")
-    max_examples: int = Field(2_000, ge=2, description="examples per adapter (413 above)")
-    max_labels: int = Field(100, ge=2, description="labels per adapter (422 above)")
-    max_label_chars: int = Field(100, ge=1, description="characters per label (422 above)")
-    max_unlabeled: int = Field(20_000, ge=1, description="unlabeled texts per adapter (413 above)")
-    max_suggest_texts: int = Field(2_000, ge=1, description="candidate texts per suggest request (413 above)")
-    max_images: int = Field(64, ge=1, description="image backbones: images per predict/embed request or per create's examples batch (413 above)")
-    max_image_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="image backbones: encoded bytes per image, measured on the base64 text before decoding (413 above)")
-    max_image_pixels: int = Field(4096 * 4096, ge=64, description="image backbones: width x height per image, read from the header before decoding: decompression bombs are refused unopened (413 above)")
-    max_request_pixels: int = Field(64 * 1024 * 1024, ge=64, description="image backbones: width x height summed over a request's images (413 above)")
-    min_image_side: int = Field(8, ge=1, description="image backbones: smallest accepted width or height (422 below)")
     max_adapters_per_tenant: int = Field(1000, ge=1, description="adapter names per tenant; creating a new name above it answers 422 (new versions of an existing name do not count)")
     job_queue_size: int = Field(8, ge=1, description="training jobs waiting in the store before 429")
     job_concurrency: int = Field(1, ge=1, le=16, description="training jobs each training process (TAILOR_ROLE all or train) runs at once")
@@ -139,10 +131,4 @@ class Settings(BaseSettings):
         return self.forward_workers or len(os.sched_getaffinity(0))
 
     def limits(self) -> Limits:
-        return Limits(max_inputs=self.max_inputs, max_chars=self.max_chars,
-                      max_examples=self.max_examples, max_labels=self.max_labels,
-                      max_label_chars=self.max_label_chars, max_unlabeled=self.max_unlabeled,
-                      max_suggest_texts=self.max_suggest_texts, max_images=self.max_images,
-                      max_image_bytes=self.max_image_bytes, max_image_pixels=self.max_image_pixels,
-                      max_request_pixels=self.max_request_pixels,
-                      min_image_side=self.min_image_side)
+        return Limits(**{name: getattr(self, name) for name in RequestLimits.model_fields})

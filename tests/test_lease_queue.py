@@ -14,8 +14,11 @@ import pytest
 
 from adapters.errors import Conflict, JobNotFound, Overloaded
 from adapters.training import lease_queue
-from adapters.training.lease_queue import (CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED,
-                                           Cancelled, LeaseLost, LeaseQueue)
+from adapters.training.lease_queue import Cancelled, LeaseLost, LeaseQueue
+from adapters.training.states import JobState
+
+QUEUED, RUNNING, SUCCEEDED = JobState.QUEUED, JobState.RUNNING, JobState.SUCCEEDED
+FAILED, CANCELLED = JobState.FAILED, JobState.CANCELLED
 
 FORK = mp.get_context("fork")  # the test process has imported everything already: cheap
 

@@ -241,3 +241,18 @@ def test_threads_lose_no_count():
 def test_bound_must_be_positive(bad):
     with pytest.raises(ValueError, match="max_series"):
         Recorder(max_series=bad)
+
+
+def test_prometheus_client_writes_the_text_and_odd_label_values_round_trip():
+    """The exposition is prometheus_client's (``generate_latest`` over the Recorder as a
+    collector, on a registry of its own: nothing lands in the process-wide registry that
+    BentoML's multiprocess files would keep forever)."""
+    import prometheus_client
+
+    rec = Recorder()
+    odd = 'a "quoted"\\label\nwith a newline'
+    rec.predictions("acme", "news@1", [odd, odd])
+    got = {dict(k)["label"]: v for k, v in samples(rec, "tailor_adapter_predictions").items()}
+    assert got == {odd: 2}
+    assert rec.render() == prometheus_client.generate_latest(rec.registry).decode()
+    assert "tailor_adapter_predictions_total" not in prometheus_client.generate_latest().decode()

@@ -170,10 +170,23 @@ def test_the_service_measures_in_a_child_process(backbone, tmp_path, monkeypatch
 
 
 def test_a_failed_child_measures_in_process(backbone, tmp_path, monkeypatch, caplog):
-    class Died:
-        returncode, stderr = 1, "MemoryError"
+    class Died:  # a child that ran out of memory
+        def __init__(self, module, spec):
+            pass
 
-    monkeypatch.setattr(runtime_choice.subprocess, "run", lambda *a, **k: Died())
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            pass
+
+        def wait(self, timeout=None):
+            return 1
+
+        def stderr(self, last=None):
+            return "MemoryError"
+
+    monkeypatch.setattr(runtime_choice, "spawn", Died)
     monkeypatch.setattr(runtime_choice, "candidates_for", lambda encoder, *a, **k: [
         Candidate("torch-bf16", lambda: Fake(encoder, noise=1e-4))])
     with caplog.at_level(logging.INFO, logger="tailor"):

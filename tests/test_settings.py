@@ -72,3 +72,43 @@ def test_every_setting_is_in_the_readme_table():
     fields = {"TAILOR_" + f.upper() for f in Settings.model_fields}
     assert fields - documented == set(), "undocumented settings"
     assert documented - fields == set(), "documented settings that do not exist"
+
+
+def test_every_request_limit_is_defined_once_and_is_exactly_one_setting():
+    """adapters/limits.py is the one definition: each of its fields is one TAILOR_* setting
+    with the same default, bounds and description, and ``Settings.limits()`` hands every
+    one of them (set or default) to the domain's ``Limits``."""
+    from adapters.limits import Limits, RequestLimits
+
+    names = list(RequestLimits.model_fields)
+    assert set(names) <= set(Settings.model_fields) and len(names) >= 12
+    for name in names:  # not re-declared in Settings with another default, bound or text
+        assert repr(Settings.model_fields[name]) == repr(RequestLimits.model_fields[name]), name
+    assert set(Limits.model_fields) - set(names) == {"modality"}  # not a setting: the backbone's
+    env = {f"TAILOR_{name.upper()}": str(RequestLimits.model_fields[name].default + i + 1)
+           for i, name in enumerate(names)}
+    limits = Settings.from_env(env).limits()
+    assert {n: getattr(limits, n) for n in names} == {n: int(env[f"TAILOR_{n.upper()}"]) for n in names}
+    assert Settings.from_env({}).limits() == Limits()
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"TAILOR_MAX_EXAMPLES": "1"}, "invalid settings: TAILOR_MAX_EXAMPLES: Input should be greater than or equal to 2"),
+    ({"TAILOR_MAX_IMAGE_BYTES": "1000"}, "invalid settings: TAILOR_MAX_IMAGE_BYTES: Input should be greater than or equal to 1024"),
+    ({"TAILOR_MAX_INPUTS": "many"}, "invalid settings: TAILOR_MAX_INPUTS: Input should be a valid integer, unable to parse string as an integer"),
+])
+def test_a_bad_limit_is_refused_by_its_setting_name(env, message):
+    with pytest.raises(SettingsError) as e:
+        Settings.from_env(env)
+    assert str(e.value) == message
+
+
+def test_the_domain_refuses_a_limit_it_cannot_work_with():
+    from pydantic import ValidationError
+
+    from adapters.limits import Limits
+
+    with pytest.raises(ValidationError, match="max_inputs"):
+        Limits(max_inputs=0)
+    with pytest.raises(ValidationError, match="frozen"):
+        Limits().max_inputs = 5  # type: ignore[misc]

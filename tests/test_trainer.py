@@ -8,7 +8,7 @@ from adapters.errors import InvalidExamples, InvalidName, InvalidOptions, TooLar
 from adapters.heads import LinearHead
 from adapters.kinds import build_request, get_kind
 from adapters.kinds.head import HeadOptions
-from adapters.training.fitting import HEAD_FITTERS
+from adapters.training.fitting import HEAD_FITTERS, confidence_bound
 from adapters.validation import Limits, parse_ref, validate_examples, validate_name
 
 LIM = Limits(max_examples=10, max_chars=50, max_labels=3, max_label_chars=10)
@@ -153,6 +153,31 @@ def train_head(examples, options):
     art = kind.train(FakeEncoder(), build_request(kind, examples, options, Limits()))
     art.head = LinearHead.from_tensors(art.tensors, art.multi_label)
     return art
+
+
+@pytest.mark.parametrize("right, n, bound", [
+    (4, 4, 5 / 6), (8, 8, 0.9), (2, 4, 0.5), (0, 4, 1 / 6), (400, 400, 401 / 402)])
+def test_the_confidence_bound_is_the_rule_of_succession(right, n, bound):
+    assert confidence_bound(right, n) == pytest.approx(bound)
+
+
+def test_a_head_on_thin_data_is_not_sure_and_more_data_earns_confidence():
+    """The papercut: 4 examples (2-fold estimate, cross-validation all right) used to get
+    scale 10 and answers like 0.9999998. Now the head may be no surer, on its own examples,
+    than 4 right of 4 held-out predictions allow (5/6); fresh inputs of the same labels are
+    answered clearly below 0.99. With 50 examples per label it may be surer."""
+    def fresh(n):  # inputs never trained on (other noise draws), both labels
+        texts = [f"{c} thing {i}" for i in range(n) for c in ("red", "blue")]
+        return fake_embedder(["green x"] * 5000 + texts)[5000:]
+
+    thin = train_head([ex(f"{c} thing {i}", c) for c in ("red", "blue") for i in range(2)], {})
+    assert thin.metrics["cv_accuracy"] == 1.0 and thin.metrics["cv_folds"] == 2
+    assert thin.metrics["calibration_scale"] < 10
+    p_thin = thin.head.probabilities(fresh(20)).max(1).values
+    assert float(p_thin.max()) < 0.95 and float(p_thin.mean()) < 5 / 6 + 0.05
+    rich = train_head([ex(f"{c} thing {i}", c) for c in ("red", "blue") for i in range(50)], {})
+    p_rich = rich.head.probabilities(fresh(20)).max(1).values
+    assert float(p_rich.mean()) > float(p_thin.mean()) + 0.05
 
 
 def test_train_head_reports_quality_and_keeps_decisions_under_calibration():

@@ -6,27 +6,41 @@ order, whether the folder is its kind (an image processor and no tokenizer: an i
 model); text is the fallback. Adding a modality is one module with its encoder plus one
 line in ``OPENERS``."""
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable, Literal, Protocol
 
 from .base import BackboneIdentity, Encoder, TorchEncoder, weights_sha256
 from .image import ImageEncoder, is_image_folder
 from .text import TextEncoder, default_model_path, mean_pool
 
+Dtype = Literal["float32", "bfloat16"]
+
+
+class Opener(Protocol):
+    """An encoder class as ``open_encoder`` calls it: every modality's encoder takes every one
+    of these (an image encoder without ``dtype`` once broke LoRA on images with a TypeError
+    that only a training worker hit)."""
+
+    def __call__(self, model_dir: str | Path | None, *, name: str | None, device: str,
+                 max_batch_rows: int, workers: int, dtype: Dtype) -> TorchEncoder: ...
+
+
 # (does this folder hold that modality's model?, its encoder class); text is the fallback
-OPENERS: list[tuple[Callable[[Path], bool], Callable[..., TorchEncoder]]] = [
+OPENERS: list[tuple[Callable[[Path], bool], Opener]] = [
     (is_image_folder, ImageEncoder),
 ]
 
 
 def open_encoder(model_dir: str | Path | None = None, *, name: str | None = None,
-                 **kwargs: Any) -> TorchEncoder:
+                 device: str = "cpu", max_batch_rows: int = 64, workers: int = 1,
+                 dtype: Dtype = "float32") -> TorchEncoder:
     """The PyTorch encoder for a local Hugging Face folder (None: the embedded default text
-    model), of the modality the folder holds."""
+    model), of the modality the folder holds. ``max_batch_rows``: rows per forward
+    (TAILOR_MAX_BATCH_ROWS); ``dtype``: the precision of inference forwards."""
+    opener: Opener = TextEncoder
     if model_dir is not None:
-        for matches, encoder in OPENERS:
-            if matches(Path(model_dir)):
-                return encoder(model_dir, name=name, **kwargs)
-    return TextEncoder(model_dir, name=name, **kwargs)
+        opener = next((enc for matches, enc in OPENERS if matches(Path(model_dir))), TextEncoder)
+    return opener(model_dir, name=name, device=device, max_batch_rows=max_batch_rows,
+                  workers=workers, dtype=dtype)
 
 
 __all__ = ["BackboneIdentity", "Encoder", "ImageEncoder", "TextEncoder", "TorchEncoder", "default_model_path",

@@ -37,6 +37,7 @@ from .base import (AdapterKind, Background, Decision, Progress, StopCheck, Train
                    register_kind)
 from .head import UNLABELED_UNUSED, HeadOptions, fit_head
 from .lora import LoraOptions, _Steps, _steps, lora_recipe
+from .metrics import CrossValidated, lora_lines
 
 
 class AutoOptions(LoraOptions):
@@ -56,6 +57,30 @@ class AutoOptions(LoraOptions):
                            cv_folds=self.cv_folds, prior_strength=self.prior_strength)
 
 
+class AutoMetrics(CrossValidated):
+    """The first version (the head recipe) has the head's cross-validation; the candidate
+    (the LoRA recipe, in a job) has the guard's paired estimates of both recipes on the same
+    ``estimate_folds`` folds, which ``accept`` compares."""
+
+    ESTIMATES = ("estimate", "cv_accuracy")
+    recipe: str
+    estimate: float | None = Field(None, ge=0, le=1)  # the LoRA recipe's, in the guard
+    estimate_head: float | None = Field(None, ge=0, le=1)  # the head recipe's, same folds
+    estimate_folds: int | None = Field(None, ge=2)
+    train_seconds: float | None = None
+    unlabeled: int | None = None
+    pseudo_labels: int | None = None
+    cv_accuracy_tuned: float | None = Field(None, ge=0, le=1)  # optimistic: LoRA saw all rows
+
+    def describe(self) -> list[str]:
+        if self.estimate is None or self.estimate_head is None:
+            return super().describe()
+        return [f"quality estimate ({self.recipe}): cross-validated accuracy {self.estimate:.3f}"
+                f", the head recipe's {self.estimate_head:.3f} on the same "
+                f"{self.estimate_folds} folds",
+                *lora_lines(self.cv_accuracy_tuned, self.train_seconds)]
+
+
 def train_auto_head(encoder: Encoder, request: TrainRequest, progress: Progress | None = None,
                     should_stop: StopCheck | None = None) -> Artifact:
     """The first version: the head recipe, at once."""
@@ -66,8 +91,8 @@ def train_auto_head(encoder: Encoder, request: TrainRequest, progress: Progress 
     head, cv = fit_head(encoder, x, data, request.descriptions, opts.head_options())
     recipe = "zero-shot head" if data.zero_shot else (
         "head with the description prior" if request.descriptions else "head")
-    metrics = {"examples": len(data.texts), "per_label": data.counts(), **(cv or {}),
-               "recipe": recipe}
+    metrics = AutoMetrics(examples=len(data.texts), per_label=data.counts(), **(cv or {}),
+                          recipe=recipe, unlabeled=len(request.unlabeled) or None)
     warnings = assess(data, cv)
     if opts.promote == "never":
         warnings.append("auto: options.promote = never, so no stronger recipe is tried")
@@ -75,12 +100,10 @@ def train_auto_head(encoder: Encoder, request: TrainRequest, progress: Progress 
         warnings.append("auto: a stronger recipe (LoRA) needs at least 2 examples of every "
                         "label; add examples (POST /v1/adapters/{name}/examples) to let auto "
                         "try it")
-    if request.unlabeled:
-        metrics["unlabeled"] = len(request.unlabeled)
-        if not stronger_recipe_applies(request):
-            warnings.append(UNLABELED_UNUSED)
+    if request.unlabeled and not stronger_recipe_applies(request):
+        warnings.append(UNLABELED_UNUSED)
     return Artifact(kind="auto", labels=data.labels, tensors=head.tensors(),
-                    options=opts.stored(request.label_order), metrics=metrics,
+                    options=opts.stored(request.label_order), metrics=metrics.stored(),
                     warnings=warnings, multi_label=False)
 
 
@@ -135,30 +158,31 @@ def train_auto_lora(encoder: Encoder, request: TrainRequest, progress: Progress 
     head, tuned_cv = fit_calibrated(x, data, opts.fit_params(), fit_rows)
     recipe = "LoRA" + (" + descriptions" if n_desc else "") + (
         " + self-training on unlabeled texts" if info["pseudo_labels"] else "")
-    metrics = {"examples": len(data.texts), "per_label": data.counts(), "recipe": recipe,
-               "estimate": lora_est, "estimate_head": head_est,
-               "estimate_folds": min(opts.guard_folds, min(data.counts().values())),
-               "train_seconds": round(time.perf_counter() - t0, 2)}
-    if request.unlabeled:
-        metrics.update(unlabeled=len(request.unlabeled), pseudo_labels=info["pseudo_labels"])
-    if tuned_cv:
-        metrics["cv_accuracy_tuned"] = tuned_cv["cv_accuracy"]  # optimistic: LoRA saw all rows
+    metrics = AutoMetrics(
+        examples=len(data.texts), per_label=data.counts(), recipe=recipe, estimate=lora_est,
+        estimate_head=head_est, estimate_folds=min(opts.guard_folds, min(data.counts().values())),
+        train_seconds=round(time.perf_counter() - t0, 2),
+        unlabeled=len(request.unlabeled) or None,
+        pseudo_labels=info["pseudo_labels"] if request.unlabeled else None,
+        cv_accuracy_tuned=tuned_cv["cv_accuracy"] if tuned_cv else None)
     return Artifact(kind="auto", labels=data.labels, tensors={**head.tensors(), **lw.tensors()},
-                    options=opts.stored(request.label_order), metrics=metrics,
+                    options=opts.stored(request.label_order), metrics=metrics.stored(),
                     warnings=assess(data, {"cv_accuracy": lora_est}), lora=lw.spec)
 
 
 def accept(served: Manifest, candidate: Artifact) -> Decision:
     """Publish the candidate only if its paired estimate beats the head's by the margin."""
-    promote = candidate.options.get("promote", "if_better")
-    m = candidate.metrics
-    lora, head, k = m["estimate"], m["estimate_head"], m["estimate_folds"]
-    said = f"{m['recipe']}: {lora:.3f} vs the head's {head:.3f} on the same {k} folds of your examples"
-    if promote == "always":
+    opts, _ = AutoOptions.parse_with_labels(candidate.options)
+    m = AutoMetrics.read(candidate.metrics)
+    lora, head, margin = m.estimate, m.estimate_head, opts.min_gain
+    if lora is None or head is None:
+        return Decision(False, f"the candidate has no paired estimates, so {served.ref} stays")
+    said = (f"{m.recipe}: {lora:.3f} vs the head's {head:.3f} on the same {m.estimate_folds} "
+            "folds of your examples")
+    if opts.promote == "always":
         return Decision(True, f"options.promote = always ({said})")
-    if promote == "never":
+    if opts.promote == "never":
         return Decision(False, f"options.promote = never ({said})")
-    margin = float(candidate.options.get("min_gain", 0.0))
     if lora > head + margin:
         return Decision(True, f"{said}: better by {lora - head:.3f} > {margin:.3f}")
     return Decision(False, f"{said}: not better by more than {margin:.3f}, so {served.ref} stays")
@@ -174,5 +198,5 @@ AUTO = register_kind(AdapterKind(
     name="auto", summary="the recommended kind: uses examples, label descriptions and unlabeled "
     "texts; a head at once (201), then a stronger LoRA recipe in a job that is published as the "
     "next version only if its cross-validated estimate is better", options=AutoOptions,
-    train=train_auto_head, check=check_auto,
+    metrics=AutoMetrics, train=train_auto_head, check=check_auto,
     background=Background(train=train_auto_lora, accept=accept, applies=stronger_recipe_applies)))

@@ -24,6 +24,7 @@ from ..serving.registry import LoadedAdapter
 from ..storage import Artifact, Manifest, StoredAdapter
 from ..validation import (LabeledData, Limits, validate_descriptions, validate_training_data,
                           validate_unlabeled)
+from .metrics import TrainingMetrics
 
 Progress = Callable[[int, int, float], None]  # step, total, loss
 StopCheck = Callable[[], bool]  # True: stop now (raise training.jobs.Cancelled)
@@ -97,6 +98,7 @@ class AdapterKind:
     name: str
     summary: str  # one line, shown in the API document and the CLI
     options: type[AdapterOptions]
+    metrics: type[TrainingMetrics]  # what its trainer measured: read back through this model
     train: Trainer
     # True: trained by a background job (202 + job); a function: decided per request (e.g. a
     # head with unlabeled texts, which takes minutes to embed); False: in the request (201)
@@ -108,6 +110,12 @@ class AdapterKind:
 
     def is_job(self, request: TrainRequest) -> bool:
         return self.runs_as_job(request) if callable(self.runs_as_job) else self.runs_as_job
+
+    @property
+    def job_kind(self) -> str:
+        """The kind of this kind's training jobs, e.g. ``lora_train``: what a job record
+        shows (GET /v1/jobs/{id}) and what job metrics are counted by."""
+        return f"{self.name}_train"
 
 
 KINDS: dict[str, AdapterKind] = {}
@@ -125,6 +133,11 @@ def get_kind(name: Any) -> AdapterKind:
     if kind is None:
         raise InvalidRequest(f"kind {name!r} is not supported; use one of {list(KINDS)}")
     return kind
+
+
+def kind_of_job(job_kind: str) -> AdapterKind | None:
+    """The adapter kind whose training jobs are of ``job_kind`` (None: unknown here)."""
+    return next((k for k in KINDS.values() if k.job_kind == job_kind), None)
 
 
 def build_request(kind: AdapterKind, examples: Any, options: dict[str, Any] | None,

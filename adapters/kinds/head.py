@@ -19,11 +19,12 @@ from ..errors import InvalidExamples
 from ..heads import LinearHead
 from ..options import AdapterOptions
 from ..storage import Artifact
-from ..training.fitting import FitParams, assess, cross_validate, fit
+from ..training.fitting import FitParams, assess, calibrate, cross_validate, fit
 from ..training.recipes import (PRIOR_STRENGTH, description_prior, description_text, fit_prior,
                                 zero_shot_head)
 from ..validation import LabeledData
 from .base import AdapterKind, Progress, StopCheck, TrainRequest, register_kind
+from .metrics import CrossValidated
 
 UNLABELED_UNUSED = ("unlabeled texts are kept with this adapter (updates, and kinds lora and auto, "
                     "learn from them); a head on frozen embeddings does not (measured: no gain), "
@@ -46,6 +47,16 @@ class HeadOptions(AdapterOptions):
 
     def fit_params(self) -> FitParams:
         return FitParams(self.head, self.c, self.temperature, self.threshold, self.seed, self.cv_folds)
+
+
+class HeadMetrics(CrossValidated):
+    """What training a head measured: its cross-validated quality (none: zero-shot, or too
+    few examples to hold any out) and how long each phase took."""
+
+    ESTIMATES = ("cv_accuracy", "cv_f1_micro")
+    seconds: dict[str, float] | None = None  # embed, fit, cross_validate
+    label_descriptions: int | None = None
+    unlabeled: int | None = None
 
 
 def embed_descriptions(encoder: Encoder, labels: list[str], descriptions: dict[str, str],
@@ -87,9 +98,7 @@ def fit_head(encoder: Encoder, x: np.ndarray, data: LabeledData, descriptions: d
     t1 = time.perf_counter()
     cv = cross_validate(x, data, params, fit_rows)
     seconds.update(fit=round(t1 - t0, 4), cross_validate=round(time.perf_counter() - t1, 4))
-    if cv and "calibration_scale" in cv:  # single-label: calibrate probabilities, keep decisions
-        head = head.scaled(cv["calibration_scale"])
-    return head, cv
+    return calibrate(head, x, cv)  # single-label: calibrated probabilities, same decisions
 
 
 def train_head(encoder: Encoder, request: TrainRequest, progress: Progress | None = None,
@@ -101,16 +110,14 @@ def train_head(encoder: Encoder, request: TrainRequest, progress: Progress | Non
     x = encoder.embed(data.texts).numpy().astype(np.float32)  # [rows, dim]
     seconds = {"embed": round(time.perf_counter() - t0, 4)}
     head, cv = fit_head(encoder, x, data, request.descriptions, opts, seconds)
-    metrics = {"examples": len(data.texts), "per_label": data.counts(), "seconds": seconds,
-               **(cv or {})}
-    if request.descriptions:
-        metrics["label_descriptions"] = len(request.descriptions)
+    metrics = HeadMetrics(examples=len(data.texts), per_label=data.counts(), seconds=seconds,
+                          **(cv or {}), label_descriptions=len(request.descriptions) or None,
+                          unlabeled=len(request.unlabeled) or None)
     warnings = assess(data, cv)
     if request.unlabeled:
-        metrics["unlabeled"] = len(request.unlabeled)
         warnings.append(UNLABELED_UNUSED)
     return Artifact(kind="head", labels=data.labels, tensors=head.tensors(),
-                    options=opts.stored(request.label_order), metrics=metrics,
+                    options=opts.stored(request.label_order), metrics=metrics.stored(),
                     warnings=warnings, multi_label=data.multi_label)
 
 
@@ -125,4 +132,4 @@ def check_head(request: TrainRequest) -> None:
 
 HEAD = register_kind(AdapterKind(
     name="head", summary="a classifier on frozen embeddings (201, ready at once)",
-    options=HeadOptions, train=train_head, check=check_head))
+    options=HeadOptions, metrics=HeadMetrics, train=train_head, check=check_head))

@@ -2,7 +2,8 @@
 version's inputs plus the new ones) and what changed, for the record.
 
 Pure functions over ``Inputs``; the facade loads the old inputs from the store, builds the
-next version through the one create path and publishes it with these changes.
+next version through the one create path and publishes it with these changes (the quality
+estimates before and after come from each kind's metrics model, ``kinds/metrics.py``).
 """
 from __future__ import annotations
 
@@ -12,19 +13,6 @@ from ..errors import InvalidExamples, TooLarge
 from ..validation import (Limits, check_example_rows, validate_descriptions,
                           validate_unlabeled)
 from .manifest import Inputs
-
-# The honest quality estimate of a version, by kind of metrics, in order of preference.
-ESTIMATE_KEYS = ("estimate", "cv_accuracy", "cv_f1_micro", "cv_accuracy_head_only")
-
-
-def estimate(metrics: dict[str, Any]) -> dict[str, Any] | None:
-    """{"name", "value"} of a version's honest quality estimate, or None (e.g. zero-shot)."""
-    for key in ESTIMATE_KEYS:
-        value = metrics.get(key)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return {"name": key, "value": value}
-    return None
-
 
 def _labels_of(examples: list[dict[str, Any]]) -> list[str]:
     seen: list[str] = []

@@ -27,14 +27,14 @@ from typing import Any, Callable
 
 from ..errors import TailorError
 from ..events import NO_EVENTS, Events
-from .lease_queue import (ACTIVE, CANCELLED, FAILED, JOB_ID_RE, RUNNING, SUCCEEDED, Cancelled,
-                          Lease, LeaseLost, LeaseQueue, QueuedJob)
+from .lease_queue import JOB_ID_RE, Cancelled, Lease, LeaseLost, LeaseQueue, QueuedJob
 from .owner import owner_id
+from .states import ACTIVE, JobState
 
 log = logging.getLogger("tailor.jobs")
 
 JobRecord = QueuedJob  # what get/submit/cancel answer; ``.public()`` is the HTTP view
-__all__ = ["ACTIVE", "JOB_ID_RE", "Cancelled", "Job", "JobManager", "JobRecord"]
+__all__ = ["ACTIVE", "JOB_ID_RE", "Cancelled", "Job", "JobManager", "JobRecord", "JobState"]
 
 REPORT_EVERY_S = 1.0  # progress reaches the store (and renews the lease) at most this often
 STOPPING_PAUSE_S = 15.0  # no new claims for this long after a training process was stopped
@@ -136,7 +136,7 @@ class JobManager:
     # -- API (any process) ----------------------------------------------------------------------
     def submit(self, kind: str, tenant: str, adapter: str, payload: dict[str, Any]) -> JobRecord:
         rec = self.queue.submit(kind, tenant, adapter, payload)
-        self.events.job_state(rec.id, kind, "queued")
+        self.events.job_state(rec.id, kind, JobState.QUEUED)
         self._wake.set()
         return rec
 
@@ -156,8 +156,8 @@ class JobManager:
 
     def cancel(self, tenant: str, job_id: str) -> JobRecord:
         rec = self.queue.cancel(tenant, job_id)
-        if rec.status == CANCELLED:
-            self.events.job_state(rec.id, rec.kind, CANCELLED)
+        if rec.status == JobState.CANCELLED:
+            self.events.job_state(rec.id, rec.kind, JobState.CANCELLED)
         with self._lock:
             job = self._running.get(job_id)
         if job is not None:  # ours: stop now rather than at the next renewal
@@ -207,7 +207,7 @@ class JobManager:
         kind, t0 = job.record.kind, time.monotonic()
         with self._lock:
             self._running[job.id] = job
-        self.events.job_state(job.id, kind, RUNNING)
+        self.events.job_state(job.id, kind, JobState.RUNNING)
         done = threading.Event()
         beat = threading.Thread(target=self._heartbeat, args=(job, done), daemon=True,
                                 name=f"tailor-lease-{job.id[:8]}")
@@ -221,7 +221,7 @@ class JobManager:
             beat.join()
         if final is not None:
             self.events.job_state(job.id, kind, final.status)
-            if final.status in (SUCCEEDED, FAILED, CANCELLED):
+            if final.status.finished:
                 self.events.job_duration(kind, time.monotonic() - t0)
 
     def _heartbeat(self, job: Job, done: threading.Event) -> None:

@@ -43,11 +43,8 @@ from ..backoff import retry_after
 from ..errors import Conflict, JobNotFound, Overloaded
 from ..validation import shorten
 from .owner import owner_gone
+from .states import ACTIVE, JobState
 
-QUEUED, RUNNING = "queued", "running"
-SUCCEEDED, FAILED, CANCELLED = "succeeded", "failed", "cancelled"
-ACTIVE = (QUEUED, RUNNING)
-STATES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)
 # Job ids are uuid4 hex (32 characters). Anything else is not looked up at all, not even as a
 # file name (a 300-character id failed with ENAMETOOLONG, a 500, not a 404).
 JOB_ID_RE = re.compile(r"[0-9a-f]{32}")
@@ -81,7 +78,7 @@ class QueuedJob:
     adapter: str
     payload: dict[str, Any]
     max_attempts: int
-    status: str = QUEUED
+    status: JobState = JobState.QUEUED
     created_at: float = field(default_factory=time.time)
     finished_at: float | None = None
     attempts: list[Attempt] = field(default_factory=list)
@@ -99,6 +96,7 @@ class QueuedJob:
     def from_json(cls, text: str) -> "QueuedJob":
         d = json.loads(text)
         d["attempts"] = [Attempt(**a) for a in d.get("attempts", [])]
+        d["status"] = JobState(d["status"])
         return cls(payload={}, **d)
 
     def to_json(self) -> str:
@@ -112,9 +110,9 @@ class QueuedJob:
         return self.attempts[-1].started_at if self.attempts else None
 
     def public(self) -> dict[str, Any]:
-        return {"id": self.id, "kind": self.kind, "adapter": self.adapter, "status": self.status,
-                "progress": dict(self.progress), "loss": self.loss, "error": self.error,
-                "result": self.result, "attempts": len(self.attempts),
+        return {"id": self.id, "kind": self.kind, "adapter": self.adapter,
+                "status": self.status.value, "progress": dict(self.progress), "loss": self.loss,
+                "error": self.error, "result": self.result, "attempts": len(self.attempts),
                 "created_at": _iso(self.created_at), "started_at": _iso(self.started_at),
                 "finished_at": _iso(self.finished_at)}
 
@@ -205,12 +203,12 @@ class LeaseQueue:
                 continue
         return sorted(jobs, key=lambda j: (j.created_at, j.id))
 
-    def _close(self, job: QueuedJob, status: str, *, outcome: str | None = None,
+    def _close(self, job: QueuedJob, status: JobState, *, outcome: str | None = None,
                error: dict[str, str] | None = None, result: dict[str, Any] | None = None) -> QueuedJob:
         now = self.clock()
         if job.attempts and job.attempts[-1].ended_at is None:
             job.attempts[-1].ended_at = now
-            job.attempts[-1].outcome = outcome or status
+            job.attempts[-1].outcome = outcome or status.value
         job.status, job.error, job.result, job.finished_at = status, error, result, now
         job.lease_owner = job.lease_token = job.lease_expires_at = None
         job.publishing = False
@@ -228,7 +226,7 @@ class LeaseQueue:
         text = json.dumps(payload)  # before the lock: megabytes of examples take a while
         with self._locked():
             if self.max_queued is not None:
-                queued = sum(1 for j in self._pending() if j.status == QUEUED)
+                queued = sum(1 for j in self._pending() if j.status == JobState.QUEUED)
                 if queued >= self.max_queued:
                     retry = retry_after(self.retry_after_s)
                     raise Overloaded(f"{queued} training jobs are already waiting (limit "
@@ -257,14 +255,14 @@ class LeaseQueue:
         try:
             d = json.loads((self.root / f"{job_id}.json").read_text())
             job = QueuedJob(id=d["id"], kind=d["kind"], tenant=d["tenant"], adapter=d["adapter"],
-                            payload={}, max_attempts=1, status=d["status"],
+                            payload={}, max_attempts=1, status=JobState(d["status"]),
                             created_at=dt.datetime.fromisoformat(d["created_at"]).timestamp(),
                             progress=d.get("progress") or {"step": 0, "total": 0},
                             loss=d.get("loss"), error=d.get("error"), result=d.get("result"))
         except (OSError, ValueError, KeyError, TypeError):
             return None
         if job.status in ACTIVE:
-            job.status = FAILED
+            job.status = JobState.FAILED
             job.error = {"code": "interrupted", "message": "interrupted by an upgrade of the "
                          "server before it finished; nothing was published. Submit it again"}
         return job
@@ -282,8 +280,8 @@ class LeaseQueue:
                 raise Conflict(f"job {job_id} has finished training and is publishing its "
                                "adapter; delete the new version instead (DELETE "
                                "/v1/adapters/{name}?version=N)")
-            if job.status == QUEUED:
-                return self._close(job, CANCELLED)
+            if job.status == JobState.QUEUED:
+                return self._close(job, JobState.CANCELLED)
             job.cancel_requested = True
             self._write("pending", job)
             return job
@@ -295,9 +293,9 @@ class LeaseQueue:
 
     def counts(self) -> dict[str, int]:
         """Queued and running jobs now (the ``tailor_jobs`` gauge)."""
-        out = {QUEUED: 0, RUNNING: 0}
+        out = {s.value: 0 for s in ACTIVE}
         for job in self._pending():
-            out[job.status] = out.get(job.status, 0) + 1
+            out[job.status.value] += 1
         return out
 
     def usage(self) -> dict[str, dict[str, int]]:
@@ -310,8 +308,8 @@ class LeaseQueue:
                     job = QueuedJob.from_json(p.read_text())
                 except (OSError, ValueError, TypeError):
                     continue
-                states = out.setdefault(job.tenant, dict.fromkeys(STATES, 0))
-                states[job.status] = states.get(job.status, 0) + 1
+                states = out.setdefault(job.tenant, {s.value: 0 for s in JobState})
+                states[job.status.value] += 1
         return out
 
     # -- trainers --------------------------------------------------------------------------------
@@ -322,11 +320,11 @@ class LeaseQueue:
         with self._locked():
             now = self.clock()
             for job in self._pending():
-                if job.status == RUNNING and (
+                if job.status == JobState.RUNNING and (
                         (job.lease_expires_at is not None and job.lease_expires_at <= now)
                         or (job.lease_owner is not None and owner_gone(job.lease_owner))):
                     job = self._expired(job, now)
-                if job.status != QUEUED or (wanted is not None and job.kind not in wanted):
+                if job.status != JobState.QUEUED or (wanted is not None and job.kind not in wanted):
                     continue
                 try:
                     payload = json.loads(self._path("payloads", job.id).read_text())
@@ -334,7 +332,7 @@ class LeaseQueue:
                     self._fail_unreadable(job, e)
                     continue
                 token = uuid.uuid4().hex
-                job.status, job.lease_owner, job.lease_token = RUNNING, owner, token
+                job.status, job.lease_owner, job.lease_token = JobState.RUNNING, owner, token
                 job.lease_expires_at = now + self.lease_s
                 job.attempts.append(Attempt(owner=owner, started_at=now))
                 self._write("pending", job)
@@ -343,7 +341,7 @@ class LeaseQueue:
         return None
 
     def _fail_unreadable(self, job: QueuedJob, e: Exception) -> None:
-        self._close(job, FAILED, error={"code": "internal_error", "message": (
+        self._close(job, JobState.FAILED, error={"code": "internal_error", "message": (
             f"the job's payload (jobs/payloads/{job.id}.json) cannot be read "
             f"({type(e).__name__}); submit it again")})
 
@@ -353,9 +351,9 @@ class LeaseQueue:
         why = (f"its trainer {lost.owner} stopped renewing the lease (killed or stuck) "
                f"during attempt {len(job.attempts)} of {job.max_attempts}")
         if job.cancel_requested:
-            return self._close(job, CANCELLED, outcome="lease_expired")
+            return self._close(job, JobState.CANCELLED, outcome="lease_expired")
         if job.publishing:  # the result may be half published: never run it twice
-            return self._close(job, FAILED, outcome="lease_expired", error={
+            return self._close(job, JobState.FAILED, outcome="lease_expired", error={
                 "code": "interrupted", "message": why + ", while publishing; check the "
                 "adapter's latest version and submit again if it is missing"})
         return self._requeue(job, now, "lease_expired", "interrupted",
@@ -363,12 +361,12 @@ class LeaseQueue:
 
     def _requeue(self, job: QueuedJob, now: float, outcome: str, code: str, why: str) -> QueuedJob:
         if len(job.attempts) >= job.max_attempts:
-            return self._close(job, FAILED, outcome=outcome, error={
+            return self._close(job, JobState.FAILED, outcome=outcome, error={
                 "code": code, "message": why + ". No attempts left (TAILOR_JOB_ATTEMPTS): "
                 "submit it again"})
         if job.attempts:
             job.attempts[-1].ended_at, job.attempts[-1].outcome = now, outcome
-        job.status = QUEUED
+        job.status = JobState.QUEUED
         job.lease_owner = job.lease_token = job.lease_expires_at = None
         self._write("pending", job)
         return job
@@ -376,7 +374,7 @@ class LeaseQueue:
     def _held(self, lease: Lease) -> QueuedJob:
         """The job, if ``lease`` still holds it (call under the lock); else LeaseLost."""
         job = self._read("pending", lease.job.id)
-        if (job is None or job.status != RUNNING or job.lease_token != lease.token
+        if (job is None or job.status != JobState.RUNNING or job.lease_token != lease.token
                 or job.lease_expires_at is None or job.lease_expires_at <= self.clock()):
             raise LeaseLost(f"the lease of {lease.owner} on job {lease.job.id} is lost")
         return job
@@ -411,12 +409,13 @@ class LeaseQueue:
             job = self._held(lease)
             if job.progress.get("total"):
                 job.progress = {**job.progress, "step": job.progress["total"]}
-            return self._close(job, SUCCEEDED, result=result)
+            return self._close(job, JobState.SUCCEEDED, result=result)
 
     def fail(self, lease: Lease, code: str, message: str) -> QueuedJob:
         """The attempt failed for a reason retrying will not fix (bad data, a bug): fail now."""
         with self._locked():
-            return self._close(self._held(lease), FAILED, error={"code": code, "message": message})
+            return self._close(self._held(lease), JobState.FAILED,
+                               error={"code": code, "message": message})
 
     def retry(self, lease: Lease, code: str, message: str) -> QueuedJob:
         """The attempt was lost to something outside the job (its training process was
@@ -427,7 +426,7 @@ class LeaseQueue:
     def cancelled(self, lease: Lease) -> QueuedJob:
         """The trainer stopped because cancel was requested."""
         with self._locked():
-            return self._close(self._held(lease), CANCELLED)
+            return self._close(self._held(lease), JobState.CANCELLED)
 
     def release(self, lease: Lease) -> QueuedJob:
         """Give the job back without spending an attempt (a trainer shutting down cleanly). A
@@ -435,9 +434,9 @@ class LeaseQueue:
         with self._locked():
             job = self._held(lease)
             if job.cancel_requested:
-                return self._close(job, CANCELLED)
+                return self._close(job, JobState.CANCELLED)
             job.attempts.pop()
-            job.status = QUEUED
+            job.status = JobState.QUEUED
             job.lease_owner = job.lease_token = job.lease_expires_at = None
             job.progress, job.loss = {"step": 0, "total": 0}, None
             self._write("pending", job)

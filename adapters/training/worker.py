@@ -5,11 +5,12 @@ The server's inference threads keep all their cores; the worker runs at a lower 
 priority (``nice``) with a fixed number of torch threads, loads its own copy of the
 backbone (the served one is never touched) and talks to the server over pipes:
 
-- stdin: one JSON line with the job (kind, stage, examples, options, descriptions, unlabeled
-  texts, backbone path, output file),
-  then it is held open; EOF (the server died) makes the worker exit at once.
-- stdout: JSON lines ``{"progress": [step, total, loss]}``, then ``{"done": meta}`` or
-  ``{"error": {"code", "message", "status"}}``.
+- stdin: one JSON line, the ``WorkerSpec`` (the job's ``TrainInputs``, backbone path,
+  limits, output file, threads, priority, precision), then it is held open; EOF (the server
+  died) makes the worker exit at once (``adapters/child.py``, shared with the runtime
+  measurement).
+- stdout: ``WorkerReply`` lines: ``{"progress": [step, total, loss]}``, then ``{"done": meta}``
+  or ``{"error": {"code", "message", "status"}}``.
 - the trained tensors go to a safetensors file the server named (never pickle).
 
 Cancelling kills the process: nothing was published, because only the server publishes,
@@ -20,21 +21,20 @@ server shuts down (circus ``stop_children``), and the job is handed back unspent
 """
 from __future__ import annotations
 
-import json
-import os
 import signal
-import subprocess
-import sys
-import tempfile
 import threading
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Literal
 
+from ..child import Child, spawn
 from ..errors import TailorError
 from ..storage import Artifact
+from ..validation import Limits
 from .jobs import Cancelled, Job
+from .payloads import TrainInputs, WorkerConfig, WorkerReply, WorkerSpec
+
+__all__ = ["TrainingFailed", "WorkerConfig", "train_in_subprocess"]
 
 
 class TrainingFailed(TailorError):
@@ -42,76 +42,52 @@ class TrainingFailed(TailorError):
     code = "training_failed"
 
 
-@dataclass(frozen=True)
-class WorkerConfig:
-    """How training worker processes run (TAILOR_TRAIN_THREADS, TAILOR_TRAIN_NICE)."""
-
-    threads: int = 1
-    nice: int = 10
-
-
-def train_in_subprocess(job: Job, *, request: dict[str, Any], backbone_path: str | None,
-                        limits: dict[str, int], tmp_dir: Path,
-                        config: WorkerConfig = WorkerConfig(), dtype: str = "float32") -> Artifact:
-    """Train in a worker process. ``request``: what to train, as data (kind, stage,
-    examples, options, label_descriptions, unlabeled). ``dtype``: the serving precision of
-    the worker's backbone forwards (``TextEncoder``'s), fp32 weights for autograd either way.
+def train_in_subprocess(job: Job, *, request: TrainInputs, backbone_path: str | None,
+                        limits: Limits, tmp_dir: Path, config: WorkerConfig = WorkerConfig(),
+                        dtype: Literal["float32", "bfloat16"] = "float32") -> Artifact:
+    """Train ``request`` in a worker process. ``dtype``: the serving precision of the
+    worker's backbone forwards (``TextEncoder``'s), fp32 weights for autograd either way.
     Returns the artifact; raises Cancelled or TailorError."""
     from safetensors.torch import load_file
 
     tmp_dir.mkdir(parents=True, exist_ok=True)
     out = tmp_dir / f"train-{uuid.uuid4().hex}.safetensors"
-    spec = {**request, "backbone_path": backbone_path, "limits": limits, "out": str(out),
-            "threads": config.threads, "nice": config.nice, "dtype": dtype}
-    root = str(Path(__file__).resolve().parents[2])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
-    errlog = tempfile.TemporaryFile(mode="w+")  # a file, not a pipe: a chatty worker never blocks
-    proc = subprocess.Popen([sys.executable, "-m", "adapters.worker_main"], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=errlog, env=env, text=True)
-    watcher = threading.Thread(target=_kill_on_cancel, args=(job, proc), daemon=True)
+    spec = WorkerSpec(job=request, backbone_path=backbone_path, limits=limits, out=str(out),
+                      worker=config, dtype=dtype)
     try:
-        assert proc.stdin is not None and proc.stdout is not None
-        proc.stdin.write(json.dumps(spec) + "\n")
-        proc.stdin.flush()
-        watcher.start()
-        for line in proc.stdout:
-            try:
-                msg = json.loads(line)
-            except ValueError:  # a library printed to stdout: not ours, skip it
-                continue
-            if not isinstance(msg, dict):
-                continue
-            if "progress" in msg:
-                job.report(*msg["progress"])
-            elif "done" in msg:
-                return Artifact.from_meta(msg["done"], load_file(str(out)))
-            elif "error" in msg:
-                e = msg["error"]
-                err = TrainingFailed(e["message"], code=e["code"])
-                err.status = int(e.get("status", 422))
-                raise err
-        if job.cancel_requested.is_set():
-            raise Cancelled("cancelled")
-        if proc.wait() == -signal.SIGTERM:  # BentoML stops a worker's children with it
-            raise TrainingFailed("the training worker was stopped with the server (SIGTERM); "
-                                 "the job goes back to the queue", code="stopped")
-        if proc.wait() < 0:  # killed by a signal: the OOM killer, an operator
-            raise TrainingFailed(f"the training worker process was killed (signal {-proc.wait()}"
-                                 f"{', probably out of memory' if proc.wait() == -9 else ''}); "
-                                 "nothing was published", code="interrupted")
-        errlog.seek(0)
-        stderr = errlog.read()[-2000:]
-        raise RuntimeError(f"the training worker exited with {proc.wait()}: {stderr}")
+        with spawn("adapters.worker_main", spec) as child:
+            threading.Thread(target=_kill_on_cancel, args=(job, child), daemon=True).start()
+            for reply in child.replies(WorkerReply):
+                if reply.progress is not None:
+                    job.report(*reply.progress)
+                elif reply.done is not None:
+                    return Artifact.from_meta(reply.done, load_file(str(out)))
+                elif reply.error is not None:
+                    err = TrainingFailed(reply.error.message, code=reply.error.code)
+                    err.status = reply.error.status
+                    raise err
+            if job.cancel_requested.is_set():
+                raise Cancelled("cancelled")
+            raise _exited(child)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-        errlog.close()
         out.unlink(missing_ok=True)
 
 
-def _kill_on_cancel(job: Job, proc: subprocess.Popen) -> None:
-    while proc.poll() is None:
+def _exited(child: Child) -> Exception:
+    """Why a worker ended without saying done or error."""
+    code = child.wait()
+    if code == -signal.SIGTERM:  # BentoML stops a worker's children with it
+        return TrainingFailed("the training worker was stopped with the server (SIGTERM); "
+                              "the job goes back to the queue", code="stopped")
+    if code < 0:  # killed by a signal: the OOM killer, an operator
+        return TrainingFailed(f"the training worker process was killed (signal {-code}"
+                              f"{', probably out of memory' if code == -9 else ''}); "
+                              "nothing was published", code="interrupted")
+    return RuntimeError(f"the training worker exited with {code}: {child.stderr(last=2000)}")
+
+
+def _kill_on_cancel(job: Job, child: Child) -> None:
+    while child.running:
         if job.cancel_requested.wait(0.2):
-            proc.kill()
+            child.kill()
             return

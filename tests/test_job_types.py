@@ -1,0 +1,171 @@
+"""The typed hand-offs of a training job (adapters/training/payloads.py, states.py,
+kinds/metrics.py, child.py): what a job carries, what a worker gets and says, what a
+version's metrics mean, all checked where they are read, with errors that name the field."""
+from __future__ import annotations
+
+import json
+import time
+from typing import get_args
+
+import pytest
+from pydantic import ValidationError
+
+from adapters.child import spawn
+from adapters.errors import CorruptAdapter
+from adapters.kinds import KINDS, get_kind, kind_of_job
+from adapters.training.payloads import (InvalidJob, TrainPayload, WorkerConfig, WorkerReply,
+                                        WorkerSpec)
+from adapters.training.states import ACTIVE, FINISHED, JobState
+from adapters.validation import Limits
+from tests.echo_child import Reply, Spec
+
+EXAMPLES = [{"text": "a", "label": "x"}, {"text": "b", "label": "y"}]
+
+
+def test_a_payload_written_by_the_previous_version_still_reads():
+    """Jobs queued before an upgrade: the dict the create path wrote until now."""
+    old = {"stage": "background", "kind": "auto", "examples": EXAMPLES, "options": {"epochs": 1},
+           "label_descriptions": {}, "unlabeled": [], "changes": None, "base_version": 3}
+    p = TrainPayload.read("j1", json.loads(json.dumps(old)))
+    assert p.stage == "background" and p.base_version == 3 and p.kind == "auto"
+    assert p.training().model_dump() == {k: old[k] for k in (
+        "kind", "stage", "examples", "options", "label_descriptions", "unlabeled")}
+    assert p.inputs().examples == EXAMPLES
+
+
+@pytest.mark.parametrize("payload, named", [
+    ({"examples": []}, "kind: Field required"),
+    ({"kind": "lora", "stage": "later"}, "stage: Input should be 'train' or 'background'"),
+    ({"kind": "lora", "stage": "background"}, "base_version is given for stage 'background'"),
+    ({"kind": "lora", "base_version": 2}, "base_version is given for stage 'background'"),
+    ({"kind": "lora", "examples": "many"}, "examples: Input should be a valid list"),
+    ({"kind": "lora", "unlabeled": [1]}, "unlabeled.0: Input should be a valid string"),
+    ({"kind": "lora", "priority": 9}, "priority: Extra inputs are not permitted"),
+    ("not an object", "payload: Input should be a valid dictionary"),
+])
+def test_a_bad_payload_is_an_invalid_job_naming_the_field(payload, named):
+    with pytest.raises(InvalidJob) as e:
+        TrainPayload.read("j1", payload)
+    assert e.value.code == "invalid_job" and 400 <= e.value.status < 500
+    assert named in e.value.message and "job j1" in e.value.message, e.value.message
+
+
+def test_payloads_and_specs_are_frozen():
+    p = TrainPayload(kind="lora")
+    with pytest.raises(ValidationError):
+        p.kind = "head"  # type: ignore[misc]
+
+
+def test_a_worker_spec_round_trips_and_refuses_what_the_worker_cannot_run():
+    spec = WorkerSpec(job=TrainPayload(kind="lora", examples=EXAMPLES).training(),
+                      backbone_path=None, limits=Limits(max_examples=10), out="/tmp/x.safetensors",
+                      worker=WorkerConfig(threads=2, nice=5), dtype="bfloat16")
+    back = WorkerSpec.model_validate_json(spec.model_dump_json())
+    assert back == spec and back.limits.max_examples == 10
+    for bad in ({"dtype": "float16"}, {"worker": {"threads": 0}}, {"worker": {"nice": 20}}):
+        with pytest.raises(ValidationError):
+            WorkerSpec.model_validate({**json.loads(spec.model_dump_json()), **bad})
+
+
+@pytest.mark.parametrize("line, ok", [
+    ('{"progress": [3, 10, 0.5]}', True), ('{"progress": [3, 10, null]}', True),
+    ('{"done": {"kind": "lora"}}', True),
+    ('{"error": {"code": "x", "message": "m", "status": 413}}', True),
+    ('{"progress": [3, 10, 0.5], "done": {}}', False),  # two at once
+    ("{}", False), ('{"error": {"code": "x", "message": "m", "status": 200}}', False),
+])
+def test_a_worker_reply_is_exactly_one_thing(line, ok):
+    if ok:
+        WorkerReply.model_validate_json(line)
+    else:
+        with pytest.raises(ValidationError):
+            WorkerReply.model_validate_json(line)
+
+
+def test_job_states_are_one_enum():
+    assert [s.value for s in JobState] == ["queued", "running", "succeeded", "failed", "cancelled"]
+    assert set(ACTIVE) | set(FINISHED) == set(JobState) and not set(ACTIVE) & set(FINISHED)
+    assert all(s.finished for s in FINISHED) and not any(s.finished for s in ACTIVE)
+    assert JobState("queued") == "queued" and json.dumps(JobState.FAILED) == '"failed"'
+
+
+def test_the_http_schema_and_the_metrics_spell_job_states_from_the_enum():
+    from service.metrics import ACTIVE_JOB_STATES, JOB_STATES
+    from service.schemas import JobRecord
+
+    assert get_args(JobRecord.model_fields["status"].annotation) == tuple(s.value for s in JobState)
+    assert tuple(JOB_STATES) == tuple(JobState) and tuple(ACTIVE_JOB_STATES) == ACTIVE
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_every_kind_names_its_jobs_and_is_found_by_them(kind):
+    k = get_kind(kind)
+    assert k.job_kind == f"{kind}_train" and kind_of_job(k.job_kind) is k
+    assert kind_of_job("nothing_train") is None
+
+
+# -- training metrics --------------------------------------------------------------------------
+BASE = {"examples": 8, "per_label": {"a": 4, "b": 4}}
+
+
+@pytest.mark.parametrize("kind, metrics, estimate", [
+    ("head", {**BASE, "cv_accuracy": 0.75, "cv_folds": 4, "calibration_scale": 2.0}, ("cv_accuracy", 0.75)),
+    ("head", {**BASE, "cv_f1_micro": 0.5, "cv_folds": 4}, ("cv_f1_micro", 0.5)),
+    ("head", dict(BASE), None),  # zero-shot or too few examples: no estimate
+    ("lora", {**BASE, "train_loss": 0.1, "train_seconds": 3.0, "cv_accuracy_head_only": 0.6,
+              "cv_accuracy_tuned": 0.9}, ("cv_accuracy_head_only", 0.6)),
+    ("auto", {**BASE, "recipe": "head", "cv_accuracy": 0.7}, ("cv_accuracy", 0.7)),
+    ("auto", {**BASE, "recipe": "LoRA", "estimate": 0.8, "estimate_head": 0.7, "estimate_folds": 2,
+              "selection": {"decision": "promoted"}}, ("estimate", 0.8)),
+])
+def test_each_kind_reads_its_own_estimate(kind, metrics, estimate):
+    found = get_kind(kind).metrics.read(metrics).best_estimate()
+    assert (found.name, found.value) == estimate if estimate else found is None
+
+
+def test_a_trainer_cannot_misspell_a_metric_but_a_reader_skips_unknown_ones():
+    head = get_kind("head").metrics
+    with pytest.raises(ValidationError, match="cv_acuracy"):
+        head(**BASE, cv_acuracy=0.5)
+    assert head.read({**BASE, "written_by_a_newer_version": 1}).examples == 8
+    assert "cv_accuracy" not in head(**BASE).stored()  # not measured: not stored as null
+
+
+def test_unreadable_stored_metrics_are_a_corrupt_adapter_naming_it():
+    with pytest.raises(CorruptAdapter, match="news@2"):
+        get_kind("lora").metrics.read({**BASE, "train_seconds": "soon", "train_loss": 1}, "news@2")
+
+
+# -- the child process helper ------------------------------------------------------------------
+def test_a_child_gets_its_spec_and_replies_skipping_foreign_lines():
+    with spawn("tests.echo_child", Spec(words=["one", "two"])) as child:
+        got = [r.word for r in child.replies(Reply)]
+        assert child.wait(60) == 0
+        assert got == ["one", "two"] and "to stderr" in child.stderr()
+
+
+def test_a_child_exits_when_its_parent_closes_the_pipe():
+    with spawn("tests.echo_child", Spec(words=["x"], hang=True)) as child:
+        next(child.replies(Reply))
+        child.proc.stdin.close()  # what the parent's death does
+        assert child.wait(60) == 3
+
+
+def test_a_child_refuses_a_bad_spec_with_the_reason_on_stderr():
+    with spawn("tests.echo_child", {"words": "not a list"}) as child:
+        assert child.wait(60) != 0
+        assert "words" in child.stderr() and "Input should be a valid" in child.stderr()
+
+
+def test_leaving_the_block_kills_a_running_child():
+    with spawn("tests.echo_child", Spec(words=[], hang=True)) as child:
+        time.sleep(0.2)
+    assert not child.running and child.proc.returncode < 0
+
+
+def test_a_job_whose_payload_does_not_parse_fails_with_why_and_publishes_nothing(engine):
+    rec = engine.jobs.submit("lora_train", "default", "x", {"examples": [], "stage": "train"})
+    done = engine.wait_job("default", rec.id, timeout=120)
+    assert done["status"] == "failed" and done["error"]["code"] == "invalid_job", done
+    assert "kind: Field required" in done["error"]["message"]
+    assert engine.list_adapters("default") == []
