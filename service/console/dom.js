@@ -61,7 +61,7 @@ export function estimate(metrics) {
 }
 
 export function fmtEstimate(e) {
-  return e ? `${e.value.toFixed(3)} (${e.name})` : "none (e.g. zero-shot)";
+  return e ? `${e.value.toFixed(3)} (${e.name})` : "none";
 }
 
 /** A small line plot of [{x, y}] (y in 0..1), drawn with SVG DOM nodes. */
@@ -79,6 +79,7 @@ export function plot(points, { width = 360, height = 140, label = "quality estim
                s("text", { x: 2, y: Y(t) + 4, class: "tick" }, t.toFixed(1)));
   }
   const known = points.filter((p) => typeof p.y === "number");
+  if (!known.length) svg.append(s("text", { x: width / 2 - 80, y: height / 2 - 8, class: "none" }, "no version has an estimate yet"));
   if (known.length > 1) {
     svg.append(s("polyline", { class: "line", points: known.map((p) => `${X(p.x)},${Y(p.y)}`).join(" ") }));
   }
