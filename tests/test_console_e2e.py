@@ -13,6 +13,7 @@ fresh browser context, so a fresh sessionStorage, per test):
 from __future__ import annotations
 
 import csv
+import json
 import re
 import uuid
 
@@ -111,8 +112,8 @@ def test_the_whole_loop_create_upload_job_suggest_label_with_keys_version_2(page
     page.click("#c-submit")
     # the job's progress is shown live, then what it published
     page.wait_for_selector("#job-progress")
-    page.wait_for_selector("#job-decision", timeout=300_000)
-    assert "Published questions@1" in page.inner_text("#job-decision")
+    page.wait_for_selector("#job-decision, #job-result .error", timeout=300_000)
+    assert "Published questions@1" in page.inner_text("#c-out"), page.inner_text("#c-out")
     assert re.search(r"succeeded (\d+)/\1", page.inner_text("#job-state"))
 
     page.goto("/ui/#/label/questions")
@@ -131,7 +132,8 @@ def test_the_whole_loop_create_upload_job_suggest_label_with_keys_version_2(page
         page.keyboard.press(str(labels.index(truth[text]) + 1))
     assert page.locator("#l-items li.skipped").count() == 1
     page.keyboard.press("Enter")
-    page.wait_for_selector("#l-published", timeout=300_000)
+    page.wait_for_selector("#l-published, #l-result .error", timeout=300_000)
+    assert page.locator("#l-published").count(), page.inner_text("#l-result")
     assert page.inner_text("#l-ref") == "questions@2"
     before, after = page.inner_text("#l-before"), page.inner_text("#l-after")
 
@@ -253,3 +255,24 @@ def test_files_are_open_api_calls_need_a_key_and_the_console_is_bounded(server):
             c.get(f"/ui/probe-{n}.js")
         endpoints = set(re.findall(r'endpoint="([^"]*)"', c.get("/metrics").text))
         assert "/ui/{file}" in endpoints and not [e for e in endpoints if "probe" in e]
+
+
+def test_the_jobs_page_shows_progress_and_cancels(page, server, trec):
+    train, _, _ = trec
+    use_key(page, KEYS["acme"], "#/create")
+    page.fill("#c-name", "long-job")
+    page.select_option("#c-kind", "lora")
+    page.fill("#c-rows", "\n".join(json.dumps(e) for e in train))  # JSON Lines
+    page.fill("#c-options", '{"epochs": 100}')
+    page.click("#c-submit")
+    page.wait_for_selector("#job-progress")
+    job_id = page.get_attribute("[data-job]", "data-job")
+    page.goto("/ui/#/jobs")
+    row = page.locator(f"#jobs tr[data-job='{job_id}']")
+    row.wait_for()
+    assert row.get_attribute("data-status") in ("queued", "running")
+    row.locator("button.cancel").click()
+    page.wait_for_selector(f"#jobs tr[data-job='{job_id}'][data-status='cancelled']", timeout=120_000)
+    assert "Cancelled" in row.inner_text()
+    rec = httpx.get(f"{server.url}/v1/jobs/{job_id}", headers=auth("acme")).json()
+    assert rec["status"] == "cancelled"
