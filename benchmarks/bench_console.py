@@ -34,11 +34,13 @@ def _load() -> str:
 def page_weight(page) -> dict[str, int]:
     """Bytes of every file the console loads (uncompressed, as served)."""
     responses = []
-    page.on("response", responses.append)
+    def keep(r):
+        responses.append(r)
+    page.on("response", keep)
     page.goto("/ui/")
     page.wait_for_selector("#adapters")
     page.wait_for_load_state("networkidle")
-    page.remove_listener("response", responses.append)
+    page.remove_listener("response", keep)
     return {r.url.rsplit("/ui/", 1)[-1] or "index.html": len(r.body())
             for r in responses if "/ui/" in r.url}
 

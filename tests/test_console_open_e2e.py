@@ -27,7 +27,7 @@ def test_an_open_service_needs_no_key(server):
         browser = launch(p)
         page = browser.new_context(base_url=server.url).new_page()
         requests = []
-        page.on("request", requests.append)
+        page.on("request", lambda r: requests.append(r))
         page.goto("/ui/")
         page.wait_for_selector("#view .empty")
         assert page.inner_text("#key-state") == "no key"
