@@ -12,7 +12,9 @@ presses keys as fast as the page takes them, so "keyboard" is the console's own 
 from __future__ import annotations
 
 import argparse
+import csv
 import gzip
+import io
 import statistics
 import subprocess
 import tempfile
@@ -51,12 +53,12 @@ def label_round(page, pool: list[str], truth: dict[str, str], labels: list[str])
     page.fill("#l-k", str(K))
     t0 = time.perf_counter()
     page.click("#l-suggest")
-    page.wait_for_function(f"document.querySelectorAll('#l-items li').length === {K}")
+    page.locator("#l-items li").nth(K - 1).wait_for()
     t1 = time.perf_counter()
     texts = page.locator("#l-items li .text").all_inner_texts()
     for text in texts:
         page.keyboard.press(str(labels.index(truth[text]) + 1))
-    page.wait_for_function(f"document.getElementById('l-status').textContent.startsWith('{K} of {K}')")
+    page.locator("#l-status", has_text=f"{K} of {K} done").wait_for()
     t2 = time.perf_counter()
     page.keyboard.press("Enter")
     page.wait_for_selector("#l-published")
@@ -65,7 +67,7 @@ def label_round(page, pool: list[str], truth: dict[str, str], labels: list[str])
             "texts": texts}
 
 
-def screenshots(page, srv, out: Path) -> list[Path]:
+def screenshots(page, out: Path) -> list[Path]:
     """One PNG per page, from the state the benchmark left (docs/console/*.png)."""
     out.mkdir(parents=True, exist_ok=True)
     shots = []
@@ -75,6 +77,17 @@ def screenshots(page, srv, out: Path) -> list[Path]:
         page.screenshot(path=str(path), full_page=True)
         shots.append(path)
 
+    page.goto("/ui/#/create")
+    page.fill("#c-name", "questions-lora")
+    page.select_option("#c-kind", "lora")
+    train, _ = trec_coarse().few_shot(4, seed=11)
+    rows = io.StringIO()
+    csv.writer(rows).writerows([("text", "label"), *((e["text"], e["label"]) for e in train)])
+    page.fill("#c-rows", rows.getvalue())
+    page.fill("#c-options", '{"epochs": 1, "cv_folds": 2}')
+    page.click("#c-submit")
+    page.wait_for_selector("#job-decision", timeout=600_000)
+    shot("create")
     page.goto("/ui/")
     page.wait_for_selector("#adapters")
     shot("adapters")
@@ -84,15 +97,6 @@ def screenshots(page, srv, out: Path) -> list[Path]:
     page.click("#try-run")
     page.wait_for_selector("#scores")
     shot("adapter")
-    page.goto("/ui/#/create")
-    page.fill("#c-name", "questions-lora")
-    page.select_option("#c-kind", "lora")
-    train, _ = trec_coarse().few_shot(4, seed=11)
-    page.fill("#c-rows", "text,label\n" + "\n".join(f'"{e["text"]}",{e["label"]}' for e in train))
-    page.fill("#c-options", '{"epochs": 1, "cv_folds": 2}')
-    page.click("#c-submit")
-    page.wait_for_selector("#job-decision", timeout=600_000)
-    shot("create")
     page.goto("/ui/#/jobs")
     page.wait_for_selector("#jobs table")
     shot("jobs")
@@ -142,7 +146,7 @@ def main(argv: list[str] | None = None) -> None:
                     pool = [t for t in pool if t not in done]
                     rounds.append(rnd)
                 versions = httpx.get(f"{srv.url}/v1/adapters/questions").json()["versions"]
-                shots = screenshots(page, srv, args.screenshots) if args.screenshots else []
+                shots = screenshots(page, args.screenshots) if args.screenshots else []
                 browser.close()
         finally:
             srv.stop()

@@ -3,9 +3,9 @@
 The console is plain ES modules, HTML and CSS from ``service/console/`` (no build step, no
 framework). It calls only the public v1 API, with the user's API key sent by the browser in
 ``Authorization``, so it has exactly the caller's rights: the static files need no key (they
-hold no data), every API call does. It is a Starlette app, not a FastAPI one, so BentoML
-leaves it out of the OpenAPI document (/docs.json); its request series are labelled
-``/ui/{file}`` (service/route_labels.py).
+hold no data), every API call does. It is a plain ASGI app (Starlette's StaticFiles), not a
+FastAPI one, so BentoML leaves it out of the OpenAPI document (/docs.json); its request
+series are labelled ``/ui/{file}`` (service/route_labels.py).
 
 Every answer carries a Content-Security-Policy that allows scripts, styles and connections
 from this origin only (no inline script or style, no third-party origin, no framing): texts

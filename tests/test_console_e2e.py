@@ -197,7 +197,7 @@ def test_a_wrong_or_missing_key_shows_the_api_message(page, server):
     assert page.inner_text("#view .error") == expected  # "missing API key: ..."
     wrong_key = "not-a-key-of-this-server-0123456789"
     use_key(page, wrong_key)
-    page.wait_for_function("document.querySelector('#view .error')?.textContent.startsWith('invalid API key')")
+    page.locator("#view .error", has_text="invalid API key").wait_for()
     wrong = httpx.get(f"{server.url}/v1/adapters", headers={"Authorization": f"Bearer {wrong_key}"})
     assert page.inner_text("#view .error") == wrong.json()["error"]["message"]
 
@@ -230,7 +230,7 @@ def test_a_rejected_create_shows_the_api_message_and_the_key_stays_out_of_urls(p
     # a file the parser cannot read is named, not sent
     page.fill("#c-rows", '{"text": "no label"}')
     page.click("#c-submit")
-    page.wait_for_function("document.querySelector('#c-out .error')?.textContent.includes('no \"label\"')")
+    page.locator("#c-out .error", has_text='no "label"').wait_for()
 
     key = KEYS["acme"]
     assert all(key not in r.url for r in page.watch.requests)
@@ -253,8 +253,10 @@ def test_files_are_open_api_calls_need_a_key_and_the_console_is_bounded(server):
         assert not [p for p in doc["paths"] if p.startswith("/ui")]
         for n in range(20):
             c.get(f"/ui/probe-{n}.js")
-        endpoints = set(re.findall(r'endpoint="([^"]*)"', c.get("/metrics").text))
-        assert "/ui/{file}" in endpoints and not [e for e in endpoints if "probe" in e]
+        metrics = c.get("/metrics").text
+        endpoints = set(re.findall(r'endpoint="([^"]*)"', metrics))
+        assert "/ui/{file}" in endpoints, (sorted(endpoints), metrics[-3000:])
+        assert not [e for e in endpoints if "probe" in e]
 
 
 def test_the_jobs_page_shows_progress_and_cancels(page, server, trec):
@@ -276,3 +278,23 @@ def test_the_jobs_page_shows_progress_and_cancels(page, server, trec):
     assert "Cancelled" in row.inner_text()
     rec = httpx.get(f"{server.url}/v1/jobs/{job_id}", headers=auth("acme")).json()
     assert rec["status"] == "cancelled"
+
+
+def test_an_auto_job_says_whether_it_promoted_or_kept_and_why(page, server, trec):
+    """kind auto: a head at once, then the LoRA recipe in a job; min_gain 1.0 cannot be
+    reached, so the job keeps version 1 and the page says why (the job's own reason)."""
+    train, _, _ = trec
+    two = [e for e in train if e["label"] in ("HUM", "LOC")]
+    use_key(page, KEYS["acme"], "#/create")
+    page.fill("#c-name", "auto-kept")
+    page.select_option("#c-kind", "auto")
+    page.fill("#c-rows", "\n".join(json.dumps(e) for e in two))
+    page.fill("#c-options", '{"epochs": 1, "min_gain": 1.0}')
+    page.click("#c-submit")
+    page.wait_for_selector("#c-ref")
+    assert page.inner_text("#c-ref") == "auto-kept@1"  # servable at once
+    page.wait_for_selector("#job-decision, #job-result .error", timeout=300_000)
+    job_id = page.get_attribute("[data-job]", "data-job")
+    job = httpx.get(f"{server.url}/v1/jobs/{job_id}", headers=auth("acme")).json()
+    assert job["result"]["decision"] == "kept"
+    assert page.inner_text("#job-decision") == f"Kept: auto-kept@1 — {job['result']['reason']}"

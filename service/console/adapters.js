@@ -1,7 +1,7 @@
 // The adapters list and one adapter's page: versions, what changed in each, the quality
 // estimate across versions, and a box to try texts (or images) and see the scores.
 import { api, enc } from "./api.js";
-import { h, errorBox, estimate, fmtBytes, fmtEstimate, fmtScore, plot } from "./dom.js";
+import { h, errorBox, estimate, fmtBytes, fmtEstimate, fmtScore, fmtTime, plot } from "./dom.js";
 import { fileBase64 } from "./parse.js";
 
 const MAX_VERSIONS = 30; // versions fetched for the table and the plot (the latest ones)
@@ -60,7 +60,7 @@ export async function adapterPage(view, ctx, name) {
     h("table", { id: "versions" },
       h("thead", {}, h("tr", {}, ["Version", "Kind", "Created", "Quality estimate", "Size", "Changes"].map((c) => h("th", {}, c)))),
       h("tbody", {}, records.map((r, i) => r ? h("tr", { "data-version": r.version },
-        h("td", {}, String(r.version)), h("td", {}, r.kind), h("td", {}, r.created_at),
+        h("td", {}, String(r.version)), h("td", {}, r.kind), h("td", {}, fmtTime(r.created_at)),
         h("td", {}, fmtEstimate(estimate(r.metrics))), h("td", {}, fmtBytes(r.size_bytes)),
         h("td", { class: "changes" }, describeChanges(r.changes)))
         : h("tr", {}, h("td", {}, String(versions[i])), h("td", { colspan: 5 }, "(could not be read)"))))),

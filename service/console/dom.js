@@ -46,6 +46,11 @@ export function fmtBytes(n) {
   return `${(n / 1024 / 1024).toFixed(1)} MB`;
 }
 
+/** An RFC 3339 time as `YYYY-MM-DD HH:MM:SS` (UTC, as the API writes it). */
+export function fmtTime(s) {
+  return typeof s === "string" ? s.replace("T", " ").slice(0, 19) : "";
+}
+
 export function fmtScore(x) {
   return typeof x === "number" ? x.toFixed(3) : "";
 }

@@ -2,7 +2,7 @@
 // service has that route; otherwise (an older service answers 404/405) the page shows the
 // jobs this tab started (kept in sessionStorage), each read with GET /v1/jobs/{id}.
 import { api, enc, knownJobs } from "./api.js";
-import { h, errorBox } from "./dom.js";
+import { h, errorBox, fmtTime } from "./dom.js";
 import { jobOutcome } from "./create.js";
 
 async function listJobs() {
@@ -46,7 +46,7 @@ function table(jobs, refresh, body) {
       h("td", {}, h("a", { href: `#/adapters/${enc(j.adapter)}` }, j.adapter)),
       h("td", { class: "state" }, j.status),
       h("td", {}, h("progress", { max: Math.max(j.progress.total, 1), value: j.progress.step }), ` ${j.progress.step}/${j.progress.total}`),
-      h("td", {}, j.created_at),
+      h("td", {}, fmtTime(j.created_at)),
       h("td", {}, ["queued", "running"].includes(j.status) ? "" : jobOutcome(j)),
       h("td", {}, ["queued", "running"].includes(j.status) ? h("button", { type: "button", class: "cancel", onclick: async () => {
         try { await api("DELETE", `/jobs/${enc(j.id)}`); await refresh(); } catch (e) { body.append(errorBox(e)); }
