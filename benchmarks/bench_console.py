@@ -171,7 +171,9 @@ def main(argv: list[str] | None = None) -> None:
                           ("total", "the whole round"))),
         "",
         f"Per key: {med['keyboard'] / K * 1000:.0f} ms (the console redraws the list on every key). "
-        f"A person labels at the speed they read; the console adds {med['keyboard']:.1f} s per {K} texts.",
+        f"A person labels at the speed they read; the console adds {med['keyboard']:.1f} s per {K} texts. "
+        "`suggest` and publish are the API's own time (embedding the pool, training and "
+        "cross-validating the next version on 2 loaded cores), not the page's.",
         "",
         f"Page weight (everything the console loads, as served, no compression): "
         f"**{sum(sizes.values()) / 1024:.1f} KB** in {len(sizes)} files; {gz / 1024:.1f} KB if gzipped. "
