@@ -25,7 +25,7 @@ import bentoml
 from . import route_labels
 from .api import create_app
 from .auth import KeyRing, load_keyring
-from .console import create_console
+from .console import PATH as CONSOLE_PATH, create_console
 from .errors import error_response
 from .metrics import Recorder
 from .settings import Settings
@@ -145,7 +145,7 @@ def exit_with_supervisor(poll_s: float = 1.0, grace_s: float = 5.0) -> threading
 @bentoml.service(name="tailor", workers=1, traffic={"timeout": 300},
                  http={"cors": {"enabled": False}})
 @bentoml.asgi_app(app, path="/v1")
-@bentoml.asgi_app(create_console(), path="/ui")  # the console: static files, no key needed
+@bentoml.asgi_app(create_console(), path=CONSOLE_PATH)  # the console: static files, no key needed
 class TailorService:
     def __init__(self) -> None:
         exit_with_supervisor()
