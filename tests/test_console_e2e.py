@@ -40,7 +40,10 @@ def server(tmp_path_factory):
     d = tmp_path_factory.mktemp("console-e2e")
     keys = d / "api-keys"
     keys.write_text("".join(f"{k} {t}\n" for t, k in KEYS.items()))
-    srv = Server(d / "store", {"TAILOR_API_KEYS_FILE": str(keys)}).start()
+    # its own BENTOML_HOME: `bentoml serve` empties the prometheus multiprocess folder there
+    # at start, so another server starting on this machine would freeze this one's /metrics
+    srv = Server(d / "store", {"TAILOR_API_KEYS_FILE": str(keys),
+                               "BENTOML_HOME": str(d / "bentoml")}).start()
     yield srv
     srv.stop()
 
@@ -97,8 +100,6 @@ def trec():
 
 
 def test_files_are_open_api_calls_need_a_key_and_the_console_is_bounded(server):
-    """First in the module: after a LoRA job has run, this server's /metrics stopped changing
-    (BentoML's request series froze; see the issue-23 report), which is not the console's."""
     with httpx.Client(base_url=server.url) as c:
         r = c.get("/ui/")
         assert r.status_code == 200 and "<title>Tailor console</title>" in r.text
