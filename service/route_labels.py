@@ -22,6 +22,8 @@ from starlette.routing import compile_path
 BENTOML_PATHS = frozenset({"/", "/docs", "/docs.json", "/schema.json", "/livez", "/healthz",
                            "/readyz", "/metrics"})
 UNKNOWN = "/{unknown}"
+# the console's static files (service/console.py): one label for all of them
+CONSOLE, CONSOLE_LABEL = "/ui", "/ui/{file}"
 RAW_PATH_KEY = "tailor.raw_path"
 
 
@@ -38,6 +40,8 @@ class RouteLabels:
     def __call__(self, path: str) -> str:
         if path in BENTOML_PATHS:
             return path
+        if path == CONSOLE or path.startswith(CONSOLE + "/"):
+            return CONSOLE_LABEL
         if path.startswith(self.prefix + "/"):
             sub = path[len(self.prefix):]
             for regex, template in self._regexes:
@@ -49,7 +53,7 @@ class RouteLabels:
     def all(self) -> set[str]:
         """Every label this can give (for the ServiceMonitor's test)."""
         return (set(BENTOML_PATHS) | {self.prefix + t for t in self.templates}
-                | {self.prefix + UNKNOWN, UNKNOWN})
+                | {self.prefix + UNKNOWN, UNKNOWN, CONSOLE_LABEL})
 
 
 def _restoring(app):

@@ -2,7 +2,8 @@
 
 ``bentoml serve service.service:TailorService`` loads the backbone once in ``__init__``
 (so ``/readyz`` answers 200 only when it is warm), builds the domain engine and mounts the
-v1 FastAPI routes at ``/v1``, behind the API keys (service/auth.py). BentoML supplies
+v1 FastAPI routes at ``/v1``, behind the API keys (service/auth.py), and the console's static
+files at ``/ui`` (service/console.py; they call the v1 API with the user's key). BentoML supplies
 ``/readyz``, ``/livez``, ``/metrics`` and ``/docs.json`` (which includes the v1 routes);
 they stay open (probes and scrapers carry no key). ``/metrics`` carries BentoML's series
 (labelled by route, service/route_labels.py) and then Tailor's own (service/metrics.py).
@@ -24,6 +25,7 @@ import bentoml
 from . import route_labels
 from .api import create_app
 from .auth import KeyRing, load_keyring
+from .console import PATH as CONSOLE_PATH, create_console
 from .errors import error_response
 from .metrics import Recorder
 from .settings import Settings
@@ -143,6 +145,7 @@ def exit_with_supervisor(poll_s: float = 1.0, grace_s: float = 5.0) -> threading
 @bentoml.service(name="tailor", workers=1, traffic={"timeout": 300},
                  http={"cors": {"enabled": False}})
 @bentoml.asgi_app(app, path="/v1")
+@bentoml.asgi_app(create_console(), path=CONSOLE_PATH)  # the console: static files, no key needed
 class TailorService:
     def __init__(self) -> None:
         exit_with_supervisor()

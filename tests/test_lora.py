@@ -146,3 +146,24 @@ def test_trained_lora_round_trips_through_store_and_registry(backbone, checksum,
     acc = sum(p["label"] == g for p, (_, g) in zip(out["predictions"], test)) / len(test)
     assert acc > 1 / 6 + 0.15  # 6 labels: far above chance even after one epoch
     assert backbone.weights_checksum() == checksum
+
+
+@pytest.mark.parametrize("counts, batch_size", [([4] * 6 + [3] * 3, 16), ([6] * 5 + [3], 16),
+                                                 ([2, 3], 4), ([17], 16), ([5, 4, 8], 2)])
+def test_every_training_batch_has_a_pair(counts, batch_size):
+    """A batch of one row has no pair, so its contrastive loss is a constant with no gradient:
+    an update to 33 examples (batches of 16, 16, 1) failed its job (found by the console's
+    browser test). Every row is used once per epoch, in batches of at least 2."""
+    import random
+
+    import numpy as np
+
+    from adapters.kinds.lora import _batches, _contrastive_loss
+
+    y = np.repeat(np.arange(len(counts)), counts)
+    batches = _batches(y, batch_size, random.Random(0))
+    assert sorted(i for b in batches for i in b) == list(range(len(y)))
+    assert all(len(b) >= 2 for b in batches), [len(b) for b in batches]
+    emb = torch.nn.functional.normalize(torch.randn(len(y), 8, requires_grad=True), dim=1)
+    for b in batches:
+        assert _contrastive_loss(emb[b], torch.from_numpy(y[b])).requires_grad

@@ -34,6 +34,9 @@ LABELS = RouteLabels(create_app().openapi()["paths"])
     ("/v1", UNKNOWN),
     ("/readyz", "/readyz"), ("/livez", "/livez"), ("/metrics", "/metrics"),
     ("/docs.json", "/docs.json"),
+    # the console's static files (service/console.py): one label, whatever the file
+    ("/ui", "/ui/{file}"), ("/ui/", "/ui/{file}"), ("/ui/app.js", "/ui/{file}"),
+    ("/ui/../../etc/passwd", "/ui/{file}"), ("/uix", UNKNOWN),
 ])
 def test_every_path_gets_a_label_from_a_fixed_set(path, label):
     assert LABELS(path) == label

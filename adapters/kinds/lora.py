@@ -111,7 +111,13 @@ def _batches(y: np.ndarray, batch_size: int, rng: random.Random) -> list[list[in
         blocks += [idx[i:i + 2] for i in range(0, len(idx), 2)]
     rng.shuffle(blocks)
     flat = [i for b in blocks for i in b]
-    return [flat[i:i + batch_size] for i in range(0, len(flat), batch_size)]
+    batches = [flat[i:i + batch_size] for i in range(0, len(flat), batch_size)]
+    if len(batches) > 1 and len(batches[-1]) < 2:
+        # one row makes no pair: its loss would be a constant without a gradient (an update
+        # to 33 examples in batches of 16 failed its job with "does not require grad")
+        last = batches.pop()
+        batches[-1] += last
+    return batches
 
 
 def _contrastive_loss(emb: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

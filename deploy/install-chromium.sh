@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Debian's Chromium, for the console's browser tests (tests/test_console_e2e.py drives it with
+# Playwright from PyPI at /usr/bin/chromium; `playwright install` is never run: no browser is
+# downloaded). Idempotent: installs only what is missing. Needs root (apt).
+set -euo pipefail
+if [ -x /usr/bin/chromium ]; then
+  exit 0
+fi
+echo "installing: chromium (Debian)"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends chromium
