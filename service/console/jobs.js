@@ -5,11 +5,13 @@ import { api, enc, knownJobs } from "./api.js";
 import { h, errorBox, fmtTime } from "./dom.js";
 import { jobOutcome } from "./create.js";
 
+const LIMIT = 100; // one page of GET /v1/jobs ({"jobs": [...], "next": ...}), newest first
+
 async function listJobs() {
   try {
-    const { data } = await api("GET", "/jobs");
-    const jobs = Array.isArray(data) ? data : data.jobs || data.data || data.items || [];
-    return { jobs, source: "all of your jobs (GET /v1/jobs)" };
+    const { data } = await api("GET", `/jobs?limit=${LIMIT}`);
+    const jobs = Array.isArray(data) ? data : data.jobs || [];
+    return { jobs, source: data.next ? `your newest ${LIMIT} jobs (GET /v1/jobs)` : "all of your jobs (GET /v1/jobs)" };
   } catch (e) {
     if (e.status !== 404 && e.status !== 405) throw e;
   }
