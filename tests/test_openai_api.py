@@ -151,3 +151,12 @@ def test_lora_embedding_rows_mix_with_predict_rows_in_one_forward(backbone, lora
             want = merged_embed(backbone, via, [text])[0]
         assert torch.allclose(got, want, atol=1e-4)
     assert not torch.allclose(out[0], backbone.embed([TEXTS[0]])[0], atol=1e-2)  # LoRA moved it
+
+
+def test_odd_model_ids_in_the_path_are_404(app):
+    from tests.test_hostile_input import NAMES
+
+    for name in NAMES:
+        r = app.get("/models/" + name)
+        assert r.status_code == 404, (name, r.text)
+        assert r.json()["error"]["code"] in ("model_not_found", "not_found"), (name, r.text)
