@@ -8,6 +8,7 @@
     tailor create shoes --images photos/              # image backbones: one sub-folder per label
     tailor predict shoes --images new-photos/         # every PNG/JPEG under the folder
     tailor list | tailor show topics@2 | tailor delete topics [--version 2]
+    tailor jobs --status running                      # your training jobs, newest first
     tailor export topics@2 --store ./tailor-store --quantize int8 --out bundles/   # no server
 
 The server address comes from --url or TAILOR_URL (default http://localhost:3000).
@@ -237,6 +238,21 @@ def cmd_show(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_jobs(client: Client, args: argparse.Namespace) -> int:
+    """Your jobs, newest first, one JSON line each (every page, up to --limit jobs)."""
+    after, left = None, args.limit
+    while left > 0:
+        page = client.list_jobs(status=args.status, adapter=args.adapter, limit=min(left, 200),
+                                after=after)
+        for job in page.jobs:
+            print(json.dumps(_dump(job)))
+        left -= len(page.jobs)
+        after = page.next
+        if after is None:
+            break
+    return 0
+
+
 def cmd_delete(client: Client, args: argparse.Namespace) -> int:
     print(json.dumps(_dump(client.delete_adapter(args.name, args.version or None))))
     return 0
@@ -298,6 +314,11 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("show", help="show one adapter")
     s.add_argument("adapter")
     s.set_defaults(handler=cmd_show)
+    j = sub.add_parser("jobs", help="list your training jobs, newest first (JSON lines)")
+    j.add_argument("--status", help="queued, running, succeeded, failed or cancelled")
+    j.add_argument("--adapter", help="only jobs creating this adapter")
+    j.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
+    j.set_defaults(handler=cmd_jobs)
     d = sub.add_parser("delete", help="delete an adapter (all versions, or --version)")
     d.add_argument("name")
     d.add_argument("--version", type=int)

@@ -13,6 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from benchmarks.datasets import trec_coarse
+from service import cli
 from service import client as typed
 from service import schemas
 from service.client import AsyncClient, Client, TailorAPIError, TailorConnectionError
@@ -60,7 +61,7 @@ def test_readme_walkthrough_through_the_client(server, tmp_path):
 
 
 @pytest.mark.e2e
-def test_lora_job_waited_with_progress_listed_and_cancelled(server):
+def test_lora_job_waited_with_progress_listed_and_cancelled(server, capsys):
     train, _ = trec_coarse().few_shot(4, seed=0, max_test=10)
     seen: list[typed.JobRecord] = []
     with Client(server.url) as c:
@@ -78,6 +79,10 @@ def test_lora_job_waited_with_progress_listed_and_cancelled(server):
         assert [j.id for j in c.list_jobs(status="succeeded").jobs] == [job.id]
         assert c.list_jobs(adapter="q2").jobs[0].status == "cancelled"
         assert c.predict("q", ["Who wrote Hamlet?"]).adapter == "q@1"
+    assert cli.main(["--url", server.url, "jobs", "--limit", "1"]) == 0  # the CLI, on the client
+    assert cli.main(["--url", server.url, "jobs", "--status", "succeeded"]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [(j["id"], j["status"]) for j in lines] == [(doomed.job.id, "cancelled"), (job.id, "succeeded")]
 
 
 @pytest.mark.e2e
