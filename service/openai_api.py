@@ -72,7 +72,8 @@ class EmbeddingsResponse(BaseModel):
 class Model(BaseModel):
     id: str = Field(..., description="what to pass as `model`")
     object: Literal["model"] = "model"
-    created: int = Field(..., description="Unix seconds: when the adapter version was created")
+    created: int = Field(..., description="Unix seconds: when the adapter version was created "
+                         "(the backbone: the date of its files)")
     owned_by: str = Field(..., description="`tailor` for the backbone, else your tenant")
 
 
@@ -142,8 +143,8 @@ async def embeddings(req: EmbeddingsRequest, request: Request) -> Response:
         if e.code == "invalid_name":  # not an adapter name, so no model of this key
             raise _not_found(req.model, t) from None
         raise _at(e, "input")
-    except TailorError as e:  # e.g. too many inputs (413)
-        raise _at(e, "input")
+    except TailorError as e:  # too many inputs (413) is about `input`; 429/503 about no field
+        raise _at(e, "input") if e.status == 413 else e
     if req.encoding_format == "base64":
         data = [base64.b64encode(np.asarray(r, dtype="<f4").tobytes()).decode("ascii") for r in rows]
     else:
