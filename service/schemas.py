@@ -168,6 +168,11 @@ class JobRecord(BaseModel):
     finished_at: str | None = None
 
 
+class JobList(BaseModel):
+    jobs: list[JobRecord] = Field(..., description="newest first")
+    next: str | None = Field(None, description="pass as `after` for the next page; null on the last")
+
+
 class PendingAdapter(BaseModel):
     """The answer to creating an adapter that trains as a job (LoRA; a head with unlabeled
     texts): training runs in the background."""
