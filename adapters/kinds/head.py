@@ -98,10 +98,10 @@ def train_head(encoder: Encoder, request: TrainRequest, progress: Progress | Non
     assert isinstance(opts, HeadOptions)
     data = request.data
     t0 = time.perf_counter()
-    x = encoder.embed(data.texts).numpy().astype(np.float32)  # [rows, dim]
+    x = encoder.embed(data.items).numpy().astype(np.float32)  # [rows, dim]
     seconds = {"embed": round(time.perf_counter() - t0, 4)}
     head, cv = fit_head(encoder, x, data, request.descriptions, opts, seconds)
-    metrics = {"examples": len(data.texts), "per_label": data.counts(), "seconds": seconds,
+    metrics = {"examples": len(data.items), "per_label": data.counts(), "seconds": seconds,
                **(cv or {})}
     if request.descriptions:
         metrics["label_descriptions"] = len(request.descriptions)

@@ -115,15 +115,15 @@ class OnnxEncoder:
         options = {"CUDAExecutionProvider": {"use_tf32": "1" if cuda_tf32 else "0"}}
         self.session = create_session(self.model_path, providers, threads, options)
         self.lora_session = None
-        self.lora_targets: list[str] = []  # routed Linear names, in graph-input order
+        self.routed_targets: list[str] = []  # routed Linear names, in graph-input order
         self.lora_dims: dict[str, tuple[int, int]] = {}
         if lora_path is not None:
             self.lora_session = create_session(Path(lora_path), providers, threads, options)
             names = [i.name for i in self.lora_session.get_inputs()]
-            self.lora_targets = [n[len(a_input("")):] for n in names if n.startswith(a_input(""))]
+            self.routed_targets = [n[len(a_input("")):] for n in names if n.startswith(a_input(""))]
             modules = dict(encoder.model.named_modules())
             self.lora_dims = {t: (modules[t].in_features, modules[t].out_features)
-                              for t in self.lora_targets}
+                              for t in self.routed_targets}
         self.providers = self.session.get_providers()
         self.identity = encoder.identity
         self.modality = encoder.modality
@@ -162,6 +162,12 @@ class OnnxEncoder:
     def pytorch(self) -> TextEncoder:
         return self.torch_encoder
 
+    def warm_up(self) -> None:
+        self.embed(["warm-up"])
+
+    def describe(self) -> str:
+        return f"onnxruntime {self.quantize} on {','.join(self.providers)}"
+
     def prepare(self, texts: Sequence[str], max_length: int | None = None) -> list[Any]:
         return self.torch_encoder.prepare(texts, max_length)
 
@@ -175,7 +181,7 @@ class OnnxEncoder:
         """One padded run of the routed graph: every row through its own LoRA (or none)."""
         assert self.lora_session is not None
         feed = {**self.torch_encoder.collate_np(rows),
-                **lora_feed(loras, self.lora_targets, self.lora_dims)}
+                **lora_feed(loras, self.routed_targets, self.lora_dims)}
         (out,) = self.lora_session.run(["sentence_embedding"], feed)  # [batch, dim]
         return out
 
@@ -183,7 +189,7 @@ class OnnxEncoder:
         """Whether ``w``'s rows can run in the routed graph (it adapts only routed Linears)."""
         hit = w.__dict__.get("_onnx_routed")
         if hit is None:
-            hit = w.__dict__["_onnx_routed"] = set(w.a) <= set(self.lora_targets)
+            hit = w.__dict__["_onnx_routed"] = set(w.a) <= set(self.routed_targets)
         return hit
 
     def embed_prepared(self, rows: Sequence[Any],

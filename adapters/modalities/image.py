@@ -36,8 +36,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .errors import InvalidExamples, TooLarge
-from .validation import Limits, Modality, register_modality, shorten, wrong_modality
+from ..errors import InvalidExamples, TooLarge, shorten
+from .base import Modality, register_modality, wrong_modality
 
 FORMATS = ("PNG", "JPEG")
 _DATA_URI = re.compile(r"data:image/[A-Za-z0-9.+-]+;base64,", re.ASCII)
@@ -46,7 +46,8 @@ _B64_CHARS = re.compile(rb"[A-Za-z0-9+/]*={0,2}")
 
 @dataclass(frozen=True)
 class ImageLimits:
-    """Limits on posted images; in a server each is a setting (``Limits`` -> ``of``)."""
+    """Limits on posted images; in a server each is a setting (``validation.Limits`` ->
+    ``of``)."""
 
     max_images: int = 64  # images per request (predict/embed inputs or examples)
     max_bytes: int = 4 * 1024 * 1024  # encoded (after base64) bytes per image
@@ -60,7 +61,7 @@ class ImageLimits:
                 raise ValueError(f"image limit {k} must be a positive integer, got {v!r}")
 
     @classmethod
-    def of(cls, limits: Limits) -> "ImageLimits":
+    def of(cls, limits: Any) -> "ImageLimits":
         return cls(max_images=limits.max_images, max_bytes=limits.max_image_bytes,
                    max_pixels=limits.max_image_pixels,
                    max_request_pixels=limits.max_request_pixels, min_side=limits.min_image_side)
@@ -71,7 +72,7 @@ def image_payload(item: Any, where: str) -> str:
     ``label``/``labels``); a 422 naming the modality when the item is a text, so a client
     that sent text to an image deployment learns what this deployment expects."""
     if isinstance(item, str) or (isinstance(item, dict) and "text" in item):
-        raise wrong_modality(where, "text", Limits(modality="image"))
+        raise wrong_modality(where, "text", IMAGE)
     if not isinstance(item, dict) or "image" not in item:
         raise InvalidExamples(f"{where} must be an object {{\"image\": \"<base64 PNG or JPEG>\"}}")
     unknown = set(item) - {"image", "label", "labels"}
@@ -214,9 +215,9 @@ def _reason(e: Exception) -> str:
     return msg or type(e).__name__
 
 
-def read_images(items: list[Any], where: str, limits: Limits, *, examples: bool = False
+def read_images(items: list[Any], where: str, limits: Any, *, examples: bool = False
                 ) -> list[np.ndarray]:
-    """The image modality's reader (``validation.Modality``): image items of one request (or
+    """The image modality's reader (``Modality.read``): image items of one request (or
     example objects carrying ``image``) -> RGB arrays, under the deployment's limits."""
     return decode_images(items, ImageLimits.of(limits), where=where)
 
