@@ -82,6 +82,19 @@ class Limits:
         return dataclasses.replace(self, modality=modality)
 
 
+def _label_text(v: Any, where: str, limits: Limits) -> str:
+    if not isinstance(v, str):
+        raise InvalidExamples(f"{where} must be a non-empty string, got {shorten(v)}")
+    if len(v) > limits.max_label_chars:
+        raise InvalidExamples(f"{where} is {len(v)} characters long; the limit is "
+                              f"{limits.max_label_chars} (TAILOR_MAX_LABEL_CHARS)")
+    if blank(v):
+        raise InvalidExamples(f"{where} must be a non-empty string (not only whitespace or "
+                              f"invisible characters), got {shorten(v)}")
+    check_unicode(v, where)
+    return v
+
+
 def validate_inputs(inputs: Any, limits: Limits) -> list[Any]:
     """The ``inputs`` of a predict or embed request, read as the deployment's modality:
     strings for text, decoded images for images."""

@@ -5,7 +5,7 @@ Two roles, two protocols:
 - ``Encoder``: what serving and head training need. ``prepare`` turns inputs into per-row
   model inputs ONCE (token ids for text; later, decoded pixels for images), ``embed_prepared``
   runs rows (optionally each with its own LoRA weights) and returns pooled, L2-normalised
-  embeddings. Implemented by the PyTorch ``TextEncoder`` and by ``export.runtime.OnnxEncoder``.
+  embeddings. Implemented by the PyTorch ``TextEncoder`` and by ``export.runtimes.ort.OnnxEncoder``.
 - ``TorchEncoder``: an ``Encoder`` with autograd and a module to copy, what LoRA training and
   export need. Every ``Encoder`` can hand out the PyTorch encoder behind it (``pytorch()``).
 

@@ -4,7 +4,7 @@ An image item is ``{"image": "<base64 PNG or JPEG>"}`` (a ``data:image/...;base6
 is accepted). Everything a client sends is hostile until checked, in this order, so that no
 check costs more than the one before it allowed:
 
-1. count: at most ``max_images`` per request                           -> 413
+1. count: at most ``max_images`` per request (a create's examples: ``max_examples``) -> 413
 2. size: the base64 text is measured before it is decoded (``max_bytes``) -> 413
 3. format: only Pillow's PNG and JPEG decoders are ever run (no GIF, TIFF, PSD ... parsers)
 4. header: width x height read from the header, NOT decoded: above ``max_pixels`` per image
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import io
 import re
 import struct
@@ -218,8 +219,16 @@ def _reason(e: Exception) -> str:
 def read_images(items: list[Any], where: str, limits: Any, *, examples: bool = False
                 ) -> list[np.ndarray]:
     """The image modality's reader (``Modality.read``): image items of one request (or
-    example objects carrying ``image``) -> RGB arrays, under the deployment's limits."""
-    return decode_images(items, ImageLimits.of(limits), where=where)
+    example objects carrying ``image``) -> RGB arrays, under the deployment's limits.
+
+    A create's examples are bounded as a text create's are: by the examples limit (checked
+    before the reader runs, ``TAILOR_MAX_EXAMPLES``) and a size budget, here the pixels
+    summed over the request (``TAILOR_MAX_REQUEST_PIXELS``), not by ``TAILOR_MAX_IMAGES``,
+    which bounds predict and embed inputs: 10 labels x 8 examples is an ordinary create."""
+    lim = ImageLimits.of(limits)
+    if examples:
+        lim = dataclasses.replace(lim, max_images=limits.max_examples)
+    return decode_images(items, lim, where=where)
 
 
 IMAGE = register_modality(Modality("image", "image", read_images,

@@ -1,5 +1,6 @@
-"""onnxruntime as the shared backbone's runtime (``TAILOR_RUNTIME=onnx``, or what ``auto``
-chose: export/runtime_choice.py).
+"""onnxruntime as the shared backbone's runtime: the ``onnx-fp32`` and ``onnx-int8`` runtimes
+(``TAILOR_RUNTIME=onnx``, or what ``auto`` chose: auto.py). Text backbones only: the graphs
+are built and parity checked on token ids (image adapters still export to ONNX bundles).
 
 Two graphs per backbone, exported once and cached in the runtime cache folder (by default
 ``<store>/.onnx``), keyed by the backbone's weights sha256, the quantization and the opset:
@@ -35,13 +36,14 @@ from adapters.encoders import TextEncoder, TorchEncoder
 from adapters.encoders.lora import LoraWeights
 from adapters.segments import length_sorted_chunks
 
-from .graph import example_inputs
-from .lora_graph import (DEFAULT_TARGETS, LoraGraph, a_input, lora_config, lora_feed,
-                         parity_adapters, with_lora_feeds)
-from .onnx_config import SENTENCE_ENCODER, OnnxConfig, Quantize
-from .parity import ParityReport, parity_cases
-from .pipeline import build_graph
-from .session import create_session, require_providers
+from ..graph import example_inputs
+from ..lora_graph import (DEFAULT_TARGETS, LoraGraph, a_input, lora_config, lora_feed,
+                          parity_adapters, with_lora_feeds)
+from ..onnx_config import SENTENCE_ENCODER, OnnxConfig, Quantize
+from ..parity import ParityReport, parity_cases
+from ..pipeline import build_graph
+from ..session import create_session, require_providers
+from .base import Runtime, RuntimeOptions, register_runtime
 
 CACHE_DIR = ".onnx"
 
@@ -143,10 +145,6 @@ class OnnxEncoder:
         checked in fp32 on ``providers``; ``cuda_tf32`` then applies to serving only).
         ``lora``: also the LoRA-routed graph (LoRA rows on onnxruntime). ``cache_dir``:
         where the graphs are cached (default ``<store_root>/.onnx``)."""
-        if encoder.modality != "text":
-            raise ValueError(f"TAILOR_RUNTIME=onnx serves text backbones only for now; "
-                             f"{encoder.model_dir} is an {encoder.modality} model: use "
-                             "TAILOR_RUNTIME=torch (image adapters still export to ONNX bundles)")
         wanted = require_providers(providers)  # fail before spending seconds on an export
         cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir(store_root)
         path = cache_path(cache_dir, encoder, quantize)
@@ -222,5 +220,23 @@ class OnnxEncoder:
         return self.embed_prepared(self.prepare(texts), loras)
 
 
-__all__ = ["CACHE_DIR", "OnnxEncoder", "build_backbone_onnx", "build_lora_onnx", "cache_path",
+def _opener(quantize: Quantize):
+    def open_onnx(encoder: TorchEncoder, options: RuntimeOptions) -> OnnxEncoder:
+        assert isinstance(encoder, TextEncoder)  # modalities={"text"}: open_runtime checked it
+        return OnnxEncoder.open(encoder, options.cache_dir, quantize=quantize,
+                                providers=options.providers, threads=options.threads,
+                                cuda_tf32=options.cuda_tf32, lora=options.lora,
+                                cache_dir=options.cache_dir)
+    return open_onnx
+
+
+ONNX_INT8 = register_runtime(Runtime(
+    "onnx-int8", "onnxruntime, dynamic per-channel int8 backbone (cached graphs)",
+    _opener("int8"), setting=("onnx", "int8")))
+ONNX_FP32 = register_runtime(Runtime(
+    "onnx-fp32", "onnxruntime fp32, fused graph (cached)", _opener("none"),
+    setting=("onnx", "none")))
+
+
+__all__ = ["CACHE_DIR", "ONNX_FP32", "ONNX_INT8", "OnnxEncoder", "build_backbone_onnx", "build_lora_onnx", "cache_path",
            "default_cache_dir"]
