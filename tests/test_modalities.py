@@ -149,3 +149,52 @@ def test_text_inputs_are_read_by_the_text_reader():
     assert validate_inputs(["a", "b"], Limits()) == ["a", "b"]
     with pytest.raises(InvalidExamples, match="inputs\\[1\\] is empty"):
         validate_inputs(["a", " \u200b"], Limits())
+
+
+HTTP_SCRIPT = r"""
+import json, sys, tempfile
+from pathlib import Path
+from adapters.modalities import Modality, register_modality
+from tests.test_modalities import EXAMPLES, VectorEncoder, axis, read_vectors
+
+# the registration line, before the service's schemas are built (as a module in
+# adapters/modalities/ imported by its __init__ would be)
+register_modality(Modality("vector", "vector", read_vectors, '{"vector": [4 numbers]} objects',
+                           value=list[float], example_doc="the example vector (toy backbones)",
+                           item_doc="4 numbers"))
+from starlette.testclient import TestClient
+from adapters import AdapterStore, Tailor
+from service.api import create_app
+
+app = create_app()
+doc = app.openapi()["components"]["schemas"]
+store = Path(tempfile.mkdtemp()) / "store"
+app.state.tailor = Tailor(VectorEncoder(), AdapterStore(store, VectorEncoder.identity))
+with TestClient(app, raise_server_exceptions=False) as client:
+    created = client.post("/adapters", json={"name": "axes", "examples": EXAMPLES})
+    predicted = client.post("/predict", json={"adapter": "axes", "inputs": [axis(1, 0.05)]})
+    refused = client.post("/predict", json={"adapter": "axes", "inputs": [{"vector": [1, 2]}]})
+print(json.dumps({"item": doc.get("VectorItem"), "example": list(doc["Example"]["properties"]),
+                  "created": created.status_code, "predicted": predicted.json(),
+                  "refused": [refused.status_code, refused.json()]}))
+"""
+
+
+def test_a_registered_modality_reaches_the_http_contract():
+    """The item and example models of the API are built from the registry: a modality
+    registered before the service starts is in the OpenAPI document and served over HTTP
+    (in a child process: this one's schemas were built without the toy)."""
+    import json
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", HTTP_SCRIPT], cwd=root, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    assert got["item"]["properties"]["vector"]["type"] == "array", got["item"]
+    assert got["example"] == ["text", "image", "vector", "label", "labels"]
+    assert got["created"] == 201
+    assert got["predicted"]["predictions"][0]["label"] == "y"
+    assert got["refused"][0] == 422 and "4 numbers" in got["refused"][1]["error"]["message"]

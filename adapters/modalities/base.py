@@ -38,6 +38,13 @@ class Modality:
     # reading costs microseconds: the async path reads on the event loop; otherwise (decoding)
     # in a thread
     cheap_to_read: bool = False
+    # The HTTP contract (service/schemas.py builds the item and example models from these):
+    # the JSON type of an item's value, whether an input may be that value bare (a text is a
+    # string; an image is an object {"image": ...}), and what the field holds.
+    value: Any = str
+    bare: bool = False
+    example_doc: str = ""  # the example's field: "the example text (text backbones)"
+    item_doc: str = ""  # an object input's field (not bare)
 
     def article(self) -> str:
         """"a" or "an" before the name, for messages."""

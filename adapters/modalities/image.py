@@ -231,5 +231,8 @@ def read_images(items: list[Any], where: str, limits: Any, *, examples: bool = F
     return decode_images(items, lim, where=where)
 
 
-IMAGE = register_modality(Modality("image", "image", read_images,
-                                   '{"image": "<base64 PNG or JPEG>"} objects'))
+IMAGE = register_modality(Modality(
+    "image", "image", read_images, '{"image": "<base64 PNG or JPEG>"} objects',
+    example_doc="the example image, a base64 PNG or JPEG file (image backbones)",
+    item_doc="a base64 PNG or JPEG file (a data:image/...;base64, prefix is accepted); on "
+             "deployments whose backbone is an image model"))

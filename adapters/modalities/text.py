@@ -65,5 +65,6 @@ def read_texts(items: list[Any], where: str, limits: Any, *, examples: bool = Fa
     return [validate_text(t, f"{where}[{i}]", limits) for i, t in enumerate(items)]
 
 
-TEXT = register_modality(Modality("text", "text", read_texts, "strings (texts)", in_words=True,
-                                  cheap_to_read=True))
+TEXT = register_modality(Modality(
+    "text", "text", read_texts, "strings (texts)", in_words=True, cheap_to_read=True, bare=True,
+    example_doc="the example text (text backbones)"))
