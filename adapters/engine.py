@@ -229,7 +229,7 @@ class Tailor:
                                      "unlabeled")}
         # the worker embeds (head fitting) in the precision that serves, so a head is served
         # on the embeddings it was fitted on; autograd still runs on the fp32 weights
-        dtype = getattr(self.encoder, "dtype", "float32")
+        dtype = self.encoder.dtype
         artifact = train_in_subprocess(
             job, request=request, backbone_path=str(self.encoder.model_dir),
             limits=dataclasses.asdict(self.limits), tmp_dir=self.store.root / ".tmp",

@@ -39,6 +39,7 @@ class VectorEncoder:
     dim = 4
     max_batch_rows = 64
     max_length = None
+    dtype = "float32"
     model_dir = Path("toy-vectors")
     identity = BackboneIdentity("toy-vectors", "0" * 64)
 

@@ -42,7 +42,8 @@ class Memo:
 
     def __init__(self, encoder):
         self.reference, self.seen = encoder, {}
-        for k in ("identity", "modality", "dim", "model_dir", "max_batch_rows", "max_length"):
+        for k in ("identity", "modality", "dim", "model_dir", "max_batch_rows", "max_length",
+                  "dtype"):
             setattr(self, k, getattr(encoder, k))
 
     def embed(self, items, loras=None):

@@ -71,6 +71,9 @@ class Encoder(Protocol):
     model_dir: Path  # the Hugging Face folder it was loaded from (a training worker loads it too)
     max_batch_rows: int
     max_length: int | None  # longest row the backbone takes (tokens, for text); None: fixed size
+    # serving precision of the forwards: "float32"; "bfloat16" for text on AMX CPUs; "int8"
+    # for an int8 onnxruntime graph
+    dtype: str
 
     def prepare(self, items: Sequence[Any], max_length: int | None = None) -> list[Any]:
         """Per-row model inputs (token ids for text), computed once per row. ``max_length``
@@ -108,7 +111,6 @@ class TorchEncoder(Encoder, Protocol):
     """An encoder with autograd and a module to copy: LoRA training and export."""
 
     model: "nn.Module"  # the frozen backbone: never mutated, never switched
-    dtype: str  # serving precision of the forwards ("float32"; "bfloat16" for text on AMX CPUs)
     # the Linear names LoRA adapts when an adapter leaves ``targets`` at its default; ()
     # means LoraOptions' default (query, value: BERT-style names)
     lora_targets: tuple[str, ...]
