@@ -30,6 +30,7 @@ from .errors import (AdapterNotFound, CorruptAdapter, IncompatibleAdapter, Inval
 from .events import NO_EVENTS, Events
 from .kinds import build_request, get_kind, kind_of_job, load_adapter
 from .kinds.base import Decision
+from .modalities import get_modality
 from .segments import group_rows
 from .serving import AdapterRegistry, LoadedAdapter, MicroBatcher
 from .serving.suggest import select_informative
@@ -97,7 +98,8 @@ class Tailor:
         self.store = store
         self.events = events
         self.registry = AdapterRegistry(store, load_adapter, cache_size, events)
-        self.limits = limits.for_modality(encoder.modality)  # inputs are read as the encoder reads
+        self.modality = get_modality(encoder.modality)  # inputs are read as the encoder reads
+        self.limits = limits.for_modality(self.modality.name)
         self.worker = worker
         self.creates = Gate(max_concurrent_creates)
         self.batcher: MicroBatcher[Row, torch.Tensor] = MicroBatcher(
@@ -230,7 +232,7 @@ class Tailor:
         p, rec = TrainPayload.read(job.id, job.payload), job.record
         # the worker embeds (head fitting) in the precision that serves, so a head is served
         # on the embeddings it was fitted on; autograd still runs on the fp32 weights
-        dtype = getattr(self.encoder, "dtype", "float32")
+        dtype = self.encoder.dtype
         artifact = train_in_subprocess(
             job, request=p.training(), backbone_path=str(self.encoder.model_dir),
             limits=self.limits, tmp_dir=self.store.root / ".tmp", config=self.worker,
@@ -261,9 +263,10 @@ class Tailor:
     def suggest(self, tenant: str, ref: str, texts: Any, k: Any) -> dict[str, Any]:
         """The ``k`` texts whose labels would teach the adapter most (uncertain, and unlike
         each other), with its current prediction of each."""
-        if self.limits.modality != "text":
-            raise InvalidRequest(f"suggest takes texts, and this deployment serves an "
-                                 f"{self.limits.modality} backbone (not supported for images yet)")
+        if not self.modality.in_words:
+            raise InvalidRequest(f"suggest takes texts, and this deployment serves "
+                                 f"{self.modality.article()} {self.modality.name} backbone (not "
+                                 f"supported for {self.modality.name}s yet)")
         pool = validate_text_list(texts, "texts", self.limits.max_suggest_texts,
                                   "TAILOR_MAX_SUGGEST_TEXTS", self.limits, required=True)
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
@@ -386,7 +389,7 @@ class Tailor:
 
     async def _aread(self, inputs: Any) -> list[Any]:
         """``validate_inputs``; off the event loop when it decodes (images)."""
-        if self.limits.modality == "text":  # microseconds per text
+        if self.modality.cheap_to_read:  # e.g. microseconds per text
             return validate_inputs(inputs, self.limits)
         return await asyncio.to_thread(validate_inputs, inputs, self.limits)
 

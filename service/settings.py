@@ -73,7 +73,7 @@ class Settings(BaseSettings, RequestLimits):
     metrics_max_series: int = Field(1000, ge=1, le=1_000_000, description="label sets per per-adapter metric family on /metrics; past it the least used adapters fold into adapter=\"other\"")
     train_threads: int = Field(1, ge=1, le=256, description="torch threads of each LoRA training worker process")
     train_nice: int = Field(10, ge=0, le=19, description="CPU priority offset (nice) of LoRA training workers")
-    runtime: Literal["auto", "torch", "onnx"] = Field("auto", description="backbone runtime for serving: auto (at start-up, the fastest of onnx int8, torch bf16, onnx fp32, torch fp32 that keeps cosine >= 0.995 and mean drift <= 1e-3 to fp32 on a fixed sample; decision cached in the store's .onnx folder, export/runtime_choice.py), torch (PyTorch eager fp32) or onnx (onnxruntime)")
+    runtime: Literal["auto", "torch", "onnx"] = Field("auto", description="backbone runtime for serving: auto (at start-up, the fastest of onnx int8, torch bf16, onnx fp32, torch fp32 that keeps cosine >= 0.995 and mean drift <= 1e-3 to fp32 on a fixed sample; decision cached in the store's .onnx folder, export/runtimes/auto.py), torch (PyTorch eager fp32) or onnx (onnxruntime)")
     onnx_providers: str = Field("CPUExecutionProvider", description="comma-separated onnxruntime execution providers; start-up fails if one is not active")
     onnx_quantize: Quantize = Field("none", description="onnx runtime: fp32 (none) or dynamic per-channel int8 backbone")
     onnx_threads: int = Field(0, ge=0, description="onnx runtime: intra-op threads of the one session; 0 = onnxruntime's default (all cores)")
