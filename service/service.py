@@ -82,6 +82,8 @@ def build_engine(settings: Settings, events: Recorder | None = None):
         encoder = OnnxEncoder.open(encoder, settings.store_path, quantize=settings.onnx_quantize,
                                    providers=settings.providers(), threads=settings.onnx_threads,
                                    cuda_tf32=settings.onnx_cuda_tf32)
+    elif settings.runtime == "torch-bf16":  # forced: fast on AMX, not batch-invariant
+        encoder = encoder.with_dtype("bfloat16")
     elif settings.runtime == "auto":
         # the fastest runtime that keeps accuracy on a fixed sample, measured once per machine
         # type and cached beside the graphs; logs one line saying which and why
