@@ -77,3 +77,19 @@ def test_auto_does_not_serve_a_candidate_that_is_not_batch_invariant(backbone):
     assert 0 <= trials["torch-fp32"].batch_max_diff <= invariance.TOLERANCE  # the real backbone
     assert "rejected: torch-bf16 (not batch-invariant" in choice.reason
     assert "batch invariance (alone vs mixed batches" in choice.reason
+
+
+def test_static_int8_is_batch_invariant(backbone, tmp_path):
+    """Calibrated int8 (export/static_int8.py): fixed activation scales and int32 sums, so a
+    row's neighbours and padding do not change it, unlike dynamic int8 above."""
+    from export import static_int8
+
+    enc = static_int8.open_encoder(backbone, tmp_path, threads=1)
+    assert static_int8.cache_path(tmp_path, backbone).exists()  # cached for the next start
+    bare = invariance.check(enc, SAMPLE)
+    with_lora = invariance.check(enc, SAMPLE, parity_adapters(backbone))
+    assert bare.passed and with_lora.passed, (bare, with_lora)
+    ref = backbone.embed(SAMPLE).numpy()
+    got = np.asarray(enc.embed(SAMPLE))
+    cos = np.sum(ref * got, 1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(got, axis=1))
+    assert cos.min() > 0.98  # int8, not a broken graph (measured ~0.997)
