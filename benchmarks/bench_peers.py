@@ -133,7 +133,7 @@ def ensure_peer() -> str:
     return out.stdout.strip()
 
 
-def start(spec: ServerSpec, logdir: Path, timeout: float = 300.0) -> Running:
+def start(spec: ServerSpec, logdir: Path, timeout: float = 900.0) -> Running:
     import httpx
 
     log = logdir / f"{spec.name.replace(' ', '_').replace('/', '_')}-{spec.port}.log"
