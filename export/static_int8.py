@@ -12,13 +12,17 @@ int32, exactly. Only MatMuls whose second input is a constant weight are quantiz
 and the pooling; ``keep_fp32`` names more (e.g. the FFN output projections, whose inputs
 carry BERT's outlier channels).
 
-What is still not exact: the fp32 parts between quantized MatMuls (softmax over a padded
-length, LayerNorm) round differently with the batch's shape by ~1e-7, and a value that sits
-on a rounding boundary of a QuantizeLinear can then move by one step. export/invariance.py
-measures the result; ``TAILOR_RUNTIME=auto`` serves the graph only when it holds.
+What could still move: the fp32 parts between quantized MatMuls (softmax over a padded
+length, LayerNorm) may round differently with the batch's shape, and a value on a rounding
+boundary of a QuantizeLinear would then move by one step. Measured (export/invariance.py):
+6e-8 alone vs in mixed, padded batches, so onnxruntime's kernels keep rows apart here
+(OpenVINO + NNCF did not: 2e-3, benchmarks/RESULTS.md issue 20).
 
-Entry points for the runtime registry: ``available()``, ``build(encoder, dest)`` (the cached
-graph) and ``open_encoder(encoder, cache_dir, ...)`` (an ``OnnxEncoder`` on it).
+NOT an ``auto`` candidate yet: on MiniLM it keeps the gate's cosine (0.997) but not its mean
+drift (1.9e-3 > 1e-3), and with the FFN fp32 it is no faster than onnx fp32 at batch 32
+(docs/onnx.md). To register it (the runtime registry): availability ``available()``, factory
+``open_encoder(encoder, cache_dir, threads=, providers=)``, admission as every candidate's
+(export/runtime_choice.py: the accuracy gate, then ``admit``, the batch-invariance check).
 """
 from __future__ import annotations
 
@@ -34,11 +38,10 @@ import numpy as np
 
 CALIBRATION_METHOD = "MinMax"
 NAME = "onnx-int8-static"
-# MatMuls kept fp32, by regular expression on the node name: the FFN (intermediate and output projections), whose
-# GELU outputs and BERT's outlier channels one per-tensor scale cannot hold. Measured on
-# MiniLM (BBC + TREC texts vs fp32, calibrated on the fixed sample + held-out texts): every
-# weight MatMul int8 min cosine 0.79, FFN output fp32 0.96, whole FFN fp32 0.997 (mean
-# drift 1.8e-3).
+# MatMuls kept fp32, by regular expression on the node name: the FFN (intermediate and
+# output projections), whose GELU outputs and BERT's outlier channels one per-tensor scale
+# cannot hold. Measured on MiniLM (BBC + TREC texts vs fp32): every weight MatMul int8 min
+# cosine 0.79, FFN output fp32 0.96, whole FFN fp32 0.997 (mean drift 1.8-1.9e-3).
 KEEP_FP32: tuple[str, ...] = (r"/intermediate/dense/", r"/layer\.\d+/output/dense/")
 
 
