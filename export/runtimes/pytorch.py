@@ -21,4 +21,6 @@ TORCH_FP32 = register_runtime(Runtime(
     REFERENCE, "PyTorch eager, fp32: the reference", lambda encoder, options: encoder,
     modalities=None, candidate=False, setting=("torch", None)))
 TORCH_BF16 = register_runtime(Runtime(
-    "torch-bf16", "PyTorch on a bf16 copy of the weights", _bf16, available=_no_bf16_units))
+    "torch-bf16", "PyTorch on a bf16 copy of the weights (fast on AMX, NOT batch-invariant: auto's "
+    "admission rejects it; TAILOR_RUNTIME=torch-bf16 forces it)", _bf16, available=_no_bf16_units,
+    setting=("torch-bf16", None)))
