@@ -51,7 +51,7 @@ def snapshot(root: Path) -> dict[str, str]:
     return out
 
 
-def recording(errors: list[str], target):
+def recording(errors: list, target):
     """``target`` for a ``threading.Thread`` that records any exception it raises in
     ``errors``: pytest only warns about an exception in a thread, so a test that starts one
     asserts ``errors == []`` after joining it (as tests/test_lora.py does)."""
