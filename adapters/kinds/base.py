@@ -30,6 +30,15 @@ StopCheck = Callable[[], bool]  # True: stop now (raise training.jobs.Cancelled)
 
 
 @dataclass(frozen=True)
+class BaseVersion:
+    """An update's starting point: the version it replaces, loaded, and how many of the
+    request's examples (the first ones) that version was trained on."""
+
+    adapter: LoadedAdapter
+    examples: int
+
+
+@dataclass(frozen=True)
 class TrainRequest:
     """Everything a trainer gets, already validated."""
 
@@ -39,6 +48,7 @@ class TrainRequest:
     limits: Limits
     descriptions: dict[str, str] = field(default_factory=dict)  # label -> what it means
     unlabeled: list[str] = field(default_factory=list)  # texts without labels
+    base: BaseVersion | None = None  # an update (in the request): the version it replaces
 
 
 class Trainer(Protocol):

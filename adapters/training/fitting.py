@@ -7,12 +7,13 @@ happened before (adapters/validation.py), embedding happens in the kind's traine
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Annotated, Any, Callable, Literal, Protocol, Union
 
 import numpy as np
 import torch
+from pydantic import Field
 
-from ..errors import InvalidExamples
+from ..errors import InvalidExamples, InvalidOptions
 from ..heads import LinearHead, activation_for
 from ..validation import LabeledData
 
@@ -27,6 +28,7 @@ class FitParams:
     threshold: float = 0.5
     seed: int = 0
     cv_folds: int = 5
+    class_prior: "ClassPrior" = "uniform"
 
 
 class HeadFitter(Protocol):
@@ -43,6 +45,65 @@ def register_head(name: str) -> Callable[[HeadFitter], HeadFitter]:
         HEAD_FITTERS[name] = fn
         return fn
     return deco
+
+
+def class_weights(y: np.ndarray, n_labels: int) -> np.ndarray:
+    """[rows] sample weights that give every label the same total weight (n / (labels x n_j)),
+    sklearn's ``class_weight="balanced"``: the fit then learns a uniform label prior, whatever
+    the examples' label counts (issue 19: 8/8 -> 20/8 correct examples cost 4-32 points
+    unweighted, because the L2 penalty on unit-length embeddings leaves the intercept to
+    carry the label frequencies)."""
+    y = np.asarray(y, dtype=np.int64)
+    counts = np.bincount(y, minlength=n_labels).astype(np.float64)
+    present = int((counts > 0).sum())
+    return len(y) / (present * counts[y])
+
+
+# What the user says about how often each label occurs where the adapter will serve:
+# "uniform" (the default: every label equally likely, whatever the examples' counts),
+# "examples" (as often as in the examples: the unweighted fit of before issue 19), or
+# {label: share} (normalised here).
+ClassPrior = Union[str, dict[str, float]]
+ClassPriorOption = Union[Literal["uniform", "examples"],
+                         Annotated[dict[str, Annotated[float, Field(gt=0, le=1e6)]],
+                                   Field(min_length=1, max_length=10_000)]]
+
+
+def class_prior_field() -> Any:
+    """The ``class_prior`` option of every kind that ends in a single-label head."""
+    return Field("uniform", description="how often each label occurs where the adapter serves: "
+                 "uniform (default: labels weighed equally, whatever the examples' counts), "
+                 "examples (as often as in the examples), or {label: share}")
+
+
+def prior_weights(y: np.ndarray, labels: list[str], prior: ClassPrior) -> np.ndarray | None:
+    """Sample weights of the fit for ``prior``: None (unweighted) for "examples", else the
+    balanced weights (a target prior other than uniform is then added to the bias)."""
+    return None if prior == "examples" else class_weights(y, len(labels))
+
+
+def log_prior(labels: list[str], prior: ClassPrior) -> np.ndarray | None:
+    """[labels] log shares to add to a balanced head's bias, or None (uniform / examples).
+    A label the prior leaves out gets the smallest share it names."""
+    if not isinstance(prior, dict):
+        return None
+    unknown = sorted(set(prior) - set(labels))
+    if unknown:
+        raise InvalidOptions(f"options.class_prior names label(s) {unknown} that the adapter does "
+                             f"not have; its labels are {labels}")
+    floor = min(prior.values())
+    shares = np.array([prior.get(lab, floor) for lab in labels], dtype=np.float64)
+    return np.log(shares / shares.sum())
+
+
+def with_prior(head: LinearHead, labels: list[str], prior: ClassPrior) -> LinearHead:
+    """A balanced single-label head moved to the user's label shares (logit adjustment,
+    Menon et al. 2021): bias_j += log share_j. Uniform and "examples" leave it as it is."""
+    shift = log_prior(labels, prior)
+    if shift is None or head.activation != "softmax":
+        return head
+    return LinearHead(head.weight, head.bias + torch.from_numpy(shift.astype(np.float32)),
+                      head.activation)
 
 
 def _t(a: np.ndarray) -> torch.Tensor:
@@ -93,8 +154,14 @@ def fit_centroid(x: np.ndarray, y: np.ndarray, *, multi_label: bool, c: float,
 
 
 def fit(x: np.ndarray, data: LabeledData, p: FitParams) -> LinearHead:
-    return HEAD_FITTERS[p.method](x, data.y, multi_label=data.multi_label, c=p.c,
-                                  temperature=p.temperature, seed=p.seed)
+    """The ``p.method`` fitter, weighted for ``p.class_prior`` (single-label)."""
+    if data.multi_label:
+        return HEAD_FITTERS[p.method](x, data.y, multi_label=True, c=p.c,
+                                      temperature=p.temperature, seed=p.seed)
+    head = HEAD_FITTERS[p.method](x, data.y, multi_label=False, c=p.c, temperature=p.temperature,
+                                  seed=p.seed,
+                                  sample_weight=prior_weights(data.y, data.labels, p.class_prior))
+    return with_prior(head, data.labels, p.class_prior)
 
 
 # (training rows [n, dim], their labels) -> a head: a recipe that may add more than the rows
@@ -146,29 +213,54 @@ def cross_validate(x: np.ndarray, data: LabeledData, opts: FitParams,
     if data.multi_label:
         f1 = 2 * tp / max(2 * tp + fp + fn, 1)
         return {"cv_f1_micro": round(f1, 4), "cv_folds": k}
-    temperature = calibrate_temperature(np.concatenate(oof_logits), np.concatenate(oof_y))
+    oof = np.concatenate(oof_y)
+    temperature = calibrate_temperature(np.concatenate(oof_logits), oof,
+                                        prior_weights(oof, data.labels, opts.class_prior))
     return {"cv_accuracy": round(correct / total, 4), "cv_folds": k, "calibration_scale": temperature}
 
 
-def calibrate_temperature(logits: np.ndarray, y: np.ndarray) -> float:
+def calibrate_temperature(logits: np.ndarray, y: np.ndarray,
+                          weights: np.ndarray | None = None) -> float:
     """The logit scale that minimises the negative log-likelihood of out-of-fold predictions
     (temperature scaling, Guo et al. 2017). Scaling logits never changes the argmax, so the
     head's decisions stay exactly those of the fitted regression while its probabilities
     stop being washed out by the L2 penalty on tiny, normalised embeddings. The scale is
     capped at 10: on separable few-shot folds the likelihood always wants more, and that
-    would make every answer look certain."""
+    would make every answer look certain. ``weights``: per-row weights of the likelihood
+    (the balanced ones: a frequent label does not set the scale for all)."""
     best_t, best_nll = 1.0, float("inf")
     for t in np.geomspace(1.0, 10.0, 40):
         z = logits * t
         z = z - z.max(axis=1, keepdims=True)
         logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-        nll = -logp[np.arange(len(y)), y].mean()
+        nll = -np.average(logp[np.arange(len(y)), y], weights=weights)
         if nll < best_nll:
             best_t, best_nll = float(t), float(nll)
     return round(best_t, 4)
 
 
-def assess(data: LabeledData, cv: dict[str, Any] | None) -> list[str]:
+UNBALANCED_RATIO = 2.0  # largest / smallest label count from which a record warns
+
+
+def unbalanced_warning(counts: dict[str, int], class_prior: ClassPrior = "uniform") -> str:
+    """What unbalanced examples mean for this adapter, and what to do about it."""
+    hi_label, hi = max(counts.items(), key=lambda kv: kv[1])
+    lo_label, lo = min(counts.items(), key=lambda kv: kv[1])
+    said = (f"unbalanced examples: {hi_label!r} has {hi}, {lo_label!r} only {lo}. ")
+    if class_prior == "examples":
+        return said + ("options.class_prior = \"examples\", so predictions lean toward the "
+                       "frequent labels as much as the examples do; use \"uniform\" (the default) "
+                       "unless the labels really occur that unequally where you serve")
+    how = ("as the shares in options.class_prior" if isinstance(class_prior, dict) else
+           "as equally likely (options.class_prior = \"uniform\")")
+    return said + (f"The head weighs the labels {how}, not by their example counts; if the "
+                   "labels occur unequally where you serve, set options.class_prior to their shares "
+                   "(e.g. {\"" + hi_label + "\": 0.7, \"" + lo_label + "\": 0.3}). Adding examples of "
+                   f"{lo_label!r} improves it most")
+
+
+def assess(data: LabeledData, cv: dict[str, Any] | None,
+           class_prior: ClassPrior = "uniform") -> list[str]:
     if data.zero_shot:
         return ["zero-shot: trained from the label descriptions alone, so there is no quality "
                 "estimate; add labeled examples (POST /v1/adapters/{name}/examples, 8 or more per "
@@ -188,9 +280,8 @@ def assess(data: LabeledData, cv: dict[str, Any] | None) -> list[str]:
     elif lo < 4:
         warnings.append(f"thin data: label {lo_label!r} has only {lo} examples; the quality estimate "
                         "is noisy below about 4 per label (8 or more recommended)")
-    if lo > 0 and hi / lo > 3:
-        warnings.append(f"unbalanced data: the largest label has {hi} examples, {lo_label!r} only {lo}; "
-                        "predictions will lean toward the frequent labels")
+    if lo > 0 and hi / lo >= UNBALANCED_RATIO:
+        warnings.append(unbalanced_warning(counts, class_prior))
     if cv is not None and not data.multi_label:
         chance = 1 / len(data.labels)
         if cv["cv_accuracy"] < chance + 0.1:
