@@ -31,6 +31,8 @@ import argparse
 import json
 import os
 import random
+import signal
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -50,6 +52,7 @@ POOL_ROWS, TEST_ROWS, MAX_CHARS, ROUNDS, PER_ROUND = 200, 300, 600, 5, 8
 SHIFTS = 2  # imbalanced creates and one-sided updates: which label is frequent, in turn
 CASES = ("balanced", "imbalanced", "noisy", "zero_shot", "one_sided", "correction")
 LOG = RESULTS_DIR / "monotone_runs.jsonl"
+HTTP_LOG = RESULTS_DIR / "monotone_http.jsonl"
 OPTIONS = {"promote": "never"}
 
 
@@ -128,8 +131,11 @@ class Engine(Http):
     service does. Used where the shared machine cannot afford every case over HTTP."""
 
     def __init__(self, store: Path):
+        import torch
+
         from benchmarks.bench_quality import Bench
 
+        torch.set_num_threads(1)  # as the service does
         self.b = Bench(store)
 
     def remember(self, name: str, texts: list[str]) -> None:
@@ -228,12 +234,15 @@ def main() -> None:
     ap.add_argument("--via", choices=["http", "engine"], default="http",
                     help="http: a real bentoml serve; engine: the facade in process (memo)")
     ap.add_argument("--cases", nargs="+", default=list(CASES), choices=CASES)
-    ap.add_argument("--log", type=Path, default=LOG)
+    ap.add_argument("--log", type=Path, default=None,
+                    help=f"default: {LOG.name} (engine) or {HTTP_LOG.name} (http)")
     ap.add_argument("--report", action="store_true")
     a = ap.parse_args()
     if a.report:
-        report(a.log)
+        report([p for p in (LOG, HTTP_LOG) if p.exists()])
         return
+    a.log = a.log or (HTTP_LOG if a.via == "http" else LOG)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the server on the way out
     done = set()
     if a.log.exists():
         done = {(r["set"], r["seed"], r["via"], r["case"])
@@ -259,8 +268,8 @@ def runs(h: Http, a: argparse.Namespace, done: set) -> None:
 
 
 # -- the report -------------------------------------------------------------------------------
-def report(log: Path = LOG) -> None:
-    rows = [json.loads(x) for x in log.read_text().splitlines()]
+def report(logs: list[Path]) -> None:
+    rows = [json.loads(x) for log in logs for x in log.read_text().splitlines()]
     sets = [s for s in SETS if any(r["set"] == s for r in rows)]
     lines = [f"Machine: {machine()}; load average {os.getloadavg()[0]:.1f} when reported."]
     for via in ("http", "engine"):

@@ -21,7 +21,7 @@ from ..options import AdapterOptions
 from ..storage import Artifact
 from ..encoders.lora import LoraWeights
 from ..training.fitting import (ClassPriorOption, FitParams, FitRows, assess, class_prior_field,
-                                cross_validate, fit, prior_weights, with_prior)
+                                cross_validate, fit, with_prior)
 from ..training.monotone import compare_update
 from ..training.recipes import (PRIOR_STRENGTH, description_prior, description_text, fit_prior,
                                 zero_shot_head)
@@ -78,9 +78,8 @@ def head_recipe(encoder: Encoder, data: LabeledData, descriptions: dict[str, str
                                   len(data.labels), encoder.dim, opts.prior_strength)
 
         def fit_rows(rows: np.ndarray, labels: np.ndarray) -> LinearHead:
-            head = fit_prior(rows, labels, prior, c=opts.c,
-                             sample_weight=prior_weights(labels, data.labels, opts.class_prior))
-            return with_prior(head, data.labels, opts.class_prior)
+            return with_prior(fit_prior(rows, labels, prior, c=opts.c), data.labels,
+                              opts.class_prior, labels)
         return fit_rows
     return lambda rows, labels: fit(rows, LabeledData([], data.labels, labels, False), params)
 

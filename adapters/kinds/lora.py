@@ -32,7 +32,7 @@ from ..options import AdapterOptions
 from ..storage import Artifact
 from ..heads import LinearHead
 from ..training.fitting import (ClassPriorOption, FitParams, FitRows, assess, class_prior_field,
-                                cross_validate, fit, fit_calibrated, prior_weights, with_prior)
+                                cross_validate, fit, fit_calibrated, with_prior)
 from ..training.recipes import PRIOR_STRENGTH, balanced_pseudo_labels, description_prior, fit_prior
 from ..training.jobs import Cancelled
 from ..validation import LabeledData
@@ -252,10 +252,8 @@ def lora_recipe(encoder: TorchEncoder, data: LabeledData, descriptions: dict[str
                 w = np.concatenate([np.ones(len(y)), np.ones(len(extra_y))])
                 x, y = np.concatenate([x, extra_x]), np.concatenate([y, extra_y])
             if prior is not None:
-                balanced = prior_weights(y, data.labels, opts.class_prior)
-                w = balanced if w is None or balanced is None else w * balanced
                 return with_prior(fit_prior(x, y, prior, c=opts.c, sample_weight=w), data.labels,
-                                  opts.class_prior)
+                                  opts.class_prior, y)
             return fit(x, LabeledData([], data.labels, y, False), opts.fit_params())
         return fit_rows
 

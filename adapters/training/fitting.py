@@ -38,6 +38,7 @@ class HeadFitter(Protocol):
 
 
 HEAD_FITTERS: dict[str, HeadFitter] = {}
+FITTED_INTERCEPT = {"logreg"}  # fitters whose intercept learns the label shares
 
 
 def register_head(name: str) -> Callable[[HeadFitter], HeadFitter]:
@@ -48,21 +49,16 @@ def register_head(name: str) -> Callable[[HeadFitter], HeadFitter]:
 
 
 def class_weights(y: np.ndarray, n_labels: int) -> np.ndarray:
-    """[rows] sample weights that give every label the same total weight (n / (labels x n_j)),
-    sklearn's ``class_weight="balanced"``: the fit then learns a uniform label prior, whatever
-    the examples' label counts (issue 19: 8/8 -> 20/8 correct examples cost 4-32 points
-    unweighted, because the L2 penalty on unit-length embeddings leaves the intercept to
-    carry the label frequencies)."""
+    """[rows] weights that give every label present the same total (n / (labels x n_j)):
+    the likelihood of the calibration, so that a frequent label does not set the scale."""
     y = np.asarray(y, dtype=np.int64)
     counts = np.bincount(y, minlength=n_labels).astype(np.float64)
-    present = int((counts > 0).sum())
-    return len(y) / (present * counts[y])
+    return len(y) / (int((counts > 0).sum()) * counts[y])
 
 
 # What the user says about how often each label occurs where the adapter will serve:
 # "uniform" (the default: every label equally likely, whatever the examples' counts),
-# "examples" (as often as in the examples: the unweighted fit of before issue 19), or
-# {label: share} (normalised here).
+# "examples" (as often as in the examples: the fit of before issue 19), or {label: share}.
 ClassPrior = Union[str, dict[str, float]]
 ClassPriorOption = Union[Literal["uniform", "examples"],
                          Annotated[dict[str, Annotated[float, Field(gt=0, le=1e6)]],
@@ -76,15 +72,9 @@ def class_prior_field() -> Any:
                  "examples (as often as in the examples), or {label: share}")
 
 
-def prior_weights(y: np.ndarray, labels: list[str], prior: ClassPrior) -> np.ndarray | None:
-    """Sample weights of the fit for ``prior``: None (unweighted) for "examples", else the
-    balanced weights (a target prior other than uniform is then added to the bias)."""
-    return None if prior == "examples" else class_weights(y, len(labels))
-
-
 def log_prior(labels: list[str], prior: ClassPrior) -> np.ndarray | None:
-    """[labels] log shares to add to a balanced head's bias, or None (uniform / examples).
-    A label the prior leaves out gets the smallest share it names."""
+    """[labels] log shares of a stated prior, or None ("uniform" / "examples"). A label the
+    prior leaves out gets the smallest share it names."""
     if not isinstance(prior, dict):
         return None
     unknown = sorted(set(prior) - set(labels))
@@ -96,11 +86,34 @@ def log_prior(labels: list[str], prior: ClassPrior) -> np.ndarray | None:
     return np.log(shares / shares.sum())
 
 
-def with_prior(head: LinearHead, labels: list[str], prior: ClassPrior) -> LinearHead:
-    """A balanced single-label head moved to the user's label shares (logit adjustment,
-    Menon et al. 2021): bias_j += log share_j. Uniform and "examples" leave it as it is."""
-    shift = log_prior(labels, prior)
-    if shift is None or head.activation != "softmax":
+def log_frequencies(y: np.ndarray, n_labels: int) -> np.ndarray:
+    """[labels] log share of each label among the rows; a label without rows (described
+    only) gets the rarest present label's."""
+    counts = np.bincount(np.asarray(y, dtype=np.int64), minlength=n_labels).astype(np.float64)
+    counts[counts == 0] = counts[counts > 0].min()
+    return np.log(counts / counts.sum())
+
+
+def with_prior(head: LinearHead, labels: list[str], prior: ClassPrior,
+               y: np.ndarray | None = None) -> LinearHead:
+    """A single-label head moved from the label shares it learned to the user's (logit
+    adjustment, Menon et al. 2021): bias_j += log prior_j - log share_j of ``y``, the rows a
+    fitted intercept learned from (None: a head without a fitted intercept, e.g. zero-shot
+    or centroid). "examples" leaves the head as fitted.
+
+    Why (issue 19, benchmarks/research/imbalance.md): the L2 penalty keeps the weights on
+    unit-length embeddings small, so the intercept carries the examples' label counts; 8/8
+    -> 20/8 correct examples cost 17-30 points on the dev sets. Subtracting the learned log
+    shares lost less than weighting the classes ("balanced"), on every dev set."""
+    if prior == "examples" or head.activation != "softmax":
+        return head
+    shift = np.zeros(len(labels))
+    stated = log_prior(labels, prior)
+    if stated is not None:
+        shift += stated
+    if y is not None:
+        shift -= log_frequencies(y, len(labels))
+    if not shift.any():
         return head
     return LinearHead(head.weight, head.bias + torch.from_numpy(shift.astype(np.float32)),
                       head.activation)
@@ -154,14 +167,13 @@ def fit_centroid(x: np.ndarray, y: np.ndarray, *, multi_label: bool, c: float,
 
 
 def fit(x: np.ndarray, data: LabeledData, p: FitParams) -> LinearHead:
-    """The ``p.method`` fitter, weighted for ``p.class_prior`` (single-label)."""
+    """The ``p.method`` fitter, moved to ``p.class_prior`` (single-label)."""
+    head = HEAD_FITTERS[p.method](x, data.y, multi_label=data.multi_label, c=p.c,
+                                  temperature=p.temperature, seed=p.seed)
     if data.multi_label:
-        return HEAD_FITTERS[p.method](x, data.y, multi_label=True, c=p.c,
-                                      temperature=p.temperature, seed=p.seed)
-    head = HEAD_FITTERS[p.method](x, data.y, multi_label=False, c=p.c, temperature=p.temperature,
-                                  seed=p.seed,
-                                  sample_weight=prior_weights(data.y, data.labels, p.class_prior))
-    return with_prior(head, data.labels, p.class_prior)
+        return head
+    return with_prior(head, data.labels, p.class_prior,
+                      data.y if p.method in FITTED_INTERCEPT else None)
 
 
 # (training rows [n, dim], their labels) -> a head: a recipe that may add more than the rows
@@ -214,8 +226,9 @@ def cross_validate(x: np.ndarray, data: LabeledData, opts: FitParams,
         f1 = 2 * tp / max(2 * tp + fp + fn, 1)
         return {"cv_f1_micro": round(f1, 4), "cv_folds": k}
     oof = np.concatenate(oof_y)
-    temperature = calibrate_temperature(np.concatenate(oof_logits), oof,
-                                        prior_weights(oof, data.labels, opts.class_prior))
+    temperature = calibrate_temperature(
+        np.concatenate(oof_logits), oof,
+        None if opts.class_prior == "examples" else class_weights(oof, len(data.labels)))
     return {"cv_accuracy": round(correct / total, 4), "cv_folds": k, "calibration_scale": temperature}
 
 
@@ -253,7 +266,7 @@ def unbalanced_warning(counts: dict[str, int], class_prior: ClassPrior = "unifor
                        "unless the labels really occur that unequally where you serve")
     how = ("as the shares in options.class_prior" if isinstance(class_prior, dict) else
            "as equally likely (options.class_prior = \"uniform\")")
-    return said + (f"The head weighs the labels {how}, not by their example counts; if the "
+    return said + (f"The head treats the labels {how}, not by their example counts; if the "
                    "labels occur unequally where you serve, set options.class_prior to their shares "
                    "(e.g. {\"" + hi_label + "\": 0.7, \"" + lo_label + "\": 0.3}). Adding examples of "
                    f"{lo_label!r} improves it most")

@@ -181,6 +181,9 @@ def main() -> None:
     ap.add_argument("--candidates", nargs="+", default=CANDIDATES)
     ap.add_argument("--out", type=Path, default=None)
     a = ap.parse_args()
+    import torch
+
+    torch.set_num_threads(1)  # tiny fits: more threads only spin on 2 shared cores
     rows = []
     for s in a.sets:
         e = Embedded(s)
