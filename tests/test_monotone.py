@@ -156,3 +156,11 @@ def test_one_sided_correct_examples_never_make_latest_worse(client, reviews, cla
         assert rec["changes"]["weights_from"] == f"{name}@1"
         assert any(w.startswith(f"kept the weights of {name}@1") for w in rec["warnings"])
         assert client.get(f"/adapters/{name}@2").json()["metrics"]["examples"] == 28
+
+
+def test_a_class_prior_naming_an_unknown_label_is_refused(client, reviews):
+    r = client.post("/adapters", json={"name": "bad-prior", "kind": "head", "examples": reviews[0],
+                                       "options": {"class_prior": {"fresh": 0.7, "stale": 0.3}}})
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["code"] == "invalid_options" and "['stale']" in r.json()["error"]["message"]
+    assert client.get("/adapters/bad-prior").status_code == 404

@@ -22,6 +22,7 @@ from ..heads import LinearHead
 from ..options import AdapterOptions
 from ..serving.registry import LoadedAdapter
 from ..storage import Artifact, Manifest, StoredAdapter
+from ..training.fitting import log_prior
 from ..validation import (LabeledData, Limits, validate_descriptions, validate_training_data,
                           validate_unlabeled)
 
@@ -151,6 +152,7 @@ def build_request(kind: AdapterKind, examples: Any, options: dict[str, Any] | No
     pool = validate_unlabeled(unlabeled, limits)
     data = validate_training_data(examples, described, limits, label_order)
     request = TrainRequest(data, opts, label_order, limits, described, pool)
+    log_prior(data.labels, getattr(opts, "class_prior", "uniform"))  # a 422 before any job
     kind.check(request)
     return request
 

@@ -15,11 +15,11 @@ import numpy as np
 from pydantic import Field
 
 from ..encoders.base import Encoder
+from ..encoders.lora import LoraWeights
 from ..errors import InvalidExamples
 from ..heads import LinearHead
 from ..options import AdapterOptions
 from ..storage import Artifact
-from ..encoders.lora import LoraWeights
 from ..training.fitting import (ClassPriorOption, FitParams, FitRows, assess, class_prior_field,
                                 cross_validate, fit, with_prior)
 from ..training.monotone import compare_update
@@ -70,7 +70,7 @@ def embed_descriptions(encoder: Encoder, labels: list[str], descriptions: dict[s
 def head_recipe(encoder: Encoder, data: LabeledData, descriptions: dict[str, str],
                 opts: "HeadOptions", lora: LoraWeights | None = None) -> FitRows:
     """(rows [n, dim], label ids) -> a head: the description prior when there are
-    descriptions, else the plain fitter; weighted for ``opts.class_prior`` either way.
+    descriptions, else the plain fitter; moved to ``opts.class_prior`` either way.
     ``lora``: the rows are in that LoRA's tuned space, and so are the descriptions."""
     params = opts.fit_params()
     if descriptions and opts.prior_strength > 0:
