@@ -56,6 +56,27 @@ HTTP_LOG = RESULTS_DIR / "monotone_http.jsonl"
 OPTIONS = {"promote": "never"}
 
 
+INTRO = """`python -m benchmarks.bench_monotone --via http` (a real `bentoml serve`, PyTorch fp32,
+plain HTTP: `POST /v1/adapters`, `POST /v1/adapters/{name}/examples`, `POST /v1/predict`) and
+`--via engine` (the `Tailor` facade in process, test rows embedded once); `--report` writes this.
+Kind `auto` with the set's label descriptions and `promote: never` (its in-request version;
+no LoRA job: the machine could not afford them), texts cut to 600 characters, 300 test rows
+per seed at the set's natural label distribution, a disjoint 200-row correction pool. DEV
+sets trec_coarse and rotten_tomatoes chose the recipe (benchmarks/research/imbalance.md);
+HELD_OUT sets sms_spam and bbc_news were never looked at while choosing and only measured here.
+Imbalanced: 16/8/4 examples across labels (2 rotations of which label gets 16) vs the same
+total spread evenly; one-sided: 8 per label, then 12 more correct examples of one label
+(2 labels in turn) through `/examples`; correction loop: 5 rounds of adding the first 8 pool
+rows the latest version gets wrong (one-sided by construction). Seeds: as many as finished
+(in brackets in the loop table; the other tables are means over the seeds that ran)."""
+
+
+SETFIT = ("| auto >= SetFit + 5 points at 8/label, in <= 1/3 of SetFit's time | not rerun here "
+          "(the balanced case is unchanged by issue 19: equal counts leave the head as it was); "
+          "issue 11's run on the same recipe: +4.1 points on 3 sets, 1.17x SetFit's wall time "
+          "(results/quality.md) | **NOT MET** |")
+
+
 class Split:
     """Disjoint rows of one set for one seed: a train reserve per label, a correction pool and
     the test rows (natural label distribution)."""
@@ -271,11 +292,16 @@ def runs(h: Http, a: argparse.Namespace, done: set) -> None:
 def report(logs: list[Path]) -> None:
     rows = [json.loads(x) for log in logs for x in log.read_text().splitlines()]
     sets = [s for s in SETS if any(r["set"] == s for r in rows)]
-    lines = [f"Machine: {machine()}; load average {os.getloadavg()[0]:.1f} when reported."]
+    lines = ["## Adaptation you can trust (issue 19): unbalanced labels, one-sided corrections", "",
+             f"Machine: {machine()}; load average {os.getloadavg()[0]:.1f} when reported "
+             "(9-20 while measuring: 2 cores shared with other engineers' test runs).", "",
+             INTRO]
     for via in ("http", "engine"):
         if any(r["via"] == via for r in rows):
             lines += ["", f"### Through {'a real `bentoml serve` (HTTP)' if via == 'http' else 'the engine facade in process'}",
                       "", *tables([r for r in rows if r["via"] == via], sets)]
+    lines += ["", "### Goals of the issue (each measured where it ran: HTTP or engine)", "",
+              *goals(rows, sets), SETFIT]
     text = "\n".join(lines)
     (RESULTS_DIR / "monotone.md").write_text(text + "\n")
     print(text)
@@ -289,6 +315,15 @@ def tables(rows: list[dict], sets: list[str]) -> list[str]:
     def m(vals: list[float]) -> str:
         return f"{100 * float(np.mean(vals)):.1f}" if vals else "-"
 
+    lines: list[str] = []
+    if any(r["case"] != "balanced" and r["case"] != "correction" for r in rows):
+        lines += create_table(rows, sets, of, m)
+    if any(r["case"] == "correction" for r in rows):
+        lines += loop_table(rows, sets, of)
+    return lines
+
+
+def create_table(rows: list[dict], sets: list[str], of, m) -> list[str]:
     lines = ["| set (role) | balanced 8/label | imbalanced 16/8/4 | same total, even | "
              "10% wrong labels | zero-shot | 8-shot probe | 8/8 -> 20/8 before | after | kept previous |",
              "|---|---|---|---|---|---|---|---|---|---|"]
@@ -301,7 +336,11 @@ def tables(rows: list[dict], sets: list[str]) -> list[str]:
             f"{m([r['acc'] for r in z])} | {m([r['acc_probe'] for r in z])} | "
             f"{m([r['acc_before'] for r in o])} | {m([r['acc_after'] for r in o])} | "
             f"{sum(r['kept_previous'] for r in o)}/{sum(r['updates'] for r in o)} |")
-    lines += ["", "Correction loop (mean test accuracy % after each round; round 0 = the "
+    return lines + [""]
+
+
+def loop_table(rows: list[dict], sets: list[str], of) -> list[str]:
+    lines = ["Correction loop (mean test accuracy % after each round; round 0 = the "
               "8-per-label create; seeds in brackets):", "",
               "| set | " + " | ".join(f"round {i}" for i in range(ROUNDS + 1)) +
               " | worst step | updates that kept the previous weights |",
@@ -314,6 +353,44 @@ def tables(rows: list[dict], sets: list[str]) -> list[str]:
         lines.append(f"| {s} ({len(c)}) | " + " | ".join(f"{v:.1f}" for v in curve) +
                      f" | {min(np.diff(curve)):+.1f} | {sum(r['kept_previous'] for r in c)}/{ROUNDS * len(c)} |")
     return lines
+
+
+def goals(rows: list[dict], sets: list[str]) -> list[str]:
+    def verdict(ok: bool) -> str:
+        return "**MET**" if ok else "**NOT MET**"
+
+    out = ["| goal | measured | verdict |", "|---|---|---|"]
+    for via in ("http", "engine"):
+        c = [r for r in rows if r["case"] == "correction" and r["via"] == via]
+        if not c:
+            continue
+        per_set = {s: np.mean([r["curve"] for r in c if r["set"] == s], 0) for s in sets
+                   if any(r["set"] == s for r in c)}
+        mean = 100 * np.mean(list(per_set.values()), 0)
+        worst = float(min(np.diff(mean)))
+        out.append(f"| correction loop ({via}): no round more than 1 point below the one before "
+                   f"(mean over sets and seeds) | worst step {worst:+.1f} points "
+                   f"({', '.join(f'{v:.1f}' for v in mean)}) | {verdict(worst >= -1)} |")
+        above = {s: 100 * (v[-1] - v[0]) for s, v in per_set.items()}
+        out.append(f"| ... and round 5 above round 0 on every set ({via}) | "
+                   + ", ".join(f"{s} {d:+.1f}" for s, d in above.items())
+                   + f" | {verdict(all(d > 0 for d in above.values()))} |")
+    for via in ("http", "engine"):
+        i = [r for r in rows if r["case"] == "imbalanced" and r["via"] == via]
+        if i:
+            by = [np.mean([100 * (r["acc"] - r["acc_balanced_same_total"]) for r in i if r["set"] == s])
+                  for s in sets if any(r["set"] == s for r in i)]
+            out.append(f"| imbalanced 16/8/4 within 2 points of even, same total ({via}) | "
+                       f"{np.mean(by):+.1f} points (mean of {len(by)} sets; "
+                       f"warning in every record: {all(r['warned'] for r in i)}) | {verdict(np.mean(by) >= -2)} |")
+        z = [r for r in rows if r["case"] == "zero_shot" and r["via"] == via]
+        if z:
+            wins = [s for s in sets if any(r["set"] == s for r in z) and
+                    np.mean([r["acc"] for r in z if r["set"] == s]) >= np.mean([r["acc_probe"] for r in z if r["set"] == s])]
+            n = len({r["set"] for r in z})
+            out.append(f"| zero-shot >= 8-shot linear probe on at least half of the sets ({via}) | "
+                       f"{len(wins)}/{n} ({', '.join(wins) or 'none'}) | {verdict(2 * len(wins) >= n)} |")
+    return out
 
 
 def plot(rows: list[dict], sets: list[str], path: Path) -> None:
