@@ -15,13 +15,11 @@ and below ``-min_drop``.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
-from ..heads import LinearHead
-
-FitRows = Callable[[np.ndarray, np.ndarray], LinearHead]
+from .fitting import FitRows
 
 Z, MIN_DROP = 2.0, 0.01  # chosen in benchmarks/bench_monotone.py (see RESULTS.md)
 
