@@ -17,6 +17,7 @@ different adapters share one backbone forward.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -29,7 +30,7 @@ from .errors import (AdapterNotFound, CorruptAdapter, IncompatibleAdapter, Inval
                      Overloaded)
 from .events import NO_EVENTS, Events
 from .kinds import build_request, get_kind, kind_of_job, load_adapter
-from .kinds.base import Decision
+from .kinds.base import BaseVersion, Decision
 from .modalities import get_modality
 from .segments import group_rows
 from .serving import AdapterRegistry, LoadedAdapter, MicroBatcher
@@ -155,15 +156,19 @@ class Tailor:
     # -- creating adapters: one path for every kind -----------------------------------------
     def create_adapter(self, tenant: str, name: str, kind: str, examples: Any = None,
                        options: dict[str, Any] | None = None, *, label_descriptions: Any = None,
-                       unlabeled: Any = None, changes: dict[str, Any] | None = None
-                       ) -> dict[str, Any]:
+                       unlabeled: Any = None, changes: dict[str, Any] | None = None,
+                       base: BaseVersion | None = None) -> dict[str, Any]:
         """Validate, then train now (the new version's record; kinds with a background recipe
         add the ``job`` that trains it) or queue a job (the pending record with its ``job``).
-        Bad input raises a 4xx-mapped error before anything is trained, queued or stored."""
+        Bad input raises a 4xx-mapped error before anything is trained, queued or stored.
+        ``base``: an update's previous version, which the new one is checked against (and
+        whose LoRA an ``auto`` update keeps) when it trains in the request."""
         validate_name(name)
         k = get_kind(kind)
         self.store.check_room(tenant, name)  # before training: the limit is a 4xx at once
         request = build_request(k, examples, options, self.limits, label_descriptions, unlabeled)
+        if base is not None:
+            request = dataclasses.replace(request, base=base)
         payload = TrainPayload(kind=k.name, examples=list(examples or []),
                                options=dict(options or {}), label_descriptions=request.descriptions,
                                unlabeled=request.unlabeled, changes=changes)
@@ -220,9 +225,14 @@ class Tailor:
             options = _carry_options(base, merged)
             if kind not in (None, base.kind):
                 options = {k: v for k, v in options.items() if k == "labels"}
+        previous = None
+        if kind in (None, base.kind):  # the same recipe: checked against the version it replaces
+            previous = BaseVersion(self.registry.get(tenant, name, base.version),
+                                   len(merged.examples) - changes["examples_added"])
         return self.create_adapter(tenant, name, kind or base.kind, merged.examples, options,
                                    label_descriptions=merged.label_descriptions or None,
-                                   unlabeled=merged.unlabeled or None, changes=changes)
+                                   unlabeled=merged.unlabeled or None, changes=changes,
+                                   base=previous)
 
     def _run_job(self, job: Job) -> dict[str, Any]:
         """The executor of this process's job runner: train in a worker process, then publish
@@ -427,8 +437,11 @@ def _finish_changes(changes: dict[str, Any] | None, artifact: Artifact) -> dict[
     """An update's changes, with the new version's estimate next to the old one's."""
     if changes is None:
         return None
-    after = _estimate(artifact.kind, artifact.metrics, "the new version")
-    return {**changes, "metric_after": after}
+    out = {**changes, "metric_after": _estimate(artifact.kind, artifact.metrics, "the new version")}
+    for key in ("update_check", "weights_from"):  # the check against the replaced version
+        if key in artifact.metrics:
+            out[key] = artifact.metrics[key]
+    return out
 
 
 def _carry_options(base: Manifest, merged: Inputs) -> dict[str, Any]:

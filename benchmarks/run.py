@@ -15,8 +15,9 @@ TOPICS = ["serving", "lora", "onnx", "load", "openai"]  # benchmarks/bench_<topi
 # machines lack (bench_onnx_gpu.py needs a CUDA GPU; rerun it there by hand), or two
 # versions of the code side by side (reshape.md: issue 10, old tree vs new, measured once),
 # or several benchmarks and research runs summarised by hand against an issue's goals
-# (issue12.md: from peers.md, mix.md, default_accuracy.md and the research files).
-RECORDED = ["onnx_gpu", "reshape", "issue12"]
+# (issue12.md: from peers.md, mix.md, default_accuracy.md and the research files), or a
+# run of hours on the shared machine (monotone.md: python -m benchmarks.bench_monotone).
+RECORDED = ["onnx_gpu", "reshape", "issue12", "monotone"]
 
 
 def main(argv: list[str]) -> int:

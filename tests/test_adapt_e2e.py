@@ -108,6 +108,14 @@ def test_auto_publishes_the_stronger_version_only_when_chosen(server, trec, prom
             assert accuracy(c, f"{name}@2", test) > 1 / 6 + 0.15
         assert c.get(f"/v1/adapters/{name}").json()["versions"] == versions
         assert c.post("/v1/predict", json={"adapter": f"{name}@1", "inputs": pool[:5]}).json() == v1
+        if promote == "always":  # an update keeps the tuned encoder (issue 19)
+            more = [{"text": t, "label": g} for t, g in test[64:] if g == "DESC"][:8]
+            r = c.post(f"/v1/adapters/{name}/examples",
+                       json={"examples": more, "options": {"epochs": 2, "promote": "never"}})
+            assert r.status_code == 201, r.text
+            v3 = r.json()
+            assert v3["version"] == 3 and v3["metrics"]["recipe"].endswith(f"on the LoRA of {name}@2")
+            assert accuracy(c, f"{name}@3", test) >= accuracy(c, f"{name}@2", test) - 0.05
 
 
 def test_auto_keeps_the_head_when_the_guard_says_so(server, trec):

@@ -35,7 +35,7 @@ from ..training.fitting import assess, fit_calibrated
 from ..validation import LabeledData
 from .base import (AdapterKind, Background, Decision, Progress, StopCheck, TrainRequest,
                    register_kind)
-from .head import UNLABELED_UNUSED, HeadOptions, fit_head
+from .head import UNLABELED_UNUSED, HeadOptions, fit_head, guard_update
 from .lora import LoraOptions, _Steps, _steps, lora_recipe
 from .metrics import CrossValidated, lora_lines
 
@@ -54,7 +54,8 @@ class AutoOptions(LoraOptions):
 
     def head_options(self) -> HeadOptions:
         return HeadOptions(c=self.c, temperature=self.temperature, seed=self.seed,
-                           cv_folds=self.cv_folds, prior_strength=self.prior_strength)
+                           cv_folds=self.cv_folds, prior_strength=self.prior_strength,
+                           class_prior=self.class_prior)
 
 
 class AutoMetrics(CrossValidated):
@@ -83,17 +84,23 @@ class AutoMetrics(CrossValidated):
 
 def train_auto_head(encoder: Encoder, request: TrainRequest, progress: Progress | None = None,
                     should_stop: StopCheck | None = None) -> Artifact:
-    """The first version: the head recipe, at once."""
+    """The version served at once: the head recipe. On an update of a version whose LoRA was
+    promoted, the head is refitted on that LoRA's tuned embeddings (and keeps the LoRA), so
+    that an update does not fall back to frozen features while the job retrains LoRA."""
     opts = request.options
     assert isinstance(opts, AutoOptions)
     data = request.data
-    x = encoder.embed(data.items).numpy().astype(np.float32)
-    head, cv = fit_head(encoder, x, data, request.descriptions, opts.head_options())
+    lora = request.base.adapter.lora if request.base is not None else None
+    x = encoder.embed(data.items, [lora] * len(data.items) if lora else None
+                      ).numpy().astype(np.float32)  # [rows, dim]
+    head, cv = fit_head(encoder, x, data, request.descriptions, opts.head_options(), lora=lora)
     recipe = "zero-shot head" if data.zero_shot else (
         "head with the description prior" if request.descriptions else "head")
+    if lora is not None:
+        recipe += f" on the LoRA of {request.base.adapter.ref}"  # type: ignore[union-attr]
     metrics = AutoMetrics(examples=len(data.items), per_label=data.counts(), **(cv or {}),
                           recipe=recipe, unlabeled=len(request.unlabeled) or None)
-    warnings = assess(data, cv)
+    warnings = assess(data, cv, opts.class_prior)
     if opts.promote == "never":
         warnings.append("auto: options.promote = never, so no stronger recipe is tried")
     elif not stronger_recipe_applies(request):
@@ -102,9 +109,11 @@ def train_auto_head(encoder: Encoder, request: TrainRequest, progress: Progress 
                         "try it")
     if request.unlabeled and not stronger_recipe_applies(request):
         warnings.append(UNLABELED_UNUSED)
-    return Artifact(kind="auto", labels=data.labels, tensors=head.tensors(),
-                    options=opts.stored(request.label_order), metrics=metrics.stored(),
-                    warnings=warnings, multi_label=False)
+    artifact = Artifact(kind="auto", labels=data.labels,
+                        tensors={**head.tensors(), **(lora.tensors() if lora else {})},
+                        options=opts.stored(request.label_order), metrics=metrics.stored(),
+                        warnings=warnings, multi_label=False, lora=lora.spec if lora else None)
+    return guard_update(encoder, request, x, opts.head_options(), artifact, lora)
 
 
 def stronger_recipe_applies(request: TrainRequest) -> bool:
@@ -167,7 +176,8 @@ def train_auto_lora(encoder: Encoder, request: TrainRequest, progress: Progress 
         cv_accuracy_tuned=tuned_cv["cv_accuracy"] if tuned_cv else None)
     return Artifact(kind="auto", labels=data.labels, tensors={**head.tensors(), **lw.tensors()},
                     options=opts.stored(request.label_order), metrics=metrics.stored(),
-                    warnings=assess(data, {"cv_accuracy": lora_est}), lora=lw.spec)
+                    warnings=assess(data, {"cv_accuracy": lora_est}, opts.class_prior),
+                    lora=lw.spec)
 
 
 def accept(served: Manifest, candidate: Artifact) -> Decision:

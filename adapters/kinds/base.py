@@ -23,12 +23,22 @@ from ..modalities import get_modality
 from ..options import AdapterOptions
 from ..serving.registry import LoadedAdapter
 from ..storage import Artifact, Manifest, StoredAdapter
+from ..training.fitting import log_prior
 from ..validation import (LabeledData, Limits, validate_descriptions, validate_training_data,
                           validate_unlabeled)
 from .metrics import TrainingMetrics
 
 Progress = Callable[[int, int, float], None]  # step, total, loss
 StopCheck = Callable[[], bool]  # True: stop now (raise training.jobs.Cancelled)
+
+
+@dataclass(frozen=True)
+class BaseVersion:
+    """An update's starting point: the version it replaces, loaded, and how many of the
+    request's examples (the first ones) that version was trained on."""
+
+    adapter: LoadedAdapter
+    examples: int
 
 
 @dataclass(frozen=True)
@@ -41,6 +51,7 @@ class TrainRequest:
     limits: Limits
     descriptions: dict[str, str] = field(default_factory=dict)  # label -> what it means
     unlabeled: list[str] = field(default_factory=list)  # texts without labels
+    base: BaseVersion | None = None  # an update (in the request): the version it replaces
 
 
 class Trainer(Protocol):
@@ -156,6 +167,7 @@ def build_request(kind: AdapterKind, examples: Any, options: dict[str, Any] | No
     pool = validate_unlabeled(unlabeled, limits)
     data = validate_training_data(examples, described, limits, label_order)
     request = TrainRequest(data, opts, label_order, limits, described, pool)
+    log_prior(data.labels, getattr(opts, "class_prior", "uniform"))  # a 422 before any job
     kind.check(request)
     return request
 

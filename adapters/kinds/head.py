@@ -15,11 +15,14 @@ import numpy as np
 from pydantic import Field
 
 from ..encoders.base import Encoder
+from ..encoders.lora import LoraWeights
 from ..errors import InvalidExamples
 from ..heads import LinearHead
 from ..options import AdapterOptions
 from ..storage import Artifact
-from ..training.fitting import FitParams, assess, calibrate, cross_validate, fit
+from ..training.fitting import (ClassPriorOption, FitParams, FitRows, assess, calibrate,
+                                class_prior_field, cross_validate, fit, with_prior)
+from ..training.monotone import compare_update
 from ..training.recipes import (PRIOR_STRENGTH, description_prior, description_text, fit_prior,
                                 zero_shot_head)
 from ..validation import LabeledData
@@ -44,9 +47,11 @@ class HeadOptions(AdapterOptions):
     prior_strength: float = Field(
         PRIOR_STRENGTH, ge=0, le=100, description="label descriptions: how strongly the head is "
         "pulled toward them (0: ignore them when there are examples)")
+    class_prior: ClassPriorOption = class_prior_field()
 
     def fit_params(self) -> FitParams:
-        return FitParams(self.head, self.c, self.temperature, self.threshold, self.seed, self.cv_folds)
+        return FitParams(self.head, self.c, self.temperature, self.threshold, self.seed,
+                         self.cv_folds, self.class_prior)
 
 
 class HeadMetrics(CrossValidated):
@@ -60,22 +65,39 @@ class HeadMetrics(CrossValidated):
 
 
 def embed_descriptions(encoder: Encoder, labels: list[str], descriptions: dict[str, str],
-                       template: bool = False) -> np.ndarray:
+                       template: bool = False, lora: LoraWeights | None = None) -> np.ndarray:
     """[labels, dim] embeddings of each label's description (``template``: the zero-shot
-    phrasing), NaN rows for labels without one."""
+    phrasing; ``lora``: in that LoRA's tuned space), NaN rows for labels without one."""
     described = [lab for lab in labels if lab in descriptions]
     texts = [description_text(descriptions[lab]) if template else descriptions[lab]
              for lab in described]
-    emb = encoder.embed(texts).numpy().astype(np.float64)
+    emb = encoder.embed(texts, [lora] * len(texts) if lora else None).numpy().astype(np.float64)
     out = np.full((len(labels), emb.shape[1]), np.nan)
     for lab, row in zip(described, emb):
         out[labels.index(lab)] = row
     return out
 
 
+def head_recipe(encoder: Encoder, data: LabeledData, descriptions: dict[str, str],
+                opts: "HeadOptions", lora: LoraWeights | None = None) -> FitRows:
+    """(rows [n, dim], label ids) -> a head: the description prior when there are
+    descriptions, else the plain fitter; moved to ``opts.class_prior`` either way.
+    ``lora``: the rows are in that LoRA's tuned space, and so are the descriptions."""
+    params = opts.fit_params()
+    if descriptions and opts.prior_strength > 0:
+        prior = description_prior(embed_descriptions(encoder, data.labels, descriptions, lora=lora),
+                                  len(data.labels), encoder.dim, opts.prior_strength)
+
+        def fit_rows(rows: np.ndarray, labels: np.ndarray) -> LinearHead:
+            return with_prior(fit_prior(rows, labels, prior, c=opts.c), data.labels,
+                              opts.class_prior, labels)
+        return fit_rows
+    return lambda rows, labels: fit(rows, LabeledData([], data.labels, labels, False), params)
+
+
 def fit_head(encoder: Encoder, x: np.ndarray, data: LabeledData, descriptions: dict[str, str],
-             opts: "HeadOptions", seconds: dict[str, float] | None = None
-             ) -> tuple[LinearHead, dict | None]:
+             opts: "HeadOptions", seconds: dict[str, float] | None = None,
+             lora: LoraWeights | None = None) -> tuple[LinearHead, dict | None]:
     """The head recipe on embeddings ``x`` [rows, dim] of the examples: zero-shot from the
     descriptions, the description prior, or the plain fitter; cross-validated as a whole and
     calibrated. Returns the head and the CV metrics (None: no estimate); ``seconds`` gets
@@ -84,17 +106,15 @@ def fit_head(encoder: Encoder, x: np.ndarray, data: LabeledData, descriptions: d
     seconds = {} if seconds is None else seconds
     t0 = time.perf_counter()
     if data.zero_shot:
-        protos = embed_descriptions(encoder, data.labels, descriptions, template=True)
+        protos = embed_descriptions(encoder, data.labels, descriptions, template=True, lora=lora)
         seconds["fit"] = round(time.perf_counter() - t0, 4)
-        return zero_shot_head(protos, scale=opts.temperature), None
-    fit_rows = None
-    if descriptions and opts.prior_strength > 0:
-        prior = description_prior(embed_descriptions(encoder, data.labels, descriptions),
-                                  len(data.labels), x.shape[1], opts.prior_strength)
-
-        def fit_rows(rows: np.ndarray, labels: np.ndarray) -> LinearHead:
-            return fit_prior(rows, labels, prior, c=opts.c)
-    head = fit_rows(x, data.y) if fit_rows else fit(x, data, params)
+        return with_prior(zero_shot_head(protos, scale=opts.temperature), data.labels,
+                          opts.class_prior), None
+    if data.multi_label:
+        head, fit_rows = fit(x, data, params), None
+    else:
+        fit_rows = head_recipe(encoder, data, descriptions, opts, lora)
+        head = fit_rows(x, data.y)
     t1 = time.perf_counter()
     cv = cross_validate(x, data, params, fit_rows)
     seconds.update(fit=round(t1 - t0, 4), cross_validate=round(time.perf_counter() - t1, 4))
@@ -113,12 +133,45 @@ def train_head(encoder: Encoder, request: TrainRequest, progress: Progress | Non
     metrics = HeadMetrics(examples=len(data.items), per_label=data.counts(), seconds=seconds,
                           **(cv or {}), label_descriptions=len(request.descriptions) or None,
                           unlabeled=len(request.unlabeled) or None)
-    warnings = assess(data, cv)
+    warnings = assess(data, cv, opts.class_prior)
     if request.unlabeled:
         warnings.append(UNLABELED_UNUSED)
-    return Artifact(kind="head", labels=data.labels, tensors=head.tensors(),
-                    options=opts.stored(request.label_order), metrics=metrics.stored(),
-                    warnings=warnings, multi_label=data.multi_label)
+    artifact = Artifact(kind="head", labels=data.labels, tensors=head.tensors(),
+                        options=opts.stored(request.label_order), metrics=metrics.stored(),
+                        warnings=warnings, multi_label=data.multi_label)
+    return guard_update(encoder, request, x, opts, artifact)
+
+
+def guard_update(encoder: Encoder, request: TrainRequest, x: np.ndarray, opts: "HeadOptions",
+                 artifact: Artifact, lora: LoraWeights | None = None) -> Artifact:
+    """An update's artifact, checked against the version it replaces (training/monotone.py):
+    unchanged but for the check's numbers in its metrics when it is not worse; otherwise the
+    replaced version's weights (head and LoRA) with this update's examples, metrics and a
+    warning saying why, so that ``latest`` never gets worse and no example is lost."""
+    base, data = request.base, request.data
+    if (base is None or data.multi_label or data.zero_shot or base.examples == 0
+            or list(base.adapter.labels) != data.labels):
+        return artifact
+    previous = np.arange(len(data.items)) < base.examples
+    fit_rows = head_recipe(encoder, data, request.descriptions, opts, lora)
+    check = compare_update(x, data.y, previous, len(data.labels), fit_rows, seed=opts.seed)
+    if check is None:
+        return artifact
+    artifact.metrics["update_check"] = check
+    if not check["worse"]:
+        return artifact
+    kept = base.adapter
+    artifact.tensors = {**kept.head.tensors(), **(kept.lora.tensors() if kept.lora else {})}
+    artifact.lora = kept.lora.spec if kept.lora else None
+    artifact.metrics["weights_from"] = kept.ref
+    artifact.warnings.append(
+        f"kept the weights of {kept.ref}: refitted on all {len(data.items)} examples, the head "
+        f"scored {check['updated']:.3f} balanced accuracy on held-out folds, against "
+        f"{check['previous']:.3f} when fitted on {kept.ref}'s {base.examples} examples alone "
+        f"(worse by more than the noise, {check['noise']:.3f}). Your examples are stored with "
+        "this version, and the next update refits on all of them; adding examples of the "
+        "other labels usually helps")
+    return artifact
 
 
 def check_head(request: TrainRequest) -> None:

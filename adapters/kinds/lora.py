@@ -31,7 +31,8 @@ from ..errors import InvalidExamples
 from ..options import AdapterOptions
 from ..storage import Artifact
 from ..heads import LinearHead
-from ..training.fitting import FitParams, FitRows, assess, cross_validate, fit, fit_calibrated
+from ..training.fitting import (ClassPriorOption, FitParams, FitRows, assess, class_prior_field,
+                                cross_validate, fit, fit_calibrated, with_prior)
 from ..training.recipes import PRIOR_STRENGTH, balanced_pseudo_labels, description_prior, fit_prior
 from ..training.jobs import Cancelled
 from ..validation import LabeledData
@@ -74,8 +75,11 @@ class LoraOptions(AdapterOptions):
     unlabeled_sample: int = Field(2000, ge=1, le=100_000, description="at most this many unlabeled "
                                   "texts (a seeded sample) are labeled by the first LoRA")
 
+    class_prior: ClassPriorOption = class_prior_field()
+
     def fit_params(self) -> FitParams:
-        return FitParams("logreg", c=self.c, seed=self.seed, cv_folds=self.cv_folds)
+        return FitParams("logreg", c=self.c, seed=self.seed, cv_folds=self.cv_folds,
+                         class_prior=self.class_prior)
 
 
 class LoraMetrics(TrainingMetrics):
@@ -278,7 +282,8 @@ def lora_recipe(encoder: TorchEncoder, data: LabeledData, descriptions: dict[str
                 w = np.concatenate([np.ones(len(y)), np.ones(len(extra_y))])
                 x, y = np.concatenate([x, extra_x]), np.concatenate([y, extra_y])
             if prior is not None:
-                return fit_prior(x, y, prior, c=opts.c, sample_weight=w)
+                return with_prior(fit_prior(x, y, prior, c=opts.c, sample_weight=w), data.labels,
+                                  opts.class_prior, y)
             return fit(x, LabeledData([], data.labels, y, False), opts.fit_params())
         return fit_rows
 
@@ -335,7 +340,7 @@ def train_lora(encoder: Encoder, request: TrainRequest, progress: Progress | Non
         cv_accuracy_tuned=tuned_cv["cv_accuracy"] if tuned_cv else None)
     return Artifact(kind="lora", labels=data.labels, tensors={**head.tensors(), **lw.tensors()},
                     options=opts.stored(request.label_order), metrics=metrics.stored(),
-                    warnings=assess(data, baseline), lora=lw.spec)
+                    warnings=assess(data, baseline, opts.class_prior), lora=lw.spec)
 
 
 LORA = register_kind(AdapterKind(

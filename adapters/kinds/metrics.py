@@ -69,6 +69,10 @@ class CrossValidated(TrainingMetrics):
     cv_f1_micro: float | None = Field(None, ge=0, le=1)
     cv_folds: int | None = Field(None, ge=2)
     calibration_scale: float | None = Field(None, gt=0)
+    # an update checked against the version it replaces (training/monotone.py): the paired
+    # held-out scores, and the version whose weights were kept when the update was worse
+    update_check: dict[str, Any] | None = None
+    weights_from: str | None = None
 
 
 def lora_lines(tuned: float | None, seconds: float | None) -> list[str]:

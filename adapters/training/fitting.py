@@ -7,12 +7,13 @@ happened before (adapters/validation.py), embedding happens in the kind's traine
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Annotated, Any, Callable, Literal, Protocol, Union
 
 import numpy as np
 import torch
+from pydantic import Field
 
-from ..errors import InvalidExamples
+from ..errors import InvalidExamples, InvalidOptions
 from ..heads import LinearHead, activation_for
 from ..validation import LabeledData
 
@@ -27,6 +28,7 @@ class FitParams:
     threshold: float = 0.5
     seed: int = 0
     cv_folds: int = 5
+    class_prior: "ClassPrior" = "uniform"
 
 
 class HeadFitter(Protocol):
@@ -36,6 +38,7 @@ class HeadFitter(Protocol):
 
 
 HEAD_FITTERS: dict[str, HeadFitter] = {}
+FITTED_INTERCEPT = {"logreg"}  # fitters whose intercept learns the label shares
 
 
 def register_head(name: str) -> Callable[[HeadFitter], HeadFitter]:
@@ -43,6 +46,77 @@ def register_head(name: str) -> Callable[[HeadFitter], HeadFitter]:
         HEAD_FITTERS[name] = fn
         return fn
     return deco
+
+
+def class_weights(y: np.ndarray, n_labels: int) -> np.ndarray:
+    """[rows] weights that give every label present the same total (n / (labels x n_j)):
+    the likelihood of the calibration, so that a frequent label does not set the scale."""
+    y = np.asarray(y, dtype=np.int64)
+    counts = np.bincount(y, minlength=n_labels).astype(np.float64)
+    return len(y) / (int((counts > 0).sum()) * counts[y])
+
+
+# What the user says about how often each label occurs where the adapter will serve:
+# "uniform" (the default: every label equally likely, whatever the examples' counts),
+# "examples" (as often as in the examples: the fit of before issue 19), or {label: share}.
+ClassPrior = Union[str, dict[str, float]]
+ClassPriorOption = Union[Literal["uniform", "examples"],
+                         Annotated[dict[str, Annotated[float, Field(gt=0, le=1e6)]],
+                                   Field(min_length=1, max_length=10_000)]]
+
+
+def class_prior_field() -> Any:
+    """The ``class_prior`` option of every kind that ends in a single-label head."""
+    return Field("uniform", description="how often each label occurs where the adapter serves: "
+                 "uniform (default: labels weighed equally, whatever the examples' counts), "
+                 "examples (as often as in the examples), or {label: share}")
+
+
+def log_prior(labels: list[str], prior: ClassPrior) -> np.ndarray | None:
+    """[labels] log shares of a stated prior, or None ("uniform" / "examples"). A label the
+    prior leaves out gets the smallest share it names."""
+    if not isinstance(prior, dict):
+        return None
+    unknown = sorted(set(prior) - set(labels))
+    if unknown:
+        raise InvalidOptions(f"options.class_prior names label(s) {unknown} that the adapter does "
+                             f"not have; its labels are {labels}")
+    floor = min(prior.values())
+    shares = np.array([prior.get(lab, floor) for lab in labels], dtype=np.float64)
+    return np.log(shares / shares.sum())
+
+
+def log_frequencies(y: np.ndarray, n_labels: int) -> np.ndarray:
+    """[labels] log share of each label among the rows; a label without rows (described
+    only) gets the rarest present label's."""
+    counts = np.bincount(np.asarray(y, dtype=np.int64), minlength=n_labels).astype(np.float64)
+    counts[counts == 0] = counts[counts > 0].min()
+    return np.log(counts / counts.sum())
+
+
+def with_prior(head: LinearHead, labels: list[str], prior: ClassPrior,
+               y: np.ndarray | None = None) -> LinearHead:
+    """A single-label head moved from the label shares it learned to the user's (logit
+    adjustment, Menon et al. 2021): bias_j += log prior_j - log share_j of ``y``, the rows a
+    fitted intercept learned from (None: a head without a fitted intercept, e.g. zero-shot
+    or centroid). "examples" leaves the head as fitted.
+
+    Why (issue 19, benchmarks/research/imbalance.md): the L2 penalty keeps the weights on
+    unit-length embeddings small, so the intercept carries the examples' label counts; 8/8
+    -> 20/8 correct examples cost 17-30 points on the dev sets. Subtracting the learned log
+    shares lost less than weighting the classes ("balanced"), on every dev set."""
+    if prior == "examples" or head.activation != "softmax":
+        return head
+    shift = np.zeros(len(labels))
+    stated = log_prior(labels, prior)
+    if stated is not None:
+        shift += stated
+    if y is not None:
+        shift -= log_frequencies(y, len(labels))
+    if not shift.any():
+        return head
+    return LinearHead(head.weight, head.bias + torch.from_numpy(shift.astype(np.float32)),
+                      head.activation)
 
 
 def _t(a: np.ndarray) -> torch.Tensor:
@@ -93,8 +167,13 @@ def fit_centroid(x: np.ndarray, y: np.ndarray, *, multi_label: bool, c: float,
 
 
 def fit(x: np.ndarray, data: LabeledData, p: FitParams) -> LinearHead:
-    return HEAD_FITTERS[p.method](x, data.y, multi_label=data.multi_label, c=p.c,
+    """The ``p.method`` fitter, moved to ``p.class_prior`` (single-label)."""
+    head = HEAD_FITTERS[p.method](x, data.y, multi_label=data.multi_label, c=p.c,
                                   temperature=p.temperature, seed=p.seed)
+    if data.multi_label:
+        return head
+    return with_prior(head, data.labels, p.class_prior,
+                      data.y if p.method in FITTED_INTERCEPT else None)
 
 
 # (training rows [n, dim], their labels) -> a head: a recipe that may add more than the rows
@@ -146,23 +225,29 @@ def cross_validate(x: np.ndarray, data: LabeledData, opts: FitParams,
     if data.multi_label:
         f1 = 2 * tp / max(2 * tp + fp + fn, 1)
         return {"cv_f1_micro": round(f1, 4), "cv_folds": k}
-    temperature = calibrate_temperature(np.concatenate(oof_logits), np.concatenate(oof_y))
+    oof = np.concatenate(oof_y)
+    temperature = calibrate_temperature(
+        np.concatenate(oof_logits), oof,
+        None if opts.class_prior == "examples" else class_weights(oof, len(data.labels)))
     return {"cv_accuracy": round(correct / total, 4), "cv_folds": k, "calibration_scale": temperature}
 
 
-def calibrate_temperature(logits: np.ndarray, y: np.ndarray) -> float:
+def calibrate_temperature(logits: np.ndarray, y: np.ndarray,
+                          weights: np.ndarray | None = None) -> float:
     """The logit scale that minimises the negative log-likelihood of out-of-fold predictions
     (temperature scaling, Guo et al. 2017). Scaling logits never changes the argmax, so the
     head's decisions stay exactly those of the fitted regression while its probabilities
     stop being washed out by the L2 penalty on tiny, normalised embeddings. The scale is
     capped at 10: on separable few-shot folds the likelihood always wants more, and that
-    would make every answer look certain (``calibrate`` caps it further by the data)."""
+    would make every answer look certain (``calibrate`` caps it further by the data).
+    ``weights``: per-row weights of the likelihood (the balanced ones: a frequent label does
+    not set the scale for all)."""
     best_t, best_nll = 1.0, float("inf")
     for t in np.geomspace(1.0, 10.0, 40):
         z = logits * t
         z = z - z.max(axis=1, keepdims=True)
         logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-        nll = -logp[np.arange(len(y)), y].mean()
+        nll = -np.average(logp[np.arange(len(y)), y], weights=weights)
         if nll < best_nll:
             best_t, best_nll = float(t), float(nll)
     return round(best_t, 4)
@@ -215,7 +300,28 @@ def calibrate(head: LinearHead, x: np.ndarray, cv: dict[str, Any] | None
     return head.scaled(scale), {**cv, "calibration_scale": round(scale, 4)}
 
 
-def assess(data: LabeledData, cv: dict[str, Any] | None) -> list[str]:
+UNBALANCED_RATIO = 2.0  # largest / smallest label count from which a record warns
+
+
+def unbalanced_warning(counts: dict[str, int], class_prior: ClassPrior = "uniform") -> str:
+    """What unbalanced examples mean for this adapter, and what to do about it."""
+    hi_label, hi = max(counts.items(), key=lambda kv: kv[1])
+    lo_label, lo = min(counts.items(), key=lambda kv: kv[1])
+    said = (f"unbalanced examples: {hi_label!r} has {hi}, {lo_label!r} only {lo}. ")
+    if class_prior == "examples":
+        return said + ("options.class_prior = \"examples\", so predictions lean toward the "
+                       "frequent labels as much as the examples do; use \"uniform\" (the default) "
+                       "unless the labels really occur that unequally where you serve")
+    how = ("as the shares in options.class_prior" if isinstance(class_prior, dict) else
+           "as equally likely (options.class_prior = \"uniform\")")
+    return said + (f"The head treats the labels {how}, not by their example counts; if the "
+                   "labels occur unequally where you serve, set options.class_prior to their shares "
+                   "(e.g. {\"" + hi_label + "\": 0.7, \"" + lo_label + "\": 0.3}). Adding examples of "
+                   f"{lo_label!r} improves it most")
+
+
+def assess(data: LabeledData, cv: dict[str, Any] | None,
+           class_prior: ClassPrior = "uniform") -> list[str]:
     if data.zero_shot:
         return ["zero-shot: trained from the label descriptions alone, so there is no quality "
                 "estimate; add labeled examples (POST /v1/adapters/{name}/examples, 8 or more per "
@@ -235,9 +341,8 @@ def assess(data: LabeledData, cv: dict[str, Any] | None) -> list[str]:
     elif lo < 4:
         warnings.append(f"thin data: label {lo_label!r} has only {lo} examples; the quality estimate "
                         "is noisy below about 4 per label (8 or more recommended)")
-    if lo > 0 and hi / lo > 3:
-        warnings.append(f"unbalanced data: the largest label has {hi} examples, {lo_label!r} only {lo}; "
-                        "predictions will lean toward the frequent labels")
+    if lo > 0 and hi / lo >= UNBALANCED_RATIO:
+        warnings.append(unbalanced_warning(counts, class_prior))
     if cv is not None and not data.multi_label:
         chance = 1 / len(data.labels)
         if cv["cv_accuracy"] < chance + 0.1:
