@@ -189,7 +189,7 @@ def test_auto_promotes_only_a_better_estimate(lora, head, options, promote):
     from adapters.storage import Artifact
 
     candidate = Artifact(kind="auto", labels=["a", "b"], tensors={}, options=options, metrics={
-        "recipe": "LoRA", "estimate": lora, "estimate_head": head, "estimate_folds": 2})
+        "examples": 8, "per_label": {"a": 4, "b": 4}, "recipe": "LoRA", "estimate": lora, "estimate_head": head, "estimate_folds": 2})
     decision = accept(SimpleNamespace(ref="x@1"), candidate)
     assert decision.promote is promote, decision
     assert f"{lora:.3f} vs the head's {head:.3f}" in decision.reason
