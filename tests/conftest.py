@@ -19,8 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # The service's default runtime is `auto` (issue 12): at the first start on a store it builds
 # onnxruntime graphs and measures them (tens of seconds on 2 cores), and may serve bf16. Test
 # servers are compared with in-process fp32 engines and start on fresh stores, so `Server`
-# pins PyTorch fp32 unless the test (or the shell) sets TAILOR_RUNTIME; tests/test_runtime.py
-# covers auto.
+# pins PyTorch fp32 unless the test (or the shell) sets TAILOR_RUNTIME;
+# tests/unit/export/test_runtime.py covers auto.
 PINNED = {"TAILOR_RUNTIME": "torch"}
 
 
@@ -141,7 +141,7 @@ class Server:
         return found
 
 
-# -- the container smoke test runs in the background (tests/test_container_smoke.py) ----------
+# -- the container smoke test runs in the background (tests/deploy/test_container_smoke.py) --
 def pytest_collection_modifyitems(session, config, items):
     """Run the container test last: it only waits for the background smoke run."""
     container = [i for i in items if i.get_closest_marker("container")]
@@ -152,7 +152,7 @@ def pytest_collection_finish(session):
     if session.config.option.collectonly or not any(
             i.get_closest_marker("container") for i in session.items):
         return
-    from tests.test_container_smoke import start_smoke
+    from tests.deploy.test_container_smoke import start_smoke
 
     log = Path(session.config.rootpath) / ".pytest-smoke.log"
     session.config._tailor_smoke = (start_smoke(log), log)

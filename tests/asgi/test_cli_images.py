@@ -14,7 +14,7 @@ from adapters import AdapterStore, Limits, Tailor
 from adapters.encoders import open_encoder
 from service import cli
 from service.api import create_app
-from tests.test_image_api import picture, vit_folder  # noqa: F401  (fixture)
+from tests.asgi.test_image_api import picture, vit_folder  # noqa: F401  (fixture)
 
 
 @pytest.fixture

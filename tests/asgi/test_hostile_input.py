@@ -3,7 +3,7 @@ nested 100k deep, path traversal and odd names on every route that takes one, Un
 cases, NaN/Infinity and huge numbers, wrong types. Each must answer a clear 4xx with the
 error envelope, never a 500, and leave the store (and everything beside it) unchanged.
 
-Most cases go through the ASGI app with the real backbone (like tests/test_api.py); a few
+Most cases go through the ASGI app with the real backbone (like tests/asgi/test_api.py); a few
 go through a real `bentoml serve`, to show that its HTTP stack and worker survive them too.
 """
 from __future__ import annotations
@@ -108,7 +108,7 @@ RAW = [
 def test_bytes_that_are_not_json(api, route, raw, status, code, fragment):
     client, root = api
     if route == "/adapters/news/export" and raw in (b"", b"null"):
-        pytest.skip("the export body is optional: without one it exports (seconds; tests/test_export.py)")
+        pytest.skip("the export body is optional: without one it exports (seconds; tests/unit/export/test_onnx_export.py)")
     r = send(client, root, "POST", route, content=raw, headers=JSON)
     if route != "/predict" and code == "invalid_request":
         code, fragment = "invalid_request", ""  # other routes name other fields

@@ -1,7 +1,7 @@
 """Image adapters through the service's ASGI app on a tiny random ViT folder (seconds, no
 pretraining): base64 examples in, head, LoRA and auto adapters, mixed batches equal to solo
 answers, the wrong modality both ways, and every hostile image a 4xx with the store
-unchanged. The real-backbone, real-server version is tests/test_image_e2e.py."""
+unchanged. The real-backbone, real-server version is tests/e2e/test_image_e2e.py."""
 from __future__ import annotations
 
 import time
@@ -17,8 +17,9 @@ from adapters import AdapterStore, Limits, Tailor
 from adapters.encoders import ImageEncoder, open_encoder
 from service.api import create_app
 from tests.conftest import snapshot
-from tests.test_image_input import (b64, encode, frames, jpeg_header_claiming,
-                                    jpeg_with_orientation, marker_image, png16_rgb, png_bomb)
+from tests.unit.adapters.test_image_input import (b64, encode, frames, jpeg_header_claiming,
+                                                  jpeg_with_orientation, marker_image, png16_rgb,
+                                                  png_bomb)
 
 LIMITS = Limits(max_inputs=16, max_examples=64, max_images=32)
 

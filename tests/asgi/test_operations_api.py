@@ -2,7 +2,7 @@
 at the HTTP edge (tenant, name@version, the status sent), the domain's events reaching the
 recorder, the admin view GET /v1/tenants, and the bound on creates in flight answering 429
 with a spread Retry-After. (A real Prometheus scraping a real `bentoml serve` is in
-tests/test_monitoring_e2e.py.)"""
+tests/e2e/test_monitoring_e2e.py.)"""
 from __future__ import annotations
 
 import pytest
@@ -15,7 +15,7 @@ from adapters.training.jobs import JobManager
 from service.api import create_app
 from service.auth import KeyRing
 from service.metrics import Recorder
-from tests.test_tenants import EXAMPLES, KEY_A, KEY_ADMIN, KEY_B, KEYS_FILE, PROBES, bearer
+from tests.asgi.test_tenants import EXAMPLES, KEY_A, KEY_ADMIN, KEY_B, KEYS_FILE, PROBES, bearer
 
 A, B, ADMIN = bearer(KEY_A), bearer(KEY_B), bearer(KEY_ADMIN)
 

@@ -15,7 +15,7 @@ import yaml
 
 from service.settings import Settings
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
 OVERLAYS = sorted(p.name for p in (K8S / "overlays").iterdir() if p.is_dir())
 KUBERNETES_VERSION = "1.37.0"
@@ -43,7 +43,8 @@ def rendered(request, tmp_path_factory):
     path = tmp_path_factory.mktemp("k8s") / f"{request.param}.yaml"
     path.write_text(out.stdout)
     docs = [d for d in yaml.safe_load_all(out.stdout) if d]
-    # the serving pool's objects by kind (the trainer pool: tests/test_trainer_manifests.py)
+    # the serving pool's objects by kind (the trainer pool:
+    # tests/deploy/test_trainer_pool_manifests.py)
     serving = {d["kind"]: d for d in docs if not d["metadata"]["name"].startswith("tailor-trainer")}
     return request.param, path, serving, docs
 

@@ -19,12 +19,12 @@ import yaml
 
 from service.metrics import family_names
 from tests.promserver import ensure_installed
-from tests.test_k8s_manifests import K8S, tool, validate
+from tests.deploy.test_k8s_manifests import K8S, tool, validate
 
 COMPONENT = K8S / "components" / "monitoring"
 RULES = COMPONENT / "prometheusrule.yaml"
 DASHBOARD = COMPONENT / "grafana-tailor.json"
-# BentoML 1.4's own families on /metrics (tests/test_monitoring_e2e.py sees them served)
+# BentoML 1.4's own families on /metrics (tests/e2e/test_monitoring_e2e.py sees them served)
 BENTOML_NAMES = {"bentoml_service_request_total", "bentoml_service_request_in_progress",
                  "bentoml_service_last_request_timestamp_seconds",
                  *(f"bentoml_service_request_duration_seconds_{s}" for s in ("bucket", "sum", "count"))}

@@ -12,8 +12,8 @@ import pytest
 import yaml
 
 from service.settings import Settings
-from tests.test_k8s_manifests import K8S, tool, validate
-from tests.test_monitoring import COMPONENT as MONITORING, strict_operator_check
+from tests.deploy.test_k8s_manifests import K8S, tool, validate
+from tests.deploy.test_monitoring_manifests import COMPONENT as MONITORING, strict_operator_check
 
 
 

@@ -1,6 +1,6 @@
 """The console against a service that runs open (no API keys): nothing asks for a key, and
 the API calls go without one. One server and one browser (the keyed case, and everything
-else, is tests/test_console_e2e.py)."""
+else, is tests/e2e/test_console_e2e.py)."""
 from __future__ import annotations
 
 import httpx

@@ -10,7 +10,7 @@ same store, and check what a client relies on:
 - a LoRA job that was training (one attempt allowed here: TAILOR_JOB_ATTEMPTS=1) reads
   `failed` with code `interrupted` and the reason once the server restarts, nothing of it is
   published, and its training worker process does not outlive the server. (With attempts
-  left the job runs again: tests/test_trainer_pool_e2e.py.)
+  left the job runs again: tests/e2e/test_trainer_pool_e2e.py.)
 """
 from __future__ import annotations
 

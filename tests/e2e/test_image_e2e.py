@@ -29,8 +29,9 @@ import pytest
 from PIL import Image
 
 from tests.conftest import ROOT, Server, snapshot
-from tests.test_image_input import (encode, frames, jpeg_header_claiming, jpeg_with_orientation,
-                                    marker_image, png16_rgb, png_bomb)
+from tests.unit.adapters.test_image_input import (encode, frames, jpeg_header_claiming,
+                                                  jpeg_with_orientation, marker_image, png16_rgb,
+                                                  png_bomb)
 
 pytestmark = pytest.mark.e2e
 

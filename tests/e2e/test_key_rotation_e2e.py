@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from tests.conftest import Server
-from tests.test_key_rotation import A, B, C, SecretVolume, lines
+from tests.unit.service.test_key_rotation import A, B, C, SecretVolume, lines
 
 pytestmark = pytest.mark.e2e
 

@@ -28,7 +28,7 @@ from service.api import create_app
 from service.route_labels import RouteLabels
 from tests.conftest import Server
 from tests.promserver import Prometheus, relabel_configs
-from tests.test_monitoring import DASHBOARD, RULES, rule_groups
+from tests.deploy.test_monitoring_manifests import DASHBOARD, RULES, rule_groups
 
 pytestmark = pytest.mark.e2e
 

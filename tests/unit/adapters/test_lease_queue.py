@@ -2,7 +2,7 @@
 trainer processes with leases. A job runs once; processes racing for one job get it once; a
 trainer killed mid-job loses its lease and the job runs again (or fails with why after the
 attempts); a stale trainer can neither renew, publish nor finish. (The job runner on top of
-it, with real trainer processes, is tested in tests/test_jobs.py.)"""
+it, with real trainer processes, is tested in tests/unit/adapters/test_jobs.py.)"""
 from __future__ import annotations
 
 import multiprocessing as mp

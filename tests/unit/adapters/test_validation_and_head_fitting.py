@@ -1,5 +1,6 @@
 """Example validation, head fitting and the quality estimate (pure code: synthetic vectors
-stand in for embeddings here; model behaviour is tested in test_api/test_e2e)."""
+stand in for embeddings here; model behaviour is tested in tests/asgi/test_api.py and
+tests/e2e/test_text_e2e.py)."""
 import numpy as np
 import pytest
 import torch

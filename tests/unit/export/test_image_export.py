@@ -18,7 +18,7 @@ from adapters.encoders import ImageEncoder
 from export import ParityError, export_bundle
 from export.image import check_describable, preprocess
 from export.onnx_config import OnnxConfig
-from tests.test_image_api import examples
+from tests.asgi.test_image_api import examples
 
 VIT_KW = dict(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2,
               num_attention_heads=2, intermediate_size=64)

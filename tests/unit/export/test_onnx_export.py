@@ -318,7 +318,7 @@ def test_settings_select_the_onnx_runtime():
     with pytest.raises(SettingsError, match="TAILOR_ONNX_QUANTIZE=int8 with CUDAExecutionProvider"):
         Settings.from_env({"TAILOR_RUNTIME": "onnx", "TAILOR_ONNX_QUANTIZE": "int8",
                            "TAILOR_ONNX_PROVIDERS": "CUDAExecutionProvider"})
-    assert Settings.model_fields["runtime"].default == "auto"  # tests/test_runtime.py
+    assert Settings.model_fields["runtime"].default == "auto"  # tests/unit/export/test_runtime.py
     with pytest.raises(SettingsError, match="TAILOR_RUNTIME"):
         Settings.from_env({"TAILOR_RUNTIME": "tensorflow"})
 

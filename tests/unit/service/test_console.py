@@ -1,7 +1,7 @@
 """The console's static files and headers (service/console.py), without a server: every
 answer carries the Content-Security-Policy; the page has no inline script or style and no
 third-party origin; no file builds markup from strings. (The console in a real browser against
-a real `bentoml serve` is tests/test_console_e2e.py.)"""
+a real `bentoml serve` is tests/e2e/test_console_e2e.py.)"""
 from __future__ import annotations
 
 import re

@@ -1,7 +1,7 @@
 """BentoML's request series labelled by route (service/route_labels.py): every path maps to a
 label from a fixed set, the real path still reaches the router, and the ServiceMonitor keeps
 exactly the labels the server can give. (The end-to-end check, a flood of random paths
-against a real `bentoml serve`, is in tests/test_monitoring_e2e.py.)"""
+against a real `bentoml serve`, is in tests/e2e/test_monitoring_e2e.py.)"""
 from __future__ import annotations
 
 import re
@@ -11,7 +11,7 @@ import yaml
 
 from service.api import create_app
 from service.route_labels import UNKNOWN, RouteLabels
-from tests.test_monitoring import RULES
+from tests.deploy.test_monitoring_manifests import RULES
 
 LABELS = RouteLabels(create_app().openapi()["paths"])
 

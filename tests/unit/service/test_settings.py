@@ -6,7 +6,7 @@ import pytest
 
 from service.settings import Settings, SettingsError
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[3] / "README.md"
 
 
 def test_defaults():
