@@ -59,7 +59,9 @@ def free_port() -> int:
 
 class Server:
     """A real `bentoml serve` of the service (or another ``service`` target), on a free port,
-    with the given store."""
+    with the given store and a BENTOML_HOME of its own beside it: every `bentoml serve` start
+    empties `$BENTOML_HOME/prometheus_multiproc_dir`, so a second server sharing one home
+    would freeze the first's request metrics. ``env`` may still set BENTOML_HOME."""
 
     def __init__(self, store: Path, env: dict[str, str] | None = None, log: Path | None = None,
                  service: str = "service.service:TailorService", prefix: list[str] | None = None):
@@ -70,12 +72,13 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log or self.store.parent / f"server-{self.port}.log"
+        self.home = self.store.parent / f"bentoml-{self.port}"
         self.proc: subprocess.Popen | None = None
 
     def launch(self) -> "Server":
         """Start the process and return at once (``start`` also waits for /readyz)."""
         env = {**PINNED, **os.environ, "TAILOR_STORE_PATH": str(self.store),
-               "BENTOML_DO_NOT_TRACK": "true", **self.env}
+               "BENTOML_HOME": str(self.home), "BENTOML_DO_NOT_TRACK": "true", **self.env}
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [*self.prefix, sys.executable, "-m", "bentoml", "serve", self.service,

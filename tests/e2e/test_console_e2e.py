@@ -40,10 +40,7 @@ def server(tmp_path_factory):
     d = tmp_path_factory.mktemp("console-e2e")
     keys = d / "api-keys"
     keys.write_text("".join(f"{k} {t}\n" for t, k in KEYS.items()))
-    # its own BENTOML_HOME: `bentoml serve` empties the prometheus multiprocess folder there
-    # at start, so another server starting on this machine would freeze this one's /metrics
-    srv = Server(d / "store", {"TAILOR_API_KEYS_FILE": str(keys),
-                               "BENTOML_HOME": str(d / "bentoml")}).start()
+    srv = Server(d / "store", {"TAILOR_API_KEYS_FILE": str(keys)}).start()
     yield srv
     srv.stop()
 

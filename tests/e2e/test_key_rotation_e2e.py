@@ -21,7 +21,7 @@ def test_rotation_under_load_loses_no_request_of_unchanged_keys(tmp_path):
     secret = SecretVolume(tmp_path / "secrets")
     secret.write(lines(f"{A} acme", f"{B} globex"))
     server = Server(tmp_path / "store", {
-        "BENTOML_HOME": str(tmp_path / "bentoml"), "TAILOR_FORWARD_WORKERS": "1",
+        "TAILOR_FORWARD_WORKERS": "1",
         "TAILOR_API_KEYS_FILE": str(secret.path), "TAILOR_REQUIRE_API_KEYS": "true"},
         tmp_path / "server.log").start()
     stop = threading.Event()

@@ -60,8 +60,7 @@ def stack(tmp_path_factory):
     keys = d / "api-keys"
     keys.write_text("".join(f"{k} {t}{' admin' if t == 'ops' else ''}\n" for t, k in KEYS.items()))
     t0 = time.monotonic()
-    # its own BENTOML_HOME: `bentoml serve` empties the prometheus multiprocess folder there
-    server = Server(d / "store", {"BENTOML_HOME": str(d / "bentoml"), "TAILOR_FORWARD_WORKERS": "1",
+    server = Server(d / "store", {"TAILOR_FORWARD_WORKERS": "1",
                                   "TAILOR_API_KEYS_FILE": str(keys), "TAILOR_REQUIRE_API_KEYS": "true",
                                   "TAILOR_METRICS_MAX_SERIES": str(BOUND)}, d / "server.log")
     prom = Prometheus([f"127.0.0.1:{server.port}"], d / "prometheus", rule_files=[rules],

@@ -88,9 +88,8 @@ def test_one_server_and_two_trainers_on_one_store(tmp_path):
     base = {"TAILOR_FORWARD_WORKERS": "1", "TAILOR_JOB_LEASE_S": str(LEASE_S),
             "TAILOR_JOB_ATTEMPTS": "2", "TAILOR_JOB_QUEUE_SIZE": "16"}
     apart = _can_unshare()
-    serve = Server(store, {**base, "TAILOR_ROLE": "serve", "BENTOML_HOME": str(tmp_path / "b0")},
-                   tmp_path / "serve.log")
-    trainers = [Server(store, {**base, "TAILOR_ROLE": "train", "BENTOML_HOME": str(tmp_path / f"b{i}")},
+    serve = Server(store, {**base, "TAILOR_ROLE": "serve"}, tmp_path / "serve.log")
+    trainers = [Server(store, {**base, "TAILOR_ROLE": "train"},
                        tmp_path / f"train{i}.log", prefix=_as_host(f"trainer-{i}") if apart else None)
                 for i in (1, 2)]
     servers = [serve, *trainers]
