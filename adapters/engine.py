@@ -24,11 +24,13 @@ from typing import Any, Callable, Sequence
 import torch
 
 from .encoders import Encoder, open_encoder
+from .encoders.lora import LoraWeights
 from .errors import (AdapterNotFound, CorruptAdapter, IncompatibleAdapter, InvalidRequest,
                      Overloaded)
 from .events import NO_EVENTS, Events
 from .kinds import build_request, get_kind, kind_of_job, load_adapter
 from .kinds.base import Decision
+from .modalities import get_modality
 from .segments import group_rows
 from .serving import AdapterRegistry, LoadedAdapter, MicroBatcher
 from .serving.suggest import select_informative
@@ -37,13 +39,16 @@ from .storage.updates import merge_inputs
 from .training.gate import Gate
 from .training.jobs import Job, JobManager
 from .training.payloads import TrainPayload, WorkerConfig
+from .training.states import JobState
 from .training.worker import train_in_subprocess
 from .validation import (Limits, parse_ref, shorten, validate_inputs, validate_name,
                          validate_text_list)
 
 log = logging.getLogger("tailor")
 
-Row = tuple[LoadedAdapter | None, Any]  # (adapter or None for a bare embedding, input)
+# (what the row goes through, input): an adapter -> its head's probabilities; LoRA weights
+# -> the embedding through them (OpenAI embeddings of a LoRA adapter); None -> the backbone's
+Row = tuple[LoadedAdapter | LoraWeights | None, Any]
 
 
 def adapter_record(m: Manifest) -> dict[str, Any]:
@@ -93,7 +98,8 @@ class Tailor:
         self.store = store
         self.events = events
         self.registry = AdapterRegistry(store, load_adapter, cache_size, events)
-        self.limits = limits.for_modality(encoder.modality)  # inputs are read as the encoder reads
+        self.modality = get_modality(encoder.modality)  # inputs are read as the encoder reads
+        self.limits = limits.for_modality(self.modality.name)
         self.worker = worker
         self.creates = Gate(max_concurrent_creates)
         self.batcher: MicroBatcher[Row, torch.Tensor] = MicroBatcher(
@@ -126,12 +132,13 @@ class Tailor:
     def run_rows(self, rows: list[Row]) -> list[torch.Tensor]:
         """One backbone pass over all rows (each input prepared once, length-sorted chunks),
         then each row through its own adapter's head. Rows of LoRA adapters get their
-        low-rank deltas inside that same pass. Rows without an adapter get their embedding."""
-        loras = [a.lora if a is not None else None for a, _ in rows]
+        low-rank deltas inside that same pass. Rows without a head (bare LoRA weights, or
+        none) get their embedding."""
+        loras = [a.lora if isinstance(a, LoadedAdapter) else a for a, _ in rows]
         emb = self.encoder.embed([item for _, item in rows],
                                  loras if any(w is not None for w in loras) else None)  # [rows, dim]
         out: list[torch.Tensor] = list(emb)
-        keys = [id(a) if a is not None else None for a, _ in rows]
+        keys = [id(a) if isinstance(a, LoadedAdapter) else None for a, _ in rows]
         for key, idx in group_rows(keys).items():
             if key is None:
                 continue
@@ -225,7 +232,7 @@ class Tailor:
         p, rec = TrainPayload.read(job.id, job.payload), job.record
         # the worker embeds (head fitting) in the precision that serves, so a head is served
         # on the embeddings it was fitted on; autograd still runs on the fp32 weights
-        dtype = getattr(self.encoder, "dtype", "float32")
+        dtype = self.encoder.dtype
         artifact = train_in_subprocess(
             job, request=p.training(), backbone_path=str(self.encoder.model_dir),
             limits=self.limits, tmp_dir=self.store.root / ".tmp", config=self.worker,
@@ -256,9 +263,10 @@ class Tailor:
     def suggest(self, tenant: str, ref: str, texts: Any, k: Any) -> dict[str, Any]:
         """The ``k`` texts whose labels would teach the adapter most (uncertain, and unlike
         each other), with its current prediction of each."""
-        if self.limits.modality != "text":
-            raise InvalidRequest(f"suggest takes texts, and this deployment serves an "
-                                 f"{self.limits.modality} backbone (not supported for images yet)")
+        if not self.modality.in_words:
+            raise InvalidRequest(f"suggest takes texts, and this deployment serves "
+                                 f"{self.modality.article()} {self.modality.name} backbone (not "
+                                 f"supported for {self.modality.name}s yet)")
         pool = validate_text_list(texts, "texts", self.limits.max_suggest_texts,
                                   "TAILOR_MAX_SUGGEST_TEXTS", self.limits, required=True)
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
@@ -278,6 +286,29 @@ class Tailor:
 
     def cancel_job(self, tenant: str, job_id: str) -> dict[str, Any]:
         return self.jobs.cancel(tenant, job_id).public()
+
+    def list_jobs(self, tenant: str, *, status: str | None = None, adapter: str | None = None,
+                  limit: int = 20, after: str | None = None) -> dict[str, Any]:
+        """One page of ``tenant``'s jobs, newest first, optionally only those in ``status``
+        or creating ``adapter``. ``after``: the ``next`` cursor of the previous page (the id
+        of its last job), so that jobs submitted meanwhile do not shift the pages."""
+        if status is not None and status not in tuple(JobState):
+            raise InvalidRequest(f"status {shorten(status)} is not a job state; use one of "
+                                 f"{', '.join(JobState)}")
+        if adapter is not None:
+            validate_name(adapter)
+        jobs = [j for j in self.jobs.of_tenant(tenant)
+                if (status is None or j.status == status) and (adapter is None or j.adapter == adapter)]
+        start = 0
+        if after is not None:
+            ids = [j.id for j in jobs]
+            if after not in ids:
+                raise InvalidRequest(f"cursor {shorten(after)} is not a job of this listing; pass "
+                                     "the `next` value of the previous page (with the same filters)")
+            start = ids.index(after) + 1
+        page = jobs[start:start + limit]
+        more = start + limit < len(jobs)
+        return {"jobs": [j.public() for j in page], "next": page[-1].id if more and page else None}
 
     def wait_job(self, tenant: str, job_id: str, timeout: float = 600.0) -> dict[str, Any]:
         """Block until the job is finished (notebooks, tests)."""
@@ -358,13 +389,31 @@ class Tailor:
 
     async def _aread(self, inputs: Any) -> list[Any]:
         """``validate_inputs``; off the event loop when it decodes (images)."""
-        if self.limits.modality == "text":  # microseconds per text
+        if self.modality.cheap_to_read:  # e.g. microseconds per text
             return validate_inputs(inputs, self.limits)
         return await asyncio.to_thread(validate_inputs, inputs, self.limits)
 
     async def aembed(self, inputs: Any) -> dict[str, Any]:
         items = await self._aread(inputs)
         return _embeddings(await self.batcher.submit([(None, t) for t in items]))
+
+    async def aembed_through(self, tenant: str, ref: str | None, texts: Any
+                             ) -> tuple[list[torch.Tensor], list[int], str | None]:
+        """Embeddings of ``texts`` through adapter ``ref`` of ``tenant`` (None: the backbone),
+        the token count of each text as the backbone reads it (truncated, special tokens
+        included) and the ``name@version`` that answered. A LoRA adapter's rows go through
+        its weights in the shared batched forward, mixed with every other request's rows; a
+        head-only adapter does not change the encoder, so its embeddings are the backbone's.
+        Text backbones only (the OpenAI embeddings protocol takes text)."""
+        if self.limits.modality != "text":
+            raise InvalidRequest(f"embeddings by adapter name take texts, and this deployment "
+                                 f"serves an {self.limits.modality} backbone; use POST /v1/embed")
+        items = validate_inputs(texts, self.limits)
+        adapter = None if ref is None else await asyncio.to_thread(self.resolve, tenant, ref)
+        lora = adapter.lora if adapter is not None else None
+        rows = await self.batcher.submit([(lora, t) for t in items])
+        tokens = [len(ids) for ids in self.encoder.prepare(items)]
+        return rows, tokens, adapter.ref if adapter is not None else None
 
 
 def _estimate(kind: str, metrics: dict[str, Any], ref: str) -> dict[str, Any] | None:

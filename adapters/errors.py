@@ -5,6 +5,18 @@ code. Every message says what was wrong and what to do about it.
 """
 from __future__ import annotations
 
+import reprlib
+
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = _SHORT.maxother = 80
+_SHORT.maxlevel = 3
+
+
+def shorten(value: object) -> str:
+    """A short ``repr(value)`` for error messages: they echo what the client sent, and a
+    client can send megabytes or deeply nested lists."""
+    return _SHORT.repr(value)
+
 
 class TailorError(Exception):
     status: int = 400

@@ -3,7 +3,7 @@
 default, bounds and description live here alone); ``Limits`` adds what the deployment's
 backbone reads (``modality``, set by the engine from its encoder).
 
-Every limit is checked by the domain (adapters/validation.py, adapters/image_input.py),
+Every limit is checked by the domain (adapters/validation.py, adapters/modalities/image.py),
 which answers 413/422 naming the setting to change.
 """
 from __future__ import annotations
@@ -21,10 +21,10 @@ class RequestLimits(BaseModel):
     max_label_chars: int = Field(100, ge=1, description="characters per label (422 above)")
     max_unlabeled: int = Field(20_000, ge=1, description="unlabeled texts per adapter (413 above)")
     max_suggest_texts: int = Field(2_000, ge=1, description="candidate texts per suggest request (413 above)")
-    max_images: int = Field(64, ge=1, description="image backbones: images per predict/embed request or per create's examples batch (413 above)")
+    max_images: int = Field(64, ge=1, description="image backbones: images per predict/embed request (413 above); a create's examples are bounded by TAILOR_MAX_EXAMPLES and TAILOR_MAX_REQUEST_PIXELS instead, as a text create's are by TAILOR_MAX_EXAMPLES and TAILOR_MAX_CHARS")
     max_image_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="image backbones: encoded bytes per image, measured on the base64 text before decoding (413 above)")
     max_image_pixels: int = Field(4096 * 4096, ge=64, description="image backbones: width x height per image, read from the header before decoding: decompression bombs are refused unopened (413 above)")
-    max_request_pixels: int = Field(64 * 1024 * 1024, ge=64, description="image backbones: width x height summed over a request's images (413 above)")
+    max_request_pixels: int = Field(64 * 1024 * 1024, ge=64, description="image backbones: width x height summed over a request's images, a create's examples included (413 above)")
     min_image_side: int = Field(8, ge=1, description="image backbones: smallest accepted width or height (422 below)")
 
 

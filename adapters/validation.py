@@ -7,16 +7,17 @@ Trainers receive ``LabeledData`` that already passed here; they never re-check i
 from __future__ import annotations
 
 import re
-import reprlib
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
-from .errors import InvalidExamples, InvalidName, InvalidRequest, TooLarge
+from .errors import InvalidExamples, InvalidName, InvalidRequest, TooLarge, shorten
 from .limits import Limits
+from .modalities import MODALITIES, get_modality, wrong_modality
+from .modalities.text import blank, check_unicode, validate_text
 
 # Names become folder names: a strict allow-list, never a raw path. No dots (so no ".."),
 # no "@" (reserved for name@version), no slashes. Matched with fullmatch: "$" alone would let
@@ -25,17 +26,6 @@ NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 # ASCII digits only, and few of them: str.isdigit() also accepts "²" and "١", and int() of
 # thousands of digits raises ValueError (Python's int-string conversion limit).
 VERSION_RE = re.compile(r"[0-9]{1,18}")
-
-
-_SHORT = reprlib.Repr()
-_SHORT.maxstring = _SHORT.maxother = 80
-_SHORT.maxlevel = 3
-
-
-def shorten(value: object) -> str:
-    """A short ``repr(value)`` for error messages: they echo what the client sent, and a
-    client can send megabytes or deeply nested lists."""
-    return _SHORT.repr(value)
 
 
 def validate_name(name: object, what: str = "adapter name") -> str:
@@ -59,113 +49,23 @@ def parse_ref(ref: str) -> tuple[str, int | None]:
     return name, int(version)
 
 
-# -- modalities: how each kind of backbone input is read ---------------------------------------
-@dataclass(frozen=True)
-class Modality:
-    """How one modality's items are checked. ``field``: the key of an example (and of an
-    object input) that holds the item; ``read``: the raw items of ONE request (inputs, or
-    example objects when ``examples=True``) -> what the encoder's ``prepare`` takes, or a 4xx
-    error naming the item (``where``: the request field, e.g. "inputs", "examples"). A reader sees the whole request at once, so that it can
-    bound the request as a whole (e.g. decoded pixels) before doing any costly work."""
-
-    name: str
-    field: str
-    read: Callable[..., list[Any]]  # (items, where, limits, *, examples: bool) -> model inputs
-    shape: str  # how one item looks, for error messages
-
-
-MODALITIES: dict[str, Modality] = {}
-
-
-def register_modality(m: Modality) -> Modality:
-    MODALITIES[m.name] = m
-    return m
-
-
-def modality_of(limits: "Limits") -> Modality:
-    m = MODALITIES.get(limits.modality)
-    if m is None:
-        raise ValueError(f"no reader for modality {limits.modality!r} (known: {list(MODALITIES)})")
-    return m
-
-
-def wrong_modality(where: str, sent: str, limits: "Limits") -> InvalidExamples:
-    """422 for an item of another modality than the deployment's."""
-    m = modality_of(limits)
-    article = "" if sent == "text" else "an " if sent[0] in "aeiou" else "a "
-    return InvalidExamples(f"{where} is {article}{sent}, but this "
-                           f"deployment serves a{'n' if m.name[0] in 'aeiou' else ''} {m.name} "
-                           f"backbone: send {m.shape}")
-
-
-# -- texts ------------------------------------------------------------------------------------
-# Characters that show nothing: control, format (zero-width, bidi marks) and separators.
-_INVISIBLE = ("Cc", "Cf", "Zl", "Zp", "Zs")
-
-
-def _check_unicode(v: str, where: str) -> None:
-    """Texts and labels go to the tokenizer, into JSON files and back to clients as UTF-8:
-    a lone surrogate (JSON ``"\\ud800"``) is not text, so it is refused here rather than
-    failing half-way through training or serialization."""
-    try:
-        v.encode("utf-8")
-    except UnicodeEncodeError as e:
-        raise InvalidExamples(f"{where} contains an unpaired surrogate ({v[e.start]!r} at "
-                              f"character {e.start}), which is not valid Unicode text; send "
-                              "UTF-8 text (emoji as one code point or a proper surrogate pair)"
-                              ) from None
-
-
-def _blank(v: str) -> bool:
-    """Only whitespace, zero-width or control characters: nothing to classify or show."""
-    return not any(not ch.isspace() and unicodedata.category(ch) not in _INVISIBLE for ch in v)
-
-
 def _label_text(v: Any, where: str, limits: Limits) -> str:
     if not isinstance(v, str):
         raise InvalidExamples(f"{where} must be a non-empty string, got {shorten(v)}")
     if len(v) > limits.max_label_chars:
         raise InvalidExamples(f"{where} is {len(v)} characters long; the limit is "
                               f"{limits.max_label_chars} (TAILOR_MAX_LABEL_CHARS)")
-    if _blank(v):
+    if blank(v):
         raise InvalidExamples(f"{where} must be a non-empty string (not only whitespace or "
                               f"invisible characters), got {shorten(v)}")
-    _check_unicode(v, where)
+    check_unicode(v, where)
     return v
-
-
-def validate_text(text: Any, where: str, limits: Limits) -> str:
-    if isinstance(text, dict) and set(text) - {"text", "label", "labels"}:
-        sent = next((k for k in text if k in MODALITIES and k != "text"), None)
-        if sent is not None and sent != limits.modality:
-            raise wrong_modality(where, sent, limits)
-    if not isinstance(text, str):
-        raise InvalidExamples(f"{where} must be a string, got {type(text).__name__}")
-    if len(text) > limits.max_chars:
-        raise TooLarge(f"{where} has {len(text)} characters; the limit is {limits.max_chars} "
-                       "(TAILOR_MAX_CHARS). Shorten or split the text")
-    if _blank(text):
-        raise InvalidExamples(f"{where} is empty (only whitespace or invisible characters); "
-                              "every text needs some words")
-    _check_unicode(text, where)
-    return text
-
-
-def _read_texts(items: list[Any], where: str, limits: Limits, *, examples: bool = False
-                ) -> list[str]:
-    if examples:
-        return [validate_text(ex.get("text"), f"{where}[{i}].text", limits)
-                for i, ex in enumerate(items)]
-    return [validate_text(t, f"{where}[{i}]", limits) for i, t in enumerate(items)]
-
-
-TEXT = register_modality(Modality("text", "text", _read_texts, "strings (texts)"))
 
 
 def validate_inputs(inputs: Any, limits: Limits) -> list[Any]:
     """The ``inputs`` of a predict or embed request, read as the deployment's modality:
     strings for text, decoded images for images."""
-    m = modality_of(limits)
+    m = get_modality(limits.modality)
     if not isinstance(inputs, list) or not inputs:
         raise InvalidRequest(f"inputs must be a non-empty list of {m.shape}")
     if len(inputs) > limits.max_inputs:
@@ -177,17 +77,17 @@ def validate_inputs(inputs: Any, limits: Limits) -> list[Any]:
 # -- labeled examples -------------------------------------------------------------------------
 @dataclass
 class LabeledData:
-    """Examples that passed validation: texts, the label set in order, and label ids. With
-    no texts (zero-shot) the labels come from their descriptions."""
+    """Examples that passed validation: items, the label set in order, and label ids. With
+    no items (zero-shot) the labels come from their descriptions."""
 
-    texts: list[Any]  # the examples' model inputs: texts, or decoded images (the modality's)
+    items: list[Any]  # the examples' model inputs, as the modality's reader returned them
     labels: list[str]  # the label set, in order
     y: np.ndarray  # [rows] label ids, or [rows, labels] 0/1 when multi_label
     multi_label: bool
 
     @property
     def zero_shot(self) -> bool:
-        return not self.texts
+        return not self.items
 
     def counts(self) -> dict[str, int]:
         if self.multi_label:
@@ -211,7 +111,7 @@ def check_example_rows(examples: list[Any], limits: Limits, field: str = "exampl
     """Each example on its own: an object with an item of the deployment's modality (a text,
     an image) and exactly one of label / labels. Returns the items as the modality reads
     them, each row's labels, and whether they are multi-label (None: no rows)."""
-    m = modality_of(limits)
+    m = get_modality(limits.modality)
     per_row: list[list[str]] = []
     multi = None
     for i, ex in enumerate(examples):
@@ -221,7 +121,7 @@ def check_example_rows(examples: list[Any], limits: Limits, field: str = "exampl
         unknown = set(ex) - {m.field, "label", "labels"}
         sent = next((k for k in unknown if k in MODALITIES), None)
         if sent is not None:
-            raise wrong_modality(where, sent, limits)
+            raise wrong_modality(where, sent, m)
         if unknown:
             raise InvalidExamples(f"{where} has unknown field(s) {sorted(unknown)}; allowed: "
                                   f"{m.field}, label, labels")
@@ -242,13 +142,13 @@ def check_example_rows(examples: list[Any], limits: Limits, field: str = "exampl
         else:
             per_row.append([_label_text(ex["label"], f"{where}.label", limits)])
     # items last: labels are cheap to check, images are not (decoded once all are bounded)
-    texts = m.read(examples, field, limits, examples=True)
-    return texts, per_row, multi
+    items = m.read(examples, field, limits, examples=True)
+    return items, per_row, multi
 
 
 def validate_examples(examples: Any, limits: Limits, label_order: Sequence[str] | None = None,
                       described: Sequence[str] = ()) -> LabeledData:
-    """Check the posted examples and turn them into texts + label ids. The label set is the
+    """Check the posted examples and turn them into items + label ids. The label set is the
     examples' labels and the ``described`` ones (labels with a description but no example
     yet), in ``label_order`` if given, else sorted."""
     label_order = validate_label_order(label_order)
@@ -257,7 +157,7 @@ def validate_examples(examples: Any, limits: Limits, label_order: Sequence[str] 
     if len(examples) > limits.max_examples:
         raise TooLarge(f"{len(examples)} examples posted; the limit is {limits.max_examples} per "
                        "adapter (TAILOR_MAX_EXAMPLES)")
-    texts, per_row, multi = check_example_rows(examples, limits)
+    items, per_row, multi = check_example_rows(examples, limits)
 
     seen = sorted({lab for labs in per_row for lab in labs} | set(described))
     by_form: dict[str, list[str]] = {}
@@ -288,7 +188,7 @@ def validate_examples(examples: Any, limits: Limits, label_order: Sequence[str] 
                               "2 different labels")
     index = {lab: j for j, lab in enumerate(labels)}
     if multi:
-        y = np.zeros((len(texts), len(labels)), dtype=np.int64)
+        y = np.zeros((len(items), len(labels)), dtype=np.int64)
         for i, labs in enumerate(per_row):
             for lab in labs:
                 y[i, index[lab]] = 1
@@ -298,7 +198,7 @@ def validate_examples(examples: Any, limits: Limits, label_order: Sequence[str] 
                                   "needs examples without each label too")
     else:
         y = np.array([index[labs[0]] for labs in per_row], dtype=np.int64)
-    return LabeledData(texts, labels, y, bool(multi))
+    return LabeledData(items, labels, y, bool(multi))
 
 
 # -- what users have beyond labeled examples ----------------------------------------------------

@@ -4,7 +4,7 @@
     python -m benchmarks.bench_default_accuracy --test 100  # a quick run
 
 The default path is what ``TAILOR_RUNTIME=auto`` picks on this machine
-(export/runtime_choice.py, measured here on a fresh cache). For each set (BBC News, TREC,
+(export/runtimes/auto.py, measured here on a fresh cache). For each set (BBC News, TREC,
 SMS spam, Rotten Tomatoes; 8 examples per label, seed 0, texts cut to 400 characters) one
 head and one LoRA adapter (2 epochs) are created end to end by two engines, one serving
 PyTorch fp32 and one serving the default runtime, each fitting its heads on its own
@@ -29,7 +29,8 @@ def main(argv: list[str] | None = None) -> str:
 
     from adapters import AdapterStore, Tailor, TextEncoder
     from benchmarks import datasets
-    from export.runtime_choice import auto
+    from export.runtimes import RuntimeOptions
+    from export.runtimes.auto import auto
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--test", type=int, default=300)
@@ -39,7 +40,7 @@ def main(argv: list[str] | None = None) -> str:
     t0 = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="tailor-acc-"))
     fp32 = TextEncoder()
-    served, choice = auto(fp32, work / "onnx-cache", threads=1)
+    served, choice = auto(fp32, RuntimeOptions(work / "onnx-cache", threads=1))
     engines = {"fp32": Tailor(fp32, AdapterStore(work / "fp32", fp32.identity)),
                choice.runtime: Tailor(served, AdapterStore(work / "default", fp32.identity))}
     loaders = {**datasets.ALL, **datasets.MORE}

@@ -28,7 +28,7 @@ HEADS, LORAS = 100, 16
 TENANT = "default"
 
 
-def populate(store_root: Path) -> list[str]:
+def populate(store_root: Path, heads: int = HEADS, loras: int = LORAS) -> list[str]:
     """The adapters' names, heads first."""
     import torch
 
@@ -43,7 +43,7 @@ def populate(store_root: Path) -> list[str]:
     assert t.wait_job(TENANT, pending["job"]["id"], timeout=1800)["status"] == "succeeded"
     g = torch.Generator().manual_seed(0)
     names = []
-    for base, n in (("head", HEADS), ("lora", LORAS)):
+    for base, n in (("head", heads), ("lora", loras)):
         stored = t.store.load(TENANT, f"{base}-000")
         m = stored.manifest
         names.append(f"{base}-000")

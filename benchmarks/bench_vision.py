@@ -39,7 +39,7 @@ import torch.nn.functional as F
 
 from adapters.training.fitting import fit_logreg
 from adapters.encoders.image import ImageEncoder
-from adapters.image_input import decode_images
+from adapters.modalities.image import decode_images
 from adapters.encoders.lora import LoraWeights
 from adapters.heads import LinearHead
 from adapters.kinds.base import TrainRequest
@@ -60,7 +60,7 @@ SCRATCH_STEPS, SCRATCH_LR = 150, 1e-3
 
 
 def rgb(images: np.ndarray) -> list[np.ndarray]:
-    """Fashion-MNIST uint8 [n, 28, 28] -> what image_input.decode_images returns for them."""
+    """Fashion-MNIST uint8 [n, 28, 28] -> what modalities.image.decode_images returns for them."""
     return [np.repeat(im[:, :, None], 3, axis=2) for im in images]
 
 

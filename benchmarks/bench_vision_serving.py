@@ -54,7 +54,7 @@ def main() -> str:
     import torch
 
     from adapters.encoders import ImageEncoder
-    from adapters.image_input import decode_images
+    from adapters.modalities.image import decode_images
     from tests.conftest import Server
 
     torch.set_num_threads(1)

@@ -10,7 +10,7 @@ import sys
 
 from benchmarks.common import HERE, RESULTS_DIR, machine
 
-TOPICS = ["serving", "lora", "onnx", "load"]  # benchmarks/bench_<topic>.py, in RESULTS.md order
+TOPICS = ["serving", "lora", "onnx", "load", "openai"]  # benchmarks/bench_<topic>.py, in RESULTS.md order
 # Results kept as recorded and included as they are: they need hardware CI and these
 # machines lack (bench_onnx_gpu.py needs a CUDA GPU; rerun it there by hand), or two
 # versions of the code side by side (reshape.md: issue 10, old tree vs new, measured once),

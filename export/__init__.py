@@ -2,7 +2,7 @@
 
 Imports ``adapters/`` only (never the service); the modules form one chain with no cycle:
 ``onnx_config, sample -> graph, quantize, parity, session -> image -> pipeline, lora_graph ->
-bundle, runtime -> runtime_choice`` (image.py: what a bundle of an image adapter adds:
+bundle | runtimes/`` (image.py: what a bundle of an image adapter adds:
 preprocessing as data and as numpy + Pillow code). Usable from a notebook::
 
     from export import export_bundle
@@ -12,7 +12,7 @@ preprocessing as data and as numpy + Pillow code). Usable from a notebook::
 from .bundle import ExportResult, check_quantize, export_bundle
 from .onnx_config import CLASSIFIER, QUANTIZE_CHOICES, SENTENCE_ENCODER, OnnxConfig, Quantize
 from .parity import ParityError, ParityReport
-from .runtime import OnnxEncoder, build_backbone_onnx
+from .runtimes.ort import OnnxEncoder, build_backbone_onnx
 from .session import ProviderUnavailable, create_session
 
 __all__ = ["CLASSIFIER", "ExportResult", "OnnxConfig", "OnnxEncoder", "ParityError",

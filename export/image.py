@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from adapters.encoders import TorchEncoder
-from adapters.image_input import ImageLimits, decode_images
+from adapters.modalities.image import ImageLimits, decode_images
 
 from .onnx_config import OnnxConfig
 from .parity import Case, feed_of
@@ -121,7 +121,7 @@ def parity_cases(encoder: TorchEncoder, examples: Sequence[Any] = (),
 
 def preprocessing_parity(encoder: TorchEncoder, examples: Sequence[Any] = ()) -> dict[str, Any]:
     """The README's numpy + Pillow preprocessing against the folder's image processor."""
-    spec = encoder.describe_preprocessing()  # type: ignore[attr-defined]
+    spec = encoder.describe_preprocessing()
     check_describable(spec)
     images = own_images(examples)[:64] + sample_images()
     hf = encoder.prepare(images).numpy()
@@ -134,7 +134,7 @@ def preprocessing_parity(encoder: TorchEncoder, examples: Sequence[Any] = ()) ->
 
 
 def manifest_extra(encoder: TorchEncoder, examples: Sequence[Any] = ()) -> dict[str, Any]:
-    return {"modality": "image", "preprocessing": encoder.describe_preprocessing(),  # type: ignore[attr-defined]
+    return {"modality": "image", "preprocessing": encoder.describe_preprocessing(),
             "preprocessing_parity": preprocessing_parity(encoder, examples)}
 
 

@@ -19,19 +19,19 @@ from fastapi.responses import FileResponse
 from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException
 
-from adapters import Tailor
-from adapters.errors import NotReady
 from adapters.validation import parse_ref
 
 from . import errors
 from .auth import Authenticate, KeyRing
+from .deps import engine, tenant_of
 from .errors import Forbidden
+from .openai_api import openai_router
 from .request_metrics import ADAPTER_KEY, AdapterRequestMetrics
 from .schemas import (JOB_ID_PATTERN, NAME_PATTERN, REF_PATTERN, AddExamplesRequest, AdapterList,
                       AdapterRecord, CreateAdapterRequest, DeleteResponse, EmbedRequest,
-                      EmbedResponse, ErrorResponse, ExportRequest, JobRecord, PendingAdapter,
-                      PredictRequest, PredictResponse, SuggestRequest, SuggestResponse,
-                      TenantList)
+                      EmbedResponse, ErrorResponse, ExportRequest, JobList, JobRecord,
+                      PendingAdapter, PredictRequest, PredictResponse, SuggestRequest,
+                      SuggestResponse, TenantList)
 
 ERRORS = {s: {"model": ErrorResponse} for s in (400, 401, 403, 404, 409, 413, 422, 429, 503)}
 
@@ -42,20 +42,6 @@ Ref = Path(description="`name` (latest version) or `name@version`", examples=["s
 Name = Path(description="adapter name", examples=["old-topics"], json_schema_extra={"pattern": NAME_PATTERN})
 JobId = Path(description="the job's id, from the answer to POST /v1/adapters",
              json_schema_extra={"pattern": JOB_ID_PATTERN})
-
-
-def engine(request: Request) -> Tailor:
-    t = getattr(request.app.state, "tailor", None)
-    if t is None:
-        raise NotReady("the backbone is still loading; retry when /readyz answers 200",
-                       headers={"Retry-After": "5"})
-    return t
-
-
-def tenant_of(request: Request) -> str:
-    """The tenant this request acts as: set by the ``Authenticate`` middleware from the API
-    key (and, for admin keys, X-Tailor-Tenant); ``default`` when the service runs open."""
-    return request.scope["tailor.tenant"]
 
 
 # -- /adapters ----------------------------------------------------------------------------------
@@ -184,6 +170,20 @@ def _items(inputs: list) -> list:
 jobs_router = APIRouter()
 
 
+@jobs_router.get("/jobs", response_model=JobList,
+                 summary="Your jobs, newest first: filter by status or adapter, page with `after`")
+async def list_jobs(request: Request,
+                    status: str | None = Query(None, description="queued, running, succeeded, "
+                                               "failed or cancelled"),
+                    adapter: str | None = Query(None, description="only jobs creating this adapter",
+                                                json_schema_extra={"pattern": NAME_PATTERN}),
+                    limit: int = Query(20, ge=1, le=200, description="jobs per page"),
+                    after: str | None = Query(None, description="the `next` of the previous page")
+                    ) -> dict:
+    return await asyncio.to_thread(engine(request).list_jobs, tenant_of(request), status=status,
+                                   adapter=adapter, limit=limit, after=after)
+
+
 @jobs_router.get("/jobs/{job_id}", response_model=JobRecord,
                  summary="A training job's status and progress")
 async def get_job(request: Request, job_id: str = JobId) -> dict:
@@ -244,6 +244,7 @@ def create_app(max_body_bytes: int = 16 * 1024 * 1024, keyring: KeyRing = KeyRin
     app.state.max_body_bytes = max_body_bytes
     app.state.keyring = keyring
     app.state.metrics = metrics
-    for router in (adapters_router, inference_router, jobs_router, admin_router, fallback_router):
+    for router in (adapters_router, inference_router, jobs_router, admin_router, openai_router,
+                   fallback_router):
         app.include_router(router)
     return app

@@ -280,5 +280,5 @@ class Authenticate:
             scope["tailor.tenant"] = principal.tenant
             scope["tailor.admin"] = principal.admin or ring.open
         except TailorError as e:
-            return await respond(e)(scope, receive, send)
+            return await respond(e, scope)(scope, receive, send)
         return await self.app(scope, receive, send)

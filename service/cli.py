@@ -8,6 +8,7 @@
     tailor create shoes --images photos/              # image backbones: one sub-folder per label
     tailor predict shoes --images new-photos/         # every PNG/JPEG under the folder
     tailor list | tailor show topics@2 | tailor delete topics [--version 2]
+    tailor jobs --status running                      # your training jobs, newest first
     tailor export topics@2 --store ./tailor-store --quantize int8 --out bundles/   # no server
 
 The server address comes from --url or TAILOR_URL (default http://localhost:3000).
@@ -29,9 +30,7 @@ import sys
 from pathlib import Path
 from typing import Any, Iterator
 
-import httpx
-
-DEFAULT_URL = "http://localhost:3000"
+from .client import DEFAULT_URL, Client, TailorAPIError, TailorConnectionError
 
 
 class CliError(Exception):
@@ -153,38 +152,25 @@ def parse_options(pairs: list[str]) -> dict[str, Any]:
     return out
 
 
-class Client:
-    def __init__(self, url: str, api_key: str | None = None, timeout: float = 300.0):
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self.http = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=timeout)
-
-    def call(self, method: str, path: str, **kw: Any) -> Any:
-        try:
-            r = self.http.request(method, path, **kw)
-        except httpx.HTTPError as e:
-            raise CliError(f"cannot reach the server at {self.http.base_url}: {e}") from None
-        if r.status_code >= 400:
-            try:
-                err = r.json()["error"]
-                raise CliError(f"{r.status_code} {err['code']}: {err['message']}")
-            except (ValueError, KeyError, TypeError):
-                raise CliError(f"{r.status_code}: {r.text[:500]}") from None
-        return r.json() if r.headers.get("content-type", "").startswith("application/json") else r.content
-
-
 def _chunks(items: list[Any], n: int) -> Iterator[list[Any]]:
     for i in range(0, len(items), n):
         yield items[i:i + n]
 
 
-def _created(client: Client, rec: dict[str, Any]) -> int:
+def _dump(record: Any) -> dict[str, Any]:
+    """A client record as the server sent it (no fields the server left out)."""
+    return record.model_dump(mode="json", exclude_unset=True)
+
+
+def _created(client: Client, record: Any) -> int:
+    rec = _dump(record)
     print(json.dumps(rec, indent=2))
     for w in rec.get("warnings", []):
         print(f"warning: {w}", file=sys.stderr)
     if "job" in rec:  # trains in the background (LoRA, unlabeled texts, auto): show progress
         from .cli_lora import JobState, follow_job
 
-        job = follow_job(client.call, rec["job"]["id"])
+        job = follow_job(client.request, rec["job"]["id"])
         return 0 if job.get("status") == JobState.SUCCEEDED else 1
     return 0
 
@@ -195,7 +181,7 @@ def cmd_create(client: Client, args: argparse.Namespace) -> int:
     if "examples" not in body and "label_descriptions" not in body:
         raise CliError("give labeled examples (--file or --images) or label descriptions "
                        "(--descriptions)")
-    return _created(client, client.call("POST", "/v1/adapters", json=body))
+    return _created(client, client.create_adapter(**body))
 
 
 def cmd_add(client: Client, args: argparse.Namespace) -> int:
@@ -206,14 +192,13 @@ def cmd_add(client: Client, args: argparse.Namespace) -> int:
         body["kind"] = args.kind
     if args.option:
         body["options"] = parse_options(args.option)
-    return _created(client, client.call("POST", f"/v1/adapters/{args.name}/examples", json=body))
+    return _created(client, client.add_examples(args.name, **body))
 
 
 def cmd_suggest(client: Client, args: argparse.Namespace) -> int:
-    res = client.call("POST", f"/v1/adapters/{args.adapter}/suggest",
-                      json={"texts": read_texts(args.file, args.text_col), "k": args.k})
-    for s in res["suggestions"]:
-        print(json.dumps({"adapter": res["adapter"], **s}))
+    res = client.suggest(args.adapter, read_texts(args.file, args.text_col), args.k)
+    for s in res.suggestions:
+        print(json.dumps({"adapter": res.adapter, **_dump(s)}))
     return 0
 
 
@@ -231,11 +216,10 @@ def cmd_predict(client: Client, args: argparse.Namespace) -> int:
     out = args.out.open("w") if args.out else sys.stdout
     try:
         for chunk in _chunks(list(range(len(shown))), max(1, args.batch)):
-            res = client.call("POST", "/v1/predict",
-                              json={"adapter": args.adapter, "inputs": [load(i) for i in chunk]})
-            for i, pred in zip(chunk, res["predictions"]):
+            res = client.predict(args.adapter, [load(i) for i in chunk])
+            for i, pred in zip(chunk, res.predictions):
                 key, value = shown[i]
-                out.write(json.dumps({key: value, "adapter": res["adapter"], **pred}) + "\n")
+                out.write(json.dumps({key: value, "adapter": res.adapter, **_dump(pred)}) + "\n")
     finally:
         if args.out:
             out.close()
@@ -243,20 +227,34 @@ def cmd_predict(client: Client, args: argparse.Namespace) -> int:
 
 
 def cmd_list(client: Client, args: argparse.Namespace) -> int:
-    for a in client.call("GET", "/v1/adapters")["adapters"]:
-        acc = a["metrics"].get("cv_accuracy", a["metrics"].get("cv_f1_micro", "-"))
-        print(f"{a['ref']:<40} {a['kind']:<5} labels={len(a['labels']):<3} cv={acc} {a['created_at']}")
+    for a in client.list_adapters().adapters:
+        acc = a.metrics.get("cv_accuracy", a.metrics.get("cv_f1_micro", "-"))
+        print(f"{a.ref:<40} {a.kind:<5} labels={len(a.labels):<3} cv={acc} {a.created_at}")
     return 0
 
 
 def cmd_show(client: Client, args: argparse.Namespace) -> int:
-    print(json.dumps(client.call("GET", f"/v1/adapters/{args.adapter}"), indent=2))
+    print(json.dumps(_dump(client.get_adapter(args.adapter)), indent=2))
+    return 0
+
+
+def cmd_jobs(client: Client, args: argparse.Namespace) -> int:
+    """Your jobs, newest first, one JSON line each (every page, up to --limit jobs)."""
+    after, left = None, args.limit
+    while left > 0:
+        page = client.list_jobs(status=args.status, adapter=args.adapter, limit=min(left, 200),
+                                after=after)
+        for job in page.jobs:
+            print(json.dumps(_dump(job)))
+        left -= len(page.jobs)
+        after = page.next
+        if after is None:
+            break
     return 0
 
 
 def cmd_delete(client: Client, args: argparse.Namespace) -> int:
-    params = {"version": args.version} if args.version else None
-    print(json.dumps(client.call("DELETE", f"/v1/adapters/{args.name}", params=params)))
+    print(json.dumps(_dump(client.delete_adapter(args.name, args.version or None))))
     return 0
 
 
@@ -316,6 +314,11 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("show", help="show one adapter")
     s.add_argument("adapter")
     s.set_defaults(handler=cmd_show)
+    j = sub.add_parser("jobs", help="list your training jobs, newest first (JSON lines)")
+    j.add_argument("--status", help="queued, running, succeeded, failed or cancelled")
+    j.add_argument("--adapter", help="only jobs creating this adapter")
+    j.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
+    j.set_defaults(handler=cmd_jobs)
     d = sub.add_parser("delete", help="delete an adapter (all versions, or --version)")
     d.add_argument("name")
     d.add_argument("--version", type=int)
@@ -331,8 +334,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "export":
         return args.func(args)
     try:
-        return args.handler(Client(args.url, args.api_key), args)
-    except CliError as e:
+        with Client(args.url, args.api_key) as client:
+            return args.handler(client, args)
+    except TailorConnectionError as e:
+        print(f"tailor: {e.message}", file=sys.stderr)
+        return 1
+    except (CliError, TailorAPIError) as e:
         print(f"tailor: {e}", file=sys.stderr)
         return 1
 

@@ -33,16 +33,43 @@ class Forbidden(TailorError):
     code = "forbidden"
 
 
-def respond(exc: TailorError) -> JSONResponse:
-    return error_response(exc.status, exc.code, exc.message, exc.headers)
+# The OpenAI-compatible routes (service/openai_api.py) answer errors in OpenAI's shape,
+# which their clients parse: Tailor's two fields plus `type` and `param`, and the code
+# `model_not_found` where Tailor says `adapter_not_found`.
+OPENAI_ROUTES = ("/embeddings", "/models")
+OPENAI_TYPES = {401: "authentication_error", 403: "permission_error", 429: "rate_limit_error"}
+OPENAI_CODES = {"adapter_not_found": "model_not_found"}
 
 
-def error_response(status: int, code: str, message: str, headers: dict | None = None) -> JSONResponse:
+def route_path(scope) -> str:
+    """The path inside the v1 app (BentoML mounts it at /v1: ``root_path`` is /v1 then)."""
+    path, root = scope.get("path", ""), scope.get("root_path", "")
+    return path[len(root):] if root and path.startswith(root) else path
+
+
+def is_openai_route(scope) -> bool:
+    path = route_path(scope)
+    return path in OPENAI_ROUTES or path.startswith("/models/")
+
+
+def respond(exc: TailorError, scope=None) -> JSONResponse:
+    return error_response(exc.status, exc.code, exc.message, exc.headers, scope=scope,
+                          param=getattr(exc, "param", None))
+
+
+def error_response(status: int, code: str, message: str, headers: dict | None = None, *,
+                   scope=None, param: str | None = None) -> JSONResponse:
+    """Tailor's ``{"error": {"code", "message"}}``; on an OpenAI route (``scope``) OpenAI's
+    ``{"error": {"message", "type", "param", "code"}}``."""
     # Messages may quote what the client sent; a lone surrogate from a JSON "\\ud800" escape
     # cannot be encoded as UTF-8 and would turn this answer into a 500: escape it instead.
     message = message.encode("utf-8", "backslashreplace").decode("utf-8")
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status,
-                        headers=headers)
+    body: dict = {"code": code, "message": message}
+    if scope is not None and is_openai_route(scope):
+        kind = OPENAI_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+        body = {"message": message, "type": kind, "param": param,
+                "code": OPENAI_CODES.get(code, code) if status == 404 else code}
+    return JSONResponse({"error": body}, status_code=status, headers=headers)
 
 
 def _loc(part: object) -> str:
@@ -70,27 +97,30 @@ def describe(errors: list[dict]) -> str:
 def install(app: FastAPI) -> None:
     @app.exception_handler(TailorError)
     async def _domain(request: Request, exc: TailorError) -> JSONResponse:
-        return respond(exc)
+        return respond(exc, request.scope)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = list(exc.errors())
         if any(e.get("type") == "json_invalid" for e in errors):
             return error_response(400, "invalid_json", "the request body is not valid JSON; send a "
-                                  "JSON object with Content-Type: application/json")
-        return error_response(422, "invalid_request", "invalid request: " + describe(errors))
+                                  "JSON object with Content-Type: application/json",
+                                  scope=request.scope)
+        return error_response(422, "invalid_request", "invalid request: " + describe(errors),
+                              scope=request.scope, param=_param(errors))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if request.scope.get("tailor.too_big"):
             return _too_big(request)
         if exc.status_code == 400 and exc.__cause__ is not None:  # FastAPI could not parse the body
-            return error_response(400, "invalid_json", _unparsable(exc.__cause__))
+            return error_response(400, "invalid_json", _unparsable(exc.__cause__), scope=request.scope)
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         detail = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
         if exc.status_code == 404:
             detail = f"no route {request.method} {request.url.path}; see /docs.json for the API"
-        return error_response(exc.status_code, code, detail, getattr(exc, "headers", None))
+        return error_response(exc.status_code, code, detail, getattr(exc, "headers", None),
+                              scope=request.scope)
 
     @app.exception_handler(Exception)
     async def _bug(request: Request, exc: Exception) -> JSONResponse:
@@ -98,7 +128,13 @@ def install(app: FastAPI) -> None:
             return _too_big(request)
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return error_response(500, "internal_error", "internal error (a bug); the server log has "
-                              "the details")
+                              "the details", scope=request.scope)
+
+
+def _param(errors: list[dict]) -> str | None:
+    """The request field the first error is about (OpenAI's ``param``)."""
+    loc = [str(p) for p in (errors[0].get("loc", ()) if errors else ()) if p != "body"]
+    return _loc(loc[0]) if loc else None
 
 
 def _unparsable(cause: BaseException) -> str:
@@ -118,7 +154,8 @@ def _unparsable(cause: BaseException) -> str:
 def _too_big(request: Request) -> JSONResponse:
     limit = request.scope.get("tailor.max_body_bytes", "the limit")
     return error_response(413, "too_large", f"request body over {limit} bytes "
-                          "(TAILOR_MAX_BODY_BYTES); send fewer or shorter texts per request")
+                          "(TAILOR_MAX_BODY_BYTES); send fewer or shorter texts per request",
+                          scope=request.scope)
 
 
 class BodyLimit:
@@ -134,7 +171,8 @@ class BodyLimit:
             return await self.app(scope, receive, send)
         scope["tailor.max_body_bytes"] = self.max_bytes
         too_big = error_response(413, "too_large", f"request body over {self.max_bytes} bytes "
-                                 "(TAILOR_MAX_BODY_BYTES); send fewer or shorter texts per request")
+                                 "(TAILOR_MAX_BODY_BYTES); send fewer or shorter texts per request",
+                                 scope=scope)
         for k, v in scope.get("headers", []):
             if k == b"content-length" and v.isdigit() and int(v) > self.max_bytes:
                 return await too_big(scope, receive, send)

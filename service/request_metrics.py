@@ -13,16 +13,11 @@ from __future__ import annotations
 
 import time
 
+from .errors import route_path
 from .metrics import NONE
 
 COUNTED = frozenset({("POST", "/predict")})  # the serving path: what latency alerts watch
 ADAPTER_KEY = "tailor.adapter"
-
-
-def _route_path(scope) -> str:
-    """The path inside the v1 app (BentoML mounts it at /v1: ``root_path`` is /v1 then)."""
-    path, root = scope.get("path", ""), scope.get("root_path", "")
-    return path[len(root):] if root and path.startswith(root) else path
 
 
 class AdapterRequestMetrics:
@@ -31,7 +26,7 @@ class AdapterRequestMetrics:
 
     async def __call__(self, scope, receive, send):
         recorder = getattr(scope["app"].state, "metrics", None) if scope["type"] == "http" else None
-        if recorder is None or (scope["method"], _route_path(scope)) not in COUNTED:
+        if recorder is None or (scope["method"], route_path(scope)) not in COUNTED:
             return await self.app(scope, receive, send)
         t0 = time.perf_counter()
         status: int | None = None

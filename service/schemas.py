@@ -7,11 +7,12 @@ these models check shape and types only.
 from __future__ import annotations
 
 import json
-from typing import Any, Literal, get_args, get_origin
+from typing import Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from adapters.kinds import KINDS
+from adapters.modalities import MODALITIES, Modality
 from adapters.training.jobs import JOB_ID_RE, JobState
 from adapters.validation import NAME_RE, VERSION_RE
 from export.onnx_config import Quantize
@@ -53,17 +54,22 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class ImageItem(_Strict):
-    image: str = Field(..., description="a base64 PNG or JPEG file (a data:image/...;base64, "
-                       "prefix is accepted); on deployments whose backbone is an image model")
+# Items come from the modality registry (adapters/modalities): a new modality shows up here by
+# registering. An input is a bare value (a text) or an object (``ImageItem``: {"image": ...});
+# an example carries one field per modality.
+def _item_model(m: Modality) -> type[BaseModel]:
+    return create_model(f"{m.name.capitalize()}Item", __base__=_Strict,
+                        **{m.field: (m.value, Field(..., description=m.item_doc))})
 
 
-class Example(_Strict):
-    text: str | None = Field(None, description="the example text (text backbones)")
-    image: str | None = Field(None, description="the example image, a base64 PNG or JPEG file "
-                              "(image backbones)")
-    label: str | None = Field(None, description="its label (single-label adapters)")
-    labels: list[str] | None = Field(None, description="its labels (multi-label adapters), may be empty")
+Item = Union[tuple(m.value if m.bare else _item_model(m)  # type: ignore[misc]
+                   for m in MODALITIES.values())]
+Example = create_model(
+    "Example", __base__=_Strict,
+    **{m.field: (m.value | None, Field(None, description=m.example_doc))
+       for m in MODALITIES.values()},
+    label=(str | None, Field(None, description="its label (single-label adapters)")),
+    labels=(list[str] | None, Field(None, description="its labels (multi-label adapters), may be empty")))
 
 
 class CreateAdapterRequest(_Strict):
@@ -168,6 +174,11 @@ class JobRecord(BaseModel):
     finished_at: str | None = None
 
 
+class JobList(BaseModel):
+    jobs: list[JobRecord] = Field(..., description="newest first")
+    next: str | None = Field(None, description="pass as `after` for the next page; null on the last")
+
+
 class PendingAdapter(BaseModel):
     """The answer to creating an adapter that trains as a job (LoRA; a head with unlabeled
     texts): training runs in the background."""
@@ -208,7 +219,7 @@ class PredictRequest(_Strict):
 
     adapter: str = Field(..., description="`name` (latest version) or `name@version`", examples=["support-topics"],
                          json_schema_extra={"pattern": REF_PATTERN})
-    inputs: list[str | ImageItem] = Field(..., description="texts to classify, or on an image "
+    inputs: list[Item] = Field(..., description="texts to classify, or on an image "
                                           "deployment {\"image\": \"<base64 PNG or JPEG>\"} objects")
 
 
@@ -225,7 +236,7 @@ class PredictResponse(BaseModel):
 
 
 class EmbedRequest(_Strict):
-    inputs: list[str | ImageItem]
+    inputs: list[Item]
 
 
 class EmbedResponse(BaseModel):

@@ -75,25 +75,17 @@ def build_engine(settings: Settings, events: Recorder | None = None):
     store = AdapterStore(settings.store_path, encoder.identity,
                          max_adapters_per_tenant=settings.max_adapters_per_tenant)
     store.sweep()
-    runtime = settings.runtime
-    if settings.runtime == "onnx":
-        # the batched forward runs on onnxruntime; the PyTorch model stays for exports.
-        # Fails start-up (ProviderUnavailable) when a requested provider is not active.
-        from export.runtime import OnnxEncoder
+    # the backbone's forwards run on a registered runtime (export/runtimes/): the one the
+    # settings name, or with auto the fastest that keeps accuracy (one log line says which
+    # and why). Start-up fails when the named one cannot run here.
+    from export.runtimes import RuntimeOptions
+    from export.runtimes.auto import serving_encoder
+    from export.runtimes.ort import default_cache_dir
 
-        encoder = OnnxEncoder.open(encoder, settings.store_path, quantize=settings.onnx_quantize,
-                                   providers=settings.providers(), threads=settings.onnx_threads,
-                                   cuda_tf32=settings.onnx_cuda_tf32)
-    elif settings.runtime == "auto":
-        # the fastest runtime that keeps accuracy on a fixed sample, measured once per machine
-        # type and cached beside the graphs; logs one line saying which and why
-        from export.runtime import default_cache_dir
-        from export.runtime_choice import auto
-
-        encoder, choice = auto(encoder, default_cache_dir(settings.store_path),
-                               threads=settings.onnx_threads, providers=settings.providers(),
-                               isolate=True)
-        runtime = f"auto -> {choice.runtime}"
+    encoder, runtime = serving_encoder(
+        encoder, settings.runtime, settings.onnx_quantize,
+        RuntimeOptions(default_cache_dir(settings.store_path), settings.onnx_threads,
+                       tuple(settings.providers()), settings.onnx_cuda_tf32))
     extra = {"events": events} if events is not None else {}
     jobs = JobManager(store.root / "jobs", max_queued=settings.job_queue_size,
                       concurrency=0 if settings.role == "serve" else settings.job_concurrency,
@@ -106,14 +98,10 @@ def build_engine(settings: Settings, events: Recorder | None = None):
                     max_queue_wait_s=settings.max_queue_wait_s, jobs=jobs,
                     worker=WorkerConfig(threads=settings.train_threads, nice=settings.train_nice),
                     max_concurrent_creates=settings.max_concurrent_creates, **extra)
-    if encoder.modality == "text":  # an image encoder ran its warm-up forward when it opened
-        encoder.embed(["warm-up"])
-    log.info("tailor ready (role %s): backbone %s (%s), store %s, runtime %s", settings.role,
-             encoder.identity.name, encoder.identity.sha256[:12], store.root.resolve(),
-             f"{runtime}: " + (f"onnxruntime {encoder.quantize} on {','.join(encoder.providers)}"
-                               if hasattr(encoder, "providers") else
-                               f"torch {encoder.dtype}, {encoder.workers} forward workers x "
-                               f"{torch.get_num_threads()} threads"))
+    encoder.warm_up()
+    log.info("tailor ready (role %s): backbone %s (%s), store %s, runtime %s: %s", settings.role,
+             encoder.identity.name, encoder.identity.sha256[:12], store.root.resolve(), runtime,
+             encoder.describe())
     return engine
 
 

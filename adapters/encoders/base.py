@@ -5,7 +5,7 @@ Two roles, two protocols:
 - ``Encoder``: what serving and head training need. ``prepare`` turns inputs into per-row
   model inputs ONCE (token ids for text; later, decoded pixels for images), ``embed_prepared``
   runs rows (optionally each with its own LoRA weights) and returns pooled, L2-normalised
-  embeddings. Implemented by the PyTorch ``TextEncoder`` and by ``export.runtime.OnnxEncoder``.
+  embeddings. Implemented by the PyTorch ``TextEncoder`` and by ``export.runtimes.ort.OnnxEncoder``.
 - ``TorchEncoder``: an ``Encoder`` with autograd and a module to copy, what LoRA training and
   export need. Every ``Encoder`` can hand out the PyTorch encoder behind it (``pytorch()``).
 
@@ -56,6 +56,11 @@ def weights_sha256(model_dir: Path) -> str:
     return h.hexdigest()
 
 
+def describe_torch(dtype: str, workers: int) -> str:
+    """``Encoder.describe`` of an encoder whose forwards run on PyTorch."""
+    return f"torch {dtype}, {workers} forward workers x {torch.get_num_threads()} threads"
+
+
 @runtime_checkable
 class Encoder(Protocol):
     """A frozen backbone that embeds rows, each optionally through its own LoRA weights."""
@@ -66,6 +71,9 @@ class Encoder(Protocol):
     model_dir: Path  # the Hugging Face folder it was loaded from (a training worker loads it too)
     max_batch_rows: int
     max_length: int | None  # longest row the backbone takes (tokens, for text); None: fixed size
+    # serving precision of the forwards: "float32"; "bfloat16" for text on AMX CPUs; "int8"
+    # for an int8 onnxruntime graph
+    dtype: str
 
     def prepare(self, items: Sequence[Any], max_length: int | None = None) -> list[Any]:
         """Per-row model inputs (token ids for text), computed once per row. ``max_length``
@@ -87,13 +95,25 @@ class Encoder(Protocol):
         """The PyTorch encoder behind this one (itself when it is one)."""
         ...
 
+    def warm_up(self) -> None:
+        """One forward before the first request, so that the first client does not pay for
+        lazy initialisation (an encoder that warmed up when it opened does nothing)."""
+        ...
+
+    def describe(self) -> str:
+        """What runs the forwards, for the start-up log line (e.g. "torch float32, 2 forward
+        workers x 1 threads", "onnxruntime int8 on CPUExecutionProvider")."""
+        ...
+
 
 @runtime_checkable
 class TorchEncoder(Encoder, Protocol):
     """An encoder with autograd and a module to copy: LoRA training and export."""
 
     model: "nn.Module"  # the frozen backbone: never mutated, never switched
-    dtype: str  # serving precision of the forwards ("float32"; "bfloat16" for text on AMX CPUs)
+    # the Linear names LoRA adapts when an adapter leaves ``targets`` at its default; ()
+    # means LoraOptions' default (query, value: BERT-style names)
+    lora_targets: tuple[str, ...]
 
     def collate(self, rows: Sequence[Any]) -> dict[str, torch.Tensor]:
         """Prepared rows -> the padded model inputs of one forward (e.g. input_ids,
@@ -120,4 +140,9 @@ class TorchEncoder(Encoder, Protocol):
     def write_preprocessor(self, folder: Path) -> list[str]:
         """Files that reproduce ``prepare`` + ``collate`` outside Tailor (text: tokenizer.json),
         written into ``folder``; returns their names."""
+        ...
+
+    def describe_preprocessing(self) -> dict[str, Any]:
+        """``prepare`` + ``collate`` as data (an export bundle's manifest and README show it:
+        an image processor's resize, crop and normalisation; a text tokenizer's limits)."""
         ...

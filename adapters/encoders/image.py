@@ -7,7 +7,7 @@ the text encoder offers (adapters/encoders/base.py), so heads, kinds, the store,
 registry, the batcher and export are shared, not copied:
 
 - ``identity`` (folder name + sha256 of the weight files), ``dim``, ``modality = "image"``
-- ``prepare(images)``: decoded RGB arrays (``adapters.image_input``: what validation hands
+- ``prepare(images)``: decoded RGB arrays (``adapters.modalities.image``: what validation hands
   on for an image deployment) -> normalized ``pixel_values`` [n, 3, H, W] by the folder's
   own image processor (computed once per row, like token ids for text); a row is one
   [3, H, W] slice and ``collate`` stacks rows (one input size: no padding)
@@ -47,9 +47,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .. import image_input  # noqa: F401  (registers the image modality's reader)
 from . import lora
-from .base import BackboneIdentity, weights_sha256
+from .base import BackboneIdentity, describe_torch, weights_sha256
 from .lora import LoraWeights
 
 POOLING: dict[str, str] = {
@@ -167,7 +166,7 @@ class ImageEncoder:
         return self
 
     def prepare(self, images: Sequence[np.ndarray], max_length: int | None = None) -> torch.Tensor:
-        """RGB uint8 arrays [H, W, 3] (from ``image_input.decode_images``) -> the model's
+        """RGB uint8 arrays [H, W, 3] (from ``modalities.image.decode_images``) -> the model's
         normalized input [n, 3, H', W'], float32 on the encoder's device. Row i is
         ``out[i]``. ``max_length`` is a text notion and is ignored."""
         if not len(images):
@@ -257,6 +256,12 @@ class ImageEncoder:
         (folder / "preprocessor_config.json").write_text(
             (self.model_dir / "preprocessor_config.json").read_text())
         return ["preprocessing.json", "preprocessor_config.json"]
+
+    def warm_up(self) -> None:
+        """Nothing: the forward that learnt ``dim`` when the encoder opened was its warm-up."""
+
+    def describe(self) -> str:
+        return describe_torch(self.dtype, self.workers)
 
     def weights_checksum(self) -> str:
         """sha256 of the in-memory parameters: proves the served weights never change."""

@@ -24,7 +24,7 @@ import math
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -33,7 +33,7 @@ from torch import nn
 
 from ..segments import length_sorted_chunks
 from . import lora
-from .base import BackboneIdentity, weights_sha256
+from .base import BackboneIdentity, describe_torch, weights_sha256
 from .lora import LoraWeights
 
 TokenIds = list[int]
@@ -97,6 +97,7 @@ class TextEncoder:
     """A frozen Hugging Face text encoder with tokenisation, truncation and pooling."""
 
     modality = "text"
+    lora_targets: tuple[str, ...] = ()  # BERT-style query/value: LoraOptions' default
     graph_inputs: tuple[str, ...] = ("input_ids", "attention_mask")
 
     def __init__(self, model_dir: str | Path | None = None, *, name: str | None = None,
@@ -283,6 +284,18 @@ class TextEncoder:
                            direction="left" if self._pad_left else "right")
         tok.save(str(Path(folder) / "tokenizer.json"))
         return ["tokenizer.json"]
+
+    def describe_preprocessing(self) -> dict[str, Any]:
+        """The tokenizer's settings as data (the files are ``write_preprocessor``'s)."""
+        return {"tokenizer": type(self.tokenizer).__name__, "max_length": self.max_length,
+                "padding_side": "left" if self._pad_left else "right",
+                "token_type_ids": self._token_types}
+
+    def warm_up(self) -> None:
+        self.embed(["warm-up"])
+
+    def describe(self) -> str:
+        return describe_torch(self.dtype, self.workers)
 
     def weights_checksum(self) -> str:
         """sha256 of the in-memory parameters: proves the served weights never change."""

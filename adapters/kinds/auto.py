@@ -87,11 +87,11 @@ def train_auto_head(encoder: Encoder, request: TrainRequest, progress: Progress 
     opts = request.options
     assert isinstance(opts, AutoOptions)
     data = request.data
-    x = encoder.embed(data.texts).numpy().astype(np.float32)
+    x = encoder.embed(data.items).numpy().astype(np.float32)
     head, cv = fit_head(encoder, x, data, request.descriptions, opts.head_options())
     recipe = "zero-shot head" if data.zero_shot else (
         "head with the description prior" if request.descriptions else "head")
-    metrics = AutoMetrics(examples=len(data.texts), per_label=data.counts(), **(cv or {}),
+    metrics = AutoMetrics(examples=len(data.items), per_label=data.counts(), **(cv or {}),
                           recipe=recipe, unlabeled=len(request.unlabeled) or None)
     warnings = assess(data, cv)
     if opts.promote == "never":
@@ -121,20 +121,20 @@ def guard(encoder, data: LabeledData, descriptions: dict[str, str], opts: AutoOp
     from sklearn.model_selection import StratifiedKFold
 
     k = min(opts.guard_folds, min(data.counts().values()))
-    x0 = encoder.embed(data.texts).numpy().astype(np.float32)
+    x0 = encoder.embed(data.items).numpy().astype(np.float32)
     head_right = lora_right = 0
-    texts = np.array(data.texts, dtype=object)
+    items = np.array(data.items, dtype=object)
     for tr, te in StratifiedKFold(k, shuffle=True, random_state=opts.seed).split(x0, data.y):
-        sub = LabeledData(list(texts[tr]), data.labels, data.y[tr], False)
+        sub = LabeledData(list(items[tr]), data.labels, data.y[tr], False)
         head, _ = fit_head(encoder, x0[tr], sub, descriptions, opts.head_options())
         head_right += int((head.predict(x0[te]) == data.y[te]).sum())
         fold_opts = opts.model_copy(update={"pseudo_fraction": 0.0})
         lw, fit_rows, x_tr, _ = lora_recipe(encoder, sub, descriptions, [], fold_opts,
                                             steps.part(), should_stop)
-        steps.done(_steps(len(sub.texts) + len(descriptions), sub.y, opts))
-        x_te = encoder.embed(list(texts[te]), [lw] * len(te)).numpy().astype(np.float32)
+        steps.done(_steps(len(sub.items) + len(descriptions), sub.y, opts))
+        x_te = encoder.embed(list(items[te]), [lw] * len(te)).numpy().astype(np.float32)
         lora_right += int((fit_rows(x_tr, sub.y).predict(x_te) == data.y[te]).sum())
-    n = len(data.texts)
+    n = len(data.items)
     return round(head_right / n, 4), round(lora_right / n, 4)
 
 
@@ -148,7 +148,7 @@ def train_auto_lora(encoder: Encoder, request: TrainRequest, progress: Progress 
     data = request.data
     enc = encoder.pytorch()  # autograd needs PyTorch, whatever serves
     n_desc = len(request.descriptions)
-    full = _steps(len(data.texts) + n_desc, data.y, opts)
+    full = _steps(len(data.items) + n_desc, data.y, opts)
     # the guard trains one teacher per fold on (k-1)/k of the rows: (k-1) x a full training
     steps = _Steps(progress, int(full * (opts.guard_folds - 1 + 1
                                          + (opts.student_steps if request.unlabeled else 0))))
@@ -159,7 +159,7 @@ def train_auto_lora(encoder: Encoder, request: TrainRequest, progress: Progress 
     recipe = "LoRA" + (" + descriptions" if n_desc else "") + (
         " + self-training on unlabeled texts" if info["pseudo_labels"] else "")
     metrics = AutoMetrics(
-        examples=len(data.texts), per_label=data.counts(), recipe=recipe, estimate=lora_est,
+        examples=len(data.items), per_label=data.counts(), recipe=recipe, estimate=lora_est,
         estimate_head=head_est, estimate_folds=min(opts.guard_folds, min(data.counts().values())),
         train_seconds=round(time.perf_counter() - t0, 2),
         unlabeled=len(request.unlabeled) or None,

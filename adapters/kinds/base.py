@@ -19,6 +19,7 @@ from ..encoders.base import Encoder
 from ..encoders.lora import LoraWeights
 from ..errors import IncompatibleAdapter, InvalidExamples, InvalidRequest
 from ..heads import LinearHead
+from ..modalities import get_modality
 from ..options import AdapterOptions
 from ..serving.registry import LoadedAdapter
 from ..storage import Artifact, Manifest, StoredAdapter
@@ -146,10 +147,11 @@ def build_request(kind: AdapterKind, examples: Any, options: dict[str, Any] | No
     texts, the examples (none: zero-shot), then the kind's own refusals. Raises a 4xx-mapped
     error; trains nothing."""
     opts, label_order = kind.options.parse_with_labels(options)
-    if limits.modality != "text" and (descriptions or unlabeled):
+    serving = get_modality(limits.modality)
+    if not serving.in_words and (descriptions or unlabeled):
         raise InvalidExamples(f"label_descriptions and unlabeled texts are text, and this "
-                              f"deployment serves an {limits.modality} backbone: post labeled "
-                              f"{limits.modality} examples only")
+                              f"deployment serves {serving.article()} {serving.name} backbone: "
+                              f"post labeled {serving.name} examples only")
     described = validate_descriptions(descriptions, limits)
     pool = validate_unlabeled(unlabeled, limits)
     data = validate_training_data(examples, described, limits, label_order)

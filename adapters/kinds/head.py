@@ -107,10 +107,10 @@ def train_head(encoder: Encoder, request: TrainRequest, progress: Progress | Non
     assert isinstance(opts, HeadOptions)
     data = request.data
     t0 = time.perf_counter()
-    x = encoder.embed(data.texts).numpy().astype(np.float32)  # [rows, dim]
+    x = encoder.embed(data.items).numpy().astype(np.float32)  # [rows, dim]
     seconds = {"embed": round(time.perf_counter() - t0, 4)}
     head, cv = fit_head(encoder, x, data, request.descriptions, opts, seconds)
-    metrics = HeadMetrics(examples=len(data.texts), per_label=data.counts(), seconds=seconds,
+    metrics = HeadMetrics(examples=len(data.items), per_label=data.counts(), seconds=seconds,
                           **(cv or {}), label_descriptions=len(request.descriptions) or None,
                           unlabeled=len(request.unlabeled) or None)
     warnings = assess(data, cv)

@@ -137,11 +137,11 @@ def _contrastive_loss(emb: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return loss
 
 
-def for_encoder(opts: LoraOptions, encoder: Encoder) -> LoraOptions:
+def for_encoder(opts: LoraOptions, encoder: TorchEncoder) -> LoraOptions:
     """``targets`` left at its default means "this backbone's attention query/value": an
     encoder that names them otherwise (``lora_targets``: q_proj/v_proj in transformers'
     vision transformers) gets its own names."""
-    own = tuple(getattr(encoder, "lora_targets", ()) or ())
+    own = tuple(encoder.lora_targets)
     if "targets" in opts.model_fields_set or not own or own == tuple(opts.targets):
         return opts
     return opts.model_copy(update={"targets": own})
@@ -161,11 +161,11 @@ def train_embeddings(encoder: TorchEncoder, data: LabeledData, opts: LoraOptions
     for p in params:
         p.requires_grad_(True)
     y_all = torch.from_numpy(data.y)
-    rows = encoder.prepare(data.texts, max_length=opts.max_length)  # tokenized once
+    rows = encoder.prepare(data.items, max_length=opts.max_length)  # tokenized once
     head_w = None
     if opts.recipe == "ce":  # cosine head from the frozen class means, tuned along
         with torch.inference_mode():
-            x = encoder.embed(data.texts)
+            x = encoder.embed(data.items)
         cents = torch.stack([x[y_all == j].mean(0) for j in range(len(data.labels))])
         head_w = F.normalize(cents, dim=1).clone().requires_grad_(True)
         params = params + [head_w]
@@ -254,12 +254,12 @@ def lora_recipe(encoder: TorchEncoder, data: LabeledData, descriptions: dict[str
     described = [lab for lab in data.labels if lab in descriptions]
     desc_texts = [descriptions[lab] for lab in described]
     desc_y = np.array([data.labels.index(lab) for lab in described], dtype=np.int64)
-    rows = LabeledData(data.texts + desc_texts, data.labels, np.concatenate([data.y, desc_y]), False)
+    rows = LabeledData(data.items + desc_texts, data.labels, np.concatenate([data.y, desc_y]), False)
     pool = list(unlabeled)
     if len(pool) > opts.unlabeled_sample:
         pool = [pool[i] for i in sorted(rng.choice(len(pool), opts.unlabeled_sample, replace=False))]
     use_pool = bool(pool) and opts.pseudo_fraction > 0
-    teacher_steps = _steps(len(rows.texts), rows.y, opts)
+    teacher_steps = _steps(len(rows.items), rows.y, opts)
     steps = _Steps(progress, int(teacher_steps * (1 + (opts.student_steps if use_pool else 0))))
 
     def head_fitter(lw: LoraWeights, extra_x: np.ndarray | None = None,
@@ -286,21 +286,21 @@ def lora_recipe(encoder: TorchEncoder, data: LabeledData, descriptions: dict[str
     steps.done(teacher_steps)
     info: dict = {"teacher_loss": round(loss, 5), "pseudo_labels": 0}
     fit_rows = head_fitter(lw)
-    x = encoder.embed(data.texts, [lw] * len(data.texts)).numpy().astype(np.float32)
+    x = encoder.embed(data.items, [lw] * len(data.items)).numpy().astype(np.float32)
     if use_pool:
         teacher_head = fit_rows(x, data.y)
         xu = encoder.embed(pool, [lw] * len(pool))
         per = min(opts.max_pseudo_per_label, max(1, int(opts.pseudo_fraction * len(pool) / n_labels)))
         idx, yp = balanced_pseudo_labels(teacher_head.probabilities(xu).numpy(), per)
-        rep = max(1, round(len(idx) / max(1, len(data.texts))))
-        student_rows = LabeledData(data.texts * rep + [pool[i] for i in idx] + desc_texts,
+        rep = max(1, round(len(idx) / max(1, len(data.items))))
+        student_rows = LabeledData(data.items * rep + [pool[i] for i in idx] + desc_texts,
                                    data.labels, np.concatenate([np.tile(data.y, rep), yp, desc_y]),
                                    False)
         epochs = max(1, round(opts.student_steps * teacher_steps / max(
             1, len(_batches(student_rows.y, opts.batch_size, random.Random(0))))))
         student_opts = opts.model_copy(update={"epochs": epochs, "seed": opts.seed + 1})
         lw, loss = train_embeddings(encoder, student_rows, student_opts, steps.part(), should_stop)
-        x = encoder.embed(data.texts, [lw] * len(data.texts)).numpy().astype(np.float32)
+        x = encoder.embed(data.items, [lw] * len(data.items)).numpy().astype(np.float32)
         pseudo_x = encoder.embed([pool[i] for i in idx], [lw] * len(idx)).numpy().astype(np.float32)
         fit_rows = head_fitter(lw, pseudo_x, yp)
         info.update(pseudo_labels=int(len(idx)), student_epochs=epochs, student_loss=round(loss, 5),
@@ -319,13 +319,13 @@ def train_lora(encoder: Encoder, request: TrainRequest, progress: Progress | Non
     torch_encoder = encoder.pytorch()  # autograd needs PyTorch, whatever serves
     opts = for_encoder(opts, torch_encoder)
     # the honest estimate, from frozen embeddings (LoRA sees every example)
-    x0 = torch_encoder.embed(data.texts).numpy().astype(np.float32)
+    x0 = torch_encoder.embed(data.items).numpy().astype(np.float32)
     baseline = cross_validate(x0, data, params)
     lw, fit_rows, x, info = lora_recipe(torch_encoder, data, request.descriptions,
                                         request.unlabeled, opts, progress, should_stop)
     head, tuned_cv = fit_calibrated(x, data, params, fit_rows)
     metrics = LoraMetrics(
-        examples=len(data.texts), per_label=data.counts(),
+        examples=len(data.items), per_label=data.counts(),
         train_loss=info.get("student_loss", info["teacher_loss"]),
         train_seconds=round(time.perf_counter() - t0, 2),
         label_descriptions=len(request.descriptions) or None,

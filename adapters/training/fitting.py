@@ -116,7 +116,7 @@ def cross_validate(x: np.ndarray, data: LabeledData, opts: FitParams,
 
     counts = data.counts()
     if data.multi_label:
-        k = min(opts.cv_folds, len(data.texts))
+        k = min(opts.cv_folds, len(data.items))
         splits = KFold(k, shuffle=True, random_state=opts.seed).split(x)
     else:
         present = [n for n in counts.values() if n > 0]  # (described-only labels have no rows)

@@ -148,6 +148,10 @@ class JobManager:
         """Queued and running jobs of ``tenant`` (submitted by any process), oldest first."""
         return self.queue.active(tenant)
 
+    def of_tenant(self, tenant: str) -> list[JobRecord]:
+        """Every job of ``tenant`` (any state, any process), newest first."""
+        return self.queue.of_tenant(tenant)
+
     def counts(self) -> dict[str, int]:
         return self.queue.counts()
 

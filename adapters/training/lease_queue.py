@@ -291,6 +291,22 @@ class LeaseQueue:
         each record is replaced atomically."""
         return [j for j in self._pending() if tenant is None or j.tenant == tenant]
 
+    def of_tenant(self, tenant: str) -> list[QueuedJob]:
+        """Every job of ``tenant``, finished ones included, newest first (GET /v1/jobs). Reads
+        every record, as ``usage`` does; a record replaced meanwhile is read as either."""
+        jobs: dict[str, QueuedJob] = {}
+        for d in ("done", "pending"):  # a job in both (a finish in flight): done/ wins
+            for p in (self.root / d).glob("*.json"):
+                if p.stem in jobs:
+                    continue
+                try:
+                    job = QueuedJob.from_json(p.read_text())
+                except (OSError, ValueError, TypeError):
+                    continue
+                if job.tenant == tenant:
+                    jobs[job.id] = job
+        return sorted(jobs.values(), key=lambda j: (j.created_at, j.id), reverse=True)
+
     def counts(self) -> dict[str, int]:
         """Queued and running jobs now (the ``tailor_jobs`` gauge)."""
         out = {s.value: 0 for s in ACTIVE}

@@ -14,6 +14,7 @@ from adapters import AdapterStore, Limits, Tailor
 from adapters.encoders import open_encoder
 from service import cli
 from service.api import create_app
+from service.client import Client
 from tests.asgi.test_image_api import picture, vit_folder  # noqa: F401  (fixture)
 
 
@@ -26,7 +27,7 @@ def client(vit_folder, tmp_path, monkeypatch):  # noqa: F811
     outer = FastAPI()
     outer.mount("/v1", v1)
     with TestClient(outer, raise_server_exceptions=False) as http:
-        monkeypatch.setattr(cli.Client, "__init__", lambda self, url, api_key=None: setattr(self, "http", http))
+        monkeypatch.setattr(cli, "Client", lambda url, api_key=None: Client(url, api_key, http=http))
         yield http
 
 

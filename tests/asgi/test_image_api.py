@@ -196,3 +196,48 @@ def test_an_image_to_a_text_deployment_is_422_naming_its_modality(backbone, tmp_
             {**b64(picture(0, 0)), "label": "a"}, {"text": "b", "label": "b"}]})
         assert r.status_code == 422 and "text backbone" in r.json()["error"]["message"], r.text
         assert snapshot(tmp_path / "store") == {}
+
+
+def spot(label: int, seed: int) -> bytes:
+    """One of 10 labels: a bright 6x6 spot in one of 10 places (2 rows x 5), noise elsewhere."""
+    rng = np.random.default_rng(seed)
+    a = rng.integers(0, 90, (32, 32, 3), np.uint8)
+    y, x = (label // 5) * 16 + 5, (label % 5) * 6 + 1
+    a[y:y + 6, x:x + 6] = 255
+    return encode(Image.fromarray(a), "PNG")
+
+
+TEN_BY_EIGHT = [{**b64(spot(lab, i * 10 + lab)), "label": f"c{lab}"}
+                for i in range(8) for lab in range(10)]  # 80 images of 32x32 pixels
+
+
+@pytest.mark.parametrize("limits,status,setting", [
+    (Limits(), 201, None),  # the defaults: TAILOR_MAX_IMAGES (64) does not apply to a create
+    (Limits(max_examples=79), 413, "TAILOR_MAX_EXAMPLES"),
+    (Limits(max_request_pixels=80 * 32 * 32 - 1), 413, "TAILOR_MAX_REQUEST_PIXELS"),
+], ids=["defaults", "examples limit", "pixel budget"])
+def test_a_create_is_bounded_by_the_examples_limit_and_a_pixel_budget(vit_folder, tmp_path,
+                                                                       limits, status, setting):
+    """A 10-class image adapter with 8 examples each (80 images) is an ordinary create: it is
+    bounded, as a text create is, by the examples limit and a size budget (pixels summed),
+    not by the per-request image count of predict and embed (issue 18's papercut)."""
+    encoder = open_encoder(vit_folder)
+    app = create_app()
+    app.state.tailor = Tailor(encoder, AdapterStore(tmp_path / "store", encoder.identity),
+                              limits=limits)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        r = client.post("/adapters", json={"name": "ten", "kind": "head",
+                                           "examples": TEN_BY_EIGHT})
+        assert r.status_code == status, r.text
+        if setting is not None:
+            assert setting in r.json()["error"]["message"], r.text
+            assert snapshot(tmp_path / "store") == {}
+            return
+        assert r.json()["labels"] == [f"c{lab}" for lab in range(10)]
+        assert r.json()["metrics"]["examples"] == 80
+        # predict and embed stay bounded by TAILOR_MAX_IMAGES
+        r = client.post("/predict", json={"adapter": "ten", "inputs": [b64(spot(3, 999))] * 65})
+        assert r.status_code == 413 and "TAILOR_MAX_IMAGES" in r.json()["error"]["message"], r.text
+        r = client.post("/predict", json={"adapter": "ten", "inputs": [b64(spot(3, 999))] * 64})
+        assert r.status_code == 200 and len(r.json()["predictions"]) == 64, r.text
+    app.state.tailor.close()

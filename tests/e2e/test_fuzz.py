@@ -115,7 +115,7 @@ def test_fuzzing_report(fuzz_server, capsys):
               for op, n in sorted(CASES.items())]
     with capsys.disabled():  # shown in the test output, with or without -s
         print("\n" + "\n".join(lines))
-    assert total >= 500 and len(documented) == 16, lines  # + GET /v1/tenants (issue 13)
+    assert total >= 500 and len(documented) == 20, lines  # + GET /v1/tenants (issue 13), + 4 (issue 22)
     assert not any(500 <= s for s in STATUSES), lines
     assert fuzz_server.proc.poll() is None
     assert "Traceback" not in fuzz_server.tail(1_000_000), fuzz_server.tail()

@@ -58,6 +58,9 @@ def test_the_tree_keeps_every_contract():
     ("adapters/serving/registry.py", "from ..training import jobs", "Inside adapters/"),
     ("export/onnx_config.py", "from . import bundle", "Inside export/"),
     ("service/settings.py", "from . import api", "Inside service/"),
+    ("adapters/modalities/base.py", "from .. import validation", "Inside adapters/"),
+    ("export/runtimes/base.py", "from . import ort", "Inside export/runtimes/"),
+    ("export/runtimes/pytorch.py", "from . import auto", "Inside export/runtimes/"),
 ])
 def test_a_deliberate_violation_breaks_a_contract(tmp_path, module, line, broken):
     tree = copy_tree(tmp_path)

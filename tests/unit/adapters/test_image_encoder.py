@@ -223,8 +223,10 @@ def test_write_preprocessor_describes_the_processor(encoders, tmp_path):
     assert desc["input_size"] == [3, 32, 32] and desc["pooling"] == "cls"
 
 
-def test_the_onnx_runtime_refuses_an_image_backbone_by_name(encoders, tmp_path):
-    from export.runtime import OnnxEncoder
+@pytest.mark.parametrize("quantize", ["none", "int8"])
+def test_the_onnx_runtime_refuses_an_image_backbone_by_name(encoders, tmp_path, quantize):
+    from export.runtimes import RuntimeOptions
+    from export.runtimes.auto import serving_encoder
 
-    with pytest.raises(ValueError, match="text backbones only"):
-        OnnxEncoder.open(encoders["vit"], tmp_path)
+    with pytest.raises(ValueError, match="runs text backbones only.*TAILOR_RUNTIME=torch"):
+        serving_encoder(encoders["vit"], "onnx", quantize, RuntimeOptions(tmp_path))

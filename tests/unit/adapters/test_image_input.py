@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from adapters.errors import InvalidExamples, TooLarge
-from adapters.image_input import ImageLimits, decode_images, image_payload
+from adapters.modalities.image import ImageLimits, decode_images, image_payload
 
 
 # -- generators ------------------------------------------------------------------------------

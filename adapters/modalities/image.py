@@ -4,7 +4,7 @@ An image item is ``{"image": "<base64 PNG or JPEG>"}`` (a ``data:image/...;base6
 is accepted). Everything a client sends is hostile until checked, in this order, so that no
 check costs more than the one before it allowed:
 
-1. count: at most ``max_images`` per request                           -> 413
+1. count: at most ``max_images`` per request (a create's examples: ``max_examples``) -> 413
 2. size: the base64 text is measured before it is decoded (``max_bytes``) -> 413
 3. format: only Pillow's PNG and JPEG decoders are ever run (no GIF, TIFF, PSD ... parsers)
 4. header: width x height read from the header, NOT decoded: above ``max_pixels`` per image
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import io
 import re
 import struct
@@ -36,8 +37,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .errors import InvalidExamples, TooLarge
-from .validation import Limits, Modality, register_modality, shorten, wrong_modality
+from ..errors import InvalidExamples, TooLarge, shorten
+from .base import Modality, register_modality, wrong_modality
 
 FORMATS = ("PNG", "JPEG")
 _DATA_URI = re.compile(r"data:image/[A-Za-z0-9.+-]+;base64,", re.ASCII)
@@ -46,7 +47,8 @@ _B64_CHARS = re.compile(rb"[A-Za-z0-9+/]*={0,2}")
 
 @dataclass(frozen=True)
 class ImageLimits:
-    """Limits on posted images; in a server each is a setting (``Limits`` -> ``of``)."""
+    """Limits on posted images; in a server each is a setting (``validation.Limits`` ->
+    ``of``)."""
 
     max_images: int = 64  # images per request (predict/embed inputs or examples)
     max_bytes: int = 4 * 1024 * 1024  # encoded (after base64) bytes per image
@@ -60,7 +62,7 @@ class ImageLimits:
                 raise ValueError(f"image limit {k} must be a positive integer, got {v!r}")
 
     @classmethod
-    def of(cls, limits: Limits) -> "ImageLimits":
+    def of(cls, limits: Any) -> "ImageLimits":
         return cls(max_images=limits.max_images, max_bytes=limits.max_image_bytes,
                    max_pixels=limits.max_image_pixels,
                    max_request_pixels=limits.max_request_pixels, min_side=limits.min_image_side)
@@ -71,7 +73,7 @@ def image_payload(item: Any, where: str) -> str:
     ``label``/``labels``); a 422 naming the modality when the item is a text, so a client
     that sent text to an image deployment learns what this deployment expects."""
     if isinstance(item, str) or (isinstance(item, dict) and "text" in item):
-        raise wrong_modality(where, "text", Limits(modality="image"))
+        raise wrong_modality(where, "text", IMAGE)
     if not isinstance(item, dict) or "image" not in item:
         raise InvalidExamples(f"{where} must be an object {{\"image\": \"<base64 PNG or JPEG>\"}}")
     unknown = set(item) - {"image", "label", "labels"}
@@ -214,12 +216,23 @@ def _reason(e: Exception) -> str:
     return msg or type(e).__name__
 
 
-def read_images(items: list[Any], where: str, limits: Limits, *, examples: bool = False
+def read_images(items: list[Any], where: str, limits: Any, *, examples: bool = False
                 ) -> list[np.ndarray]:
-    """The image modality's reader (``validation.Modality``): image items of one request (or
-    example objects carrying ``image``) -> RGB arrays, under the deployment's limits."""
-    return decode_images(items, ImageLimits.of(limits), where=where)
+    """The image modality's reader (``Modality.read``): image items of one request (or
+    example objects carrying ``image``) -> RGB arrays, under the deployment's limits.
+
+    A create's examples are bounded as a text create's are: by the examples limit (checked
+    before the reader runs, ``TAILOR_MAX_EXAMPLES``) and a size budget, here the pixels
+    summed over the request (``TAILOR_MAX_REQUEST_PIXELS``), not by ``TAILOR_MAX_IMAGES``,
+    which bounds predict and embed inputs: 10 labels x 8 examples is an ordinary create."""
+    lim = ImageLimits.of(limits)
+    if examples:
+        lim = dataclasses.replace(lim, max_images=limits.max_examples)
+    return decode_images(items, lim, where=where)
 
 
-IMAGE = register_modality(Modality("image", "image", read_images,
-                                   '{"image": "<base64 PNG or JPEG>"} objects'))
+IMAGE = register_modality(Modality(
+    "image", "image", read_images, '{"image": "<base64 PNG or JPEG>"} objects',
+    example_doc="the example image, a base64 PNG or JPEG file (image backbones)",
+    item_doc="a base64 PNG or JPEG file (a data:image/...;base64, prefix is accepted); on "
+             "deployments whose backbone is an image model"))

@@ -1,12 +1,17 @@
 """``TAILOR_RUNTIME=auto``: at start-up, serve on the fastest runtime that keeps accuracy.
 
-Candidates, tried in this order, each an ``Encoder`` built from the loaded PyTorch encoder:
+Candidates: every registered runtime (base.py) that is a candidate and can serve the backbone
+on this machine, in registration order, each an ``Encoder`` built from the loaded PyTorch
+encoder. Today:
 
-    onnx-int8   onnxruntime, dynamic per-channel int8 backbone (cached graphs, export/runtime.py)
+    onnx-int8   onnxruntime, dynamic per-channel int8 backbone (cached graphs, ort.py)
+    onnx-fp32   onnxruntime fp32, fused graph (cached)
     torch-bf16  PyTorch on a bf16 copy of the weights, only where the CPU has bf16 matrix
                 units (AMX / avx512_bf16; elsewhere bf16 is emulated, slower than fp32)
-    onnx-fp32   onnxruntime fp32, fused graph (cached)
-    torch-fp32  PyTorch eager: the reference, always qualifies
+    torch-fp32  PyTorch eager: the reference (``REFERENCE``), always qualifies
+
+The sample is text: a backbone with no candidate (an image backbone today) is served on the
+reference without measuring.
 
 The gate (``GATE``), on a FIXED sample shipped with the code (export/sample.py's parity
 sample plus long texts, so padding and truncation are exercised): every row's cosine to
@@ -16,6 +21,15 @@ PyTorch fp32 >= 0.995 and the mean of (1 - cosine) <= 1e-3. Chosen from the rese
 adapter measured (bf16 5e-5, weight-only int8 3e-4), while dynamic int8 (5.6e-3 to 9.2e-3,
 min cosine 0.96) fell to 95-98%. A candidate that fails the gate, or fails to build (e.g.
 its graph's own parity check), is skipped and the reason logged.
+
+Batch invariance (``admit``, export/runtimes/invariance.py), after the gate: the sample embedded one
+text per call must equal the same rows inside mixed, differently padded batches within 1e-5,
+bare and with LoRA adapters of several ranks mixed per row, on the encoder as it would be
+served (an onnx candidate with its LoRA-routed graph): the same text to the same adapter
+gets the same answer whatever shares its batch. bf16 (roundings follow the batch's shape)
+and dynamic int8 (activation scales per run) fail it on this machine and are not served by
+``auto`` (issue 20: on bf16, 94 of 200 concurrent answers moved by more than 1e-4); they
+stay available when forced (``TAILOR_RUNTIME=torch-bf16``, ``onnx`` with int8).
 
 Speed: rows/s at batch 32 (best of 2) on the sample decides, against PyTorch fp32 itself
 (measured the same way: a candidate that passes the gate but is slower than fp32 is not
@@ -27,7 +41,7 @@ fp32 at c=64 (benchmarks/RESULTS.md, issue 12, "quiet rerun"): at c=1 every cand
 answers a text in milliseconds, while throughput under load is what the batch-32 rate
 predicts. Noise on a shared machine can only make a candidate look slower.
 
-The service measures in a CHILD process (``isolate=True``; ``python -m export.runtime_choice``)
+The service measures in a CHILD process (``isolate=True``; ``python -m export.runtimes.auto``)
 and then builds only the chosen runtime: measuring in the serving process left the rejected
 candidates' onnxruntime sessions and bf16 copy in its heap (worker RSS 1.15 GB after a first
 start against 0.64 GB after a cached one, issue 12's notes; glibc does not hand the memory
@@ -49,17 +63,19 @@ import platform
 import statistics
 import subprocess
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from adapters.child import receive, spawn
-from adapters.encoders.text import TextEncoder, has_bf16_matrix_units
+from adapters.encoders import Encoder, TorchEncoder
 
-from .runtime import OnnxEncoder
-from .sample import SAMPLE_TEXTS
+from ..sample import SAMPLE_TEXTS
+from . import invariance
+from .base import (REFERENCE, RuntimeOptions, auto_candidates, get_runtime, open_runtime,
+                   selected_by)
 
 log = logging.getLogger("tailor")
 
@@ -94,6 +110,9 @@ def fixed_sample() -> list[str]:
 class Candidate:
     name: str
     build: Callable[[], Any]  # -> an Encoder (adapters.encoders.Encoder)
+    # -> the encoder as it would be served (e.g. with its LoRA-routed graph), built only when
+    # ``build``'s passed the accuracy gate: its batch invariance is checked. None: ``build``'s
+    serving: Callable[[], Any] | None = None
 
 
 @dataclass
@@ -105,6 +124,7 @@ class Trial:
     rows_per_s_b32: float = 0.0
     passed: bool = False
     error: str = ""
+    batch_max_diff: float = -1.0  # export/runtimes/invariance.py: alone vs mixed batches (-1: not run)
 
     @property
     def score(self) -> float:
@@ -144,33 +164,65 @@ def _rate(embed: Callable[[list[str]], Any], texts: list[str], repeats: int) -> 
     return len(texts) / max(best, 1e-9)
 
 
-def measure(name: str, encoder: Any, ref: np.ndarray, sample: list[str], gate: Gate) -> Trial:
-    """The gate, then (if it holds) the speed of ``encoder`` on ``sample``."""
+def measure(name: str, encoder: Any, ref: np.ndarray, sample: list[str], gate: Gate,
+            admission: Callable[[Trial], Any] | None = None) -> Trial:
+    """The gate, then ``admission`` (the batch-invariance check; it may fail the trial), then
+    (if both hold) the speed of ``encoder`` on ``sample``."""
     t = Trial(name)
     got = np.asarray(encoder.embed(sample), dtype=np.float32)
     t.min_cosine, t.mean_drift = _drift(ref, got)
     t.passed = t.min_cosine >= gate.min_cosine and t.mean_drift <= gate.max_mean_drift
+    if t.passed and admission is not None:
+        admission(t)
     if t.passed:
         t.rows_per_s_b1 = statistics.median(_rate(encoder.embed, [s], 1) for s in sample[:8])
         t.rows_per_s_b32 = _rate(encoder.embed, (sample * 2)[:32], 2)
     return t
 
 
+def admit(trial: Trial, encoder: Any, sample: list[str], loras: Sequence[Any]) -> Trial:
+    """The batch-invariance part of admission (export/runtimes/invariance.py): the sample alone vs in
+    mixed, differently padded batches, bare and with LoRA adapters mixed per row."""
+    report = invariance.check(encoder, sample)
+    if loras:  # candidates run text backbones (the sample is text), with LoRA rows
+        with_lora = invariance.check(encoder, sample, loras)
+        report = max(report, with_lora, key=lambda r: r.max_diff)
+    trial.batch_max_diff = report.max_diff
+    if not report.passed:
+        trial.passed, trial.error = False, report.why_not()
+    return trial
+
+
+def _invariance_loras(reference: Any) -> list[Any]:
+    """Non-identity LoRA adapters of several ranks and targets, and a bare row."""
+    from ..lora_graph import parity_adapters
+
+    return parity_adapters(reference) if isinstance(reference, TorchEncoder) else []
+
+
 def choose(reference: Any, candidates: Sequence[Candidate], gate: Gate = GATE,
            sample: Sequence[str] | None = None) -> tuple[Choice, Any]:
     """The fastest of the candidates that pass ``gate`` against ``reference`` (fp32) and the
-    reference itself (``torch-fp32``, measured the same way), and its encoder."""
+    batch-invariance check, and the reference itself (``REFERENCE``, measured the same way),
+    and its encoder."""
     t0 = time.perf_counter()
     sample = list(sample or fixed_sample())
     ref = np.asarray(reference.embed(sample), dtype=np.float32)
+    loras = _invariance_loras(reference)
     trials: list[Trial] = []
     built: dict[str, Any] = {}
     for c in candidates:
         try:
             enc = c.build()
-            trial = measure(c.name, enc, ref, sample, gate)
+            served = {}
+
+            def admission(trial: Trial, c: Candidate = c, enc: Any = enc) -> None:
+                served["enc"] = c.serving() if c.serving is not None else enc
+                admit(trial, served["enc"], sample, loras)
+
+            trial = measure(c.name, enc, ref, sample, gate, admission)
             if trial.passed:
-                built[c.name] = enc
+                built[c.name] = served["enc"]
         except Exception as e:  # noqa: BLE001 - a candidate that cannot run is not chosen
             trial = Trial(c.name, error=f"{type(e).__name__}: {str(e)[:200]}")
         if not trial.passed:
@@ -180,12 +232,18 @@ def choose(reference: Any, candidates: Sequence[Candidate], gate: Gate = GATE,
     rejected = [t.why_not() for t in trials if not t.passed]
     tail = f"; rejected: {', '.join(rejected)}" if rejected else ""
     if not ok:
-        choice = Choice("torch-fp32", "no candidate kept accuracy on the fixed sample" + tail, trials)
+        choice = Choice(REFERENCE, "no candidate kept accuracy and batch invariance on the "
+                        "fixed sample" + tail, trials)
         encoder = reference
     else:
-        fp32 = measure("torch-fp32", reference, ref, sample, gate)  # the bar to beat
-        trials.append(fp32)
-        built["torch-fp32"] = reference
+        def reference_admission(trial: Trial) -> None:  # the reference is served anyway
+            if not admit(trial, reference, sample, loras).passed:
+                log.warning("runtime auto: PyTorch fp32 itself is %s", trial.error)
+                trial.passed, trial.error = True, ""
+
+        fp32 = measure(REFERENCE, reference, ref, sample, gate, reference_admission)
+        trials.append(fp32)  # the bar to beat
+        built[REFERENCE] = reference
         best = max(ok + [fp32], key=lambda t: t.score)
         if best is fp32:
             faster = ", ".join(f"{t.name} {t.rows_per_s_b32:.0f}" for t in ok)
@@ -194,7 +252,9 @@ def choose(reference: Any, candidates: Sequence[Candidate], gate: Gate = GATE,
         else:
             why = (f"fastest at batch 32 that keeps accuracy (mean drift {best.mean_drift:.1e} <= "
                    f"{gate.max_mean_drift:g}, min cosine {best.min_cosine:.4f} >= "
-                   f"{gate.min_cosine:g}): {best.rows_per_s_b32:.0f} rows/s at batch 32 against "
+                   f"{gate.min_cosine:g}) and batch invariance (alone vs mixed batches "
+                   f"{best.batch_max_diff:.1e} <= {invariance.TOLERANCE:g}): "
+                   f"{best.rows_per_s_b32:.0f} rows/s at batch 32 against "
                    f"{fp32.rows_per_s_b32:.0f} for PyTorch fp32, {best.rows_per_s_b1:.0f} at batch 1")
         choice = Choice(best.name, why + tail, trials)
         encoder = built[best.name]
@@ -203,8 +263,9 @@ def choose(reference: Any, candidates: Sequence[Candidate], gate: Gate = GATE,
 
 
 # The decision rule's version, part of the cache key: a decision cached under an older rule
-# (2: the batch-32 rate against fp32; 1: the harmonic mean without fp32) is measured again.
-RULE = 2
+# (3: + batch invariance; 2: the batch-32 rate against fp32; 1: the harmonic mean without
+# fp32) is measured again: a store that cached torch-bf16 under rule 2 drops it.
+RULE = 3
 
 
 def cache_key(sha256: str, threads: int, gate: Gate = GATE) -> str:
@@ -221,34 +282,19 @@ def cache_key(sha256: str, threads: int, gate: Gate = GATE) -> str:
                                     str(threads), repr(gate), f"rule{RULE}"]).encode()).hexdigest()[:16]
 
 
-def candidates_for(encoder: TextEncoder, cache_dir: Path, threads: int = 0,
-                   providers: Sequence[str] = ("CPUExecutionProvider",)) -> list[Candidate]:
-    """This machine's candidates (see the module docstring), built lazily."""
-    def onnx(quantize: str) -> Callable[[], Any]:
-        # the plain graph is enough to measure; the chosen one also gets its LoRA-routed graph
-        return lambda: OnnxEncoder.open(encoder, cache_dir, quantize=quantize,  # type: ignore[arg-type]
-                                        providers=providers, threads=threads,
-                                        cache_dir=cache_dir, lora=False)
-
-    out = [Candidate("onnx-int8", onnx("int8"))]
-    if has_bf16_matrix_units():
-        out.append(Candidate("torch-bf16", lambda: encoder.with_dtype("bfloat16")))
-    out.append(Candidate("onnx-fp32", onnx("none")))
-    return out
+def candidates_for(encoder: TorchEncoder, options: RuntimeOptions) -> list[Candidate]:
+    """This machine's candidates for ``encoder`` (the registry's), built lazily. Accuracy and
+    speed are measured without what LoRA rows need; a candidate that kept accuracy is opened
+    as it would be served (``serving``, e.g. with its LoRA-routed graph) for its
+    batch-invariance check, and the chosen one is opened again (``encoder_for``)."""
+    measuring, serving = replace(options, lora=False), replace(options, lora=True)
+    return [Candidate(r.name, lambda r=r: r.open(encoder, measuring),
+                      lambda r=r: r.open(encoder, serving)) for r in auto_candidates(encoder)]
 
 
-def encoder_for(name: str, encoder: TextEncoder, cache_dir: Path, threads: int = 0,
-                providers: Sequence[str] = ("CPUExecutionProvider",)) -> Any:
-    """The serving encoder of a decision (an onnx one with its LoRA-routed graph)."""
-    if name == "torch-fp32":
-        return encoder
-    if name.startswith("onnx-"):
-        return OnnxEncoder.open(encoder, cache_dir, providers=providers, threads=threads,
-                                quantize="int8" if name == "onnx-int8" else "none",
-                                cache_dir=cache_dir, lora=True)
-    if name == "torch-bf16" and has_bf16_matrix_units():
-        return encoder.with_dtype("bfloat16")
-    raise ValueError(f"runtime {name!r} is not a candidate on this machine")
+def encoder_for(name: str, encoder: TorchEncoder, options: RuntimeOptions) -> Encoder:
+    """The serving encoder of a decision."""
+    return open_runtime(get_runtime(name), encoder, options)
 
 
 def _write(path: Path, choice: Choice, gate: Gate) -> None:
@@ -269,19 +315,20 @@ def _read(path: Path) -> Choice:
 CHILD_TIMEOUT_S = 900.0
 
 
-def _measure_in_child(encoder: TextEncoder, cache_dir: Path, path: Path, threads: int,
-                      providers: Sequence[str], gate: Gate) -> Choice | None:
-    """Run the measurement in ``python -m export.runtime_choice`` (same backbone folder,
+def _measure_in_child(encoder: TorchEncoder, options: RuntimeOptions, path: Path,
+                      gate: Gate) -> Choice | None:
+    """Run the measurement in ``python -m export.runtimes.auto`` (same backbone folder,
     threads and batch shape); it writes the decision to ``path``. None when it failed."""
     import torch
 
     spec = {"backbone_path": str(encoder.model_dir), "name": encoder.identity.name,
             "max_batch_rows": encoder.max_batch_rows, "workers": encoder.workers,
-            "torch_threads": torch.get_num_threads(), "cache_dir": str(cache_dir),
-            "threads": threads, "providers": list(providers), "gate": asdict(gate)}
+            "torch_threads": torch.get_num_threads(), "cache_dir": str(options.cache_dir),
+            "threads": options.threads, "providers": list(options.providers),
+            "cuda_tf32": options.cuda_tf32, "gate": asdict(gate)}
     t0 = time.perf_counter()
     try:
-        with spawn("export.runtime_choice", spec) as child:
+        with spawn("export.runtimes.auto", spec) as child:
             code, stderr = child.wait(CHILD_TIMEOUT_S), child.stderr()
     except (OSError, subprocess.TimeoutExpired) as e:
         log.warning("runtime auto: measuring in a child process failed (%s); measuring here", e)
@@ -299,43 +346,52 @@ def _measure_in_child(encoder: TextEncoder, cache_dir: Path, path: Path, threads
     return choice
 
 
-def auto(encoder: TextEncoder, cache_dir: str | Path, *, threads: int = 0,
-         providers: Sequence[str] = ("CPUExecutionProvider",), gate: Gate = GATE,
-         isolate: bool = False) -> tuple[Any, Choice]:
+def auto(encoder: TorchEncoder, options: RuntimeOptions, *, gate: Gate = GATE,
+         isolate: bool = False) -> tuple[Encoder, Choice]:
     """The serving encoder for ``TAILOR_RUNTIME=auto`` and the decision, logged in one line.
-    Reads the cached decision when there is one; measures and caches it otherwise. An image
-    backbone is served on PyTorch fp32 (the candidates and the sample are text-only).
+    Reads the cached decision when there is one; measures and caches it otherwise. A backbone
+    no candidate runs (an image backbone today) is served on the reference.
     ``isolate``: measure in a child process (what the service does; see the module docstring)."""
-    if getattr(encoder, "modality", "text") != "text":  # the sample and candidates are text-only
-        choice = Choice("torch-fp32", f"{encoder.modality} backbone: only text backbones have "
-                        "faster candidates (onnx, bf16) so far")
+    if not auto_candidates(encoder):
+        choice = Choice(REFERENCE, f"{encoder.modality} backbone: no faster candidate runs it "
+                        "so far")
         log.info(choice.line())
         return encoder, choice
-    cache_dir = Path(cache_dir)
-    path = cache_dir / f"choice-{cache_key(encoder.identity.sha256, threads, gate)}.json"
+    path = options.cache_dir / f"choice-{cache_key(encoder.identity.sha256, options.threads, gate)}.json"
     choice = None
     if path.exists():
         try:
             choice = _read(path)
-            served = encoder_for(choice.runtime, encoder, cache_dir, threads, providers)
+            served = encoder_for(choice.runtime, encoder, options)
         except Exception as e:  # noqa: BLE001 - a stale or broken cache: measure again
             log.warning("runtime auto: cached decision %s unusable (%s); measuring again", path, e)
             choice = None
     if choice is None and isolate:
-        choice = _measure_in_child(encoder, cache_dir, path, threads, providers, gate)
+        choice = _measure_in_child(encoder, options, path, gate)
         if choice is not None:
-            served = encoder_for(choice.runtime, encoder, cache_dir, threads, providers)
+            served = encoder_for(choice.runtime, encoder, options)
     if choice is None:
-        choice, served = choose(encoder, candidates_for(encoder, cache_dir, threads, providers), gate)
-        if choice.runtime.startswith("onnx-"):
-            served = encoder_for(choice.runtime, encoder, cache_dir, threads, providers)
+        choice, _ = choose(encoder, candidates_for(encoder, options), gate)
+        served = encoder_for(choice.runtime, encoder, options)  # with what LoRA rows need
         _write(path, choice, gate)
     log.info(choice.line())
     return served, choice
 
 
+def serving_encoder(encoder: TorchEncoder, runtime: str, quantize: str,
+                    options: RuntimeOptions) -> tuple[Encoder, str]:
+    """The serving encoder for the settings ``TAILOR_RUNTIME`` (``runtime``) and
+    ``TAILOR_ONNX_QUANTIZE``, and how it was chosen for the start-up line: ``auto`` measures
+    in a child process (``auto(isolate=True)``); any other value names a registered runtime
+    (``selected_by``), which raises when it cannot serve this backbone here."""
+    if runtime == "auto":
+        served, choice = auto(encoder, options, isolate=True)
+        return served, f"auto -> {choice.runtime}"
+    return open_runtime(selected_by(runtime, quantize), encoder, options), runtime
+
+
 def _child(spec: dict[str, Any]) -> None:
-    """``python -m export.runtime_choice SPEC``: measure and write the decision (no serving)."""
+    """``python -m export.runtimes.auto`` (the spec on stdin): measure and write the decision (no serving)."""
     import torch
 
     from adapters.encoders import open_encoder
@@ -345,15 +401,16 @@ def _child(spec: dict[str, Any]) -> None:
         torch.set_num_threads(spec["torch_threads"])
     encoder = open_encoder(spec["backbone_path"], name=spec["name"],
                            max_batch_rows=spec["max_batch_rows"], workers=spec["workers"])
-    cache_dir, gate = Path(spec["cache_dir"]), Gate(**spec["gate"])
-    path = cache_dir / f"choice-{cache_key(encoder.identity.sha256, spec['threads'], gate)}.json"
-    choice, _ = choose(encoder, candidates_for(encoder, cache_dir, spec["threads"],
-                                               spec["providers"]), gate)
+    options = RuntimeOptions(Path(spec["cache_dir"]), spec["threads"], tuple(spec["providers"]),
+                             spec["cuda_tf32"])
+    gate = Gate(**spec["gate"])
+    path = options.cache_dir / f"choice-{cache_key(encoder.identity.sha256, options.threads, gate)}.json"
+    choice, _ = choose(encoder, candidates_for(encoder, options), gate)
     _write(path, choice, gate)
 
 
-__all__ = ["GATE", "Candidate", "Choice", "Gate", "Trial", "auto", "cache_key", "candidates_for",
-           "choose", "fixed_sample"]
+__all__ = ["GATE", "Candidate", "Choice", "Gate", "Trial", "admit", "auto", "cache_key",
+           "candidates_for", "choose", "encoder_for", "fixed_sample", "serving_encoder"]
 
 
 if __name__ == "__main__":

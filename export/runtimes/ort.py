@@ -1,5 +1,6 @@
-"""onnxruntime as the shared backbone's runtime (``TAILOR_RUNTIME=onnx``, or what ``auto``
-chose: export/runtime_choice.py).
+"""onnxruntime as the shared backbone's runtime: the ``onnx-fp32`` and ``onnx-int8`` runtimes
+(``TAILOR_RUNTIME=onnx``, or what ``auto`` chose: auto.py). Text backbones only: the graphs
+are built and parity checked on token ids (image adapters still export to ONNX bundles).
 
 Two graphs per backbone, exported once and cached in the runtime cache folder (by default
 ``<store>/.onnx``), keyed by the backbone's weights sha256, the quantization and the opset:
@@ -35,13 +36,14 @@ from adapters.encoders import TextEncoder, TorchEncoder
 from adapters.encoders.lora import LoraWeights
 from adapters.segments import length_sorted_chunks
 
-from .graph import example_inputs
-from .lora_graph import (DEFAULT_TARGETS, LoraGraph, a_input, lora_config, lora_feed,
-                         parity_adapters, with_lora_feeds)
-from .onnx_config import SENTENCE_ENCODER, OnnxConfig, Quantize
-from .parity import ParityReport, parity_cases
-from .pipeline import build_graph
-from .session import create_session, require_providers
+from ..graph import example_inputs
+from ..lora_graph import (DEFAULT_TARGETS, LoraGraph, a_input, lora_config, lora_feed,
+                          parity_adapters, with_lora_feeds)
+from ..onnx_config import SENTENCE_ENCODER, OnnxConfig, Quantize
+from ..parity import ParityReport, parity_cases
+from ..pipeline import build_graph
+from ..session import create_session, require_providers
+from .base import Runtime, RuntimeOptions, register_runtime
 
 CACHE_DIR = ".onnx"
 
@@ -115,15 +117,15 @@ class OnnxEncoder:
         options = {"CUDAExecutionProvider": {"use_tf32": "1" if cuda_tf32 else "0"}}
         self.session = create_session(self.model_path, providers, threads, options)
         self.lora_session = None
-        self.lora_targets: list[str] = []  # routed Linear names, in graph-input order
+        self.routed_targets: list[str] = []  # routed Linear names, in graph-input order
         self.lora_dims: dict[str, tuple[int, int]] = {}
         if lora_path is not None:
             self.lora_session = create_session(Path(lora_path), providers, threads, options)
             names = [i.name for i in self.lora_session.get_inputs()]
-            self.lora_targets = [n[len(a_input("")):] for n in names if n.startswith(a_input(""))]
+            self.routed_targets = [n[len(a_input("")):] for n in names if n.startswith(a_input(""))]
             modules = dict(encoder.model.named_modules())
             self.lora_dims = {t: (modules[t].in_features, modules[t].out_features)
-                              for t in self.lora_targets}
+                              for t in self.routed_targets}
         self.providers = self.session.get_providers()
         self.identity = encoder.identity
         self.modality = encoder.modality
@@ -143,10 +145,6 @@ class OnnxEncoder:
         checked in fp32 on ``providers``; ``cuda_tf32`` then applies to serving only).
         ``lora``: also the LoRA-routed graph (LoRA rows on onnxruntime). ``cache_dir``:
         where the graphs are cached (default ``<store_root>/.onnx``)."""
-        if encoder.modality != "text":
-            raise ValueError(f"TAILOR_RUNTIME=onnx serves text backbones only for now; "
-                             f"{encoder.model_dir} is an {encoder.modality} model: use "
-                             "TAILOR_RUNTIME=torch (image adapters still export to ONNX bundles)")
         wanted = require_providers(providers)  # fail before spending seconds on an export
         cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir(store_root)
         path = cache_path(cache_dir, encoder, quantize)
@@ -162,6 +160,12 @@ class OnnxEncoder:
     def pytorch(self) -> TextEncoder:
         return self.torch_encoder
 
+    def warm_up(self) -> None:
+        self.embed(["warm-up"])
+
+    def describe(self) -> str:
+        return f"onnxruntime {self.quantize} on {','.join(self.providers)}"
+
     def prepare(self, texts: Sequence[str], max_length: int | None = None) -> list[Any]:
         return self.torch_encoder.prepare(texts, max_length)
 
@@ -175,7 +179,7 @@ class OnnxEncoder:
         """One padded run of the routed graph: every row through its own LoRA (or none)."""
         assert self.lora_session is not None
         feed = {**self.torch_encoder.collate_np(rows),
-                **lora_feed(loras, self.lora_targets, self.lora_dims)}
+                **lora_feed(loras, self.routed_targets, self.lora_dims)}
         (out,) = self.lora_session.run(["sentence_embedding"], feed)  # [batch, dim]
         return out
 
@@ -183,7 +187,7 @@ class OnnxEncoder:
         """Whether ``w``'s rows can run in the routed graph (it adapts only routed Linears)."""
         hit = w.__dict__.get("_onnx_routed")
         if hit is None:
-            hit = w.__dict__["_onnx_routed"] = set(w.a) <= set(self.lora_targets)
+            hit = w.__dict__["_onnx_routed"] = set(w.a) <= set(self.routed_targets)
         return hit
 
     def embed_prepared(self, rows: Sequence[Any],
@@ -216,5 +220,23 @@ class OnnxEncoder:
         return self.embed_prepared(self.prepare(texts), loras)
 
 
-__all__ = ["CACHE_DIR", "OnnxEncoder", "build_backbone_onnx", "build_lora_onnx", "cache_path",
+def _opener(quantize: Quantize):
+    def open_onnx(encoder: TorchEncoder, options: RuntimeOptions) -> OnnxEncoder:
+        assert isinstance(encoder, TextEncoder)  # modalities={"text"}: open_runtime checked it
+        return OnnxEncoder.open(encoder, options.cache_dir, quantize=quantize,
+                                providers=options.providers, threads=options.threads,
+                                cuda_tf32=options.cuda_tf32, lora=options.lora,
+                                cache_dir=options.cache_dir)
+    return open_onnx
+
+
+ONNX_INT8 = register_runtime(Runtime(
+    "onnx-int8", "onnxruntime, dynamic per-channel int8 backbone (cached graphs)",
+    _opener("int8"), setting=("onnx", "int8")))
+ONNX_FP32 = register_runtime(Runtime(
+    "onnx-fp32", "onnxruntime fp32, fused graph (cached)", _opener("none"),
+    setting=("onnx", "none")))
+
+
+__all__ = ["CACHE_DIR", "ONNX_FP32", "ONNX_INT8", "OnnxEncoder", "build_backbone_onnx", "build_lora_onnx", "cache_path",
            "default_cache_dir"]
