@@ -14,7 +14,7 @@ from adapters import AdapterStore, Limits, Tailor
 from adapters.training.jobs import JobManager
 from service.api import create_app
 from service.auth import KeyRing
-from tests.test_lora import TEXTS, _adapter, loras, merged_embed  # noqa: F401  (fixture)
+from tests.unit.adapters.test_lora import TEXTS, _adapter, loras, merged_embed  # noqa: F401  (fixture)
 
 KEY_A, KEY_B = "a" * 20, "b" * 20
 EXAMPLES = [{"text": t, "label": lab} for t, lab in [
@@ -154,7 +154,7 @@ def test_lora_embedding_rows_mix_with_predict_rows_in_one_forward(backbone, lora
 
 
 def test_odd_model_ids_in_the_path_are_404(app):
-    from tests.test_hostile_input import NAMES
+    from tests.asgi.test_hostile_input import NAMES
 
     for name in NAMES:
         r = app.get("/models/" + name)

@@ -156,7 +156,7 @@ HTTP_SCRIPT = r"""
 import json, sys, tempfile
 from pathlib import Path
 from adapters.modalities import Modality, register_modality
-from tests.test_modalities import EXAMPLES, VectorEncoder, axis, read_vectors
+from tests.unit.adapters.test_modalities import EXAMPLES, VectorEncoder, axis, read_vectors
 
 # the registration line, before the service's schemas are built (as a module in
 # adapters/modalities/ imported by its __init__ would be)
@@ -189,7 +189,7 @@ def test_a_registered_modality_reaches_the_http_contract():
     import subprocess
     import sys
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[3]
     done = subprocess.run([sys.executable, "-c", HTTP_SCRIPT], cwd=root, capture_output=True,
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -63,7 +63,7 @@ def test_dynamic_int8_is_not_batch_invariant(backbone, tmp_path):
 def test_auto_does_not_serve_a_candidate_that_is_not_batch_invariant(backbone):
     """Accurate (drift ~1e-4) and faster than fp32, but its rows move with the batch: the
     reason says so, and the invariant candidate is served."""
-    from tests.test_runtime import Fake
+    from tests.unit.export.test_runtime import Fake
 
     cands = [Candidate("torch-bf16", lambda: Fake(backbone, noise=1e-5, batch_noise=1e-4)),
              Candidate("onnx-fp32", lambda: Fake(backbone, noise=1e-6),
