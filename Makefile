@@ -51,7 +51,7 @@ setfit-venv:
 	test -x $(SETFIT_VENV)/bin/python || $(PY) -m venv $(SETFIT_VENV)
 	$(SETFIT_VENV)/bin/pip install --disable-pip-version-check -q 'torch==2.13.0' 'setfit==1.2.0'
 
-# -- the small vision backbone (issue 14, docs/vision.md) ----------------------------------
+# -- the small vision backbone (issue 14; README.md "Images", benchmarks/bench_vision.py) ---
 # A ViT pretrained on Fashion-MNIST classes 0-4 (Debian's dataset-fashion-mnist; root or sudo
 # installs it once), saved as a Hugging Face folder. Cached: a second run does nothing (the
 # script also skips when the folder holds the same recipe). Budget: <= 10 min on 2 cores.

@@ -51,6 +51,18 @@ def snapshot(root: Path) -> dict[str, str]:
     return out
 
 
+def recording(errors: list, target):
+    """``target`` for a ``threading.Thread`` that records any exception it raises in
+    ``errors``: pytest only warns about an exception in a thread, so a test that starts one
+    asserts ``errors == []`` after joining it (as tests/test_lora.py does)."""
+    def run(*args, **kwargs):
+        try:
+            target(*args, **kwargs)
+        except BaseException as e:  # noqa: BLE001 - every failure must reach the test
+            errors.append(f"{getattr(target, '__name__', target)}: {e!r}")
+    return run
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

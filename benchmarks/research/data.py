@@ -25,10 +25,10 @@ CACHE = Path(__file__).resolve().parents[1] / ".cache" / "research"
 def backbone():
     import torch
 
-    from adapters.backbone import Backbone
+    from adapters import TextEncoder
 
     torch.set_num_threads(int(os.environ.get("RESEARCH_THREADS", "1")))
-    return Backbone(workers=int(os.environ.get("RESEARCH_WORKERS", "2")))
+    return TextEncoder(workers=int(os.environ.get("RESEARCH_WORKERS", "2")))
 
 
 @lru_cache(maxsize=None)

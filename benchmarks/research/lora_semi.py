@@ -1,8 +1,8 @@
 """LoRA recipes for issue 11: examples + descriptions + pseudo-labeled unlabeled texts tune
-LoRA with the existing contrastive trainer (adapters.lora_trainer.train_embeddings), then a
+LoRA with the service's contrastive trainer (adapters.kinds.lora.train_embeddings), then a
 description-prior logistic head is fitted on the tuned embeddings.
 
-    python -m benchmarks.research.lora_semi --sets dev --seeds 5 --variants lora auto ...
+    python -m benchmarks.research.lora_semi --sets dev --seeds 5 --variants "lora (examples only)" ...
 
 Every timing covers all the work `auto` would do in its job after the request: embedding the
 examples, descriptions and unlabeled texts with the frozen backbone, the frozen prior head,
@@ -44,15 +44,15 @@ class AutoOptions:
 
 
 def _lora_options(opts: AutoOptions, seed: int, epochs: int):
-    from adapters.config import LoraOptions
+    from adapters.kinds.lora import LoraOptions
 
     return LoraOptions.parse({"seed": seed, "epochs": epochs, **opts.lora})
 
 
 def tune_lora(bb, texts: list[str], y: np.ndarray, n_labels: int, lora_opts):
     """LoRA weights from the existing contrastive trainer, on any labeled rows."""
-    from adapters.lora_trainer import train_embeddings
-    from adapters.trainer import LabeledData
+    from adapters.kinds.lora import train_embeddings
+    from adapters.validation import LabeledData
 
     data = LabeledData(list(texts), [str(j) for j in range(n_labels)], np.asarray(y), False)
     lw, _ = train_embeddings(bb, data, lora_opts)

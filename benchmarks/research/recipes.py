@@ -220,7 +220,7 @@ def class_means(x: np.ndarray, y: np.ndarray, n_labels: int) -> np.ndarray:
 # -- unlabeled texts for the label mix: prior shift (Saerens, Latinne & Decaestecker 2002) ----
 def calibration_scale(x: np.ndarray, y: np.ndarray, fit, k: int = 4, seed: int = 0) -> float:
     """Temperature for ``fit``'s logits from out-of-fold predictions on the examples (as the
-    service's head adapter calibrates: adapters.trainer.calibrate_temperature), here on a
+    service's head adapter calibrates: adapters.training.fitting.calibrate_temperature), here on a
     wider grid (0.5-50), since a prior-pulled head's logits can be far too flat."""
     from sklearn.model_selection import StratifiedKFold
 

@@ -371,8 +371,9 @@ def auto(encoder: TorchEncoder, options: RuntimeOptions, *, gate: Gate = GATE,
         if choice is not None:
             served = encoder_for(choice.runtime, encoder, options)
     if choice is None:
-        choice, _ = choose(encoder, candidates_for(encoder, options), gate)
-        served = encoder_for(choice.runtime, encoder, options)  # with what LoRA rows need
+        # the chosen candidate's encoder as served (with what LoRA rows need): the one whose
+        # batch invariance was checked
+        choice, served = choose(encoder, candidates_for(encoder, options), gate)
         _write(path, choice, gate)
     log.info(choice.line())
     return served, choice

@@ -168,3 +168,28 @@ def test_bad_input_is_a_clear_4xx_and_publishes_nothing(api, path, body, status,
     err = r.json()["error"]
     assert err["code"] == code and fragment in err["message"], err
     assert snapshot(store) == before
+
+
+# -- kind auto's rule: promote the LoRA candidate only when its paired estimate is better -----
+@pytest.mark.parametrize("lora,head,options,promote", [
+    (0.90, 0.60, {}, True),                       # if_better (the default): clearly better
+    (0.61, 0.60, {"promote": "if_better"}, True),  # strictly better is enough without a margin
+    (0.60, 0.60, {}, False),                      # a tie keeps the head
+    (0.40, 0.60, {}, False),                      # worse
+    (1.00, 1.00, {}, False),                      # a perfect head cannot be beaten
+    (0.65, 0.60, {"min_gain": 0.1}, False),       # better, but not by the margin
+    (0.75, 0.60, {"min_gain": 0.1}, True),
+    (0.40, 0.60, {"promote": "always"}, True),
+    (0.90, 0.60, {"promote": "never"}, False),
+])
+def test_auto_promotes_only_a_better_estimate(lora, head, options, promote):
+    from types import SimpleNamespace
+
+    from adapters.kinds.auto import accept
+    from adapters.storage import Artifact
+
+    candidate = Artifact(kind="auto", labels=["a", "b"], tensors={}, options=options, metrics={
+        "recipe": "LoRA", "estimate": lora, "estimate_head": head, "estimate_folds": 2})
+    decision = accept(SimpleNamespace(ref="x@1"), candidate)
+    assert decision.promote is promote, decision
+    assert f"{lora:.3f} vs the head's {head:.3f}" in decision.reason

@@ -4,8 +4,9 @@ pretrained on Fashion-MNIST classes 0-4; the few-shot task is classes 5-9, never
 The backbone is the CI one: the `make vision-backbone` recipe cut to 150 steps (~1.5
 CPU-minutes, built once by `make test` and cached in build/vision-backbone-ci; this module
 builds it itself when run alone). It needs the Debian package dataset-fashion-mnist
-(deploy/install-datasets.sh, run by `make test`). One server serves the whole module; the
-restart test starts a second one on the same store.
+(deploy/install-datasets.sh, run by `make test`). One server serves the whole module, and
+the adapters the tests share (`clothes`, `clothes-lora`) come from a module fixture, so each
+test runs alone or in any order; the restart test restarts that server on its store.
 
 Covered: the CLI's `create --images` / `predict --images` (base64 PNGs over HTTP), quality
 above chance, a LoRA job, concurrent requests to different adapters answered as alone
@@ -20,7 +21,6 @@ import io
 import json
 import os
 import time
-import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -28,10 +28,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.bundles import agreement, unzip
 from tests.conftest import ROOT, Server, snapshot
 from tests.unit.adapters.test_image_input import (encode, frames, jpeg_header_claiming,
-                                                  jpeg_with_orientation, marker_image, png16_rgb,
-                                                  png_bomb)
+                                                  jpeg_with_orientation, png16_rgb, png_bomb)
 
 pytestmark = pytest.mark.e2e
 
@@ -91,6 +91,21 @@ def _cli(server: Server, *args: str) -> tuple[int, str]:
     return rc, out.getvalue()
 
 
+@pytest.fixture(scope="module")
+def trained(server, data) -> list[str]:
+    """A head (`clothes`) and a LoRA job's adapter (`clothes-lora`) on the 40 examples."""
+    train, _ = data
+    examples = [{**b64(png(im)), "label": NAMES[int(y)]} for im, y in zip(train.images, train.labels)]
+    with server.client() as c:
+        r = c.post("/v1/adapters", json={"name": "clothes", "kind": "head", "examples": examples})
+        assert r.status_code == 201, r.text
+        r = c.post("/v1/adapters", json={"name": "clothes-lora", "kind": "lora", "examples": examples,
+                                         "options": {"recipe": "ce", "epochs": 4}})
+        assert r.status_code == 202, r.text
+        assert _wait(c, r.json()["job"]["id"])["status"] == "succeeded"
+    return ["clothes", "clothes-lora"]
+
+
 def _wait(c, job_id: str, timeout: float = 300) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -110,11 +125,11 @@ def test_create_and_predict_from_image_folders_with_the_cli(server, data, tmp_pa
     for i, img in enumerate(test.images):
         (tmp_path / "test").mkdir(exist_ok=True)
         Image.fromarray(img).save(tmp_path / "test" / f"{i:03d}.png")
-    rc, out = _cli(server, "create", "clothes", "--images", str(tmp_path / "train"))
+    rc, out = _cli(server, "create", "clothes-cli", "--images", str(tmp_path / "train"))
     assert rc == 0, out
     rec = json.loads(out)
     assert rec["labels"] == sorted(NAMES.values()) and rec["metrics"]["examples"] == 40
-    rc, out = _cli(server, "predict", "clothes", "--images", str(tmp_path / "test"), "--batch", "16")
+    rc, out = _cli(server, "predict", "clothes-cli", "--images", str(tmp_path / "test"), "--batch", "16")
     assert rc == 0
     lines = [json.loads(line) for line in out.splitlines()]
     assert [x["image"] for x in lines] == [f"{i:03d}.png" for i in range(len(test.labels))]
@@ -122,14 +137,10 @@ def test_create_and_predict_from_image_folders_with_the_cli(server, data, tmp_pa
     assert acc >= 0.4, acc  # 5 classes never seen in pretraining, 8 examples each; chance 0.2
 
 
-def test_lora_job_mixed_batches_equal_solo_answers(server, data):
+def test_lora_job_mixed_batches_equal_solo_answers(server, data, trained):
     train, test = data
     examples = [{**b64(png(im)), "label": NAMES[int(y)]} for im, y in zip(train.images, train.labels)]
     with server.client() as c:
-        r = c.post("/v1/adapters", json={"name": "clothes-lora", "kind": "lora", "examples": examples,
-                                         "options": {"recipe": "ce", "epochs": 4}})
-        assert r.status_code == 202, r.text
-        assert _wait(c, r.json()["job"]["id"])["status"] == "succeeded"
         r = c.post("/v1/adapters", json={"name": "clothes-c10", "kind": "head", "examples": examples,
                                          "options": {"c": 10.0}})
         assert r.status_code == 201, r.text
@@ -153,17 +164,24 @@ def test_lora_job_mixed_batches_equal_solo_answers(server, data):
         assert solo["clothes-lora"] != solo["clothes"]  # the LoRA adapter answers on its own
 
 
-def test_export_parity(server):
+def test_export_parity(server, data, trained, tmp_path):
+    """Each bundle, run as its README says (numpy + Pillow + onnxruntime, no torch) on 60
+    held-out pictures, answers what the server answers: the parity is computed here, not
+    read from the manifest the exporter wrote."""
+    _, test = data
+    blobs = [png(im) for im in test.images]
     with server.client() as c:
-        for name in ("clothes", "clothes-lora"):
+        for name in trained:
+            served = c.post("/v1/predict", json={"adapter": name, "inputs": [b64(b) for b in blobs]})
+            assert served.status_code == 200, served.text
             r = c.post(f"/v1/adapters/{name}/export", json={})
             assert r.status_code == 200, r.text
-            with zipfile.ZipFile(io.BytesIO(r.content)) as z:
-                m = json.loads(z.read("manifest.json"))
-            assert m["parity"]["passed"] and m["parity"]["max_abs_diff"] <= 1e-4
-            assert m["parity"]["examples_rows"] == 40
-            assert m["preprocessing_parity"]["max_abs_diff"] <= 1e-5
+            folder = unzip(r.content, tmp_path / name)
+            m = json.loads((folder / "manifest.json").read_text())
+            assert m["parity"]["passed"] and m["parity"]["examples_rows"] == 40
             assert m["preprocessing"]["input_size"] == [3, 28, 28]
+            got = agreement(folder, blobs, served.json()["predictions"])
+            assert got["top1_agreement"] == 1.0 and got["max_abs_diff"] <= 1e-4, (name, got)
 
 
 HOSTILE = [
@@ -175,14 +193,22 @@ HOSTILE = [
     ("animated GIF", b64(frames("GIF")), 422),
     ("wrong modality", "a pair of sandals", 422),
 ]
-ODD_BUT_REAL = [
-    ("CMYK", b64(encode(Image.new("CMYK", (28, 28), (0, 0, 0, 200)), "JPEG"))),
-    ("16-bit PNG", b64(png16_rgb(np.full((28, 28, 3), 30000, np.uint16)))),
-    ("EXIF rotation", b64(jpeg_with_orientation(marker_image(), 6))),
-]
 
 
-def test_hostile_images_are_4xx_and_store_nothing(server):
+def odd_but_real(test) -> list[tuple[str, bytes, np.ndarray]]:
+    """Held-out pictures in odd encodings, each with its upright RGB pixels, which the
+    server must answer exactly the same (JPEGs: as Pillow decodes them, EXIF applied)."""
+    from tests.test_image_api import upright
+
+    a, b, c = (np.stack([im] * 3, -1) if im.ndim == 2 else im for im in test.images[:3])
+    cmyk = encode(Image.fromarray(a).convert("CMYK"), "JPEG", quality=95)
+    exif = jpeg_with_orientation(Image.fromarray(np.rot90(c, 2).copy()), 3)  # stored upside down
+    return [("CMYK", cmyk, upright(cmyk)),
+            ("16-bit PNG", png16_rgb(b.astype(np.uint16) * 257), b),  # x257: the 8-bit values
+            ("EXIF rotation", exif, upright(exif))]
+
+
+def test_hostile_images_are_4xx_and_store_nothing(server, data, trained):
     before = snapshot(server.store)
     with server.client() as c:
         for case, item, status in HOSTILE:
@@ -196,28 +222,29 @@ def test_hostile_images_are_4xx_and_store_nothing(server):
             r = c.post("/v1/adapters", json={"name": "hostile", "examples": [*good, {**ex, "label": "dark"}]})
             assert r.status_code == status, (case, r.text)
             assert "image" in r.json()["error"]["message"] or status == 413
-        for case, item in ODD_BUT_REAL:
-            r = c.post("/v1/predict", json={"adapter": "clothes", "inputs": [item]})
+        for case, blob, upright in odd_but_real(data[1]):
+            r = c.post("/v1/predict", json={"adapter": "clothes", "inputs": [b64(blob), b64(png(upright))]})
             assert r.status_code == 200, (case, r.text)
+            odd, plain = r.json()["predictions"]
+            assert odd["label"] == plain["label"], (case, odd, plain)
+            assert max(abs(odd["scores"][k] - plain["scores"][k]) for k in plain["scores"]) <= 1e-5, case
     assert snapshot(server.store) == before
 
 
-def test_adapters_survive_a_restart(server, data, backbone):
+def test_adapters_survive_a_restart(server, data, trained):
+    """The module's server stopped (SIGTERM) and started again on the same store: every
+    adapter answers as before. It serves the later tests again, whatever their order."""
     _, test = data
     items = [b64(png(im)) for im in test.images[:8]]
     with server.client() as c:
         before = {a: c.post("/v1/predict", json={"adapter": a, "inputs": items}).json()
-                  for a in ("clothes", "clothes-lora")}
-    server.stop()
-    again = Server(server.store, env=server.env)
-    again.start(timeout=240)
-    try:
-        with again.client() as c:
-            for a, want in before.items():
-                got = c.post("/v1/predict", json={"adapter": a, "inputs": items}).json()
-                assert got["adapter"] == want["adapter"]
-                for g, w in zip(got["predictions"], want["predictions"]):
-                    assert g["label"] == w["label"]
-                    assert max(abs(g["scores"][k] - w["scores"][k]) for k in w["scores"]) <= 1e-5
-    finally:
-        again.stop()
+                  for a in trained}
+    assert server.stop() == 0  # a clean shutdown
+    server.start(timeout=240)
+    with server.client() as c:
+        for a, want in before.items():
+            got = c.post("/v1/predict", json={"adapter": a, "inputs": items}).json()
+            assert got["adapter"] == want["adapter"]
+            for g, w in zip(got["predictions"], want["predictions"]):
+                assert g["label"] == w["label"]
+                assert max(abs(g["scores"][k] - w["scores"][k]) for k in w["scores"]) <= 1e-5

@@ -9,7 +9,7 @@ import time
 import httpx
 import pytest
 
-from tests.conftest import Server
+from tests.conftest import Server, recording
 from tests.unit.service.test_key_rotation import A, B, C, SecretVolume, lines
 
 pytestmark = pytest.mark.e2e
@@ -25,7 +25,7 @@ def test_rotation_under_load_loses_no_request_of_unchanged_keys(tmp_path):
         "TAILOR_API_KEYS_FILE": str(secret.path), "TAILOR_REQUIRE_API_KEYS": "true"},
         tmp_path / "server.log").start()
     stop = threading.Event()
-    results = {"ok": 0, "failed": []}
+    results = {"ok": 0, "failed": []}  # "failed": a non-200 answer, or an exception in the loop
 
     def steady():  # the unchanged key, all along
         with httpx.Client(base_url=server.url, timeout=30,
@@ -49,7 +49,7 @@ def test_rotation_under_load_loses_no_request_of_unchanged_keys(tmp_path):
             time.sleep(0.1)
         return time.monotonic() - t0
 
-    loop = [threading.Thread(target=steady) for _ in range(2)]
+    loop = [threading.Thread(target=recording(results["failed"], steady)) for _ in range(2)]
     try:
         for t in loop:
             t.start()

@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from benchmarks.datasets import trec_coarse
+from tests.bundles import agreement, unzip
 from tests.conftest import Server
 
 pytestmark = pytest.mark.e2e
@@ -77,6 +78,10 @@ def test_lora_job_trains_serves_cancels_and_survives_restart(tmp_path, data):
             m = json.loads(zipfile.ZipFile(io.BytesIO(r.content)).read("manifest.json"))
             assert m["adapter"]["kind"] == "lora" and m["parity"]["passed"]
             assert m["parity"]["examples_rows"] == len(train)
+            # the bundle itself, run as its README says (no torch), answers what was served
+            got = agreement(unzip(r.content, tmp_path / "bundle"), [t for t, _ in test],
+                            preds.json()["predictions"])
+            assert got["top1_agreement"] == 1.0 and got["max_abs_diff"] < 1e-4, got
             # 2. cancel a running job: cancelled, nothing published
             job = _submit(c, "cancelme", train, epochs=50)["job"]
             _poll(c, job["id"], lambda j: j["status"] == "running" and j["progress"]["step"] >= 1)

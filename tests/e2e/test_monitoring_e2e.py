@@ -80,7 +80,25 @@ def by(prom: Prometheus, expr: str, *labels: str) -> dict[tuple, float]:
     return {tuple(lb.get(n, "") for n in labels): v for lb, v in prom.query(expr)}
 
 
-def test_prometheus_holds_the_requests_sent_per_adapter_and_status(stack):
+# what Prometheus holds right after `traffic` (query -> the labels it is grouped by)
+HELD = {
+    "sum by (tenant, adapter, code) (tailor_adapter_requests_total)": ("tenant", "adapter", "code"),
+    "sum by (tenant, adapter, label) (tailor_adapter_predictions_total)": ("tenant", "adapter", "label"),
+    "sum by (tenant, adapter) (tailor_adapter_cold_loads_total)": ("tenant", "adapter"),
+    "sum by (tenant, adapter) (tailor_adapter_request_duration_seconds_count)": ("tenant", "adapter"),
+    'sum by (http_response_code) (bentoml_service_request_total{endpoint="/v1/predict"})':
+        ("http_response_code",),
+}
+
+
+@pytest.fixture(scope="module")
+def traffic(stack) -> tuple[Counter, Counter, dict]:
+    """Predict requests of tenants acme and globex (and none: no key), sent once for the
+    module before any bulk of adapters (`bulk` asks for this first, so these adapters get
+    their series before the bound is reached): what several tests count. Returns (sent,
+    rows, held): ``held`` is what Prometheus holds for the ``HELD`` queries right after it,
+    before any other test's requests (500 more adapters fold the quiet series into
+    "other", which is test_the_bound_holds_with_500_adapters' business)."""
     server, prom = stack
     sent: Counter = Counter()   # (tenant, adapter, code) as the answers said
     rows: Counter = Counter()   # (tenant, adapter, label) of every 200 answer
@@ -110,21 +128,18 @@ def test_prometheus_holds_the_requests_sent_per_adapter_and_status(stack):
         for _ in range(2):
             assert predict("acme", {"adapter": "topics", "inputs": PROBES}, headers={}) == 401
     prom.scraped_after(time.time())
-    got = by(prom, "sum by (tenant, adapter, code) (tailor_adapter_requests_total)",
-             "tenant", "adapter", "code")
+    return sent, rows, {q: by(prom, q, *labels) for q, labels in HELD.items()}
+
+
+def test_prometheus_holds_the_requests_sent_per_adapter_and_status(stack, traffic):
+    sent, rows, held = traffic
+    got, predictions, cold, counted, bento = held.values()
     assert got == dict(sent), (got, sent)
     assert got[("acme", "topics@2", "200")] == 12 and got[("acme", "topics@1", "200")] == 5
-    assert by(prom, "sum by (tenant, adapter, label) (tailor_adapter_predictions_total)",
-              "tenant", "adapter", "label") == dict(rows)
-    assert by(prom, "sum by (tenant, adapter) (tailor_adapter_cold_loads_total)",
-              "tenant", "adapter") == {("acme", "topics@1"): 1, ("acme", "topics@2"): 1,
-                                       ("globex", "topics@1"): 1}
-    counted = by(prom, "sum by (tenant, adapter) (tailor_adapter_request_duration_seconds_count)",
-                 "tenant", "adapter")
+    assert predictions == dict(rows)
+    assert cold == {("acme", "topics@1"): 1, ("acme", "topics@2"): 1, ("globex", "topics@1"): 1}
     assert counted[("acme", "topics@2")] == 12  # the 422 never resolved: adapter none
     # BentoML's own series: by route, and the same number of predicts per status
-    bento = by(prom, 'sum by (http_response_code) (bentoml_service_request_total{endpoint="/v1/predict"})',
-               "http_response_code")
     per_code = Counter()
     for (_, _, code), n in sent.items():
         per_code[(code,)] += n
@@ -152,8 +167,11 @@ def test_bentoml_series_keep_a_fixed_set_of_routes_whatever_the_paths(stack):
     assert {s["endpoint"] for s in series if "endpoint" in s} <= LABELS
 
 
-def test_the_bound_holds_with_500_adapters(stack):
-    server, prom = stack
+@pytest.fixture(scope="module")
+def bulk(stack, traffic) -> int:
+    """500 zero-shot adapters of tenant bulk, each created and predicted once (after
+    `traffic`: the busy adapters had their series first)."""
+    server, _ = stack
     names = [f"cold{i}" for i in range(500)]
 
     def create_and_predict(name):
@@ -166,6 +184,11 @@ def test_the_bound_holds_with_500_adapters(stack):
     with ThreadPoolExecutor(4) as pool:  # 4: within TAILOR_MAX_CONCURRENT_CREATES
         list(pool.map(create_and_predict, names))
     print(f"\n500 zero-shot adapters created and predicted in {time.monotonic() - t0:.1f}s")
+    return len(names)
+
+
+def test_the_bound_holds_with_500_adapters(stack, traffic, bulk):
+    server, prom = stack
     prom.scraped_after(time.time())
     for family in ("tailor_adapter_requests_total", "tailor_adapter_request_duration_seconds_count",
                    "tailor_adapter_predictions_total", "tailor_adapter_cold_loads_total"):
@@ -217,7 +240,7 @@ def test_200_simultaneous_large_head_creates_get_201_or_429_with_a_spread_retry_
     assert len(listed) == codes[201]  # what was refused was not stored
 
 
-def test_the_admin_view(stack):
+def test_the_admin_view(stack, traffic, bulk):
     server, _ = stack
     with server.client() as c:
         assert c.get("/v1/tenants", headers=auth("acme")).status_code == 403
@@ -231,7 +254,7 @@ def test_the_admin_view(stack):
     assert view["ops"]["adapters"] == [] and view["ops"]["stored_bytes"] == 0
 
 
-def test_every_dashboard_query_and_rule_runs_in_prometheus(stack):
+def test_every_dashboard_query_and_rule_runs_in_prometheus(stack, traffic):
     _, prom = stack
     dash = json.loads(DASHBOARD.read_text())
     exprs = [t["expr"] for p in dash["panels"] for t in p.get("targets", [])]

@@ -24,7 +24,7 @@ import httpx
 import pytest
 
 from benchmarks.datasets import trec_coarse
-from tests.conftest import Server
+from tests.conftest import Server, recording
 
 pytestmark = pytest.mark.e2e
 
@@ -118,7 +118,8 @@ def test_one_server_and_two_trainers_on_one_store(tmp_path):
                     if any("adapters.worker_main" in _cmdline(p) for p in serve.pids()):
                         serve_trained.append(True)
                     time.sleep(0.05)
-        loop = threading.Thread(target=predict_all_along, daemon=True)
+        # an exception in the loop (an httpx error) is recorded in failures, not only warned about
+        loop = threading.Thread(target=recording(failures, predict_all_along), daemon=True)
         loop.start()
 
         # 1. six jobs, queued on the serving instance, run once each by the trainers
@@ -172,6 +173,7 @@ def test_one_server_and_two_trainers_on_one_store(tmp_path):
         assert c.get("/v1/adapters/killed").json()["versions"] == [1]
         stop.set()
         loop.join(30)
+        assert not loop.is_alive(), "the predict loop did not stop"
         print(f"\ntrainer pool ({'own hostnames' if apart else 'one host'}): 6 LoRA jobs in "
               f"{six_s:.1f}s, per trainer {per_trainer}; kill -9 of a trainer mid-job (step "
               f"{pending['progress'].get('step')}): running again after {recovery_s:.1f}s (lease "
