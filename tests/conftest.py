@@ -54,7 +54,7 @@ def snapshot(root: Path) -> dict[str, str]:
 def recording(errors: list, target):
     """``target`` for a ``threading.Thread`` that records any exception it raises in
     ``errors``: pytest only warns about an exception in a thread, so a test that starts one
-    asserts ``errors == []`` after joining it (as tests/test_lora.py does)."""
+    asserts ``errors == []`` after joining it (as tests/unit/adapters/test_lora.py does)."""
     def run(*args, **kwargs):
         try:
             target(*args, **kwargs)

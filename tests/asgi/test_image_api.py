@@ -133,7 +133,7 @@ def test_auto_serves_a_head_at_once_and_keeps_it_when_lora_cannot_beat_it(api):
     right on every held-out fold (the colours separate the labels), so no LoRA estimate can
     be strictly better and the head must be kept, whatever the LoRA training does. (The
     other outcome of the rule, promote when the LoRA's estimate is higher, is table-tested
-    on the rule itself in tests/test_adapt.py: no image data makes a LoRA certain to win on
+    on the rule itself in tests/asgi/test_adapt.py: no image data makes a LoRA certain to win on
     a random tiny ViT.)"""
     client, _ = api
     r = client.post("/adapters", json={"name": "corner-auto", "kind": "auto", "examples": examples(4),

@@ -198,7 +198,7 @@ HOSTILE = [
 def odd_but_real(test) -> list[tuple[str, bytes, np.ndarray]]:
     """Held-out pictures in odd encodings, each with its upright RGB pixels, which the
     server must answer exactly the same (JPEGs: as Pillow decodes them, EXIF applied)."""
-    from tests.test_image_api import upright
+    from tests.asgi.test_image_api import upright
 
     a, b, c = (np.stack([im] * 3, -1) if im.ndim == 2 else im for im in test.images[:3])
     cmyk = encode(Image.fromarray(a).convert("CMYK"), "JPEG", quality=95)
