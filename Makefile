@@ -28,7 +28,7 @@ serve: install
 	$(BIN)/bentoml serve service.service:TailorService --port $(PORT)
 
 # lint-imports first: the architecture's contracts (pyproject.toml, docs/architecture.md).
-# The image e2e tests (tests/test_image_e2e.py) serve a real, quickly pretrained backbone:
+# The image e2e tests (tests/e2e/test_image_e2e.py) serve a real, quickly pretrained backbone:
 # 150 steps of the same recipe (~1.5 CPU-minutes once, then cached like vision-backbone).
 # Its folder goes in TEST_VISION_BACKBONE: a TAILOR_* variable would be an unknown setting,
 # which stops every server the suite starts (service/settings.py).
@@ -104,7 +104,7 @@ container-tools:
 smoke: install container-tools
 	PYTHON=$(CURDIR)/$(BIN)/python deploy/smoke.sh
 
-# Render every overlay and validate it strictly (what tests/test_k8s_manifests.py does).
+# Render every overlay and validate it strictly (what tests/deploy/test_k8s_manifests.py does).
 k8s: install
 	for o in deploy/k8s/overlays/*/; do $(BIN)/kubectl kustomize $$o | \
 	  $(BIN)/kubernetes-validate --strict -k $(K8S_VERSION) - || exit 1; done

@@ -9,7 +9,7 @@ nothing fails at the transport level.
 
     python -m benchmarks.bench_load    # prints markdown, writes results/load.md and load.png
 
-tests/test_load.py runs a short version (the same functions) in the test suite.
+tests/e2e/test_load.py runs a short version (the same functions) in the test suite.
 """
 from __future__ import annotations
 
@@ -175,7 +175,7 @@ def summarize(samples: list[Sample], duration_s: float) -> dict:
 STEADY = dict(clients=64, duration_s=60.0, create_ratio=0.015, inputs=(1, 4))
 OVERLOAD = dict(clients=192, duration_s=20.0, create_ratio=0.05, inputs=(64, 64))
 N_ADAPTERS = 100
-NOTE = ("Reading: the server is CPU-bound (the 2 cores also run the client and other work); at 64 closed-loop clients the latency is queueing (clients / throughput, Little's law), not a stall. Under overload the queue is bounded by expected wait (`TAILOR_MAX_QUEUE_WAIT_S`, rows ahead x measured seconds per row), so admitted requests finish within about that bound and the rest are refused at once with Retry-After = the expected drain time; with a row bound alone, 4096 queued rows of long texts meant client timeouts (tests/test_load.py shows it).")
+NOTE = ("Reading: the server is CPU-bound (the 2 cores also run the client and other work); at 64 closed-loop clients the latency is queueing (clients / throughput, Little's law), not a stall. Under overload the queue is bounded by expected wait (`TAILOR_MAX_QUEUE_WAIT_S`, rows ahead x measured seconds per row), so admitted requests finish within about that bound and the rest are refused at once with Retry-After = the expected drain time; with a row bound alone, 4096 queued rows of long texts meant client timeouts (tests/e2e/test_load.py shows it).")
 
 
 def main() -> str:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Debian's Prometheus server and promtool, for the monitoring tests (tests/prom.py starts a
+# Debian's Prometheus server and promtool, for the monitoring tests (tests/promserver.py starts a
 # real Prometheus that scrapes a real `bentoml serve`; promtool checks the alert rules).
 # Idempotent: installs only what is missing. Needs root (apt); no service is started (the
 # package's postinst finds no init system in a container; the tests start their own).

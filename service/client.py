@@ -8,8 +8,8 @@
 
 Light on purpose: httpx and pydantic only (no torch, no BentoML), so an application can
 import it without the server's dependencies. Records are pydantic models of the public
-contract (they mirror service/schemas.py's answers; tests/test_client.py keeps them in
-step) and keep fields a newer server adds. An answer of 429 or 503 is retried after its
+contract (they mirror service/schemas.py's answers; tests/unit/service/test_client.py keeps them
+in step) and keep fields a newer server adds. An answer of 429 or 503 is retried after its
 ``Retry-After`` (at most ``retries`` times, each wait capped at ``max_retry_wait`` seconds);
 any other error raises ``TailorAPIError`` with the server's ``code`` and ``message``.
 """

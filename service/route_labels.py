@@ -8,7 +8,7 @@ port. Its metrics middleware is the outermost one and no service middleware runs
 so Tailor subclasses it: the path it labels with is the route template
 (``/v1/adapters/{name}``), ``/v1/{unknown}`` or ``/{unknown}``, and the real path is put
 back before anything routes the request. ``install`` swaps the class in the module BentoML
-imports it from when it builds the app (BentoML is pinned to 1.4: tests/test_monitoring_e2e.py
+imports it from when it builds the app (BentoML is pinned to 1.4: tests/e2e/test_monitoring_e2e.py
 fails if a new version stops calling it).
 """
 from __future__ import annotations

@@ -159,7 +159,7 @@ class NewlinePathsToV1:
 
     Starlette's Mount matches its prefix with ``.*``, which stops at a newline, so
     ``DELETE /v1/jobs/x%0Ay`` never reached the v1 app and BentoML answered a text/plain 404
-    instead of the documented JSON error (found by tests/test_fuzz.py). Such requests go to
+    instead of the documented JSON error (found by tests/e2e/test_fuzz.py). Such requests go to
     the v1 app directly, as the mount would send them (root_path "/v1")."""
 
     def __init__(self, app, v1, prefix: str = "/v1"):

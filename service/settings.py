@@ -2,7 +2,8 @@
 object that is passed down (pydantic-settings). An unknown ``TAILOR_*`` variable or a bad
 value stops start-up with a message naming it.
 
-Every setting is listed in README.md (keep the table in sync: tests/test_settings.py checks).
+Every setting is listed in README.md (keep the table in sync:
+tests/unit/service/test_settings.py checks).
 """
 from __future__ import annotations
 

@@ -19,8 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # The service's default runtime is `auto` (issue 12): at the first start on a store it builds
 # onnxruntime graphs and measures them (tens of seconds on 2 cores), and may serve bf16. Test
 # servers are compared with in-process fp32 engines and start on fresh stores, so `Server`
-# pins PyTorch fp32 unless the test (or the shell) sets TAILOR_RUNTIME; tests/test_runtime.py
-# covers auto.
+# pins PyTorch fp32 unless the test (or the shell) sets TAILOR_RUNTIME;
+# tests/unit/export/test_runtime.py covers auto.
 PINNED = {"TAILOR_RUNTIME": "torch"}
 
 
@@ -54,7 +54,7 @@ def snapshot(root: Path) -> dict[str, str]:
 def recording(errors: list, target):
     """``target`` for a ``threading.Thread`` that records any exception it raises in
     ``errors``: pytest only warns about an exception in a thread, so a test that starts one
-    asserts ``errors == []`` after joining it (as tests/test_lora.py does)."""
+    asserts ``errors == []`` after joining it (as tests/unit/adapters/test_lora.py does)."""
     def run(*args, **kwargs):
         try:
             target(*args, **kwargs)
@@ -71,7 +71,9 @@ def free_port() -> int:
 
 class Server:
     """A real `bentoml serve` of the service (or another ``service`` target), on a free port,
-    with the given store."""
+    with the given store and a BENTOML_HOME of its own beside it: every `bentoml serve` start
+    empties `$BENTOML_HOME/prometheus_multiproc_dir`, so a second server sharing one home
+    would freeze the first's request metrics. ``env`` may still set BENTOML_HOME."""
 
     def __init__(self, store: Path, env: dict[str, str] | None = None, log: Path | None = None,
                  service: str = "service.service:TailorService", prefix: list[str] | None = None):
@@ -82,12 +84,13 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log or self.store.parent / f"server-{self.port}.log"
+        self.home = self.store.parent / f"bentoml-{self.port}"
         self.proc: subprocess.Popen | None = None
 
     def launch(self) -> "Server":
         """Start the process and return at once (``start`` also waits for /readyz)."""
         env = {**PINNED, **os.environ, "TAILOR_STORE_PATH": str(self.store),
-               "BENTOML_DO_NOT_TRACK": "true", **self.env}
+               "BENTOML_HOME": str(self.home), "BENTOML_DO_NOT_TRACK": "true", **self.env}
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [*self.prefix, sys.executable, "-m", "bentoml", "serve", self.service,
@@ -153,7 +156,7 @@ class Server:
         return found
 
 
-# -- the container smoke test runs in the background (tests/test_container_smoke.py) ----------
+# -- the container smoke test runs in the background (tests/deploy/test_container_smoke.py) --
 def pytest_collection_modifyitems(session, config, items):
     """Run the container test last: it only waits for the background smoke run."""
     container = [i for i in items if i.get_closest_marker("container")]
@@ -164,7 +167,7 @@ def pytest_collection_finish(session):
     if session.config.option.collectonly or not any(
             i.get_closest_marker("container") for i in session.items):
         return
-    from tests.test_container_smoke import start_smoke
+    from tests.deploy.test_container_smoke import start_smoke
 
     log = Path(session.config.rootpath) / ".pytest-smoke.log"
     session.config._tailor_smoke = (start_smoke(log), log)

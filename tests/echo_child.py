@@ -1,5 +1,5 @@
-"""A child process for tests/test_job_types.py: ``python -m tests.echo_child`` (started by
-``adapters.child.spawn``) receives a typed spec, prints a line that is not a reply, and
+"""A child process for tests/unit/adapters/test_job_types.py: ``python -m tests.echo_child``
+(started by ``adapters.child.spawn``) receives a typed spec, prints a line that is not a reply, and
 sends the spec's words back one reply at a time; ``hang`` waits for its parent to go."""
 from __future__ import annotations
 

@@ -164,7 +164,7 @@ class TextEncoder:
     # "Already borrowed" or mis-padded batches. Instead, one Rust ``tokenizers.Tokenizer`` per
     # max length, configured once (truncation, no padding) and never changed afterwards, is
     # called directly: ``encode_batch`` only reads it, so threads need no lock. Same ids as the
-    # wrapper (tests/test_runtime.py).
+    # wrapper (tests/unit/export/test_runtime.py).
     def _tokenizer_for(self, limit: int):
         tok = self._fast.get(limit)
         if tok is None:

@@ -1,0 +1,205 @@
+"""The trainer pool with real processes: one `bentoml serve` with TAILOR_ROLE=serve and two
+with TAILOR_ROLE=train on one store, each trainer as if on a host of its own (its own UTS
+namespace and hostname, as pods are; where `unshare` is not permitted they share this host).
+
+- 6 LoRA jobs queued on the serving instance all succeed, each ran once (one attempt, one
+  published version), by the trainers only: the serving instance never starts a training
+  process;
+- a trainer is killed with SIGKILL (every process of it) in the middle of a job: its lease
+  runs out, the other trainer runs the job again and it succeeds as attempt 2;
+- predictions on the serving instance answer 200 all along;
+- a trainer answers only /readyz, /livez and /metrics.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from benchmarks.datasets import trec_coarse
+from tests.conftest import Server, recording
+
+pytestmark = pytest.mark.e2e
+
+LEASE_S = 3
+EXAMPLES = [{"text": "the striker scored twice in the final", "label": "sport"},
+            {"text": "the keeper saved a late penalty", "label": "sport"},
+            {"text": "bake the bread until the crust is golden", "label": "food"},
+            {"text": "a recipe for lemon cake with fresh cream", "label": "food"}]
+
+
+def _can_unshare() -> bool:
+    try:
+        return subprocess.run(["unshare", "--uts", "--fork", "hostname", "x"], capture_output=True,
+                              timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def _as_host(name: str) -> list[str]:
+    return ["unshare", "--uts", "--fork", "sh", "-c", f'hostname {name} && exec "$@"', "sh"]
+
+
+def _wait(fn, timeout: float, what: str, every: float = 0.2):
+    deadline = time.monotonic() + timeout
+    while True:
+        got = fn()
+        if got:
+            return got
+        assert time.monotonic() < deadline, f"{what}: not after {timeout}s (last: {got!r})"
+        time.sleep(every)
+
+
+def _kill_all(server: Server) -> float:
+    pids = server.pids()
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    t = time.monotonic()
+    server.proc.wait()
+    server.log.close()
+    _wait(lambda: not any(_alive(p) for p in pids), 10, "the killed trainer's processes are gone")
+    return t
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _owner_pid(record: dict, attempt: int = -1) -> int:
+    return int(record["attempts"][attempt]["owner"].split(":")[1])
+
+
+def test_one_server_and_two_trainers_on_one_store(tmp_path):
+    store = tmp_path / "store"
+    base = {"TAILOR_FORWARD_WORKERS": "1", "TAILOR_JOB_LEASE_S": str(LEASE_S),
+            "TAILOR_JOB_ATTEMPTS": "2", "TAILOR_JOB_QUEUE_SIZE": "16"}
+    apart = _can_unshare()
+    serve = Server(store, {**base, "TAILOR_ROLE": "serve"}, tmp_path / "serve.log")
+    trainers = [Server(store, {**base, "TAILOR_ROLE": "train"},
+                       tmp_path / f"train{i}.log", prefix=_as_host(f"trainer-{i}") if apart else None)
+                for i in (1, 2)]
+    servers = [serve, *trainers]
+    train, _ = trec_coarse().few_shot(4, seed=2, max_test=0)  # 24 questions, 6 labels
+    stop, answers, failures, serve_trained = threading.Event(), [0], [], []
+    try:
+        with ThreadPoolExecutor(3) as pool:  # warm all three at once
+            list(pool.map(lambda s: s.start(), servers))
+        # a trainer answers only the probes and /metrics
+        t = httpx.Client(base_url=trainers[0].url, timeout=30)
+        assert [t.get(p).status_code for p in ("/readyz", "/livez", "/metrics")] == [200] * 3
+        r = t.post("/v1/adapters", json={"name": "x", "examples": EXAMPLES})
+        assert r.status_code == 404 and "TAILOR_ROLE=train" in r.json()["error"]["message"]
+        assert t.get("/docs.json").status_code == 404
+        c = serve.client()
+        assert c.post("/v1/adapters", json={"name": "probe", "examples": EXAMPLES}).status_code == 201
+
+        def predict_all_along():
+            with httpx.Client(base_url=serve.url, timeout=30) as pc:
+                while not stop.is_set():
+                    r = pc.post("/v1/predict", json={"adapter": "probe", "inputs": ["a late goal"]})
+                    if r.status_code == 200:
+                        answers[0] += 1
+                    else:
+                        failures.append((r.status_code, r.text[:200]))
+                    if any("adapters.worker_main" in _cmdline(p) for p in serve.pids()):
+                        serve_trained.append(True)
+                    time.sleep(0.05)
+        # an exception in the loop (an httpx error) is recorded in failures, not only warned about
+        loop = threading.Thread(target=recording(failures, predict_all_along), daemon=True)
+        loop.start()
+
+        # 1. six jobs, queued on the serving instance, run once each by the trainers
+        t0 = time.monotonic()
+        jobs = []
+        for i in range(6):
+            r = c.post("/v1/adapters", json={"name": f"lora{i}", "kind": "lora", "examples": train,
+                                             "options": {"epochs": 2}})
+            assert r.status_code == 202, r.text
+            jobs.append(r.json()["job"]["id"])
+        done = [_wait(lambda j=j: (lambda rec: rec if rec["status"] not in ("queued", "running")
+                                   else None)(c.get(f"/v1/jobs/{j}").json()), 600, f"job {j}")
+                for j in jobs]
+        six_s = time.monotonic() - t0
+        assert [d["status"] for d in done] == ["succeeded"] * 6, done
+        assert [d["attempts"] for d in done] == [1] * 6
+        for i, d in enumerate(done):
+            assert d["result"]["adapter"] == f"lora{i}@1"
+            assert c.get(f"/v1/adapters/lora{i}").json()["versions"] == [1]  # published once
+        records = [json.loads((store / "jobs" / "done" / f"{j}.json").read_text()) for j in jobs]
+        ran_by = [_owner_pid(rec) for rec in records]
+        worker_pids = [tr.pids() for tr in trainers]
+        assert all(any(p in pids for pids in worker_pids) for p in ran_by), (ran_by, worker_pids)
+        per_trainer = [sum(p in pids for p in ran_by) for pids in worker_pids]
+        assert sum(per_trainer) == 6
+        finished = [_metric(tr, 'tailor_jobs_finished_total{kind="lora_train",state="succeeded"}')
+                    for tr in trainers]
+        assert finished == per_trainer
+        assert _metric(serve, 'tailor_jobs_finished_total{kind="lora_train",state="succeeded"}') == 0
+
+        # 2. kill -9 of the trainer holding a job in the middle of it
+        r = c.post("/v1/adapters", json={"name": "killed", "kind": "lora", "examples": train,
+                                         "options": {"epochs": 10}})
+        job = r.json()["job"]["id"]
+        _wait(lambda: (lambda j: j["status"] == "running" and j["progress"]["step"] >= 2)(
+            c.get(f"/v1/jobs/{job}").json()), 300, "the long job trains")
+        pending = json.loads((store / "jobs" / "pending" / f"{job}.json").read_text())
+        (doomed,) = [tr for tr in trainers if _owner_pid(pending) in tr.pids()]
+        survivor = next(tr for tr in trainers if tr is not doomed)
+        t_kill = _kill_all(doomed)
+        again = _wait(lambda: (lambda j: j if j["attempts"] == 2 and j["status"] == "running"
+                               else None)(c.get(f"/v1/jobs/{job}").json()), 60, "the job runs again")
+        recovery_s = time.monotonic() - t_kill
+        final = _wait(lambda: (lambda j: j if j["status"] not in ("queued", "running") else None)(
+            c.get(f"/v1/jobs/{job}").json()), 600, "the retried job finishes")
+        total_s = time.monotonic() - t_kill
+        assert final["status"] == "succeeded" and final["attempts"] == 2, final
+        rec = json.loads((store / "jobs" / "done" / f"{job}.json").read_text())
+        assert [a["outcome"] for a in rec["attempts"]] == ["lease_expired", "succeeded"]
+        assert _owner_pid(rec, 1) in survivor.pids()
+        assert c.get("/v1/adapters/killed").json()["versions"] == [1]
+        stop.set()
+        loop.join(30)
+        assert not loop.is_alive(), "the predict loop did not stop"
+        print(f"\ntrainer pool ({'own hostnames' if apart else 'one host'}): 6 LoRA jobs in "
+              f"{six_s:.1f}s, per trainer {per_trainer}; kill -9 of a trainer mid-job (step "
+              f"{pending['progress'].get('step')}): running again after {recovery_s:.1f}s (lease "
+              f"{LEASE_S}s), succeeded {total_s:.1f}s after the kill; {answers[0]} predictions "
+              f"on the serving instance meanwhile, {len(failures)} failed")
+        if apart:  # another host's death cannot be seen: only the lease tells
+            assert recovery_s >= LEASE_S - 1, recovery_s
+        assert failures == [] and answers[0] > 50
+        assert serve_trained == []  # the serving instance never started a training process
+    finally:
+        stop.set()
+        for s in servers:
+            s.stop()
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _metric(server: Server, sample: str) -> float:
+    text = httpx.get(server.url + "/metrics", timeout=30).text
+    for line in text.splitlines():
+        if line.startswith(sample + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
