@@ -17,7 +17,6 @@ from adapters import AdapterStore, Limits, Tailor
 from adapters.encoders import ImageEncoder
 from export import ParityError, export_bundle
 from export.image import check_describable, preprocess
-from export.onnx_config import OnnxConfig
 from tests.asgi.test_image_api import examples
 
 VIT_KW = dict(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2,
@@ -88,13 +87,29 @@ def test_bundle_equals_pytorch(engine, name, tmp_path):
     assert np.abs(scope["probs"] - served).max() <= 1e-4
 
 
-def test_a_failed_parity_check_leaves_nothing(engine, tmp_path):
-    impossible = OnnxConfig(inputs=("pixel_values",), atol=1e-12,
-                            dynamic_axes={"pixel_values": {0: "batch"}, "probabilities": {0: "batch"},
-                                          "logits": {0: "batch"}})
-    with pytest.raises(ParityError):
-        export_bundle(engine.encoder, engine.store, "default", "corner-lora", dest_dir=tmp_path,
-                      config=impossible)
+def test_a_failed_parity_check_leaves_nothing(engine, tmp_path, monkeypatch):
+    """A graph that disagrees with PyTorch (here: every output of the exported graph moved by
+    1e-3, past the 1e-4 tolerance) raises ParityError and leaves no file behind. The
+    disagreement is planted in the session's answers because a tiny ViT's graph can agree
+    with PyTorch exactly (max difference 0.0), which no tolerance can fail."""
+    import export.pipeline as pipeline
+
+    real = pipeline.check_parity
+
+    class Off:
+        def __init__(self, session):
+            self.session = session
+
+        def run(self, outputs, feed):
+            return [o + np.float32(1e-3) for o in self.session.run(outputs, feed)]
+
+        def __getattr__(self, name):
+            return getattr(self.session, name)
+
+    monkeypatch.setattr(pipeline, "check_parity",
+                        lambda module, session, *a, **k: real(module, Off(session), *a, **k))
+    with pytest.raises(ParityError, match="disagrees with PyTorch"):
+        export_bundle(engine.encoder, engine.store, "default", "corner-lora", dest_dir=tmp_path)
     assert list(tmp_path.iterdir()) == []
 
 

@@ -172,6 +172,13 @@ def test_client_records_have_the_servers_fields(ours, theirs):
     assert {n for n, f in ours.model_fields.items() if f.is_required()} <= required
 
 
+def test_the_clients_final_job_states_are_the_servers():
+    from adapters.training.states import FINISHED
+    from service.client import FINAL
+
+    assert set(FINAL) == set(FINISHED)
+
+
 def test_the_client_imports_neither_torch_nor_bentoml():
     import subprocess
     import sys
