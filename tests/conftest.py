@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -69,11 +71,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+HOMES: list[Path] = []  # the servers' BENTOML_HOME folders, removed when the run ends
+
+
 class Server:
     """A real `bentoml serve` of the service (or another ``service`` target), on a free port,
-    with the given store and a BENTOML_HOME of its own beside it: every `bentoml serve` start
-    empties `$BENTOML_HOME/prometheus_multiproc_dir`, so a second server sharing one home
-    would freeze the first's request metrics. ``env`` may still set BENTOML_HOME."""
+    with the given store and a BENTOML_HOME of its own: every `bentoml serve` start empties
+    `$BENTOML_HOME/prometheus_multiproc_dir`, so a second server sharing one home would freeze
+    the first's request metrics. The home is a temporary folder of its own, not beside the
+    store: tests snapshot the store's parent to prove a request wrote nothing outside the
+    store, and the server's metrics files change on every request. ``env`` may still set
+    BENTOML_HOME."""
 
     def __init__(self, store: Path, env: dict[str, str] | None = None, log: Path | None = None,
                  service: str = "service.service:TailorService", prefix: list[str] | None = None):
@@ -84,7 +92,8 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log or self.store.parent / f"server-{self.port}.log"
-        self.home = self.store.parent / f"bentoml-{self.port}"
+        self.home = Path(tempfile.mkdtemp(prefix=f"bentoml-home-{self.port}-"))
+        HOMES.append(self.home)
         self.proc: subprocess.Popen | None = None
 
     def launch(self) -> "Server":
@@ -174,6 +183,8 @@ def pytest_collection_finish(session):
 
 
 def pytest_unconfigure(config):
+    for home in HOMES:
+        shutil.rmtree(home, ignore_errors=True)
     proc = getattr(config, "_tailor_smoke", (None, None))[0]
     if proc is not None and proc.poll() is None:  # the run was cut short: do not leave it behind
         os.killpg(proc.pid, signal.SIGTERM)
