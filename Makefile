@@ -32,9 +32,10 @@ serve: install
 # 150 steps of the same recipe (~1.5 CPU-minutes once, then cached like vision-backbone).
 # Its folder goes in TEST_VISION_BACKBONE: a TAILOR_* variable would be an unknown setting,
 # which stops every server the suite starts (service/settings.py).
+# --durations=30: the slowest tests in every CI log, where the suite's time goes.
 test: install $(VISION_CI)/model.safetensors
 	$(BIN)/lint-imports --no-cache
-	TEST_VISION_BACKBONE=$(VISION_CI) $(BIN)/python -m pytest -q -ra
+	TEST_VISION_BACKBONE=$(VISION_CI) $(BIN)/python -m pytest -q -ra --durations=30
 
 test-fast: install
 	$(BIN)/lint-imports --no-cache
