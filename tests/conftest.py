@@ -166,8 +166,20 @@ class Server:
 
 
 # -- the container smoke test runs in the background (tests/deploy/test_container_smoke.py) --
+E2E_HOMES = ("tests/e2e/", "tests/deploy/test_container_smoke.py")
+
+
 def pytest_collection_modifyitems(session, config, items):
-    """Run the container test last: it only waits for the background smoke run."""
+    """The folder says what a test starts (tests/README.md): a test that starts a real server
+    lives in tests/e2e/ and is marked e2e there, so that `make test-fast` (``-m "not e2e"``)
+    and the folders agree; a mismatch stops the run. Then the container test goes last: it
+    only waits for the background smoke run."""
+    misplaced = [i.nodeid for i in items
+                 if (i.get_closest_marker("e2e") is not None) != i.nodeid.startswith(E2E_HOMES)]
+    if misplaced:
+        raise pytest.UsageError("an e2e test outside tests/e2e/, or an unmarked test inside it "
+                                "(move it, or mark the module `pytestmark = pytest.mark.e2e`): "
+                                + ", ".join(misplaced[:10]))
     container = [i for i in items if i.get_closest_marker("container")]
     items[:] = [i for i in items if not i.get_closest_marker("container")] + container
 
