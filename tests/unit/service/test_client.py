@@ -89,7 +89,7 @@ def test_client_records_have_the_servers_fields(ours, theirs):
 
 
 def test_the_clients_final_job_states_are_the_servers():
-    from adapters.training.states import FINISHED
+    from adapters.states import FINISHED
     from service.client import FINAL
 
     assert set(FINAL) == set(FINISHED)
