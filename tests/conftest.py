@@ -184,19 +184,34 @@ def pytest_collection_modifyitems(session, config, items):
     items[:] = [i for i in items if not i.get_closest_marker("container")] + container
 
 
-def pytest_collection_finish(session):
-    if session.config.option.collectonly or not any(
-            i.get_closest_marker("container") for i in session.items):
-        return
+def _start_smoke(config) -> None:
     from tests.deploy.test_container_smoke import start_smoke
 
-    log = Path(session.config.rootpath) / ".pytest-smoke.log"
-    session.config._tailor_smoke = (start_smoke(log), log)
+    config._tailor_smoke = start_smoke(Path(config.rootpath))
+
+
+def pytest_collection_finish(session):
+    """Start the container smoke run when collection selects its test: here in a plain run; in
+    a parallel run every worker collects, so the controller starts it, once, below."""
+    config = session.config
+    if config.option.collectonly or hasattr(config, "workerinput"):
+        return
+    if any(i.get_closest_marker("container") for i in session.items):
+        _start_smoke(config)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_node_collection_finished(node, ids):
+    """The xdist controller: a worker's collection includes the container test."""
+    config = node.config
+    if (not config.option.collectonly and getattr(config, "_tailor_smoke", None) is None
+            and any("test_container_smoke.py::" in i for i in ids)):
+        _start_smoke(config)
 
 
 def pytest_unconfigure(config):
     for home in HOMES:
         shutil.rmtree(home, ignore_errors=True)
-    proc = getattr(config, "_tailor_smoke", (None, None))[0]
+    proc = getattr(config, "_tailor_smoke", None)
     if proc is not None and proc.poll() is None:  # the run was cut short: do not leave it behind
         os.killpg(proc.pid, signal.SIGTERM)
