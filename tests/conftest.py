@@ -172,16 +172,28 @@ E2E_HOMES = ("tests/e2e/", "tests/deploy/test_container_smoke.py")
 def pytest_collection_modifyitems(session, config, items):
     """The folder says what a test starts (tests/README.md): a test that starts a real server
     lives in tests/e2e/ and is marked e2e there, so that `make test-fast` (``-m "not e2e"``)
-    and the folders agree; a mismatch stops the run. Then the container test goes last: it
-    only waits for the background smoke run."""
+    and the folders agree; a mismatch stops the run. Then the order of the run (below)."""
     misplaced = [i.nodeid for i in items
                  if (i.get_closest_marker("e2e") is not None) != i.nodeid.startswith(E2E_HOMES)]
     if misplaced:
         raise pytest.UsageError("an e2e test outside tests/e2e/, or an unmarked test inside it "
                                 "(move it, or mark the module `pytestmark = pytest.mark.e2e`): "
                                 + ", ".join(misplaced[:10]))
-    container = [i for i in items if i.get_closest_marker("container")]
-    items[:] = [i for i in items if not i.get_closest_marker("container")] + container
+    items.sort(key=_run_order)  # stable: a file's tests keep their order
+
+
+# Longest first: `make test` spreads whole files over parallel workers (pytest-xdist,
+# ``--dist loadfile --no-loadscope-reorder``) in this order, so the real-server files, which
+# take minutes each, start first and the quick unit files fill the gaps at the end. The
+# container test goes last: it only waits for the background smoke run.
+FOLDER_ORDER = ("tests/e2e/", "tests/asgi/", "tests/deploy/", "tests/unit/")
+
+
+def _run_order(item) -> tuple[int, int]:
+    if item.get_closest_marker("container"):
+        return (1, 0)
+    return (0, next((n for n, f in enumerate(FOLDER_ORDER) if item.nodeid.startswith(f)),
+                    len(FOLDER_ORDER)))
 
 
 def _start_smoke(config) -> None:
