@@ -307,18 +307,9 @@ class Tailor:
                                  f"{', '.join(JobState)}")
         if adapter is not None:
             validate_name(adapter)
-        jobs = [j for j in self.jobs.of_tenant(tenant)
-                if (status is None or j.status == status) and (adapter is None or j.adapter == adapter)]
-        start = 0
-        if after is not None:
-            ids = [j.id for j in jobs]
-            if after not in ids:
-                raise InvalidRequest(f"cursor {shorten(after)} is not a job of this listing; pass "
-                                     "the `next` value of the previous page (with the same filters)")
-            start = ids.index(after) + 1
-        page = jobs[start:start + limit]
-        more = start + limit < len(jobs)
-        return {"jobs": [j.public() for j in page], "next": page[-1].id if more and page else None}
+        page, after = self.jobs.page(tenant, status=status, adapter=adapter, limit=limit,
+                                     after=after)
+        return {"jobs": [j.public() for j in page], "next": after}
 
     def wait_job(self, tenant: str, job_id: str, timeout: float = 600.0) -> dict[str, Any]:
         """Block until the job is finished (notebooks, tests)."""

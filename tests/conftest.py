@@ -43,6 +43,22 @@ def engine(backbone, tmp_path):
     return Tailor(backbone, AdapterStore(tmp_path / "store", backbone.identity))
 
 
+@pytest.fixture(scope="session")
+def pg_server():
+    """One real PostgreSQL for the whole session (tests/pgserver.py), started on first use."""
+    from tests.pgserver import PgServer
+
+    server = PgServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def pg_url(pg_server) -> str:
+    """A fresh database of that server for each test module."""
+    return pg_server.database()
+
+
 def snapshot(root: Path) -> dict[str, str]:
     """Every visible file of a store with its sha256: to prove a request changed nothing."""
     out = {}
