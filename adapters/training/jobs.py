@@ -229,6 +229,8 @@ class JobManager:
                 if lease is not None:
                     self._execute(Job(lease, self))
                     continue
+            except Unavailable as e:  # the database is restarting: one line, no traceback
+                log.warning("job runner: %s", e.message)
             except Exception:  # noqa: BLE001 - the store hiccupped: the runner must live on
                 log.exception("job runner: cannot use the job queue in %s; retrying",
                               self.queue.where)
