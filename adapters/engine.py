@@ -27,7 +27,7 @@ import torch
 from .encoders import Encoder, open_encoder
 from .encoders.lora import LoraWeights
 from .errors import (AdapterNotFound, CorruptAdapter, IncompatibleAdapter, InvalidRequest,
-                     Overloaded)
+                     Overloaded, Unavailable)
 from .events import NO_EVENTS, Events
 from .kinds import build_request, get_kind, kind_of_job, load_adapter
 from .kinds.base import BaseVersion, Decision
@@ -186,7 +186,8 @@ class Tailor:
                                                      "base_version": m.version})
             try:
                 job = self.jobs.submit(k.job_kind, tenant, name, background.model_dump(mode="json"))
-            except Overloaded as e:  # the version is published: say so rather than answer 429
+            except (Overloaded, Unavailable) as e:  # the version is published: say so rather
+                # than answer 429 (queue full) or 503 (the job database is down)
                 record["warnings"] = [*record["warnings"], "the stronger recipe was not queued "
                                       f"({e.message}); {m.ref} is served as it is"]
             else:
