@@ -225,3 +225,70 @@ def test_a_database_restart_answers_503_then_loses_nothing(db, pg_server):
     assert [q.get("acme", j.id).status for j in jobs] == [SUCCEEDED, QUEUED, QUEUED]
     assert {q.claim("trainer-2").job.id, q.claim("trainer-2").job.id} == {jobs[1].id, jobs[2].id}
     q.close()
+
+
+# -- the job runner on PostgreSQL (adapters/training/jobs.py) -------------------------------------
+def _wait_for(fn, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while not (got := fn()):
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+    return got
+
+
+def test_a_job_rides_out_a_database_restart_with_one_attempt(db, pg_server):
+    """The trainer's heartbeat and its final updates retry while the lease lasts."""
+    from adapters.training.jobs import JobManager
+
+    gate, published = threading.Event(), []
+
+    def run(job):
+        job.report(1, 2, 0.5)
+        gate.wait(30)
+        job.begin_publish()
+        published.append(job.id)
+        return {"adapter": "x@1"}
+    m = JobManager("unused", queue_url=db, lease_s=10, poll_s=0.1, run=run)
+    try:
+        rec = m.submit("lora_train", "acme", "x", {})
+        _wait_for(lambda: m.get("acme", rec.id).status == RUNNING)
+        pg_server.stop()
+        pg_server.wait_down()
+        gate.set()  # begin_publish now meets a database that is down: it waits
+        time.sleep(1.0)
+        pg_server.start()
+        done = _wait_for(lambda: (r := m.get("acme", rec.id)).status not in (QUEUED, RUNNING) and r)
+    finally:
+        gate.set()
+        m.close()
+    assert done.status == SUCCEEDED and len(done.attempts) == 1, done
+    assert published == [rec.id]
+
+
+def test_a_stalled_trainer_is_fenced_off_and_the_job_published_once(db):
+    """The first runner stalls past its lease (no heartbeat); the second runs the job; the
+    first wakes up and its begin_publish fails: one publish, attempts one after the other."""
+    from adapters.training.jobs import JobManager
+
+    published = []
+
+    def run(job):
+        if len(job.record.attempts) == 1:
+            job.renew = lambda *a, **k: None  # the heartbeat is stuck
+            time.sleep(LEASE_S * 3)
+        job.begin_publish()
+        published.append(len(job.record.attempts))
+        return {}
+    first = JobManager("unused", queue_url=db, lease_s=LEASE_S, poll_s=0.05, run=run)
+    rec = first.submit("lora_train", "acme", "x", {})
+    _wait_for(lambda: first.get("acme", rec.id).status == RUNNING)
+    second = JobManager("unused", queue_url=db, lease_s=LEASE_S, poll_s=0.05, run=run)
+    try:
+        done = _wait_for(lambda: (r := second.get("acme", rec.id)).status == SUCCEEDED and r)
+        time.sleep(LEASE_S * 3)  # the stalled runner wakes up and tries to publish
+    finally:
+        first.close()
+        second.close()
+    assert published == [2]
+    assert [a.outcome for a in done.attempts] == ["lease_expired", "succeeded"]
+    assert done.attempts[0].ended_at <= done.attempts[1].started_at
