@@ -137,6 +137,16 @@ class JobManager:
         self._run = run
         for t in self._threads:
             t.start()
+        if self._threads:  # a job queued by another process wakes the runners at once
+            threading.Thread(target=self._listen, name="tailor-job-wakeups", daemon=True).start()
+
+    def _listen(self) -> None:
+        try:
+            for _ in self.queue.wakeups(self._stop):
+                self._wake.set()
+        except Exception:  # noqa: BLE001 - the runners poll all the same
+            log.exception("job runner: no wake-ups from the job queue in %s; polling",
+                          self.queue.where)
 
     def patient(self, call: Callable[..., Any], lease: Lease, *args: Any) -> Any:
         """``call(lease, *args)``, retried while the queue is unreachable and the lease may

@@ -71,6 +71,10 @@ class LeaseQueue:
     def close(self) -> None:
         """Nothing to release: every call opens and closes its files."""
 
+    def wakeups(self, stop: threading.Event) -> Iterator[None]:
+        """Files send no notice: trainers in other processes find new jobs by polling."""
+        return iter(())
+
     # -- storage ---------------------------------------------------------------------------------
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:

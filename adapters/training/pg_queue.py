@@ -56,6 +56,7 @@ CREATE INDEX IF NOT EXISTS tailor_jobs_claim ON tailor_jobs (created_at, id)
 CREATE INDEX IF NOT EXISTS tailor_jobs_tenant ON tailor_jobs (tenant, created_at DESC, id DESC);
 """
 _ACTIVE = [s.value for s in ACTIVE]
+CHANNEL = "tailor_jobs"  # LISTEN/NOTIFY: a queued job wakes idle trainers at once
 
 
 class PgQueue:
@@ -72,6 +73,7 @@ class PgQueue:
         self.max_queued = max_queued
         self.retry_after_s = retry_after_s
         self.connect_timeout_s = connect_timeout_s
+        self._url = url
         parts = urlsplit(url)
         self._where = f"{parts.hostname}:{parts.port or 5432}{parts.path}"
         # open without waiting: a replica starts while the database is down, and answers
@@ -135,7 +137,10 @@ class PgQueue:
         return [self._job(r) for r in rows]
 
     def _save(self, conn: Any, job: QueuedJob) -> QueuedJob:
-        """Store a record after a transition; a finished job drops its payload."""
+        """Store a record after a transition; a finished job drops its payload; a job queued
+        (again) wakes the trainers on commit."""
+        if job.status == JobState.QUEUED:
+            conn.execute(f"NOTIFY {CHANNEL}")
         conn.execute("UPDATE tailor_jobs SET status = %s, record = %s, "
                      "payload = CASE WHEN %s THEN payload END WHERE id = %s",
                      (job.status.value, json.dumps(job.to_dict()), job.status in ACTIVE, job.id))
@@ -172,6 +177,7 @@ class PgQueue:
                          "record, payload) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
                          (job.id, tenant, kind, adapter, job.status.value, job.created_at,
                           json.dumps(job.to_dict()), text))
+            conn.execute(f"NOTIFY {CHANNEL}")  # delivered on commit
         return job
 
     def get(self, tenant: str, job_id: str) -> QueuedJob:
@@ -242,6 +248,24 @@ class PgQueue:
                     "SELECT tenant, status, count(*) FROM tailor_jobs GROUP BY tenant, status"):
                 out.setdefault(tenant, {s.value: 0 for s in JobState})[status] = n
         return out
+
+    def wakeups(self, stop: threading.Event) -> Iterator[None]:
+        """Yields whenever a job is queued anywhere (LISTEN on its own connection), and after
+        each (re)connect (jobs may have been queued meanwhile), until ``stop`` is set. A
+        database that is down is waited out; the trainers' poll covers the gaps."""
+        import psycopg
+
+        while not stop.is_set():
+            try:
+                with psycopg.connect(self._url, autocommit=True,
+                                     connect_timeout=max(1, int(self.connect_timeout_s))) as conn:
+                    conn.execute(f"LISTEN {CHANNEL}")
+                    yield
+                    while not stop.is_set():
+                        for _ in conn.notifies(timeout=1.0, stop_after=1):
+                            yield
+            except psycopg.OperationalError:
+                stop.wait(1.0)
 
     # -- trainers --------------------------------------------------------------------------------
     def claim(self, owner: str, kinds: Iterable[str] | None = None) -> Lease | None:

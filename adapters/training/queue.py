@@ -8,8 +8,9 @@ token checked by every change a trainer makes, attempts, cancel, begin_publish.
 """
 from __future__ import annotations
 
+import threading
 from pathlib import Path
-from typing import Any, Iterable, Protocol
+from typing import Any, Iterable, Iterator, Protocol
 
 from .records import Lease, QueuedJob
 
@@ -42,6 +43,10 @@ class JobQueue(Protocol):
     def retry(self, lease: Lease, code: str, message: str) -> QueuedJob: ...
     def cancelled(self, lease: Lease) -> QueuedJob: ...
     def release(self, lease: Lease) -> QueuedJob: ...
+
+    def wakeups(self, stop: threading.Event) -> Iterator[None]:
+        """Yields when a job may have been queued by another process, until ``stop`` is set
+        (nothing, where the backend cannot tell: the trainers poll)."""
 
     def close(self) -> None: ...
 

@@ -292,3 +292,19 @@ def test_a_stalled_trainer_is_fenced_off_and_the_job_published_once(db):
     assert published == [2]
     assert [a.outcome for a in done.attempts] == ["lease_expired", "succeeded"]
     assert done.attempts[0].ended_at <= done.attempts[1].started_at
+
+
+def test_a_job_queued_by_another_process_wakes_an_idle_trainer(db):
+    """LISTEN/NOTIFY: with a one-minute poll, the job still starts within seconds."""
+    from adapters.training.jobs import JobManager
+
+    started = threading.Event()
+    serve = JobManager("unused", queue_url=db, concurrency=0)
+    train = JobManager("unused", queue_url=db, poll_s=60, run=lambda job: started.set() or {})
+    try:
+        time.sleep(1.0)  # the trainer has polled once and is waiting
+        serve.submit("lora_train", "acme", "x", {})
+        assert started.wait(15), "the trainer was not woken: it waited for its poll"
+    finally:
+        serve.close()
+        train.close()
