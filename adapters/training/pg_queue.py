@@ -9,22 +9,20 @@ milliseconds instead of at its next poll. Lease times are the database's clock, 
 nodes' clocks do not matter.
 
 Why not a queue library's own tables (measured here, benchmarks/RESULTS.md "Job queue"):
-procrastinate 3.10 and pgqueuer 1.6 both claim with the same ``FOR UPDATE SKIP LOCKED``
-(7.4 and 1.4 ms per enqueue + claim here, PgQueue 4.5 ms: milliseconds against jobs of tens
-of seconds), but neither fences a worker (measured, benchmarks/peers/queue_libs.py):
+procrastinate 3.10 and pgqueuer 1.6 both claim with the same ``FOR UPDATE SKIP LOCKED`` (7.4
+and 1.4 ms per enqueue + claim here, PgQueue 4.5 ms: milliseconds against jobs of tens of
+seconds), but neither fences a worker (measured, benchmarks/peers/queue_libs.py):
 procrastinate's ``finish_job`` and pgqueuer's ``log_jobs`` close a job by id whatever worker
-holds it now, so a trainer that stalled past its heartbeat (a
-GC pause, a frozen VM) and woke up would still publish and finish a job that another trainer
-is running: two attempts at once, the thing this queue must rule out. Both lack a
-"publishing" phase (after which a lost trainer fails the job instead of retrying it: a
-retry would publish a second version), per-tenant listing with a cursor, and progress on the
-job row; procrastinate's stalled-job recovery is a periodic task the application runs, and
-pgqueuer's re-pick of a stalled job (``dequeue``'s ``heartbeat_timeout``) has no attempt
-limit. Each of these
-would be our own SQL beside the library's tables: two sources of truth for one job. So the
-library here is the driver, psycopg 3 with its connection pool (reconnects after a database
-restart, checks a connection before lending it), and the SQL is the standard pattern in a
-few statements.
+holds it now, so a trainer that stalled past its heartbeat (a GC pause, a frozen VM) and
+woke up would still publish and finish a job that another trainer is running: two attempts
+at once, the thing this queue must rule out. Both lack a "publishing" phase (after which a
+lost trainer fails the job instead of retrying it: a retry would publish a second version),
+per-tenant listing with a cursor, and progress on the job row; procrastinate's stalled-job
+recovery is a periodic task the application runs, and pgqueuer's re-pick of a stalled job
+(``dequeue``'s ``heartbeat_timeout``) has no attempt limit. Each of these would be our own
+SQL beside the library's tables: two sources of truth for one job. So the library here is
+the driver, psycopg 3 with its connection pool (reconnects after a database restart, checks
+a connection before lending it), and the SQL is the standard pattern in a few statements.
 
 A database that is down or restarting: every call raises ``Unavailable`` (503 with
 Retry-After on submit and reads); trainers keep their leases and retry, and a job whose
