@@ -27,7 +27,7 @@ import torch
 from .encoders import Encoder, open_encoder
 from .encoders.lora import LoraWeights
 from .errors import (AdapterNotFound, CorruptAdapter, IncompatibleAdapter, InvalidRequest,
-                     Overloaded)
+                     Overloaded, Unavailable)
 from .events import NO_EVENTS, Events
 from .kinds import build_request, get_kind, kind_of_job, load_adapter
 from .kinds.base import BaseVersion, Decision
@@ -186,7 +186,8 @@ class Tailor:
                                                      "base_version": m.version})
             try:
                 job = self.jobs.submit(k.job_kind, tenant, name, background.model_dump(mode="json"))
-            except Overloaded as e:  # the version is published: say so rather than answer 429
+            except (Overloaded, Unavailable) as e:  # the version is published: say so rather
+                # than answer 429 (queue full) or 503 (the job database is down)
                 record["warnings"] = [*record["warnings"], "the stronger recipe was not queued "
                                       f"({e.message}); {m.ref} is served as it is"]
             else:
@@ -307,18 +308,9 @@ class Tailor:
                                  f"{', '.join(JobState)}")
         if adapter is not None:
             validate_name(adapter)
-        jobs = [j for j in self.jobs.of_tenant(tenant)
-                if (status is None or j.status == status) and (adapter is None or j.adapter == adapter)]
-        start = 0
-        if after is not None:
-            ids = [j.id for j in jobs]
-            if after not in ids:
-                raise InvalidRequest(f"cursor {shorten(after)} is not a job of this listing; pass "
-                                     "the `next` value of the previous page (with the same filters)")
-            start = ids.index(after) + 1
-        page = jobs[start:start + limit]
-        more = start + limit < len(jobs)
-        return {"jobs": [j.public() for j in page], "next": page[-1].id if more and page else None}
+        page, after = self.jobs.page(tenant, status=status, adapter=adapter, limit=limit,
+                                     after=after)
+        return {"jobs": [j.public() for j in page], "next": after}
 
     def wait_job(self, tenant: str, job_id: str, timeout: float = 600.0) -> dict[str, Any]:
         """Block until the job is finished (notebooks, tests)."""

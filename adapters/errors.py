@@ -86,6 +86,13 @@ class NotReady(TailorError):
     code = "not_ready"
 
 
+class Unavailable(TailorError):
+    """A service Tailor depends on (the job database) cannot be reached now; the answer
+    carries Retry-After (503)."""
+    status = 503
+    code = "unavailable"
+
+
 class IncompatibleAdapter(TailorError):
     """A stored adapter was trained on another backbone or an unknown schema (409)."""
 
