@@ -26,8 +26,8 @@ import torch
 
 from .encoders import Encoder, open_encoder
 from .encoders.lora import LoraWeights
-from .errors import (AdapterNotFound, CorruptAdapter, IncompatibleAdapter, InvalidRequest,
-                     Overloaded)
+from .errors import (AdapterNotFound, CorruptAdapter, IncompatibleAdapter, InvalidOptions,
+                     InvalidRequest, Overloaded)
 from .events import NO_EVENTS, Events
 from .kinds import build_request, get_kind, kind_of_job, load_adapter
 from .kinds.base import BaseVersion, Decision
@@ -165,6 +165,12 @@ class Tailor:
         whose LoRA an ``auto`` update keeps) when it trains in the request."""
         validate_name(name)
         k = get_kind(kind)
+        tunable = self.encoder.pytorch().lora_targets is not None
+        if k.tunes_backbone and not tunable:
+            raise InvalidOptions(
+                f"kind {k.name!r} tunes the backbone with LoRA, and this deployment's "
+                f"{self.modality.name} backbone ({self.encoder.identity.name}) has no PyTorch "
+                "weights to tune; use kind \"head\" (or \"auto\", which then trains a head)")
         self.store.check_room(tenant, name)  # before training: the limit is a 4xx at once
         request = build_request(k, examples, options, self.limits, label_descriptions, unlabeled)
         if base is not None:
@@ -181,7 +187,7 @@ class Tailor:
         m = self.store.publish(tenant, name, artifact, payload.inputs(),
                                _finish_changes(changes, artifact))
         record = adapter_record(m)
-        if k.background is not None and k.background.applies(request):  # published if better
+        if k.background is not None and tunable and k.background.applies(request):  # if better
             background = payload.model_copy(update={"stage": "background",
                                                      "base_version": m.version})
             try:

@@ -35,7 +35,7 @@ from adapters.kinds import get_kind
 from adapters.storage import AdapterStore, Manifest, StoredAdapter
 from adapters.storage.store import sha256_file
 
-from . import image
+from . import audio, image
 from .graph import Classifier, example_inputs
 from .onnx_config import CLASSIFIER, QUANTIZE_CHOICES, OnnxConfig
 from .parity import Case, parity_cases
@@ -236,4 +236,6 @@ MODALITIES.update(
                         bundle_readme, int8_embeddings=True),
     image=ModalityExport(image.IMAGE_CLASSIFIER, image.example_inputs, image.parity_cases,
                          image.manifest_extra, image.readme),
+    audio=ModalityExport(audio.AUDIO_CLASSIFIER, audio.example_inputs, audio.parity_cases,
+                         audio.manifest_extra, audio.readme),
 )
