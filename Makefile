@@ -8,7 +8,7 @@ STAMP   := $(VENV)/.installed-stamp
 # the image e2e tests' backbone (see test:)
 VISION_CI ?= build/vision-backbone-ci
 
-.PHONY: install serve test test-fast bench clean wheels bento image smoke k8s container-tools setfit-venv vision-backbone datasets
+.PHONY: install serve test test-fast bench clean wheels bento image smoke k8s container-tools audio-tools setfit-venv vision-backbone datasets
 
 # Virtual environment with the service, its test and benchmark extras, pinned by
 # constraints.txt (torch 2.13.0 = the CPU wheel here). Data sets that ship inside packages
@@ -33,7 +33,9 @@ serve: install
 # Its folder goes in TEST_VISION_BACKBONE: a TAILOR_* variable would be an unknown setting,
 # which stops every server the suite starts (service/settings.py).
 # --durations=30: the slowest tests in every CI log, where the suite's time goes.
-test: install $(VISION_CI)/model.safetensors
+# The audio tests speak with espeak-ng/flite and listen to asterisk's human digit recordings
+# (deploy/install-audio.sh, Debian packages; the backbone is the `audio` extra).
+test: install $(VISION_CI)/model.safetensors audio-tools
 	$(BIN)/lint-imports --no-cache
 	TEST_VISION_BACKBONE=$(VISION_CI) $(BIN)/python -m pytest -q -ra --durations=30
 
@@ -99,6 +101,9 @@ image: bento container-tools
 # podman, buildah, runc, debootstrap from Debian (root; idempotent, seconds when present).
 container-tools:
 	deploy/install-tools.sh
+
+audio-tools:
+	deploy/install-audio.sh
 
 # Build the image and run it like a pod: see deploy/smoke.sh. Needs root + podman.
 # ~8.5 min on a fresh machine (stand-in base 2.5 min, image 5 min), ~35 s with cached layers.
