@@ -19,8 +19,9 @@ import numpy as np
 
 DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 HUMAN = Path("/usr/share/asterisk/sounds/en_US_f_Allison/digits")
-ESPEAK_LANGS = ("en-us", "en", "en-gb-scotland", "en-029", "en-gb-x-rp", "en-us-nyc",
-                "en-gb-x-gbclan", "en-gb-x-gbcwmd")
+ESPEAK_LANGS = ("en-us", "en", "en-gb-scotland", "en-029", "en-gb-x-rp", "en-gb-x-gbclan",
+                "en-gb-x-gbcwmd")
+HELD_OUT_LANG = "en-us-nyc"  # an accent no training draw speaks: the held-out voices
 ESPEAK_VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5",
                    "klatt", "klatt2", "klatt3", "croak", "whisper")
 FLITE_VOICES = ("kal", "awb", "rms", "slt", "kal16")
@@ -51,15 +52,21 @@ def flite(word: str, voice: str) -> bytes:
         return Path(f.name).read_bytes()
 
 
-def synthetic_voices(seed: int = 0) -> list[tuple[str, str, int, int]]:
-    """Every synthetic voice, shuffled by ``seed``: ("espeak", lang+variant, speed, pitch)
-    or ("flite", voice, 0, 0). Speeds and pitches vary per voice, seeded."""
+def synthetic_voices(seed: int = 0, langs: tuple[str, ...] = ESPEAK_LANGS,
+                     flite_voices: tuple[str, ...] = FLITE_VOICES) -> list[tuple[str, str, int, int]]:
+    """The synthetic training voices, shuffled by ``seed``: ("espeak", lang+variant, speed,
+    pitch) or ("flite", voice, 0, 0). Speeds and pitches vary per voice, seeded."""
     rng = random.Random(seed)
     voices = [("espeak", f"{lang}+{v}", rng.randrange(130, 200), rng.randrange(30, 70))
-              for lang, v in itertools.product(ESPEAK_LANGS, ESPEAK_VARIANTS)]
-    voices += [("flite", v, 0, 0) for v in FLITE_VOICES]
+              for lang, v in itertools.product(langs, ESPEAK_VARIANTS)]
+    voices += [("flite", v, 0, 0) for v in flite_voices]
     rng.shuffle(voices)
     return voices
+
+
+def held_out_voices(n: int = 5) -> list[tuple[str, str, int, int]]:
+    """``n`` voices in an accent (``HELD_OUT_LANG``) that ``synthetic_voices`` never gives."""
+    return synthetic_voices(999, langs=(HELD_OUT_LANG,), flite_voices=())[:n]
 
 
 def say(word: str, voice: tuple[str, str, int, int]) -> bytes:
