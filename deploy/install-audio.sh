@@ -2,8 +2,7 @@
 # Debian packages the audio tests and benchmark speak and listen with: espeak-ng and flite
 # synthesize spoken words (the synthetic voices a few-shot audio adapter is trained on), and
 # asterisk-core-sounds-en-wav holds real human recordings of digits (what the benchmark tests
-# on). Nothing is downloaded at test time beyond these packages. Idempotent: installs only
-# what is missing.
+# on). Idempotent: installs only what is missing.
 set -euo pipefail
 need=()
 for pkg in espeak-ng flite asterisk-core-sounds-en-wav; do
@@ -11,7 +10,5 @@ for pkg in espeak-ng flite asterisk-core-sounds-en-wav; do
 done
 if ((${#need[@]})); then
   echo "installing: ${need[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${need[@]}"
+  "$(dirname "$0")/apt-install.sh" "${need[@]}"
 fi
