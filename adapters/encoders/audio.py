@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import math
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Sequence
@@ -185,14 +184,14 @@ class AudioEncoder:
 
     def embed(self, waves: Sequence[np.ndarray],
               loras: Sequence[LoraWeights | None] | None = None) -> torch.Tensor:
-        """Embed clips in chunks of at most ``max_batch_rows`` (each clip is embedded alone by
-        the ONNX front end; the chunks only bound the padding of the pooling step)."""
+        """Embed clips in chunks of at most ``max_batch_rows`` (each clip goes through the ONNX
+        front end alone, on ``workers`` threads; the chunks bound the pooling step's padding)."""
         waves = list(waves)
         out = torch.empty(len(waves), DIM)
-        per = max(1, min(self.max_batch_rows, math.ceil(len(waves) / self.workers) or 1))
-        for i in range(0, len(waves), per):
-            out[i:i + per] = self.embed_prepared(self.prepare(waves[i:i + per]),
-                                                 None if loras is None else loras[i:i + per])
+        n = self.max_batch_rows
+        for i in range(0, len(waves), n):
+            out[i:i + n] = self.embed_prepared(self.prepare(waves[i:i + n]),
+                                               None if loras is None else loras[i:i + n])
         return out
 
     # -- export -----------------------------------------------------------------------------
