@@ -12,7 +12,7 @@ import torch
 
 from adapters import AdapterStore, Tailor, open_encoder
 from adapters.encoders.audio import AudioEncoder, packaged_folder
-from adapters.errors import InvalidExamples, InvalidOptions
+from adapters.errors import InvalidExamples, InvalidOptions, InvalidRequest
 from benchmarks.audio import speech
 
 LABELS = ("one", "two", "three")
@@ -78,3 +78,14 @@ def test_lora_is_refused_before_anything_is_queued(audio_engine):
 def test_label_descriptions_need_a_text_backbone(audio_engine):
     with pytest.raises(InvalidExamples, match="audio"):
         audio_engine.create_adapter("t", "zs", "head", label_descriptions={"a": "x", "b": "y"})
+
+
+def test_export_int8_is_refused_with_the_reason(audio_engine, encoder, tmp_path):
+    """int8 would quantize nothing (pooling + an fp32 head): a 422 saying so, no bundle."""
+    from export.bundle import export_bundle
+
+    examples = [item(w, lab) for w, lab in speech.spoken_digits(1, labels=LABELS)]
+    audio_engine.create_adapter("t", "d", "head", examples)
+    with pytest.raises(InvalidRequest, match="no backbone weights to quantize") as e:
+        export_bundle(encoder, audio_engine.store, "t", "d", quantize="int8", dest_dir=tmp_path / "out")
+    assert e.value.status == 422 and not list((tmp_path / "out").glob("*"))
