@@ -136,3 +136,14 @@ def test_every_limit_is_a_setting_that_reaches_the_reader():
                                 max_request_audio_seconds=3))
     assert lim == AudioLimits(max_bytes=4096, max_seconds=2, max_request_seconds=3,
                               min_seconds=0.3, max_channels=1, max_rate=16_000)
+
+
+@pytest.mark.parametrize("item, sent", [({"audio": "UklGRg=="}, "an audio"),
+                                        ("a text", "text")])
+def test_an_image_deployment_names_the_modality_it_was_sent(item, sent):
+    """Every non-bare reader asks the registry (``refuse_other_modality``): an image reader
+    sent a sound says so, as the audio reader sent an image does (HOSTILE above)."""
+    from adapters.modalities.image import image_payload
+
+    with pytest.raises(InvalidExamples, match=f"is {sent}, but this deployment serves an image"):
+        image_payload(item, "inputs[0]")
