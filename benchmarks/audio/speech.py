@@ -89,9 +89,9 @@ def human_digits(labels: tuple[str, ...] = DIGITS) -> list[tuple[bytes, str]]:
 
 def wave_of(wav: bytes) -> np.ndarray:
     """WAV bytes -> 16 kHz mono float32, as the service decodes."""
-    from adapters.modalities.audio import decode_audio
-
     import base64
+
+    from adapters.modalities.audio import decode_audio
 
     return decode_audio([{"audio": base64.b64encode(wav).decode()}])[0]
 

@@ -1,7 +1,7 @@
 """Posted sound: every hostile file is a 422 or 413 naming what was wrong and what to do,
 refused from its header where the header tells; good WAV, FLAC and OGG files decode to 16 kHz
-mono. Files are generated here (tests/unit/adapters/test_audio_input.py's generators are
-shared with the e2e hostile-audio test)."""
+mono. Files are generated here; ``HOSTILE`` is the e2e hostile-audio test's table too
+(tests/e2e/test_audio_e2e.py)."""
 from __future__ import annotations
 
 import base64
