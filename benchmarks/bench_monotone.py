@@ -54,6 +54,9 @@ CASES = ("balanced", "imbalanced", "noisy", "zero_shot", "one_sided", "correctio
 LOG = RESULTS_DIR / "monotone_runs.jsonl"
 HTTP_LOG = RESULTS_DIR / "monotone_http.jsonl"
 OPTIONS = {"promote": "never"}
+# load averages seen while the logged rows were measured (the correction loop and the engine
+# rows on the first run; the other HTTP cases on the second)
+LOAD = "9-20 on the first run, 15-22 on the second"
 
 
 INTRO = """`python -m benchmarks.bench_monotone --via http` (a real `bentoml serve`, PyTorch fp32,
@@ -294,7 +297,7 @@ def report(logs: list[Path]) -> None:
     sets = [s for s in SETS if any(r["set"] == s for r in rows)]
     lines = ["## Adaptation you can trust (issue 19): unbalanced labels, one-sided corrections", "",
              f"Machine: {machine()}; load average {os.getloadavg()[0]:.1f} when reported "
-             "(9-20 while measuring: 2 cores shared with other engineers' test runs).", "",
+             f"({LOAD} while measuring: 2 cores shared with other engineers' test runs).", "",
              INTRO]
     for via in ("http", "engine"):
         if any(r["via"] == via for r in rows):
@@ -372,8 +375,11 @@ def goals(rows: list[dict], sets: list[str]) -> list[str]:
                    f"(mean over sets and seeds) | worst step {worst:+.1f} points "
                    f"({', '.join(f'{v:.1f}' for v in mean)}) | {verdict(worst >= -1)} |")
         above = {s: 100 * (v[-1] - v[0]) for s, v in per_set.items()}
-        out.append(f"| ... and round 5 above round 0 on every set ({via}) | "
-                   + ", ".join(f"{s} {d:+.1f}" for s, d in above.items())
+        se = {s: _paired_se([100 * (r["curve"][-1] - r["curve"][0]) for r in c if r["set"] == s])
+              for s in per_set}
+        out.append(f"| ... and round 5 above round 0 on every set ({via}; ± the standard error "
+                   "over seeds, paired by seed) | "
+                   + ", ".join(f"{s} {d:+.1f} ± {se[s]:.1f}" for s, d in above.items())
                    + f" | {verdict(all(d > 0 for d in above.values()))} |")
     for via in ("http", "engine"):
         i = [r for r in rows if r["case"] == "imbalanced" and r["via"] == via]
@@ -391,6 +397,11 @@ def goals(rows: list[dict], sets: list[str]) -> list[str]:
             out.append(f"| zero-shot >= 8-shot linear probe on at least half of the sets ({via}) | "
                        f"{len(wins)}/{n} ({', '.join(wins) or 'none'}) | {verdict(2 * len(wins) >= n)} |")
     return out
+
+
+def _paired_se(diffs: list[float]) -> float:
+    """Standard error of the mean of per-seed differences (nan with one seed)."""
+    return float(np.std(diffs, ddof=1) / np.sqrt(len(diffs))) if len(diffs) > 1 else float("nan")
 
 
 def plot(rows: list[dict], sets: list[str], path: Path) -> None:

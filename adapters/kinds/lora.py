@@ -382,7 +382,8 @@ def train_lora(encoder: Encoder, request: TrainRequest, progress: Progress | Non
     torch_encoder = encoder.pytorch()  # autograd needs PyTorch, whatever serves
     opts = for_encoder(opts, torch_encoder)
     full = _steps(len(data.items) + len(request.descriptions), data.y, opts)
-    steps = _Steps(progress, full * (2 if request.base is not None else 1))
+    # an update's check: a LoRA per fold and side on about half the rows, ~2 full trainings
+    steps = _Steps(progress, full * (3 if request.base is not None else 1))
     check = check_update(torch_encoder, request, opts, UPDATE_FOLDS, steps, should_stop)
     # the honest estimate, from frozen embeddings (LoRA sees every example)
     x0 = torch_encoder.embed(data.items).numpy().astype(np.float32)
