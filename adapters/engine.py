@@ -30,7 +30,7 @@ from .errors import (AdapterNotFound, CorruptAdapter, IncompatibleAdapter, Inval
                      InvalidRequest, Overloaded, Unavailable)
 from .events import NO_EVENTS, Events
 from .kinds import build_request, get_kind, kind_of_job, load_adapter
-from .kinds.base import BaseVersion, Decision
+from .kinds.base import BaseVersion, Decision, keep_previous_weights
 from .modalities import get_modality
 from .segments import group_rows
 from .serving import AdapterRegistry, LoadedAdapter, MicroBatcher
@@ -39,7 +39,7 @@ from .storage import AdapterStore, Artifact, Inputs, Manifest
 from .storage.updates import merge_inputs
 from .training.gate import Gate
 from .training.jobs import Job, JobManager
-from .training.payloads import TrainPayload, WorkerConfig
+from .training.payloads import PreviousVersion, TrainPayload, WorkerConfig
 from .states import JobState
 from .training.worker import train_in_subprocess
 from .validation import (Limits, parse_ref, shorten, validate_inputs, validate_name,
@@ -183,7 +183,8 @@ class Tailor:
             request = dataclasses.replace(request, base=base)
         payload = TrainPayload(kind=k.name, examples=list(examples or []),
                                options=dict(options or {}), label_descriptions=request.descriptions,
-                               unlabeled=request.unlabeled, changes=changes)
+                               unlabeled=request.unlabeled, changes=changes,
+                               previous=base.about if base is not None else None)
         if k.is_job(request):
             job = self.jobs.submit(k.job_kind, tenant, name, payload.model_dump(mode="json"))
             return {"name": name, "kind": k.name, "status": "training",
@@ -239,9 +240,12 @@ class Tailor:
             if kind not in (None, base.kind):
                 options = {k: v for k, v in options.items() if k == "labels"}
         previous = None
-        if kind in (None, base.kind):  # the same recipe: checked against the version it replaces
-            previous = BaseVersion(self.registry.get(tenant, name, base.version),
-                                   len(merged.examples) - changes["examples_added"])
+        if kind in (None, base.kind):  # the same kind: checked against the version it replaces
+            about = PreviousVersion(ref=base.ref, version=base.version,
+                                    examples=len(merged.examples) - changes["examples_added"],
+                                    labels=list(base.labels), options=dict(base.options),
+                                    lora=base.lora is not None)
+            previous = BaseVersion(about, self.registry.get(tenant, name, base.version))
         return self.create_adapter(tenant, name, kind or base.kind, merged.examples, options,
                                    label_descriptions=merged.label_descriptions or None,
                                    unlabeled=merged.unlabeled or None, changes=changes,
@@ -276,11 +280,28 @@ class Tailor:
                 return {"adapter": served.ref, "version": served.version, **outcome}
             artifact.metrics["selection"] = {"decision": "promoted", "reason": decision.reason,
                                              "replaces": served.ref}
+        elif p.previous is not None and artifact.metrics.get("update_check", {}).get("worse"):
+            artifact = self._keep_previous(rec.tenant, rec.adapter, artifact, p)
         job.begin_publish()
         m = self.store.publish(rec.tenant, rec.adapter, artifact, p.inputs(),
                                _finish_changes(p.changes, artifact))
         return {"adapter": m.ref, "version": m.version, "metrics": m.metrics,
                 **{k: v for k, v in outcome.items() if k != "candidate_metrics"}}
+
+    def _keep_previous(self, tenant: str, name: str, artifact: Artifact,
+                       p: TrainPayload) -> Artifact:
+        """A job's update that the check found worse: the replaced version's weights, unless
+        that version was deleted meanwhile (then the update as trained, and a warning)."""
+        assert p.previous is not None
+        try:
+            kept = self.registry.get(tenant, name, p.previous.version)
+        except AdapterNotFound:
+            artifact.warnings.append(f"the update check found this version worse than "
+                                     f"{p.previous.ref}, which was deleted meanwhile; published "
+                                     "as trained")
+            return artifact
+        return keep_previous_weights(artifact, kept, artifact.metrics["update_check"],
+                                     len(p.examples), p.previous.examples)
 
     # -- what to label next --------------------------------------------------------------------
     def suggest(self, tenant: str, ref: str, texts: Any, k: Any) -> dict[str, Any]:

@@ -8,6 +8,7 @@ runs that kind's trainer on its own copy of the backbone.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 
 from .child import receive, send
@@ -25,12 +26,15 @@ def main() -> None:
     from .encoders import open_encoder
     from .errors import TailorError
     from .kinds import build_request, get_kind
+    from .kinds.base import BaseVersion
 
     job = spec.job
     try:
         kind = get_kind(job.kind)
         request = build_request(kind, job.examples, job.options, spec.limits,
                                 job.label_descriptions, job.unlabeled)
+        if job.previous is not None:  # an update: checked against the version it replaces
+            request = dataclasses.replace(request, base=BaseVersion(job.previous))
         train = kind.background.train if job.stage == "background" and kind.background \
             else kind.train
         encoder = open_encoder(spec.backbone_path, dtype=spec.dtype)

@@ -14,6 +14,10 @@ when an honest estimate says so.
    On the dev sets this guard made 3 right calls of 5 (benchmarks/research/quality.md); the
    two wrong ones cost 0.6 and 2.5 points, the right ones avoided a 10.5-point loss and took
    a 13.8-point gain.
+   On an update the job also runs the update check (training/monotone.py) on the guard's
+   folds: the version the update came from's recipe (LoRA when it had LoRA, else its head)
+   on its examples, against the LoRA trained per fold; a candidate worse by more than the
+   noise is never promoted, whatever ``promote`` says.
 
 Why a guard at all: on the dev sets the LoRA recipe won 14 points on TREC and 1-10 on
 Rotten Tomatoes, but lost 7-10 on Reuters R8 (unbalanced newswire), and only a held-out
@@ -36,7 +40,7 @@ from ..validation import LabeledData
 from .base import (AdapterKind, Background, Decision, Progress, StopCheck, TrainRequest,
                    register_kind)
 from .head import UNLABELED_UNUSED, HeadOptions, fit_head, guard_update
-from .lora import LoraOptions, _Steps, _steps, lora_recipe
+from .lora import LoraOptions, _Steps, _steps, check_update, lora_predict, lora_recipe
 from .metrics import CrossValidated, lora_lines
 
 
@@ -90,7 +94,7 @@ def train_auto_head(encoder: Encoder, request: TrainRequest, progress: Progress 
     opts = request.options
     assert isinstance(opts, AutoOptions)
     data = request.data
-    lora = request.base.adapter.lora if request.base is not None else None
+    lora = request.base.adapter.lora if request.base and request.base.adapter else None
     x = encoder.embed(data.items, [lora] * len(data.items) if lora else None
                       ).numpy().astype(np.float32)  # [rows, dim]
     head, cv = fit_head(encoder, x, data, request.descriptions, opts.head_options(), lora=lora)
@@ -113,7 +117,10 @@ def train_auto_head(encoder: Encoder, request: TrainRequest, progress: Progress 
                         tensors={**head.tensors(), **(lora.tensors() if lora else {})},
                         options=opts.stored(request.label_order), metrics=metrics.stored(),
                         warnings=warnings, multi_label=False, lora=lora.spec if lora else None)
-    return guard_update(encoder, request, x, opts.head_options(), artifact, lora)
+    previous_opts = (AutoOptions.parse_with_labels(request.base.about.options)[0]
+                     if request.base is not None else opts)
+    return guard_update(encoder, request, x, opts.head_options(), previous_opts.head_options(),
+                        artifact, lora)
 
 
 def stronger_recipe_applies(request: TrainRequest) -> bool:
@@ -123,34 +130,37 @@ def stronger_recipe_applies(request: TrainRequest) -> bool:
             and min(counts) >= 2)
 
 
-def guard(encoder, data: LabeledData, descriptions: dict[str, str], opts: AutoOptions,
-          steps: _Steps, should_stop: StopCheck | None) -> tuple[float, float]:
+def guard(encoder, request: TrainRequest, opts: AutoOptions, steps: _Steps,
+          should_stop: StopCheck | None) -> tuple[float, float, dict | None]:
     """Accuracy of the head recipe and of the LoRA recipe (its teacher) on the same
-    stratified folds of the examples: (head, lora)."""
+    stratified folds of the examples: (head, lora, the update check). On an update the LoRA
+    trained per fold is also this job's side of the update check (kinds/lora.py
+    ``check_update``), on the same folds, so the check costs only the previous side."""
     from sklearn.model_selection import StratifiedKFold
 
+    data, descriptions = request.data, request.descriptions
     k = min(opts.guard_folds, min(data.counts().values()))
     x0 = encoder.embed(data.items).numpy().astype(np.float32)
-    head_right = lora_right = 0
     items = np.array(data.items, dtype=object)
+    lora_fold = lora_predict(encoder, data, descriptions, opts, steps, should_stop)
+    head_right = lora_right = 0
+    lora_pred: dict[bytes, np.ndarray] = {}  # per fold (its held-out rows): the LoRA's answers
     for tr, te in StratifiedKFold(k, shuffle=True, random_state=opts.seed).split(x0, data.y):
         sub = LabeledData(list(items[tr]), data.labels, data.y[tr], False)
         head, _ = fit_head(encoder, x0[tr], sub, descriptions, opts.head_options())
         head_right += int((head.predict(x0[te]) == data.y[te]).sum())
-        fold_opts = opts.model_copy(update={"pseudo_fraction": 0.0})
-        lw, fit_rows, x_tr, _ = lora_recipe(encoder, sub, descriptions, [], fold_opts,
-                                            steps.part(), should_stop)
-        steps.done(_steps(len(sub.items) + len(descriptions), sub.y, opts))
-        x_te = encoder.embed(list(items[te]), [lw] * len(te)).numpy().astype(np.float32)
-        lora_right += int((fit_rows(x_tr, sub.y).predict(x_te) == data.y[te]).sum())
+        lora_pred[te.tobytes()] = pred = lora_fold(tr, te)
+        lora_right += int((pred == data.y[te]).sum())
     n = len(data.items)
-    return round(head_right / n, 4), round(lora_right / n, 4)
+    check = check_update(encoder, request, opts, k, steps, should_stop,
+                         new=lambda tr, te: lora_pred[te.tobytes()])
+    return round(head_right / n, 4), round(lora_right / n, 4), check
 
 
 def train_auto_lora(encoder: Encoder, request: TrainRequest, progress: Progress | None = None,
                     should_stop: StopCheck | None = None) -> Artifact:
-    """The candidate for the next version (in a job): the guard's paired estimates, then the
-    LoRA recipe on everything."""
+    """The candidate for the next version (in a job): the guard's paired estimates (and, on
+    an update, the update check), then the LoRA recipe on everything."""
     t0 = time.perf_counter()
     opts = request.options
     assert isinstance(opts, AutoOptions)
@@ -158,10 +168,12 @@ def train_auto_lora(encoder: Encoder, request: TrainRequest, progress: Progress 
     enc = encoder.pytorch()  # autograd needs PyTorch, whatever serves
     n_desc = len(request.descriptions)
     full = _steps(len(data.items) + n_desc, data.y, opts)
-    # the guard trains one teacher per fold on (k-1)/k of the rows: (k-1) x a full training
-    steps = _Steps(progress, int(full * (opts.guard_folds - 1 + 1
-                                         + (opts.student_steps if request.unlabeled else 0))))
-    head_est, lora_est = guard(enc, data, request.descriptions, opts, steps, should_stop)
+    # the guard trains one teacher per fold on (k-1)/k of the rows: (k-1) x a full training;
+    # an update's check as many again on the previous rows
+    folds = opts.guard_folds - 1 + (opts.guard_folds - 1 if request.base is not None else 0)
+    steps = _Steps(progress, int(full * (folds + 1 + (opts.student_steps if request.unlabeled
+                                                      else 0))))
+    head_est, lora_est, check = guard(enc, request, opts, steps, should_stop)
     lw, fit_rows, x, info = lora_recipe(enc, data, request.descriptions, request.unlabeled, opts,
                                         steps.part(), should_stop)
     head, tuned_cv = fit_calibrated(x, data, opts.fit_params(), fit_rows)
@@ -173,9 +185,11 @@ def train_auto_lora(encoder: Encoder, request: TrainRequest, progress: Progress 
         train_seconds=round(time.perf_counter() - t0, 2),
         unlabeled=len(request.unlabeled) or None,
         pseudo_labels=info["pseudo_labels"] if request.unlabeled else None,
-        cv_accuracy_tuned=tuned_cv["cv_accuracy"] if tuned_cv else None)
+        cv_accuracy_tuned=tuned_cv["cv_accuracy"] if tuned_cv else None).stored()
+    if check is not None:
+        metrics["update_check"] = check
     return Artifact(kind="auto", labels=data.labels, tensors={**head.tensors(), **lw.tensors()},
-                    options=opts.stored(request.label_order), metrics=metrics.stored(),
+                    options=opts.stored(request.label_order), metrics=metrics,
                     warnings=assess(data, {"cv_accuracy": lora_est}, opts.class_prior),
                     lora=lw.spec)
 
@@ -189,6 +203,13 @@ def accept(served: Manifest, candidate: Artifact) -> Decision:
         return Decision(False, f"the candidate has no paired estimates, so {served.ref} stays")
     said = (f"{m.recipe}: {lora:.3f} vs the head's {head:.3f} on the same {m.estimate_folds} "
             "folds of your examples")
+    check = candidate.metrics.get("update_check")
+    if check is not None and check["worse"]:  # never over a better replaced version
+        return Decision(False, f"update check: on held-out folds of all your examples, "
+                        f"{m.recipe} trained on them scored {check['updated']:.3f} balanced "
+                        f"accuracy, the version the update came from's recipe on its examples "
+                        f"{check['previous']:.3f} (worse by more than the noise, "
+                        f"{check['noise']:.3f}), so {served.ref} stays")
     if opts.promote == "always":
         return Decision(True, f"options.promote = always ({said})")
     if opts.promote == "never":

@@ -24,6 +24,7 @@ from ..options import AdapterOptions
 from ..serving.registry import LoadedAdapter
 from ..storage import Artifact, Manifest, StoredAdapter
 from ..training.fitting import log_prior
+from ..training.payloads import PreviousVersion
 from ..validation import (LabeledData, Limits, validate_descriptions, validate_training_data,
                           validate_unlabeled)
 from .metrics import TrainingMetrics
@@ -34,11 +35,21 @@ StopCheck = Callable[[], bool]  # True: stop now (raise training.jobs.Cancelled)
 
 @dataclass(frozen=True)
 class BaseVersion:
-    """An update's starting point: the version it replaces, loaded, and how many of the
-    request's examples (the first ones) that version was trained on."""
+    """An update's starting point: the version it replaces (what a job is told of it), and
+    that version loaded when the update trains in the request."""
 
-    adapter: LoadedAdapter
-    examples: int
+    about: PreviousVersion
+    adapter: LoadedAdapter | None = None  # None in a job: the server swaps weights if needed
+
+    @property
+    def examples(self) -> int:
+        """How many of the request's examples (the first ones) that version was trained on."""
+        return self.about.examples
+
+    def checkable(self, data: LabeledData) -> bool:
+        """Whether the update check applies: the same labels, previous examples, single-label."""
+        return (self.examples > 0 and not data.multi_label and not data.zero_shot
+                and list(self.about.labels) == data.labels)
 
 
 @dataclass(frozen=True)
@@ -51,7 +62,7 @@ class TrainRequest:
     limits: Limits
     descriptions: dict[str, str] = field(default_factory=dict)  # label -> what it means
     unlabeled: list[str] = field(default_factory=list)  # texts without labels
-    base: BaseVersion | None = None  # an update (in the request): the version it replaces
+    base: BaseVersion | None = None  # an update of the same kind: the version it replaces
 
 
 class Trainer(Protocol):
@@ -80,6 +91,24 @@ def merge_lora(model: nn.Module, adapter: LoadedAdapter) -> None:
                 raise InvalidRequest(f"adapter {adapter.ref}: LoRA module {name!r} is not a Linear "
                                      "layer of this backbone")
             module.weight += adapter.lora.delta_weight(name).to(module.weight.dtype)
+
+
+def keep_previous_weights(artifact: Artifact, kept: LoadedAdapter, check: dict[str, Any],
+                          examples: int, previous_examples: int) -> Artifact:
+    """An update that the check found worse (training/monotone.py) is published with the
+    replaced version's weights (head and LoRA), its own examples, metrics and a warning that
+    says why: ``latest`` never gets worse, and no example is lost."""
+    artifact.tensors = {**kept.head.tensors(), **(kept.lora.tensors() if kept.lora else {})}
+    artifact.lora = kept.lora.spec if kept.lora else None
+    artifact.metrics["weights_from"] = kept.ref
+    artifact.warnings.append(
+        f"kept the weights of {kept.ref}: trained on all {examples} examples, this update's "
+        f"recipe scored {check['updated']:.3f} balanced accuracy on held-out folds, against "
+        f"{check['previous']:.3f} for {kept.ref}'s recipe on its {previous_examples} examples "
+        f"alone (worse by more than the noise, {check['noise']:.3f}). Your examples are stored "
+        "with this version, and the next update trains on all of them; adding examples of the "
+        "other labels, or going back to the options of the kept version, usually helps")
+    return artifact
 
 
 def no_check(request: TrainRequest) -> None:

@@ -22,11 +22,12 @@ from ..options import AdapterOptions
 from ..storage import Artifact
 from ..training.fitting import (ClassPriorOption, FitParams, FitRows, assess, calibrate,
                                 class_prior_field, cross_validate, fit, with_prior)
-from ..training.monotone import compare_update
+from ..training.monotone import compare_update, head_predict
 from ..training.recipes import (PRIOR_STRENGTH, description_prior, description_text, fit_prior,
                                 zero_shot_head)
 from ..validation import LabeledData
-from .base import AdapterKind, Progress, StopCheck, TrainRequest, register_kind
+from .base import (AdapterKind, Progress, StopCheck, TrainRequest, keep_previous_weights,
+                   register_kind)
 from .metrics import CrossValidated
 
 UNLABELED_UNUSED = ("unlabeled texts are kept with this adapter (updates, and kinds lora and auto, "
@@ -139,39 +140,33 @@ def train_head(encoder: Encoder, request: TrainRequest, progress: Progress | Non
     artifact = Artifact(kind="head", labels=data.labels, tensors=head.tensors(),
                         options=opts.stored(request.label_order), metrics=metrics.stored(),
                         warnings=warnings, multi_label=data.multi_label)
-    return guard_update(encoder, request, x, opts, artifact)
+    previous_opts = (HeadOptions.parse_with_labels(request.base.about.options)[0]
+                     if request.base is not None else opts)
+    return guard_update(encoder, request, x, opts, previous_opts, artifact)
 
 
 def guard_update(encoder: Encoder, request: TrainRequest, x: np.ndarray, opts: "HeadOptions",
-                 artifact: Artifact, lora: LoraWeights | None = None) -> Artifact:
-    """An update's artifact, checked against the version it replaces (training/monotone.py):
-    unchanged but for the check's numbers in its metrics when it is not worse; otherwise the
-    replaced version's weights (head and LoRA) with this update's examples, metrics and a
-    warning saying why, so that ``latest`` never gets worse and no example is lost."""
+                 previous_opts: "HeadOptions", artifact: Artifact,
+                 lora: LoraWeights | None = None) -> Artifact:
+    """An in-request update's artifact, checked against the version it replaces
+    (training/monotone.py): this recipe on all examples against ``previous_opts``' recipe on
+    that version's examples, heads on the same embeddings ``x`` [rows, dim] (``lora``: in
+    that LoRA's space). Unchanged but for the check's numbers in its metrics when it is not
+    worse; otherwise the replaced version's weights (``keep_previous_weights``)."""
     base, data = request.base, request.data
-    if (base is None or data.multi_label or data.zero_shot or base.examples == 0
-            or list(base.adapter.labels) != data.labels):
+    if base is None or base.adapter is None or not base.checkable(data):
         return artifact
     previous = np.arange(len(data.items)) < base.examples
-    fit_rows = head_recipe(encoder, data, request.descriptions, opts, lora)
-    check = compare_update(x, data.y, previous, len(data.labels), fit_rows, seed=opts.seed)
+    new = head_predict(x, data.y, head_recipe(encoder, data, request.descriptions, opts, lora))
+    old = head_predict(x, data.y, head_recipe(encoder, data, request.descriptions,
+                                              previous_opts, lora))
+    check = compare_update(data.y, previous, len(data.labels), new, old, seed=opts.seed)
     if check is None:
         return artifact
     artifact.metrics["update_check"] = check
     if not check["worse"]:
         return artifact
-    kept = base.adapter
-    artifact.tensors = {**kept.head.tensors(), **(kept.lora.tensors() if kept.lora else {})}
-    artifact.lora = kept.lora.spec if kept.lora else None
-    artifact.metrics["weights_from"] = kept.ref
-    artifact.warnings.append(
-        f"kept the weights of {kept.ref}: refitted on all {len(data.items)} examples, the head "
-        f"scored {check['updated']:.3f} balanced accuracy on held-out folds, against "
-        f"{check['previous']:.3f} when fitted on {kept.ref}'s {base.examples} examples alone "
-        f"(worse by more than the noise, {check['noise']:.3f}). Your examples are stored with "
-        "this version, and the next update refits on all of them; adding examples of the "
-        "other labels usually helps")
-    return artifact
+    return keep_previous_weights(artifact, base.adapter, check, len(data.items), base.examples)
 
 
 def check_head(request: TrainRequest) -> None:

@@ -35,9 +35,11 @@ from ..training.fitting import (ClassPriorOption, FitParams, FitRows, assess, cl
                                 cross_validate, fit, fit_calibrated, with_prior)
 from ..training.recipes import PRIOR_STRENGTH, balanced_pseudo_labels, description_prior, fit_prior
 from ..training.jobs import Cancelled
+from ..training.monotone import FoldPredict, compare_update, head_predict
 from ..validation import LabeledData
 from .base import (AdapterKind, Progress, StopCheck, TrainRequest, register_kind,
                    require_examples)
+from .head import head_recipe
 from .metrics import TrainingMetrics, lora_lines
 
 # A Linear module's last name part (e.g. "query"): echoed in answers and stored in manifests.
@@ -313,21 +315,81 @@ def lora_recipe(encoder: TorchEncoder, data: LabeledData, descriptions: dict[str
     return lw, fit_rows, x, info
 
 
+def lora_predict(encoder: TorchEncoder, data: LabeledData, descriptions: dict[str, str],
+                 opts: LoraOptions, steps: _Steps | None = None,
+                 should_stop: StopCheck | None = None) -> FoldPredict:
+    """The LoRA recipe (its teacher: no unlabeled texts, so a fold costs one LoRA training)
+    as a ``FoldPredict``: trained on a fold's training rows, predicting its held-out rows."""
+    items = np.array(data.items, dtype=object)
+    fold_opts = opts.model_copy(update={"pseudo_fraction": 0.0})
+
+    def predict(tr: np.ndarray, te: np.ndarray) -> np.ndarray:
+        sub = LabeledData(list(items[tr]), data.labels, data.y[tr], False)
+        lw, fit_rows, x_tr, _ = lora_recipe(encoder, sub, descriptions, [], fold_opts,
+                                            steps.part() if steps else None, should_stop)
+        if steps:
+            steps.done(_steps(len(tr) + len(descriptions), sub.y, opts))
+        x_te = encoder.embed(list(items[te]), [lw] * len(te)).numpy().astype(np.float32)
+        return fit_rows(x_tr, sub.y).predict(x_te)
+    return predict
+
+
+def previous_recipe(encoder: TorchEncoder, request: TrainRequest, opts: LoraOptions,
+                    steps: _Steps | None, should_stop: StopCheck | None) -> FoldPredict:
+    """The replaced version's recipe with its own options: LoRA when it had LoRA weights,
+    else its head recipe on frozen embeddings (an ``auto`` version whose LoRA was not
+    promoted)."""
+    about = request.base.about  # type: ignore[union-attr]
+    prev_opts = type(opts).parse_with_labels(about.options)[0]
+    if about.lora:
+        return lora_predict(encoder, request.data, request.descriptions, prev_opts, steps,
+                            should_stop)
+    head_opts = getattr(prev_opts, "head_options", None)
+    if head_opts is None:  # not reached: a lora-kind version always has LoRA weights
+        raise InvalidExamples(f"{about.ref} has no LoRA weights to compare with")
+    x0 = encoder.embed(request.data.items).numpy().astype(np.float32)
+    return head_predict(x0, request.data.y,
+                        head_recipe(encoder, request.data, request.descriptions, head_opts()))
+
+
+def check_update(encoder: TorchEncoder, request: TrainRequest, opts: LoraOptions, folds: int,
+                 steps: _Steps | None = None, should_stop: StopCheck | None = None,
+                 new: FoldPredict | None = None) -> dict | None:
+    """The update check (training/monotone.py) of a job's LoRA recipe: on ``folds`` folds of
+    all examples, this recipe on all training rows against the replaced version's recipe on
+    its examples among them. None: not an update, or no fold can be fitted both ways."""
+    base, data = request.base, request.data
+    if base is None or not base.checkable(data):
+        return None
+    new = new or lora_predict(encoder, data, request.descriptions, opts, steps, should_stop)
+    old = previous_recipe(encoder, request, opts, steps, should_stop)
+    return compare_update(data.y, np.arange(len(data.items)) < base.examples, len(data.labels),
+                          new, old, folds=folds, seed=opts.seed)
+
+
+UPDATE_FOLDS = 2  # a LoRA training per fold and side: 2 folds cost about 2 full trainings
+
+
 def train_lora(encoder: Encoder, request: TrainRequest, progress: Progress | None = None,
                should_stop: StopCheck | None = None) -> Artifact:
     """Train a LoRA adapter (LoRA weights + head) from validated examples, and the label
-    descriptions and unlabeled texts when there are any."""
+    descriptions and unlabeled texts when there are any. An update is checked against the
+    version it replaces first; the server keeps that version's weights if it was better."""
     t0 = time.perf_counter()
     opts = request.options
     assert isinstance(opts, LoraOptions)
     data, params = request.data, opts.fit_params()
     torch_encoder = encoder.pytorch()  # autograd needs PyTorch, whatever serves
     opts = for_encoder(opts, torch_encoder)
+    full = _steps(len(data.items) + len(request.descriptions), data.y, opts)
+    # an update's check: a LoRA per fold and side on about half the rows, ~2 full trainings
+    steps = _Steps(progress, full * (3 if request.base is not None else 1))
+    check = check_update(torch_encoder, request, opts, UPDATE_FOLDS, steps, should_stop)
     # the honest estimate, from frozen embeddings (LoRA sees every example)
     x0 = torch_encoder.embed(data.items).numpy().astype(np.float32)
     baseline = cross_validate(x0, data, params)
     lw, fit_rows, x, info = lora_recipe(torch_encoder, data, request.descriptions,
-                                        request.unlabeled, opts, progress, should_stop)
+                                        request.unlabeled, opts, steps.part(), should_stop)
     head, tuned_cv = fit_calibrated(x, data, params, fit_rows)
     metrics = LoraMetrics(
         examples=len(data.items), per_label=data.counts(),
@@ -338,8 +400,11 @@ def train_lora(encoder: Encoder, request: TrainRequest, progress: Progress | Non
         pseudo_labels=info["pseudo_labels"] if request.unlabeled else None,
         cv_accuracy_head_only=baseline["cv_accuracy"] if baseline else None,
         cv_accuracy_tuned=tuned_cv["cv_accuracy"] if tuned_cv else None)
+    stored = metrics.stored()
+    if check is not None:
+        stored["update_check"] = check
     return Artifact(kind="lora", labels=data.labels, tensors={**head.tensors(), **lw.tensors()},
-                    options=opts.stored(request.label_order), metrics=metrics.stored(),
+                    options=opts.stored(request.label_order), metrics=stored,
                     warnings=assess(data, baseline, opts.class_prior), lora=lw.spec)
 
 

@@ -32,6 +32,19 @@ class InvalidJob(TailorError):
     code = "invalid_job"
 
 
+class PreviousVersion(_Frozen):
+    """An update's starting point, as a job needs it for the update check
+    (training/monotone.py): which version it replaces, how many of the job's examples (the
+    first ones) that version was trained on, and with which options and labels."""
+
+    ref: str
+    version: int = Field(ge=1)
+    examples: int = Field(ge=0)
+    labels: list[str]
+    options: dict[str, Any]
+    lora: bool  # the version has LoRA weights: its recipe tuned the encoder
+
+
 class TrainInputs(_Frozen):
     """What to train, as the client posted it. The worker validates it again against the
     deployment's limits (``kinds.build_request``), as the create path did."""
@@ -42,6 +55,7 @@ class TrainInputs(_Frozen):
     options: dict[str, Any] = {}
     label_descriptions: dict[str, str] = {}
     unlabeled: list[str] = []
+    previous: PreviousVersion | None = None  # an update: checked against this version
 
     def inputs(self) -> Inputs:
         """What the published version is stored with (for updates and export)."""

@@ -18,7 +18,7 @@ from adapters.errors import InvalidOptions
 from adapters.heads import LinearHead
 from adapters.training.fitting import (FitParams, assess, class_weights, fit, log_prior,
                                        with_prior)
-from adapters.training.monotone import compare_update
+from adapters.training.monotone import compare_update, head_predict
 from adapters.validation import LabeledData
 from service.api import create_app
 
@@ -89,11 +89,17 @@ def test_the_update_check_flags_a_recipe_made_worse_by_new_rows():
             return LinearHead(-head.weight, -head.bias, "softmax")
         return head
 
-    same = compare_update(x, y, previous, 2, good)
+    def predict(fit_rows):
+        return head_predict(x, y, fit_rows)
+
+    same = compare_update(y, previous, 2, predict(good), predict(good))
     assert same is not None and not same["worse"] and same["difference"] == 0
-    bad = compare_update(x, y, previous, 2, worse_with_more)
+    bad = compare_update(y, previous, 2, predict(worse_with_more), predict(worse_with_more))
     assert bad is not None and bad["worse"] and bad["updated"] < bad["previous"] - bad["noise"]
-    assert compare_update(x, y, np.ones(len(y), bool), 2, good) is None  # nothing new
+    # the previous version's recipe (e.g. its options) on its side, a changed one on the new side
+    changed = compare_update(y, previous, 2, predict(worse_with_more), predict(good))
+    assert changed is not None and changed["worse"]
+    assert compare_update(y, np.ones(len(y), bool), 2, predict(good), predict(good)) is None
 
 
 # -- through HTTP (the ASGI app) ------------------------------------------------------------------

@@ -28,9 +28,20 @@ def test_a_payload_written_by_the_previous_version_still_reads():
            "label_descriptions": {}, "unlabeled": [], "changes": None, "base_version": 3}
     p = TrainPayload.read("j1", json.loads(json.dumps(old)))
     assert p.stage == "background" and p.base_version == 3 and p.kind == "auto"
-    assert p.training().model_dump() == {k: old[k] for k in (
-        "kind", "stage", "examples", "options", "label_descriptions", "unlabeled")}
+    assert p.training().model_dump() == {**{k: old[k] for k in (
+        "kind", "stage", "examples", "options", "label_descriptions", "unlabeled")},
+        "previous": None}  # not an update the check could know about: nothing to check
     assert p.inputs().examples == EXAMPLES
+
+
+def test_an_update_hands_the_replaced_version_to_the_worker():
+    """What the job's update check needs of the version it replaces (training/monotone.py)."""
+    previous = {"ref": "q@2", "version": 2, "examples": 1, "labels": ["x", "y"],
+                "options": {"epochs": 1}, "lora": True}
+    p = TrainPayload.read("j1", {"kind": "lora", "examples": EXAMPLES, "previous": previous})
+    assert p.training().previous is not None and p.training().previous.model_dump() == previous
+    with pytest.raises(InvalidJob, match="previous.examples"):
+        TrainPayload.read("j1", {"kind": "lora", "previous": {**previous, "examples": -1}})
 
 
 @pytest.mark.parametrize("payload, named", [
