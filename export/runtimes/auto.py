@@ -22,11 +22,15 @@ adapter measured (bf16 5e-5, weight-only int8 3e-4), while dynamic int8 (5.6e-3 
 min cosine 0.96) fell to 95-98%. A candidate that fails the gate, or fails to build (e.g.
 its graph's own parity check), is skipped and the reason logged.
 
-Batch invariance (``admit``, export/runtimes/invariance.py), after the gate: the sample embedded one
-text per call must equal the same rows inside mixed, differently padded batches within 1e-5,
-bare and with LoRA adapters of several ranks mixed per row, on the encoder as it would be
-served (an onnx candidate with its LoRA-routed graph): the same text to the same adapter
-gets the same answer whatever shares its batch. bf16 (roundings follow the batch's shape)
+Batch invariance (``admit``, export/runtimes/invariance.py), after the gate and the speed
+measurement, for the candidate that would win on speed only (then the next fastest if it
+fails; PyTorch fp32 when it is served): the sample embedded one text per call must equal
+the same rows inside mixed, differently padded batches within 1e-5, bare and with LoRA
+adapters of several ranks mixed per row, on the encoder as it would be served (an onnx
+candidate with its LoRA-routed graph): the same text to the same adapter gets the same
+answer whatever shares its batch. Checking every candidate in full (issue 20) made a first
+start 4x longer; a candidate that could not be served needs no check, and a failing check
+stops at its first counter-example. bf16 (roundings follow the batch's shape)
 and dynamic int8 (activation scales per run) fail it on this machine and are not served by
 ``auto`` (issue 20: on bf16, 94 of 200 concurrent answers moved by more than 1e-4); they
 stay available when forced (``TAILOR_RUNTIME=torch-bf16``, ``onnx`` with int8).
