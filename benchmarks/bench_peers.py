@@ -360,6 +360,9 @@ def main(argv: list[str] | None = None) -> str:
         base_store = Path(tempfile.mkdtemp(prefix="tailor-peers-baseline-"))
         SERVERS["tailor-baseline"] = lambda store: (lambda: tailor_spec(
             f"Tailor baseline ({root.name}), default", base_store, root=root))
+        SERVERS["tailor-baseline-torch"] = lambda store: (lambda: tailor_spec(
+            f"Tailor baseline ({root.name}), TAILOR_RUNTIME=torch", base_store, root=root,
+            TAILOR_RUNTIME="torch"))
     out_topic = "peers"
     names = args.servers.split(",")
     peer = ensure_peer()

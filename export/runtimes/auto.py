@@ -128,7 +128,9 @@ class Trial:
     rows_per_s_b32: float = 0.0
     passed: bool = False
     error: str = ""
-    batch_max_diff: float = -1.0  # export/runtimes/invariance.py: alone vs mixed batches (-1: not run)
+    # export/runtimes/invariance.py: alone vs mixed batches (-1: not checked, as a candidate
+    # that could not be served: slower than fp32 or than the one served)
+    batch_max_diff: float = -1.0
 
     @property
     def score(self) -> float:
