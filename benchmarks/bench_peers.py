@@ -82,6 +82,7 @@ class ServerSpec:
     parse: callable  # json answer -> list of vectors
     port: int = 0
     note: str = ""
+    cwd: Path = ROOT  # where the server runs (a baseline checkout: --baseline)
 
 
 @dataclass
@@ -93,14 +94,18 @@ class Running:
 
 
 def tailor_spec(name: str, store: Path, module: str = "service.service:TailorService",
-                **env: str) -> ServerSpec:
+                root: Path = ROOT, **env: str) -> ServerSpec:
+    """``root``: the checkout to serve (another one, e.g. main's, runs with this venv and
+    ``PYTHONPATH`` at it: before and after a change, side by side)."""
     bentoml = Path(sys.executable).parent / "bentoml"  # what `make serve` runs: $(BIN)/bentoml
     port = free_port()
+    path = {} if root == ROOT else {"PYTHONPATH": str(root)}
     return ServerSpec(
         name, [str(bentoml), "serve", module, "--port", str(port)],
-        {"TAILOR_STORE_PATH": str(store), "BENTOML_DO_NOT_TRACK": "True", **env},
+        {"TAILOR_STORE_PATH": str(store), "BENTOML_DO_NOT_TRACK": "True", **path, **env},
         "/readyz", "/v1/embed", lambda t: {"inputs": [t]}, lambda j: j["embeddings"], port,
-        note=", ".join(f"{k}={v}" for k, v in env.items()) or "defaults (as `make serve`)")
+        note=", ".join(f"{k}={v}" for k, v in env.items()) or "defaults (as `make serve`)",
+        cwd=root)
 
 
 def infinity_spec(name: str, engine: str = "torch", model: Path | None = None,
@@ -138,7 +143,7 @@ def start(spec: ServerSpec, logdir: Path, timeout: float = 900.0) -> Running:
 
     log = logdir / f"{spec.name.replace(' ', '_').replace('/', '_')}-{spec.port}.log"
     t0 = time.perf_counter()
-    proc = subprocess.Popen(spec.argv, cwd=ROOT, env={**os.environ, **spec.env},
+    proc = subprocess.Popen(spec.argv, cwd=spec.cwd, env={**os.environ, **spec.env},
                             stdout=open(log, "ab"), stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -247,10 +252,12 @@ class Result:
     p50: dict = field(default_factory=dict)
     p99: dict = field(default_factory=dict)
     error: str = ""
+    load: list = field(default_factory=list)  # 1-minute load average before each pass
 
 
 def measure(spec_factory, res: Result, sets: dict[str, list[str]], logdir: Path, reference) -> None:
     spec = spec_factory()
+    res.load.append(os.getloadavg()[0])
     run = start(spec, logdir)
     try:
         res.startup_s.append(run.startup_s)
@@ -345,7 +352,17 @@ def main(argv: list[str] | None = None) -> str:
     p.add_argument("--store", default=None, help="Tailor store (keeps the onnx graph cache between runs)")
     p.add_argument("--texts", type=int, default=N_TEXTS, help="texts per set (smoke runs: fewer)")
     p.add_argument("--no-probe", action="store_true", help="skip the Infinity optimum probe")
+    p.add_argument("--baseline", default=None, help="another checkout (e.g. `git worktree add` "
+                   "of main): server `tailor-baseline` serves it with defaults, in its own store")
     args = p.parse_args(argv)
+    if args.baseline:
+        root = Path(args.baseline).resolve()
+        base_store = Path(tempfile.mkdtemp(prefix="tailor-peers-baseline-"))
+        SERVERS["tailor-baseline"] = lambda store: (lambda: tailor_spec(
+            f"Tailor baseline ({root.name}), default", base_store, root=root))
+        SERVERS["tailor-baseline-torch"] = lambda store: (lambda: tailor_spec(
+            f"Tailor baseline ({root.name}), TAILOR_RUNTIME=torch", base_store, root=root,
+            TAILOR_RUNTIME="torch"))
     out_topic = "peers"
     names = args.servers.split(",")
     peer = ensure_peer()
@@ -414,10 +431,11 @@ def report(results: dict[str, Result], sets, peer: str, probe: str, passes: int,
                 ratio = "- | - | -"
             md.append(f"| {r.server} | {cells[0]} | {cells[1]} | {ratio} |")
         md.append("")
-    md += ["| server | settings | start-up s (per pass) | max 1-cos vs PyTorch fp32 (8 texts) |",
-           "|---|---|---|---:|"]
+    md += ["| server | settings | start-up s (per pass) | load average before each pass | "
+           "max 1-cos vs PyTorch fp32 (8 texts) |", "|---|---|---|---|---:|"]
     for r in results.values():
-        md.append(f"| {r.server} | {r.note} | {', '.join(f'{s:.0f}' for s in r.startup_s)} | {r.cos_err:.1e} |")
+        md.append(f"| {r.server} | {r.note} | {', '.join(f'{s:.0f}' for s in r.startup_s)} | "
+                  f"{', '.join(f'{x:.1f}' for x in r.load)} | {r.cos_err:.1e} |")
     md += ["", f"Infinity's optimum (ONNX) engine on a local ONNX folder, offline: {probe}.", "",
            "![peers](../peers.png)", ""]
     return "\n".join(md)

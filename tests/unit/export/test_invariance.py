@@ -62,21 +62,53 @@ def test_dynamic_int8_is_not_batch_invariant(backbone, tmp_path):
 
 def test_auto_does_not_serve_a_candidate_that_is_not_batch_invariant(backbone):
     """Accurate (drift ~1e-4) and faster than fp32, but its rows move with the batch: the
-    reason says so, and the invariant candidate is served."""
+    fastest is checked first, fails, and the next fastest is checked as it would be served
+    (fails too), then the third is served. A candidate slower than the one served is never
+    checked (first starts stay short), nor is the reference when it is not served."""
     from tests.unit.export.test_runtime import Fake
 
     cands = [Candidate("torch-bf16", lambda: Fake(backbone, noise=1e-5, batch_noise=1e-4)),
-             Candidate("onnx-fp32", lambda: Fake(backbone, noise=1e-6),
+             Candidate("onnx-fp32", lambda: Fake(backbone, noise=1e-6, delay=0.005),
                        serving=lambda: Fake(backbone, batch_noise=1e-3)),
-             Candidate("invariant", lambda: Fake(backbone, noise=1e-5))]
+             Candidate("invariant", lambda: Fake(backbone, noise=1e-5, delay=0.010)),
+             Candidate("slower", lambda: Fake(backbone, batch_noise=1e-3, delay=0.020))]
     choice, enc = choose(backbone, cands, GATE, sample=SAMPLE[:8])
     trials = {t.name: t for t in choice.trials}
     assert choice.runtime == "invariant" and enc.batch_noise == 0
     assert "not batch-invariant" in trials["torch-bf16"].error
     assert trials["onnx-fp32"].batch_max_diff > 1e-4  # the serving encoder was checked
-    assert 0 <= trials["torch-fp32"].batch_max_diff <= invariance.TOLERANCE  # the real backbone
+    assert 0 <= trials["invariant"].batch_max_diff <= invariance.TOLERANCE  # checked, held
+    assert trials["slower"].batch_max_diff == -1 and trials["torch-fp32"].batch_max_diff == -1
     assert "rejected: torch-bf16 (not batch-invariant" in choice.reason
     assert "batch invariance (alone vs mixed batches" in choice.reason
+
+
+def test_auto_checks_the_reference_when_it_serves_it(backbone):
+    """Every faster candidate moves with its batch: PyTorch fp32 is served, and its own
+    invariance was measured (on the real backbone, bare and with LoRA rows)."""
+    from tests.unit.export.test_runtime import Fake
+
+    cands = [Candidate("torch-bf16", lambda: Fake(backbone, noise=1e-5, batch_noise=1e-4))]
+    choice, enc = choose(backbone, cands, GATE, sample=SAMPLE[:8])
+    trials = {t.name: t for t in choice.trials}
+    assert choice.runtime == "torch-fp32" and enc is backbone
+    assert 0 <= trials["torch-fp32"].batch_max_diff <= invariance.TOLERANCE
+    assert choice.reason.startswith("no candidate that keeps accuracy and batch invariance is faster")
+    assert "rejected: torch-bf16 (not batch-invariant" in choice.reason
+
+
+def test_a_failing_check_stops_at_the_first_moved_call(backbone):
+    """Admission needs one counter-example: the first padded call of 8 and its 8 lone rows."""
+    calls = []
+
+    class Counting(Shaped):
+        def embed(self, texts, loras=None):
+            calls.append(len(texts))
+            return super().embed(texts, loras)
+
+    report = invariance.check(Counting(backbone, 3e-5), SAMPLE, stop_at_first=True)
+    assert not report.passed and report.rows == 8
+    assert calls == [9] + [1] * 8  # 8 rows + the filler, then each of them alone
 
 
 def test_static_int8_is_batch_invariant(backbone, tmp_path):
