@@ -35,6 +35,7 @@ serve: install
 # --durations=30: the slowest tests in every CI log, where the suite's time goes.
 test: install $(VISION_CI)/model.safetensors
 	$(BIN)/lint-imports --no-cache
+	VENV=$(VENV) deploy/install-seaweedfs.sh
 	TEST_VISION_BACKBONE=$(VISION_CI) $(BIN)/python -m pytest -q -ra --durations=30
 
 test-fast: install

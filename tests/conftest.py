@@ -165,6 +165,17 @@ class Server:
         return found
 
 
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory):
+    """One real S3-compatible server (SeaweedFS, tests/s3server.py) for the whole run; each
+    user takes a bucket of its own (``s3.bucket()``)."""
+    from tests.s3server import SeaweedS3
+
+    server = SeaweedS3(tmp_path_factory.mktemp("seaweedfs")).start()
+    yield server
+    server.stop()
+
+
 # -- the container smoke test runs in the background (tests/deploy/test_container_smoke.py) --
 def pytest_collection_modifyitems(session, config, items):
     """Run the container test last: it only waits for the background smoke run."""
