@@ -176,6 +176,21 @@ def s3(tmp_path_factory):
     server.stop()
 
 
+# The store backends an e2e server can run on: `params=STORE_BACKENDS` on a module's server
+# fixture runs the module's tests on each (the same tests, not a fork), with
+# `env=store_env(request)` for the server.
+STORE_BACKENDS = ["file", "s3"]
+
+
+def store_env(request) -> dict[str, str]:
+    """The server settings for ``request.param``: none for the folder store; for s3 a bucket
+    of its own on the run's SeaweedFS and the standard AWS variables."""
+    if request.param == "file":
+        return {}
+    s3 = request.getfixturevalue("s3")
+    return {"TAILOR_STORE_URL": f"s3://{s3.bucket()}/tailor", **s3.env()}
+
+
 # -- the container smoke test runs in the background (tests/deploy/test_container_smoke.py) --
 def pytest_collection_modifyitems(session, config, items):
     """Run the container test last: it only waits for the background smoke run."""

@@ -164,9 +164,13 @@ class S3Store(Store):
             self._known[(tenant, name)] = (time.monotonic(), live)
         return live
 
-    def _forget(self, tenant: str, name: str) -> None:
+    def _stale(self, tenant: str, name: str, add: tuple[int, ...] = (),
+               remove: tuple[int, ...] = ()) -> None:
+        """List ``name`` afresh on its next lookup; until then (or while the server is down)
+        the last known list, with this replica's own changes, still answers."""
         with self._lock:
-            self._known.pop((tenant, name), None)
+            _, live = self._known.get((tenant, name), (0.0, []))
+            self._known[(tenant, name)] = (float("-inf"), sorted(set(live) - set(remove) | set(add)))
 
     def versions(self, tenant: str, name: str) -> list[int]:
         key = (tenant, name)
@@ -235,7 +239,7 @@ class S3Store(Store):
         except BotoCoreError as e:  # the body's read timed out
             raise self._unavailable(str(e)) from None
         if not raw:
-            self._forget(tenant, name)
+            self._stale(tenant, name, remove=(version,))
             raise AdapterNotFound(f"adapter {name}@{version} was just deleted")
         self._keep_manifest(key, raw)
         return raw
@@ -254,7 +258,7 @@ class S3Store(Store):
             obj = self._call("get_object", Key=self._objects_prefix(m.tenant, m.name, m.id) + fname)
             data = obj["Body"].read()
         except ClientError:  # NoSuchKey: deleted meanwhile (or lost); list afresh
-            self._forget(m.tenant, m.name)
+            self._stale(m.tenant, m.name)
             return None
         except BotoCoreError as e:
             raise self._unavailable(str(e)) from None
@@ -278,7 +282,7 @@ class S3Store(Store):
             raise
         for data in files.values():  # this replica serves it first: no fetch back
             self.files.put(hashlib.sha256(data).hexdigest(), data)
-        self._forget(tenant, name)
+        self._stale(tenant, name, add=(manifest.version,))
         return manifest
 
     def _claim(self, tenant: str, name: str, version: int, fields: dict[str, Any]) -> Manifest:
@@ -330,7 +334,7 @@ class S3Store(Store):
             self._call("put_object", Key=f"{self._claims_prefix(tenant, name)}v{v}", Body=b"")
             with self._lock:
                 self._manifests.pop((tenant, name, v), None)
+            self._stale(tenant, name, remove=(v,))
             if isinstance(version_id, str) and version_id:
                 self._remove_objects(self._objects_prefix(tenant, name, version_id))
-        self._forget(tenant, name)
         return doomed

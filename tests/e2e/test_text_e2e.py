@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 
 from benchmarks.datasets import bbc_news
-from tests.conftest import ROOT, Server, snapshot
+from tests.conftest import ROOT, STORE_BACKENDS, Server, snapshot, store_env
 
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    srv = Server(tmp_path_factory.mktemp("e2e") / "store").start()
+@pytest.fixture(scope="module", params=STORE_BACKENDS)
+def server(request, tmp_path_factory):
+    srv = Server(tmp_path_factory.mktemp("e2e") / "store", env=store_env(request)).start()
     yield srv
     srv.stop()
 
@@ -118,7 +118,7 @@ def test_restart_keeps_every_adapter_and_its_answers(server, tmp_path, bbc):
     # SIGTERM, as in a rolling update: bentoml stops its worker and exits 0. A crash before
     # it, or a hang past the 30 s that Server.stop waits (then SIGKILL: -9), is not a restart.
     assert server.stop() == 0
-    again = Server(server.store).start()
+    again = Server(server.store, env=server.env).start()
     try:
         with again.client() as c:
             assert c.get("/v1/adapters").json()["adapters"] == before_list

@@ -157,6 +157,7 @@ def test_cached_adapters_load_with_the_server_down_and_writes_answer_503(tmp_pat
         server.stop()
         assert torch.equal(reader.load("t1", "x").tensors["head.weight"], before)
         assert torch.equal(reader.load("t1", "x", 1).tensors["head.weight"], before)
+        assert torch.equal(writer.load("t1", "x").tensors["head.weight"], before)
         with pytest.raises(StoreUnavailable) as e:
             publish(writer, "y")
         assert e.value.status == 503 and e.value.headers["Retry-After"].isdigit()
