@@ -178,12 +178,12 @@ class S3Store(Store):
             hit = self._known.get(key)
         now = time.monotonic()
         if hit is not None and (now - hit[0] < self.fresh_s or now < self._down_until):
-            return hit[1]
+            return list(hit[1])
         try:
             claims = self._claims(tenant, name)
         except StoreUnavailable:
             if hit is not None:  # serve what this replica last saw while the server is down
-                return hit[1]
+                return list(hit[1])
             raise
         return self._remember(tenant, name, sorted(v for v, size in claims.items() if size))
 

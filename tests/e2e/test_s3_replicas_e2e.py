@@ -43,8 +43,8 @@ def replicas(s3, tmp_path_factory):
             _wait_ready(srv)
         yield servers
     finally:
-        for srv in servers:
-            srv.stop()
+        with ThreadPoolExecutor(2) as pool:  # SIGTERM both at once: their shutdowns overlap
+            list(pool.map(Server.stop, servers))
 
 
 def _wait_ready(srv: Server, timeout: float = 240.0) -> None:
