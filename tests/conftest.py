@@ -180,6 +180,9 @@ def s3(tmp_path_factory):
 # fixture runs the module's tests on each (the same tests, not a fork), with
 # `env=store_env(request)` for the server.
 STORE_BACKENDS = ["file", "s3"]
+# For a test whose subject is compute, not storage (accuracy, batching): the folder store only,
+# on the module's same server. CI time is the budget that runs it once, not twice.
+FOLDER_STORE_ONLY = pytest.mark.parametrize("server", ["file"], indirect=True)
 
 
 def store_env(request) -> dict[str, str]:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from benchmarks.datasets import bbc_news
-from tests.conftest import ROOT, STORE_BACKENDS, Server, snapshot, store_env
+from tests.conftest import FOLDER_STORE_ONLY, ROOT, STORE_BACKENDS, Server, snapshot, store_env
 
 pytestmark = pytest.mark.e2e
 
@@ -37,6 +37,7 @@ def test_health_metrics_and_docs(server):
         assert {"/v1/adapters", "/v1/adapters/{name}", "/v1/predict", "/v1/embed"} <= set(paths)
 
 
+@FOLDER_STORE_ONLY
 def test_few_shot_adapter_matches_or_beats_logreg_on_embeddings(server, bbc):
     """8 examples per class: the adapter is far above chance on held-out rows and at least as
     accurate as a logistic regression fitted on the same examples' /v1/embed vectors."""
@@ -76,6 +77,7 @@ def make_adapters(c: httpx.Client, bbc, n: int) -> list[str]:
     return names
 
 
+@FOLDER_STORE_ONLY
 def test_concurrent_mixed_adapter_requests_equal_solo_answers(server, bbc):
     """200 requests over 50 adapters, all in flight at once, share backbone batches; every
     answer is what the same input gets when sent alone: same adapter version and label,
