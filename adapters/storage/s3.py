@@ -92,6 +92,7 @@ class S3Store(Store):
         self.manifests_kept = manifests_kept
         self._lock = threading.Lock()
         self._known: dict[tuple[str, str], tuple[float, list[int]]] = {}  # live versions, when listed
+        self._listing: set[tuple[str, str]] = set()  # names being listed by some thread
         self._manifests: OrderedDict[tuple[str, str, int], bytes] = OrderedDict()
         self._down_until = 0.0
 
@@ -174,17 +175,24 @@ class S3Store(Store):
 
     def versions(self, tenant: str, name: str) -> list[int]:
         key = (tenant, name)
+        now = time.monotonic()
         with self._lock:
             hit = self._known.get(key)
-        now = time.monotonic()
-        if hit is not None and (now - hit[0] < self.fresh_s or now < self._down_until):
-            return list(hit[1])
+            if hit is not None and (now - hit[0] < self.fresh_s or now < self._down_until
+                                    or key in self._listing):
+                # fresh; or the server is down; or another thread is listing it right now
+                # (concurrent predicts of one adapter make one request, not one each)
+                return list(hit[1])
+            self._listing.add(key)
         try:
             claims = self._claims(tenant, name)
         except StoreUnavailable:
             if hit is not None:  # serve what this replica last saw while the server is down
                 return list(hit[1])
             raise
+        finally:
+            with self._lock:
+                self._listing.discard(key)
         return self._remember(tenant, name, sorted(v for v, size in claims.items() if size))
 
     def _scan(self, tenant: str) -> dict[str, list[int]]:
