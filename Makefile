@@ -33,10 +33,15 @@ serve: install
 # Its folder goes in TEST_VISION_BACKBONE: a TAILOR_* variable would be an unknown setting,
 # which stops every server the suite starts (service/settings.py).
 # --durations=30: the slowest tests in every CI log, where the suite's time goes.
+# -n $(TEST_WORKERS) --dist loadfile: whole files on parallel workers (a file's module-scoped
+# server is started once), longest files first (tests/conftest.py); most of a real-server
+# test is one process busy at a time, so two workers use the two cores of a CI machine.
+TEST_WORKERS ?= 2
 test: install $(VISION_CI)/model.safetensors
 	$(BIN)/lint-imports --no-cache
 	VENV=$(VENV) deploy/install-seaweedfs.sh
-	TEST_VISION_BACKBONE=$(VISION_CI) $(BIN)/python -m pytest -q -ra --durations=30
+	TEST_VISION_BACKBONE=$(VISION_CI) $(BIN)/python -m pytest -q -ra --durations=30 \
+	  -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 test-fast: install
 	$(BIN)/lint-imports --no-cache

@@ -9,7 +9,7 @@
   ``segments.py``, ``errors.py``: the vocabulary they share
 
 The names below load on first use (PEP 562): ``from adapters import Tailor`` works as ever,
-while a light module (``adapters.training.states``, read by the command-line client) does
+while a light module (``adapters.states``, read by the command-line client) does
 not pull in torch through this package's ``__init__``.
 """
 from __future__ import annotations

@@ -40,7 +40,7 @@ from .storage.updates import merge_inputs
 from .training.gate import Gate
 from .training.jobs import Job, JobManager
 from .training.payloads import TrainPayload, WorkerConfig
-from .training.states import JobState
+from .states import JobState
 from .training.worker import train_in_subprocess
 from .validation import (Limits, parse_ref, shorten, validate_inputs, validate_name,
                          validate_text_list)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Iterable, Protocol
 
+from .states import JobState
+
 
 class Events(Protocol):
     def cold_load(self, tenant: str, adapter: str) -> None:
@@ -28,8 +30,8 @@ class Events(Protocol):
     def queue(self, rows: int, capacity: int | None = None) -> None:
         """Rows waiting for the backbone now, and how many it holds before refusing."""
 
-    def job_state(self, job_id: str, kind: str, state: str) -> None:
-        """A job entered ``state`` (queued, running, succeeded, failed, cancelled) here."""
+    def job_state(self, job_id: str, kind: str, state: JobState) -> None:
+        """A job entered ``state`` here."""
 
     def job_duration(self, kind: str, seconds: float) -> None:
         """A job that ran here finished after ``seconds`` (started to finished)."""
@@ -53,7 +55,7 @@ class NoEvents:
     def queue(self, rows: int, capacity: int | None = None) -> None:
         pass
 
-    def job_state(self, job_id: str, kind: str, state: str) -> None:
+    def job_state(self, job_id: str, kind: str, state: JobState) -> None:
         pass
 
     def job_duration(self, kind: str, seconds: float) -> None:

@@ -7,6 +7,4 @@ if [ -x /usr/bin/chromium ]; then
   exit 0
 fi
 echo "installing: chromium (Debian)"
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends chromium
+"$(dirname "$0")/apt-install.sh" chromium

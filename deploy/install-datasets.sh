@@ -9,8 +9,5 @@ for pkg in dataset-fashion-mnist; do
 done
 if ((${#need[@]})); then
   echo "installing: ${need[*]}"
-  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  export DEBIAN_FRONTEND=noninteractive
-  $SUDO apt-get update -qq
-  $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}"
+  "$(dirname "$0")/apt-install.sh" "${need[@]}"
 fi

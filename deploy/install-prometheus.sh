@@ -8,6 +8,4 @@ if command -v prometheus >/dev/null && command -v promtool >/dev/null; then
   exit 0
 fi
 echo "installing: prometheus (Debian; brings promtool)"
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends prometheus
+"$(dirname "$0")/apt-install.sh" prometheus

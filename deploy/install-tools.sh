@@ -9,7 +9,5 @@ for pkg in podman buildah runc debootstrap uidmap fuse-overlayfs ca-certificates
 done
 if ((${#need[@]})); then
   echo "installing: ${need[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${need[@]}"
+  "$(dirname "$0")/apt-install.sh" "${need[@]}"
 fi

@@ -10,7 +10,7 @@ import sys
 import time
 from typing import Any, Callable, TextIO
 
-from adapters.training.states import FINISHED, JobState  # light: no torch
+from adapters.states import FINISHED, JobState  # light: no torch
 
 Call = Callable[..., Any]  # Client.call(method, path, **kw) -> parsed JSON
 

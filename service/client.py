@@ -27,7 +27,7 @@ __all__ = ["AsyncClient", "Client", "TailorAPIError", "TailorConnectionError"]
 
 DEFAULT_URL = "http://localhost:3000"
 RETRIED = (429, 503)
-# the job states after which a job does not change: adapters.training.states.FINISHED, spelled
+# the job states after which a job does not change: adapters.states.FINISHED, spelled
 # here so that the client imports nothing of the server (tests/unit/service/test_client.py)
 FINAL = ("succeeded", "failed", "cancelled")
 

@@ -40,7 +40,7 @@ from prometheus_client.metrics_core import (CounterMetricFamily, GaugeMetricFami
                                             HistogramMetricFamily, Metric)
 from prometheus_client.utils import floatToGoString
 
-from adapters.training.states import ACTIVE, JobState
+from adapters.states import ACTIVE, JobState
 
 OTHER = "other"          # adapters folded by the cardinality bound
 NONE = "none"            # no adapter (or tenant) could be resolved: 401, 404, invalid request

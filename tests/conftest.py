@@ -195,25 +195,64 @@ def store_env(request) -> dict[str, str]:
 
 
 # -- the container smoke test runs in the background (tests/deploy/test_container_smoke.py) --
+E2E_HOMES = ("tests/e2e/", "tests/deploy/test_container_smoke.py")
+
+
 def pytest_collection_modifyitems(session, config, items):
-    """Run the container test last: it only waits for the background smoke run."""
-    container = [i for i in items if i.get_closest_marker("container")]
-    items[:] = [i for i in items if not i.get_closest_marker("container")] + container
+    """The folder says what a test starts (tests/README.md): a test that starts a real server
+    lives in tests/e2e/ and is marked e2e there, so that `make test-fast` (``-m "not e2e"``)
+    and the folders agree; a mismatch stops the run. Then the order of the run (below)."""
+    misplaced = [i.nodeid for i in items
+                 if (i.get_closest_marker("e2e") is not None) != i.nodeid.startswith(E2E_HOMES)]
+    if misplaced:
+        raise pytest.UsageError("an e2e test outside tests/e2e/, or an unmarked test inside it "
+                                "(move it, or mark the module `pytestmark = pytest.mark.e2e`): "
+                                + ", ".join(misplaced[:10]))
+    items.sort(key=_run_order)  # stable: a file's tests keep their order
+
+
+# Longest first: `make test` spreads whole files over parallel workers (pytest-xdist,
+# ``--dist loadfile --no-loadscope-reorder``) in this order, so the real-server files, which
+# take minutes each, start first and the quick unit files fill the gaps at the end. The
+# container test goes last: it only waits for the background smoke run.
+FOLDER_ORDER = ("tests/e2e/", "tests/asgi/", "tests/deploy/", "tests/unit/")
+
+
+def _run_order(item) -> tuple[int, int]:
+    if item.get_closest_marker("container"):
+        return (1, 0)
+    return (0, next((n for n, f in enumerate(FOLDER_ORDER) if item.nodeid.startswith(f)),
+                    len(FOLDER_ORDER)))
+
+
+def _start_smoke(config) -> None:
+    from tests.deploy.test_container_smoke import start_smoke
+
+    config._tailor_smoke = start_smoke(Path(config.rootpath))
 
 
 def pytest_collection_finish(session):
-    if session.config.option.collectonly or not any(
-            i.get_closest_marker("container") for i in session.items):
+    """Start the container smoke run when collection selects its test: here in a plain run; in
+    a parallel run every worker collects, so the controller starts it, once, below."""
+    config = session.config
+    if config.option.collectonly or hasattr(config, "workerinput"):
         return
-    from tests.deploy.test_container_smoke import start_smoke
+    if any(i.get_closest_marker("container") for i in session.items):
+        _start_smoke(config)
 
-    log = Path(session.config.rootpath) / ".pytest-smoke.log"
-    session.config._tailor_smoke = (start_smoke(log), log)
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_node_collection_finished(node, ids):
+    """The xdist controller: a worker's collection includes the container test."""
+    config = node.config
+    if (not config.option.collectonly and getattr(config, "_tailor_smoke", None) is None
+            and any("test_container_smoke.py::" in i for i in ids)):
+        _start_smoke(config)
 
 
 def pytest_unconfigure(config):
     for home in HOMES:
         shutil.rmtree(home, ignore_errors=True)
-    proc = getattr(config, "_tailor_smoke", (None, None))[0]
+    proc = getattr(config, "_tailor_smoke", None)
     if proc is not None and proc.poll() is None:  # the run was cut short: do not leave it behind
         os.killpg(proc.pid, signal.SIGTERM)

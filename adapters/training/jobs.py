@@ -29,7 +29,7 @@ from ..errors import TailorError
 from ..events import NO_EVENTS, Events
 from .lease_queue import JOB_ID_RE, Cancelled, Lease, LeaseLost, LeaseQueue, QueuedJob
 from .owner import owner_id
-from .states import ACTIVE, JobState
+from ..states import ACTIVE, JobState
 
 log = logging.getLogger("tailor.jobs")
 

@@ -43,7 +43,7 @@ from ..backoff import retry_after
 from ..errors import Conflict, JobNotFound, Overloaded
 from ..validation import shorten
 from .owner import owner_gone
-from .states import ACTIVE, JobState
+from ..states import ACTIVE, JobState
 
 # Job ids are uuid4 hex (32 characters). Anything else is not looked up at all, not even as a
 # file name (a 300-character id failed with ENAMETOOLONG, a 500, not a 404).

@@ -15,7 +15,7 @@ from adapters.errors import CorruptAdapter
 from adapters.kinds import KINDS, get_kind, kind_of_job
 from adapters.training.payloads import (InvalidJob, TrainPayload, WorkerConfig, WorkerReply,
                                         WorkerSpec)
-from adapters.training.states import ACTIVE, FINISHED, JobState
+from adapters.states import ACTIVE, FINISHED, JobState
 from adapters.validation import Limits
 from tests.echo_child import Reply, Spec
 

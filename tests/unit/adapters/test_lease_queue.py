@@ -15,7 +15,7 @@ import pytest
 from adapters.errors import Conflict, JobNotFound, Overloaded
 from adapters.training import lease_queue
 from adapters.training.lease_queue import Cancelled, LeaseLost, LeaseQueue
-from adapters.training.states import JobState
+from adapters.states import JobState
 
 QUEUED, RUNNING, SUCCEEDED = JobState.QUEUED, JobState.RUNNING, JobState.SUCCEEDED
 FAILED, CANCELLED = JobState.FAILED, JobState.CANCELLED
