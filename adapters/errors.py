@@ -86,7 +86,14 @@ class NotReady(TailorError):
     code = "not_ready"
 
 
-class StoreUnavailable(NotReady):
+class Unavailable(TailorError):
+    """A service Tailor depends on (the job database) cannot be reached now; the answer
+    carries Retry-After (503)."""
+    status = 503
+    code = "unavailable"
+
+
+class StoreUnavailable(Unavailable):
     """The adapter store (an S3-compatible server) cannot be reached or answered an error:
     503 with Retry-After, as a transient fault the client can retry, never a 500 or a hang."""
 

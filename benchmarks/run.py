@@ -17,7 +17,7 @@ TOPICS = ["serving", "lora", "onnx", "load", "openai"]  # benchmarks/bench_<topi
 # or several benchmarks and research runs summarised by hand against an issue's goals
 # (issue12.md: from peers.md, mix.md, default_accuracy.md and the research files), or a
 # run of hours on the shared machine (monotone.md: python -m benchmarks.bench_monotone).
-RECORDED = ["onnx_gpu", "reshape", "issue12", "monotone"]
+RECORDED = ["onnx_gpu", "reshape", "issue12", "monotone", "shape"]
 
 
 def main(argv: list[str]) -> int:

@@ -35,7 +35,7 @@ from adapters.kinds import get_kind
 from adapters.storage import Manifest, Store, StoredAdapter
 from adapters.storage.store import sha256_file
 
-from . import image
+from . import audio, image
 from .graph import Classifier, example_inputs
 from .onnx_config import CLASSIFIER, QUANTIZE_CHOICES, OnnxConfig
 from .parity import Case, parity_cases
@@ -66,6 +66,7 @@ class ModalityExport:
     manifest_extra: Callable[[TorchEncoder, Sequence[Any]], dict[str, Any]]
     readme: Callable[[dict[str, Any]], str]
     int8_embeddings: bool = False  # int8 also makes the word-embedding table int8 (a Gather)
+    no_int8: str | None = None  # why int8 makes no sense for this modality's graph (a 422)
 
 
 def _text_cases(encoder: TorchEncoder, examples: Sequence[Any],
@@ -121,6 +122,9 @@ def export_bundle(encoder: TorchEncoder, store: Store, tenant: str, name: str,
     modality = MODALITIES.get(encoder.modality)
     if modality is None:
         raise InvalidRequest(f"export of {encoder.modality} adapters is not supported yet")
+    if quantize == "int8" and modality.no_int8:
+        raise InvalidRequest(f"quantize int8 does not apply to {encoder.modality} adapters: "
+                             f"{modality.no_int8}; export with quantize \"none\"")
     config = config or modality.config
     dest = Path(dest_dir) if dest_dir is not None else Path(tempfile.mkdtemp(prefix="tailor-bundle-"))
     dest.mkdir(parents=True, exist_ok=True)
@@ -236,4 +240,6 @@ MODALITIES.update(
                         bundle_readme, int8_embeddings=True),
     image=ModalityExport(image.IMAGE_CLASSIFIER, image.example_inputs, image.parity_cases,
                          image.manifest_extra, image.readme),
+    audio=ModalityExport(audio.AUDIO_CLASSIFIER, audio.example_inputs, audio.parity_cases,
+                         audio.manifest_extra, audio.readme, no_int8=audio.NO_INT8),
 )

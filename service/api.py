@@ -91,7 +91,7 @@ async def suggest(req: SuggestRequest, request: Request, name: str = Ref) -> dic
 async def list_adapters(request: Request) -> dict:
     t, tenant = engine(request), tenant_of(request)
     return {"adapters": await asyncio.to_thread(t.list_adapters, tenant),
-            "training": t.training(tenant)}
+            "training": await asyncio.to_thread(t.training, tenant)}  # may ask the database
 
 
 @adapters_router.get("/adapters/{name}", response_model=AdapterRecord,

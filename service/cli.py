@@ -7,6 +7,8 @@
     tailor predict topics --file texts.txt --out preds.jsonl
     tailor create shoes --images photos/              # image backbones: one sub-folder per label
     tailor predict shoes --images new-photos/         # every PNG/JPEG under the folder
+    tailor create digits --audio clips/               # audio backbones: one sub-folder per label
+    tailor predict digits --audio new-clips/          # every WAV/FLAC/OGG under the folder
     tailor list | tailor show topics@2 | tailor delete topics [--version 2]
     tailor jobs --status running                      # your training jobs, newest first
     tailor export topics@2 --store ./tailor-store --quantize int8 --out bundles/   # no server
@@ -16,8 +18,9 @@ Files: .csv (header with text and label/labels columns; labels separated by '|')
 .jsonl (one {"text", "label"|"labels"} object per line), or .txt (one text per line,
 predict, suggest and --unlabeled only). Label descriptions: a .json object {label: sentence}
 or a .csv with label,description columns. Images (a deployment whose backbone is an image
-model): --images DIR, PNG and JPEG files (.png .jpg .jpeg), sent base64-encoded; for create
-and add each sub-folder of DIR is a label and holds its examples.
+model): --images DIR, PNG and JPEG files (.png .jpg .jpeg); sound (an audio backbone):
+--audio DIR, WAV, FLAC and OGG files (.wav .flac .ogg); sent base64-encoded; for create and
+add each sub-folder of DIR is a label and holds its examples.
 """
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ import csv
 import json
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -96,39 +100,60 @@ def read_texts(path: Path, text_col: str = "text") -> list[str]:
     return [r["text"] for r in read_rows(path, text_col)]
 
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+@dataclass(frozen=True)
+class Media:
+    """Items sent as files from a folder: the option (``--images``), the item's field, the
+    file suffixes and how the files are called in messages. A modality whose items are files
+    is one entry in ``MEDIA``."""
+
+    option: str
+    field: str
+    suffixes: tuple[str, ...]
+    files: str  # "PNG/JPEG"
+    things: str  # "images"
+
+    def paths(self, folder: Path) -> list[Path]:
+        """The files under ``folder`` (recursively), in a stable order."""
+        if not folder.is_dir():
+            raise CliError(f"{folder} is not a folder of {self.things}")
+        return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in self.suffixes)
+
+    def item(self, path: Path) -> dict[str, str]:
+        return {self.field: base64.b64encode(path.read_bytes()).decode("ascii")}
+
+    def examples(self, folder: Path) -> list[dict[str, Any]]:
+        """One sub-folder per label, its files the label's examples."""
+        if not folder.is_dir():
+            raise CliError(f"{folder} is not a folder (expected one sub-folder of {self.things} "
+                           "per label)")
+        rows = [{**self.item(p), "label": sub.name}
+                for sub in sorted(d for d in folder.iterdir() if d.is_dir()) for p in self.paths(sub)]
+        if not rows:
+            raise CliError(f"no {self.things} in sub-folders of {folder}: put each label's "
+                           f"{self.files} files in a sub-folder named after the label")
+        return rows
 
 
-def image_files(folder: Path) -> list[Path]:
-    """PNG and JPEG files under ``folder`` (recursively), in a stable order."""
-    if not folder.is_dir():
-        raise CliError(f"{folder} is not a folder of images")
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+MEDIA = (Media("images", "image", (".png", ".jpg", ".jpeg"), "PNG/JPEG", "images"),
+         Media("audio", "audio", (".wav", ".flac", ".ogg"), "WAV/FLAC/OGG", "sound files"))
 
 
-def image_item(path: Path) -> dict[str, str]:
-    return {"image": base64.b64encode(path.read_bytes()).decode("ascii")}
-
-
-def read_image_examples(folder: Path) -> list[dict[str, Any]]:
-    """One sub-folder per label, its PNG/JPEG files the label's examples."""
-    if not folder.is_dir():
-        raise CliError(f"{folder} is not a folder (expected one sub-folder of images per label)")
-    rows = [{**image_item(p), "label": sub.name}
-            for sub in sorted(d for d in folder.iterdir() if d.is_dir()) for p in image_files(sub)]
-    if not rows:
-        raise CliError(f"no images in sub-folders of {folder}: put each label's PNG/JPEG files "
-                       "in a sub-folder named after the label")
-    return rows
+def media_of(args: argparse.Namespace) -> tuple[Media, Path] | None:
+    """The one --images/--audio folder given, if any."""
+    given = [(m, getattr(args, m.option)) for m in MEDIA if getattr(args, m.option, None)]
+    if len(given) > 1:
+        raise CliError(f"give one folder ({' or '.join('--' + m.option for m in MEDIA)}), not several")
+    return given[0] if given else None
 
 
 def training_inputs(args: argparse.Namespace) -> dict[str, Any]:
     """The examples, descriptions and unlabeled texts named on the command line."""
     body: dict[str, Any] = {}
-    if args.file and args.images:
-        raise CliError("give examples as --file (texts) or --images (a folder), not both")
-    if args.images:
-        body["examples"] = read_image_examples(args.images)
+    media = media_of(args)
+    if args.file and media:
+        raise CliError(f"give examples as --file (texts) or --{media[0].option} (a folder), not both")
+    if media:
+        body["examples"] = media[0].examples(media[1])
     if args.file:
         body["examples"] = read_rows(args.file, args.text_col, args.label_col)
     if args.descriptions:
@@ -179,15 +204,16 @@ def cmd_create(client: Client, args: argparse.Namespace) -> int:
     body = {"name": args.name, "kind": args.kind, **training_inputs(args),
             "options": parse_options(args.option)}
     if "examples" not in body and "label_descriptions" not in body:
-        raise CliError("give labeled examples (--file or --images) or label descriptions "
-                       "(--descriptions)")
+        raise CliError("give labeled examples (--file, --images or --audio) or label "
+                       "descriptions (--descriptions)")
     return _created(client, client.create_adapter(**body))
 
 
 def cmd_add(client: Client, args: argparse.Namespace) -> int:
     body = training_inputs(args)
     if not body:
-        raise CliError("nothing to add: give --file, --images, --descriptions or --unlabeled")
+        raise CliError("nothing to add: give --file, --images, --audio, --descriptions or "
+                       "--unlabeled")
     if args.kind:
         body["kind"] = args.kind
     if args.option:
@@ -203,12 +229,14 @@ def cmd_suggest(client: Client, args: argparse.Namespace) -> int:
 
 
 def cmd_predict(client: Client, args: argparse.Namespace) -> int:
-    if args.images:  # each line names its file (relative to the folder) instead of a text
-        paths = image_files(args.images)
+    media = media_of(args)
+    if media:  # each line names its file (relative to the folder) instead of a text
+        m, folder = media
+        paths = m.paths(folder)
         if not paths:
-            raise CliError(f"no PNG or JPEG files under {args.images}")
-        shown: list[tuple[str, str]] = [("image", p.relative_to(args.images).as_posix()) for p in paths]
-        load = lambda i: image_item(paths[i])  # noqa: E731  (read one chunk at a time)
+            raise CliError(f"no {m.files} files under {folder}")
+        shown: list[tuple[str, str]] = [(m.field, p.relative_to(folder).as_posix()) for p in paths]
+        load = lambda i: m.item(paths[i])  # noqa: E731  (read one chunk at a time)
     else:
         texts = args.text or [r["text"] for r in read_rows(args.file, args.text_col)]
         shown = [("text", t) for t in texts]
@@ -269,8 +297,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     def inputs(p: argparse.ArgumentParser) -> None:
         p.add_argument("--file", type=Path, help="labeled examples (.csv/.jsonl)")
-        p.add_argument("--images", type=Path, metavar="DIR",
-                       help="labeled images: one sub-folder of PNG/JPEG files per label")
+        for m in MEDIA:
+            p.add_argument(f"--{m.option}", type=Path, metavar="DIR",
+                           help=f"labeled {m.things}: one sub-folder of {m.files} files per label")
         p.add_argument("--descriptions", type=Path,
                        help="label descriptions (.json {label: sentence} or .csv label,description)")
         p.add_argument("--unlabeled", type=Path, help="unlabeled texts (.txt/.csv/.jsonl)")
@@ -299,14 +328,16 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("-k", type=int, default=20, help="how many to suggest (default 20)")
     g.set_defaults(handler=cmd_suggest)
 
-    p = sub.add_parser("predict", help="classify texts (a file, the command line) or images (a folder)")
+    p = sub.add_parser("predict", help="classify texts (a file, the command line), images or "
+                       "sound (a folder)")
     p.add_argument("adapter", help="name or name@version")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--file", type=Path)
     src.add_argument("--text", action="append")
-    src.add_argument("--images", type=Path, metavar="DIR", help="every PNG/JPEG file under DIR")
+    for m in MEDIA:
+        src.add_argument(f"--{m.option}", type=Path, metavar="DIR", help=f"every {m.files} file under DIR")
     p.add_argument("--text-col", default="text")
-    p.add_argument("--batch", type=int, default=64, help="texts or images per request")
+    p.add_argument("--batch", type=int, default=64, help="texts, images or clips per request")
     p.add_argument("--out", type=Path, help="write JSON lines here instead of stdout")
     p.set_defaults(handler=cmd_predict)
 

@@ -89,7 +89,8 @@ def build_engine(settings: Settings, events: Recorder | None = None):
         RuntimeOptions(default_cache_dir(settings.store_path), settings.onnx_threads,
                        tuple(settings.providers()), settings.onnx_cuda_tf32))
     extra = {"events": events} if events is not None else {}
-    jobs = JobManager(store.root / "jobs", max_queued=settings.job_queue_size,
+    queue_url = settings.queue_url.get_secret_value() if settings.queue_url else None
+    jobs = JobManager(store.root / "jobs", queue_url=queue_url, max_queued=settings.job_queue_size,
                       concurrency=0 if settings.role == "serve" else settings.job_concurrency,
                       lease_s=settings.job_lease_s, max_attempts=settings.job_attempts, **extra)
     if events is not None:
@@ -101,9 +102,9 @@ def build_engine(settings: Settings, events: Recorder | None = None):
                     worker=WorkerConfig(threads=settings.train_threads, nice=settings.train_nice),
                     max_concurrent_creates=settings.max_concurrent_creates, **extra)
     encoder.warm_up()
-    log.info("tailor ready (role %s): backbone %s (%s), store %s, runtime %s: %s", settings.role,
-             encoder.identity.name, encoder.identity.sha256[:12], store, runtime,
-             encoder.describe())
+    log.info("tailor ready (role %s): backbone %s (%s), store %s, jobs %s, runtime %s: %s",
+             settings.role, encoder.identity.name, encoder.identity.sha256[:12],
+             store, jobs.queue.where, runtime, encoder.describe())
     return engine
 
 

@@ -71,6 +71,7 @@ class Settings(BaseSettings, RequestLimits):
     job_concurrency: int = Field(1, ge=1, le=16, description="training jobs each training process (TAILOR_ROLE all or train) runs at once")
     job_attempts: int = Field(2, ge=1, le=10, description="times a job is started before it fails: a trainer lost mid-job (killed, out of memory) gives the job to another trainer while attempts are left")
     job_lease_s: float = Field(30.0, ge=1, le=3600, description="a running job's lease: its trainer renews it every third of this; a trainer that stops renewing loses the job after this long")
+    queue_url: SecretStr | None = Field(None, description="where training jobs are queued: empty = files in the store (`<store>/jobs`, one node or a ReadWriteMany volume); `postgresql://user:password@host:5432/db` = a PostgreSQL database shared by every replica and trainer (docs/postgres-queue.md); while it is unreachable, submits and job reads answer 503 with Retry-After")
     role: Literal["all", "serve", "train"] = Field("all", description="all: serve and train; serve: every route, jobs are only queued; train: run queued jobs, serve only /readyz, /livez, /metrics")
     max_concurrent_creates: int = Field(4, ge=1, le=256, description="adapter creates and updates training in requests at once; more answer 429 with Retry-After")
     metrics_max_series: int = Field(1000, ge=1, le=1_000_000, description="label sets per per-adapter metric family on /metrics; past it the least used adapters fold into adapter=\"other\"")
@@ -108,6 +109,14 @@ class Settings(BaseSettings, RequestLimits):
                 "TAILOR_ONNX_QUANTIZE=int8 with CUDAExecutionProvider: dynamic int8 runs at "
                 "0.05-0.7x of fp32 PyTorch on a GPU (measured on an H200, benchmarks/RESULTS.md); "
                 "use TAILOR_ONNX_QUANTIZE=none there (and TAILOR_ONNX_CUDA_TF32=true for speed)")
+        return self
+
+    @model_validator(mode="after")
+    def _queue_url_scheme(self) -> "Settings":
+        url = self.queue_url.get_secret_value() if self.queue_url else ""
+        if url and not url.startswith(("postgresql://", "postgres://")):
+            raise ValueError("TAILOR_QUEUE_URL must be a postgresql:// URL (or empty for the "
+                             f"file queue in the store), got {url.split(':', 1)[0]}:...")
         return self
 
     @classmethod

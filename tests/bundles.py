@@ -1,5 +1,6 @@
 """Run an exported bundle the way its README says (the README's own code, in a fresh
-interpreter without torch: onnxruntime + tokenizers for text, numpy + Pillow for images) and
+interpreter without torch: onnxruntime + tokenizers for text, numpy + Pillow for images,
+numpy for sound) and
 compare it with what the service answers.
 
 The parity a test asserts is computed here, from the bundle's outputs and the service's
@@ -19,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 # what each README's example feeds the model: replaced by the test's inputs
-README_INPUTS = {"text": '["first text", "second text"]', "image": '["first.png", "second.jpg"]'}
+README_INPUTS = {"text": '["first text", "second text"]', "image": '["first.png", "second.jpg"]',
+                 "audio": '["first.wav", "second.wav"]'}
 
 
 def unzip(bundle: bytes | Path, dest: Path) -> Path:
@@ -32,13 +34,13 @@ def unzip(bundle: bytes | Path, dest: Path) -> Path:
 
 def run_readme(folder: Path, inputs: list) -> np.ndarray:
     """[len(inputs), labels] probabilities from the README's code run as printed, on
-    ``inputs``: texts, or encoded PNG/JPEG bytes (written beside the model as files)."""
+    ``inputs``: texts, or encoded PNG/JPEG or WAV bytes (written beside the model as files)."""
     modality = json.loads((folder / "manifest.json").read_text()).get("modality", "text")
-    if modality == "image":
+    if modality != "text":  # files: images, sounds
         names = []
         for i, blob in enumerate(inputs):
-            (folder / f"input-{i}.img").write_bytes(blob)
-            names.append(f"input-{i}.img")
+            (folder / f"input-{i}.{modality}").write_bytes(blob)
+            names.append(f"input-{i}.{modality}")
         inputs = names
     (folder / "inputs.json").write_text(json.dumps(inputs))
     readme = (folder / "README.md").read_text()

@@ -43,6 +43,22 @@ def engine(backbone, tmp_path):
     return Tailor(backbone, AdapterStore(tmp_path / "store", backbone.identity))
 
 
+@pytest.fixture(scope="session")
+def pg_server():
+    """One real PostgreSQL for the whole session (tests/pgserver.py), started on first use."""
+    from tests.pgserver import PgServer
+
+    server = PgServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def pg_url(pg_server) -> str:
+    """A fresh database of that server for each test module."""
+    return pg_server.database()
+
+
 def snapshot(root: Path) -> dict[str, str]:
     """Every visible file of a store with its sha256: to prove a request changed nothing."""
     out = {}
@@ -81,12 +97,13 @@ class Server:
     the first's request metrics. The home is a temporary folder of its own, not beside the
     store: tests snapshot the store's parent to prove a request wrote nothing outside the
     store, and the server's metrics files change on every request. ``env`` may still set
-    BENTOML_HOME."""
+    BENTOML_HOME. ``queue_url``: the job queue (TAILOR_QUEUE_URL; None = files in the store)."""
 
     def __init__(self, store: Path, env: dict[str, str] | None = None, log: Path | None = None,
-                 service: str = "service.service:TailorService", prefix: list[str] | None = None):
+                 service: str = "service.service:TailorService", prefix: list[str] | None = None,
+                 queue_url: str | None = None):
         self.store = Path(store)
-        self.env = env or {}
+        self.env = {**({"TAILOR_QUEUE_URL": queue_url} if queue_url else {}), **(env or {})}
         self.service = service
         self.prefix = prefix or []  # e.g. unshare: run it as if on another host
         self.port = free_port()

@@ -8,6 +8,7 @@ line in ``OPENERS``."""
 from pathlib import Path
 from typing import Callable, Literal, Protocol
 
+from .audio import AudioEncoder, is_audio_folder
 from .base import BackboneIdentity, Encoder, TorchEncoder, weights_sha256
 from .image import ImageEncoder, is_image_folder
 from .text import TextEncoder, default_model_path, mean_pool
@@ -27,6 +28,7 @@ class Opener(Protocol):
 # (does this folder hold that modality's model?, its encoder class); text is the fallback
 OPENERS: list[tuple[Callable[[Path], bool], Opener]] = [
     (is_image_folder, ImageEncoder),
+    (is_audio_folder, AudioEncoder),
 ]
 
 

@@ -112,8 +112,9 @@ class TorchEncoder(Encoder, Protocol):
 
     model: "nn.Module"  # the frozen backbone: never mutated, never switched
     # the Linear names LoRA adapts when an adapter leaves ``targets`` at its default; ()
-    # means LoraOptions' default (query, value: BERT-style names)
-    lora_targets: tuple[str, ...]
+    # means LoraOptions' default (query, value: BERT-style names); None: no PyTorch weights
+    # to tune (an ONNX-only backbone), so the kinds that tune the backbone are refused
+    lora_targets: tuple[str, ...] | None
 
     def collate(self, rows: Sequence[Any]) -> dict[str, torch.Tensor]:
         """Prepared rows -> the padded model inputs of one forward (e.g. input_ids,

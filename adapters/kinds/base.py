@@ -119,6 +119,9 @@ class AdapterKind:
     load: Callable[[StoredAdapter], LoadedAdapter] = load_linear
     merge: Callable[[nn.Module, LoadedAdapter], None] = merge_lora  # export: bake into a copy
     background: Background | None = None  # a stronger recipe after the first version (auto)
+    # trains LoRA weights inside the backbone: refused (422) on a backbone without PyTorch
+    # weights (``TorchEncoder.lora_targets is None``); such a backbone gets no background
+    tunes_backbone: bool = False
 
     def is_job(self, request: TrainRequest) -> bool:
         return self.runs_as_job(request) if callable(self.runs_as_job) else self.runs_as_job

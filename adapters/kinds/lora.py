@@ -145,7 +145,7 @@ def for_encoder(opts: LoraOptions, encoder: TorchEncoder) -> LoraOptions:
     """``targets`` left at its default means "this backbone's attention query/value": an
     encoder that names them otherwise (``lora_targets``: q_proj/v_proj in transformers'
     vision transformers) gets its own names."""
-    own = tuple(encoder.lora_targets)
+    own = tuple(encoder.lora_targets or ())
     if "targets" in opts.model_fields_set or not own or own == tuple(opts.targets):
         return opts
     return opts.model_copy(update={"targets": own})
@@ -347,4 +347,4 @@ LORA = register_kind(AdapterKind(
     name="lora", summary="LoRA weights on the backbone plus a head, trained in a background job "
     "(202 with the job)", options=LoraOptions, metrics=LoraMetrics, train=train_lora,
     runs_as_job=True,
-    check=check_lora))
+    check=check_lora, tunes_backbone=True))

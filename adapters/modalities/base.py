@@ -76,3 +76,16 @@ def wrong_modality(where: str, sent: str, serving: Modality) -> InvalidExamples:
     article = "" if get_modality(sent).in_words else get_modality(sent).article() + " "
     return InvalidExamples(f"{where} is {article}{sent}, but this deployment serves "
                            f"{serving.article()} {serving.name} backbone: send {serving.shape}")
+
+
+def refuse_other_modality(item: Any, where: str, serving: Modality) -> None:
+    """422 (``wrong_modality``) when ``item`` is an item of another registered modality than
+    ``serving``: a bare value of a bare modality (a string: a text) or an object carrying
+    another modality's field and not ``serving``'s. Every non-bare reader asks this first, so
+    a client learns what the deployment reads, whichever modality it sent."""
+    for m in MODALITIES.values():
+        if m is serving:
+            continue
+        if (m.bare and isinstance(item, m.value)) or (
+                isinstance(item, dict) and m.field in item and serving.field not in item):
+            raise wrong_modality(where, m.name, serving)

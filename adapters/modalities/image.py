@@ -38,7 +38,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import InvalidExamples, TooLarge, shorten
-from .base import Modality, register_modality, wrong_modality
+from .base import Modality, refuse_other_modality, register_modality
 
 FORMATS = ("PNG", "JPEG")
 _DATA_URI = re.compile(r"data:image/[A-Za-z0-9.+-]+;base64,", re.ASCII)
@@ -70,10 +70,9 @@ class ImageLimits:
 
 def image_payload(item: Any, where: str) -> str:
     """The base64 text of an image item ``{"image": "..."}`` (examples also carry
-    ``label``/``labels``); a 422 naming the modality when the item is a text, so a client
-    that sent text to an image deployment learns what this deployment expects."""
-    if isinstance(item, str) or (isinstance(item, dict) and "text" in item):
-        raise wrong_modality(where, "text", IMAGE)
+    ``label``/``labels``); a 422 naming the modality when the item is another modality's
+    (a text, a sound), so a client learns what this deployment expects."""
+    refuse_other_modality(item, where, IMAGE)
     if not isinstance(item, dict) or "image" not in item:
         raise InvalidExamples(f"{where} must be an object {{\"image\": \"<base64 PNG or JPEG>\"}}")
     unknown = set(item) - {"image", "label", "labels"}

@@ -1,6 +1,7 @@
-"""Background jobs (training of job kinds such as LoRA), kept in the shared store so that any
-process can queue them and any number of trainer processes can run them
-(``lease_queue.py``: leases, attempts, fencing).
+"""Background jobs (training of job kinds such as LoRA), kept in a queue that every process
+shares, so that any process can queue them and any number of trainer processes can run
+them (``queue.py``: the files of the shared store by default, or PostgreSQL; leases,
+attempts, fencing).
 
 A job is data: its kind, tenant, adapter name and a JSON ``payload`` (what to train). A
 process that runs jobs gives the manager one ``run(job) -> result dict`` at ``start`` (the
@@ -11,7 +12,9 @@ to stop, and calls ``job.begin_publish()`` right before it makes its result visi
 that a cancel is refused (409) instead of racing the publish, and no lock is held across the
 store's fsyncs. While ``run`` works, a heartbeat renews the job's lease; a lost lease (this
 process was stalled past it and another attempt took over) sets ``cancel_requested`` and the
-result is thrown away.
+result is thrown away. A queue that is briefly unreachable (PostgreSQL restarting) is
+waited out while the lease lasts: the heartbeat tries again, and the calls that settle a
+job (``begin_publish``, finish...) are retried until the lease would have expired.
 
 States: queued -> running -> succeeded | failed | cancelled; a running job whose trainer
 died goes back to queued (a new attempt) or fails with the reason. On shutdown (``close``) a
@@ -25,10 +28,11 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from ..errors import TailorError
+from ..errors import TailorError, Unavailable
 from ..events import NO_EVENTS, Events
-from .lease_queue import JOB_ID_RE, Cancelled, Lease, LeaseLost, LeaseQueue, QueuedJob
 from .owner import owner_id
+from .queue import JobQueue, open_queue
+from .records import JOB_ID_RE, Cancelled, Lease, LeaseLost, QueuedJob
 from ..states import ACTIVE, JobState
 
 log = logging.getLogger("tailor.jobs")
@@ -70,7 +74,7 @@ class Job:
                 self.lost.set()
                 self.cancel_requested.set()
                 return
-            except OSError as e:  # the store hiccupped: the lease has slack, next beat retries
+            except (OSError, Unavailable) as e:  # the lease has slack: the next beat retries
                 log.warning("job %s: could not renew the lease (%s)", self.id, e)
                 return
             if self.lease.job.cancel_requested:
@@ -89,24 +93,25 @@ class Job:
         with self._lock:
             if self.cancel_requested.is_set():
                 raise Cancelled("cancelled before publishing")
-            self.lease = self._manager.queue.begin_publish(self.lease)
+            self.lease = self._manager.patient(self._manager.queue.begin_publish, self.lease)
             self.publishing = True
 
 
 class JobManager:
-    """Queues jobs in ``root`` (shared by every process of a store) and, once started, runs
-    them on ``concurrency`` threads. At most ``max_queued`` jobs wait (429 beyond)."""
+    """Queues jobs in the queue ``queue_url`` names, or else in the folder ``root`` (shared
+    by every process of a store), and, once started, runs them on ``concurrency`` threads.
+    At most ``max_queued`` jobs wait (429 beyond)."""
 
-    def __init__(self, root: str | Path, *, max_queued: int = 8, concurrency: int = 1,
-                 lease_s: float = 30.0, max_attempts: int = 2, retry_after_s: float = 30.0,
-                 poll_s: float = 1.0, events: Events = NO_EVENTS,
+    def __init__(self, root: str | Path, *, queue_url: str | None = None, max_queued: int = 8,
+                 concurrency: int = 1, lease_s: float = 30.0, max_attempts: int = 2,
+                 retry_after_s: float = 30.0, poll_s: float = 1.0, events: Events = NO_EVENTS,
                  run: Callable[[Job], dict[str, Any]] | None = None):
         if max_queued < 1 or concurrency < 0:
             raise ValueError(f"need max_queued >= 1 and concurrency >= 0, got {max_queued}, "
                              f"{concurrency}")
-        self.queue = LeaseQueue(root, lease_s=lease_s, max_attempts=max_attempts,
-                                max_queued=max_queued, retry_after_s=retry_after_s)
-        self.root = self.queue.root
+        self.queue: JobQueue = open_queue(queue_url, root, lease_s=lease_s,
+                                          max_attempts=max_attempts, max_queued=max_queued,
+                                          retry_after_s=retry_after_s)
         self.concurrency = concurrency
         self.poll_s = poll_s
         self.events = events
@@ -132,6 +137,33 @@ class JobManager:
         self._run = run
         for t in self._threads:
             t.start()
+        if self._threads:  # a job queued by another process wakes the runners at once
+            threading.Thread(target=self._listen, name="tailor-job-wakeups", daemon=True).start()
+
+    def _listen(self) -> None:
+        try:
+            for _ in self.queue.wakeups(self._stop):
+                self._wake.set()
+        except Exception:  # noqa: BLE001 - the runners poll all the same
+            log.exception("job runner: no wake-ups from the job queue in %s; polling",
+                          self.queue.where)
+
+    def patient(self, call: Callable[..., Any], lease: Lease, *args: Any) -> Any:
+        """``call(lease, *args)``, retried while the queue is unreachable and the lease may
+        still hold (a database restarting); after that the lease decides (LeaseLost)."""
+        deadline = time.monotonic() + self.queue.lease_s
+        pause = 0.1
+        while True:
+            try:
+                return call(lease, *args)
+            except Unavailable as e:
+                if time.monotonic() + pause > deadline:
+                    raise LeaseLost(f"job {lease.job.id}: the queue stayed unreachable for "
+                                    f"the whole lease ({e.message})") from e
+                log.warning("job %s: the queue is unreachable (%s); retrying", lease.job.id,
+                            e.message)
+                time.sleep(pause)
+                pause = min(pause * 2, 2.0)
 
     # -- API (any process) ----------------------------------------------------------------------
     def submit(self, kind: str, tenant: str, adapter: str, payload: dict[str, Any]) -> JobRecord:
@@ -151,6 +183,10 @@ class JobManager:
     def of_tenant(self, tenant: str) -> list[JobRecord]:
         """Every job of ``tenant`` (any state, any process), newest first."""
         return self.queue.of_tenant(tenant)
+
+    def page(self, tenant: str, **filters: Any) -> tuple[list[JobRecord], str | None]:
+        """One page of ``tenant``'s jobs, newest first, and the next page's cursor."""
+        return self.queue.page(tenant, **filters)
 
     def counts(self) -> dict[str, int]:
         return self.queue.counts()
@@ -189,6 +225,7 @@ class JobManager:
         for t in self._threads:
             if t.is_alive():
                 t.join(max(0.0, deadline - time.monotonic()))
+        self.queue.close()
 
     # -- runners --------------------------------------------------------------------------------
     def _loop(self) -> None:
@@ -202,8 +239,11 @@ class JobManager:
                 if lease is not None:
                     self._execute(Job(lease, self))
                     continue
+            except Unavailable as e:  # the database is restarting: one line, no traceback
+                log.warning("job runner: %s", e.message)
             except Exception:  # noqa: BLE001 - the store hiccupped: the runner must live on
-                log.exception("job runner: cannot use the job queue in %s; retrying", self.root)
+                log.exception("job runner: cannot use the job queue in %s; retrying",
+                              self.queue.where)
             self._wake.wait(self.poll_s)
             self._wake.clear()
 
@@ -249,27 +289,28 @@ class JobManager:
                 if job.lost.is_set():
                     return None
                 if self._stop.is_set():
-                    return self.queue.release(lease())
-                return self.queue.cancelled(lease())
+                    return self.patient(self.queue.release, lease())
+                return self.patient(self.queue.cancelled, lease())
             except TailorError as e:
                 if job.lost.is_set():
                     return None
                 if e.code == "stopped":  # SIGTERM from the supervisor: shutting down
                     self._paused_until = time.monotonic() + STOPPING_PAUSE_S
-                    return self.queue.release(lease())
+                    return self.patient(self.queue.release, lease())
                 if e.code == "interrupted":  # the training process was killed, not by us
                     if self._stop.is_set():
-                        return self.queue.release(lease())
-                    return self.queue.retry(lease(), e.code, e.message)
-                return self.queue.fail(lease(), e.code, e.message)
+                        return self.patient(self.queue.release, lease())
+                    return self.patient(self.queue.retry, lease(), e.code, e.message)
+                return self.patient(self.queue.fail, lease(), e.code, e.message)
             except LeaseLost:
                 raise
             except Exception as e:  # noqa: BLE001 - a bug in training: report it, keep the runner
                 log.exception("job %s failed", job.id)
-                return self.queue.fail(lease(), "internal_error", f"training failed: {e}")
+                return self.patient(self.queue.fail, lease(), "internal_error",
+                                    f"training failed: {e}")
             if job.lost.is_set():
                 return None
-            return self.queue.finish(lease(), result)
+            return self.patient(self.queue.finish, lease(), result)
         except LeaseLost:
             log.warning("job %s: lease lost; its outcome is another attempt's", job.id)
             return None

@@ -31,104 +31,19 @@ import datetime as dt
 import fcntl
 import json
 import os
-import re
 import threading
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from ..backoff import retry_after
-from ..errors import Conflict, JobNotFound, Overloaded
-from ..validation import shorten
+from ..errors import Overloaded
+from . import records
 from .owner import owner_gone
+from .records import (JOB_ID_RE, Attempt, Cancelled, Lease, LeaseLost, QueuedJob,  # noqa: F401
+                      bad_cursor, not_found)
 from ..states import ACTIVE, JobState
-
-# Job ids are uuid4 hex (32 characters). Anything else is not looked up at all, not even as a
-# file name (a 300-character id failed with ENAMETOOLONG, a 500, not a 404).
-JOB_ID_RE = re.compile(r"[0-9a-f]{32}")
-
-
-class LeaseLost(Exception):
-    """This trainer's lease on the job expired (another attempt may hold it now), or the job
-    was finished by somebody else: stop working on it, publish nothing."""
-
-
-class Cancelled(Exception):
-    """A job's work stops because a cancel was requested (raised by the work, or by
-    ``begin_publish`` when the cancel came first)."""
-
-
-@dataclass
-class Attempt:
-    owner: str
-    started_at: float
-    ended_at: float | None = None
-    outcome: str | None = None  # succeeded / failed / cancelled / lease_expired / retried
-
-
-@dataclass
-class QueuedJob:
-    """A job's whole record, as stored. ``public()`` is what GET /v1/jobs/{id} answers."""
-
-    id: str
-    kind: str
-    tenant: str
-    adapter: str
-    payload: dict[str, Any]
-    max_attempts: int
-    status: JobState = JobState.QUEUED
-    created_at: float = field(default_factory=time.time)
-    finished_at: float | None = None
-    attempts: list[Attempt] = field(default_factory=list)
-    lease_owner: str | None = None
-    lease_token: str | None = None
-    lease_expires_at: float | None = None
-    publishing: bool = False
-    cancel_requested: bool = False
-    progress: dict[str, int] = field(default_factory=lambda: {"step": 0, "total": 0})
-    loss: float | None = None
-    error: dict[str, str] | None = None
-    result: dict[str, Any] | None = None
-
-    @classmethod
-    def from_json(cls, text: str) -> "QueuedJob":
-        d = json.loads(text)
-        d["attempts"] = [Attempt(**a) for a in d.get("attempts", [])]
-        d["status"] = JobState(d["status"])
-        return cls(payload={}, **d)
-
-    def to_json(self) -> str:
-        """The record without its payload (kept apart: the record is read on every claim)."""
-        d = asdict(self)
-        del d["payload"]
-        return json.dumps(d, sort_keys=True)
-
-    @property
-    def started_at(self) -> float | None:
-        return self.attempts[-1].started_at if self.attempts else None
-
-    def public(self) -> dict[str, Any]:
-        return {"id": self.id, "kind": self.kind, "adapter": self.adapter,
-                "status": self.status.value, "progress": dict(self.progress), "loss": self.loss,
-                "error": self.error, "result": self.result, "attempts": len(self.attempts),
-                "created_at": _iso(self.created_at), "started_at": _iso(self.started_at),
-                "finished_at": _iso(self.finished_at)}
-
-
-@dataclass(frozen=True)
-class Lease:
-    job: QueuedJob
-    token: str
-    owner: str
-    expires_at: float
-
-
-def _iso(t: float | None) -> str | None:
-    if t is None:
-        return None
-    return dt.datetime.fromtimestamp(t, dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
 class LeaseQueue:
@@ -148,6 +63,17 @@ class LeaseQueue:
             (self.root / d).mkdir(parents=True, exist_ok=True)
         self._thread_lock = threading.Lock()  # flock emulated by POSIX locks (NFS) is per process
         self._sweep_tmp()
+
+    @property
+    def where(self) -> str:
+        return str(self.root)
+
+    def close(self) -> None:
+        """Nothing to release: every call opens and closes its files."""
+
+    def wakeups(self, stop: threading.Event) -> Iterator[None]:
+        """Files send no notice: trainers in other processes find new jobs by polling."""
+        return iter(())
 
     # -- storage ---------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -203,19 +129,19 @@ class LeaseQueue:
                 continue
         return sorted(jobs, key=lambda j: (j.created_at, j.id))
 
-    def _close(self, job: QueuedJob, status: JobState, *, outcome: str | None = None,
-               error: dict[str, str] | None = None, result: dict[str, Any] | None = None) -> QueuedJob:
-        now = self.clock()
-        if job.attempts and job.attempts[-1].ended_at is None:
-            job.attempts[-1].ended_at = now
-            job.attempts[-1].outcome = outcome or status.value
-        job.status, job.error, job.result, job.finished_at = status, error, result, now
-        job.lease_owner = job.lease_token = job.lease_expires_at = None
-        job.publishing = False
+    def _save(self, job: QueuedJob) -> QueuedJob:
+        """Store a record after a transition: a finished job moves to done/ (and loses its
+        payload), an active one is replaced in pending/."""
+        if job.status in ACTIVE:
+            self._write("pending", job)
+            return job
         self._write("done", job)
         self._path("pending", job.id).unlink(missing_ok=True)
         self._path("payloads", job.id).unlink(missing_ok=True)
         return job
+
+    def _close(self, job: QueuedJob, status: JobState, **kw: Any) -> QueuedJob:
+        return self._save(records.close(job, status, self.clock(), **kw))
 
     # -- any process -----------------------------------------------------------------------------
     def submit(self, kind: str, tenant: str, adapter: str, payload: dict[str, Any]) -> QueuedJob:
@@ -245,8 +171,7 @@ class LeaseQueue:
             job = (self._read("done", job_id) or self._read("pending", job_id)
                    or self._read("done", job_id) or self._legacy(job_id))
         if job is None or job.tenant != tenant:
-            raise JobNotFound(f"job {shorten(job_id)} does not exist; the answer to POST "
-                              "/v1/adapters names its job")
+            raise not_found(job_id)
         return job
 
     def _legacy(self, job_id: str) -> QueuedJob | None:
@@ -273,13 +198,7 @@ class LeaseQueue:
         or publishing."""
         with self._locked():
             job = self.get(tenant, job_id)
-            if job.status not in ACTIVE:
-                raise Conflict(f"job {job_id} is {job.status}; only queued or running jobs can "
-                               "be cancelled")
-            if job.publishing:
-                raise Conflict(f"job {job_id} has finished training and is publishing its "
-                               "adapter; delete the new version instead (DELETE "
-                               "/v1/adapters/{name}?version=N)")
+            records.cancel_check(job)
             if job.status == JobState.QUEUED:
                 return self._close(job, JobState.CANCELLED)
             job.cancel_requested = True
@@ -306,6 +225,22 @@ class LeaseQueue:
                 if job.tenant == tenant:
                     jobs[job.id] = job
         return sorted(jobs.values(), key=lambda j: (j.created_at, j.id), reverse=True)
+
+    def page(self, tenant: str, *, status: str | None = None, adapter: str | None = None,
+             limit: int = 20, after: str | None = None) -> tuple[list[QueuedJob], str | None]:
+        """One page of ``tenant``'s jobs, newest first, and the cursor of the next page (the
+        id of this page's last job) or None."""
+        jobs = [j for j in self.of_tenant(tenant)
+                if (status is None or j.status == status) and (adapter is None or j.adapter == adapter)]
+        start = 0
+        if after is not None:
+            ids = [j.id for j in jobs]
+            if after not in ids:
+                raise bad_cursor(after)
+            start = ids.index(after) + 1
+        page = jobs[start:start + limit]
+        more = start + limit < len(jobs)
+        return page, page[-1].id if more and page else None
 
     def counts(self) -> dict[str, int]:
         """Queued and running jobs now (the ``tailor_jobs`` gauge)."""
@@ -339,7 +274,7 @@ class LeaseQueue:
                 if job.status == JobState.RUNNING and (
                         (job.lease_expires_at is not None and job.lease_expires_at <= now)
                         or (job.lease_owner is not None and owner_gone(job.lease_owner))):
-                    job = self._expired(job, now)
+                    job = self._save(records.expire(job, now))
                 if job.status != JobState.QUEUED or (wanted is not None and job.kind not in wanted):
                     continue
                 try:
@@ -348,10 +283,7 @@ class LeaseQueue:
                     self._fail_unreadable(job, e)
                     continue
                 token = uuid.uuid4().hex
-                job.status, job.lease_owner, job.lease_token = JobState.RUNNING, owner, token
-                job.lease_expires_at = now + self.lease_s
-                job.attempts.append(Attempt(owner=owner, started_at=now))
-                self._write("pending", job)
+                self._save(records.start(job, owner, token, now, self.lease_s))
                 job.payload = payload
                 return Lease(job, token, owner, job.lease_expires_at)
         return None
@@ -361,39 +293,9 @@ class LeaseQueue:
             f"the job's payload (jobs/payloads/{job.id}.json) cannot be read "
             f"({type(e).__name__}); submit it again")})
 
-    def _expired(self, job: QueuedJob, now: float) -> QueuedJob:
-        """A running job whose trainer stopped renewing: retry it, or fail it with why."""
-        lost = job.attempts[-1] if job.attempts else Attempt(owner="?", started_at=now)
-        why = (f"its trainer {lost.owner} stopped renewing the lease (killed or stuck) "
-               f"during attempt {len(job.attempts)} of {job.max_attempts}")
-        if job.cancel_requested:
-            return self._close(job, JobState.CANCELLED, outcome="lease_expired")
-        if job.publishing:  # the result may be half published: never run it twice
-            return self._close(job, JobState.FAILED, outcome="lease_expired", error={
-                "code": "interrupted", "message": why + ", while publishing; check the "
-                "adapter's latest version and submit again if it is missing"})
-        return self._requeue(job, now, "lease_expired", "interrupted",
-                             why + "; nothing was published")
-
-    def _requeue(self, job: QueuedJob, now: float, outcome: str, code: str, why: str) -> QueuedJob:
-        if len(job.attempts) >= job.max_attempts:
-            return self._close(job, JobState.FAILED, outcome=outcome, error={
-                "code": code, "message": why + ". No attempts left (TAILOR_JOB_ATTEMPTS): "
-                "submit it again"})
-        if job.attempts:
-            job.attempts[-1].ended_at, job.attempts[-1].outcome = now, outcome
-        job.status = JobState.QUEUED
-        job.lease_owner = job.lease_token = job.lease_expires_at = None
-        self._write("pending", job)
-        return job
-
     def _held(self, lease: Lease) -> QueuedJob:
         """The job, if ``lease`` still holds it (call under the lock); else LeaseLost."""
-        job = self._read("pending", lease.job.id)
-        if (job is None or job.status != JobState.RUNNING or job.lease_token != lease.token
-                or job.lease_expires_at is None or job.lease_expires_at <= self.clock()):
-            raise LeaseLost(f"the lease of {lease.owner} on job {lease.job.id} is lost")
-        return job
+        return records.check_held(self._read("pending", lease.job.id), lease, self.clock())
 
     def renew(self, lease: Lease, progress: dict[str, int] | None = None,
               loss: float | None = None) -> Lease:
@@ -437,7 +339,8 @@ class LeaseQueue:
         """The attempt was lost to something outside the job (its training process was
         killed): queue it again, or fail it with ``message`` when no attempts are left."""
         with self._locked():
-            return self._requeue(self._held(lease), self.clock(), "retried", code, message)
+            return self._save(records.requeue(self._held(lease), self.clock(), "retried", code,
+                                              message))
 
     def cancelled(self, lease: Lease) -> QueuedJob:
         """The trainer stopped because cancel was requested."""
@@ -448,12 +351,4 @@ class LeaseQueue:
         """Give the job back without spending an attempt (a trainer shutting down cleanly). A
         job with a cancel requested is cancelled instead."""
         with self._locked():
-            job = self._held(lease)
-            if job.cancel_requested:
-                return self._close(job, JobState.CANCELLED)
-            job.attempts.pop()
-            job.status = JobState.QUEUED
-            job.lease_owner = job.lease_token = job.lease_expires_at = None
-            job.progress, job.loss = {"step": 0, "total": 0}, None
-            self._write("pending", job)
-            return job
+            return self._save(records.release(self._held(lease), self.clock()))

@@ -1,12 +1,18 @@
 """The trainer pool with real processes: one `bentoml serve` with TAILOR_ROLE=serve and two
 with TAILOR_ROLE=train on one store, each trainer as if on a host of its own (its own UTS
 namespace and hostname, as pods are; where `unshare` is not permitted they share this host).
+Once with the job queue in the store's files (the default), once in a real PostgreSQL
+(TAILOR_QUEUE_URL, tests/pgserver.py) with a second serving replica.
 
-- 6 LoRA jobs queued on the serving instance all succeed, each ran once (one attempt, one
+- LoRA jobs queued on the serving instance all succeed, each ran once (one attempt, one
   published version), by the trainers only: the serving instance never starts a training
   process;
 - a trainer is killed with SIGKILL (every process of it) in the middle of a job: its lease
-  runs out, the other trainer runs the job again and it succeeds as attempt 2;
+  runs out, the other trainer runs the job again and it succeeds as attempt 2, the two
+  attempts one after the other (never at once);
+- PostgreSQL: restarted while jobs run: none lost, none run twice; stopped: a job submit and
+  a job read answer 503 with Retry-After, predictions go on, and submits work once it is
+  back; any replica answers for any job and lists them page by page;
 - predictions on the serving instance answer 200 all along;
 - a trainer answers only /readyz, /livez and /metrics.
 """
@@ -83,20 +89,62 @@ def _owner_pid(record: dict, attempt: int = -1) -> int:
     return int(record["attempts"][attempt]["owner"].split(":")[1])
 
 
-def test_one_server_and_two_trainers_on_one_store(tmp_path):
+class Records:
+    """The queue's own record of a job (its attempts, owners and times), read from where the
+    backend keeps it, not through the API."""
+
+    def __init__(self, store, queue_url: str | None):
+        self.store, self.url = store, queue_url
+
+    def __call__(self, job_id: str) -> dict:
+        if self.url is None:
+            for where in ("done", "pending"):
+                path = self.store / "jobs" / where / f"{job_id}.json"
+                if path.exists():
+                    return json.loads(path.read_text())
+            raise AssertionError(f"no record of job {job_id}")
+        import psycopg
+
+        with psycopg.connect(self.url) as conn:
+            return conn.execute("SELECT record FROM tailor_jobs WHERE id = %s", (job_id,)).fetchone()[0]
+
+
+def _one_after_the_other(record: dict) -> None:
+    """The job's attempts never overlapped: each ended before the next started."""
+    attempts = record["attempts"]
+    for a, b in zip(attempts, attempts[1:]):
+        assert a["ended_at"] is not None and a["ended_at"] <= b["started_at"], attempts
+
+
+@pytest.fixture(params=["files", "postgres"])
+def queue_url(request):
+    """The job queue of the test's servers: None (files in the store) or a fresh database."""
+    if request.param == "files":
+        return None
+    return request.getfixturevalue("pg_server").database()
+
+
+def test_one_server_and_two_trainers_on_one_store(tmp_path, queue_url, request):
     store = tmp_path / "store"
     base = {"TAILOR_FORWARD_WORKERS": "1", "TAILOR_JOB_LEASE_S": str(LEASE_S),
             "TAILOR_JOB_ATTEMPTS": "2", "TAILOR_JOB_QUEUE_SIZE": "16"}
     apart = _can_unshare()
-    serve = Server(store, {**base, "TAILOR_ROLE": "serve"}, tmp_path / "serve.log")
-    trainers = [Server(store, {**base, "TAILOR_ROLE": "train"},
-                       tmp_path / f"train{i}.log", prefix=_as_host(f"trainer-{i}") if apart else None)
+    pg = request.getfixturevalue("pg_server") if queue_url else None
+    record = Records(store, queue_url)
+    serve = Server(store, {**base, "TAILOR_ROLE": "serve"}, tmp_path / "serve.log",
+                   queue_url=queue_url)
+    trainers = [Server(store, {**base, "TAILOR_ROLE": "train"}, tmp_path / f"train{i}.log",
+                       prefix=_as_host(f"trainer-{i}") if apart else None, queue_url=queue_url)
                 for i in (1, 2)]
-    servers = [serve, *trainers]
+    # PostgreSQL: a second serving replica answers for the jobs the first one queued
+    replicas = [Server(store, {**base, "TAILOR_ROLE": "serve"}, tmp_path / "serve2.log",
+                       queue_url=queue_url)] if queue_url else []
+    servers = [serve, *trainers, *replicas]
+    n_jobs = 2 if queue_url else 6  # CI time: the postgres run also restarts the database
     train, _ = trec_coarse().few_shot(4, seed=2, max_test=0)  # 24 questions, 6 labels
     stop, answers, failures, serve_trained = threading.Event(), [0], [], []
     try:
-        with ThreadPoolExecutor(3) as pool:  # warm all three at once
+        with ThreadPoolExecutor(len(servers)) as pool:  # warm all at once
             list(pool.map(lambda s: s.start(), servers))
         # a trainer answers only the probes and /metrics
         t = httpx.Client(base_url=trainers[0].url, timeout=30)
@@ -122,29 +170,45 @@ def test_one_server_and_two_trainers_on_one_store(tmp_path):
         loop = threading.Thread(target=recording(failures, predict_all_along), daemon=True)
         loop.start()
 
-        # 1. six jobs, queued on the serving instance, run once each by the trainers
+        # 1. jobs queued on the serving instance, run once each by the trainers (PostgreSQL:
+        # restarted while they run)
         t0 = time.monotonic()
         jobs = []
-        for i in range(6):
+        for i in range(n_jobs):
             r = c.post("/v1/adapters", json={"name": f"lora{i}", "kind": "lora", "examples": train,
                                              "options": {"epochs": 2}})
             assert r.status_code == 202, r.text
             jobs.append(r.json()["job"]["id"])
+        if pg is not None:
+            _wait(lambda: c.get(f"/v1/jobs/{jobs[0]}").json()["progress"]["step"] >= 1, 300,
+                  "the first job trains")
+            pg.stop()  # a fast shutdown: the trainers' connections are cut mid-job
+            pg.start()
         done = [_wait(lambda j=j: (lambda rec: rec if rec["status"] not in ("queued", "running")
                                    else None)(c.get(f"/v1/jobs/{j}").json()), 600, f"job {j}")
                 for j in jobs]
-        six_s = time.monotonic() - t0
-        assert [d["status"] for d in done] == ["succeeded"] * 6, done
-        assert [d["attempts"] for d in done] == [1] * 6
+        jobs_s = time.monotonic() - t0
+        assert [d["status"] for d in done] == ["succeeded"] * n_jobs, done
+        assert [d["attempts"] for d in done] == [1] * n_jobs
         for i, d in enumerate(done):
             assert d["result"]["adapter"] == f"lora{i}@1"
             assert c.get(f"/v1/adapters/lora{i}").json()["versions"] == [1]  # published once
-        records = [json.loads((store / "jobs" / "done" / f"{j}.json").read_text()) for j in jobs]
+        records = [record(j) for j in jobs]
         ran_by = [_owner_pid(rec) for rec in records]
         worker_pids = [tr.pids() for tr in trainers]
         assert all(any(p in pids for pids in worker_pids) for p in ran_by), (ran_by, worker_pids)
         per_trainer = [sum(p in pids for p in ran_by) for pids in worker_pids]
-        assert sum(per_trainer) == 6
+        assert sum(per_trainer) == n_jobs
+        for other in replicas:  # any replica answers for any job, and lists them page by page
+            rc = other.client()
+            assert [rc.get(f"/v1/jobs/{j}").json() for j in jobs] == done
+            listed, after = [], None
+            while True:
+                page = rc.get("/v1/jobs", params={"limit": 3, **({"after": after} if after else {})}).json()
+                listed += [j["id"] for j in page["jobs"]]
+                if not (after := page["next"]):
+                    break
+            assert listed == list(reversed(jobs))
         finished = [_metric(tr, 'tailor_jobs_finished_total{kind="lora_train",state="succeeded"}')
                     for tr in trainers]
         assert finished == per_trainer
@@ -156,7 +220,7 @@ def test_one_server_and_two_trainers_on_one_store(tmp_path):
         job = r.json()["job"]["id"]
         _wait(lambda: (lambda j: j["status"] == "running" and j["progress"]["step"] >= 2)(
             c.get(f"/v1/jobs/{job}").json()), 300, "the long job trains")
-        pending = json.loads((store / "jobs" / "pending" / f"{job}.json").read_text())
+        pending = record(job)
         (doomed,) = [tr for tr in trainers if _owner_pid(pending) in tr.pids()]
         survivor = next(tr for tr in trainers if tr is not doomed)
         t_kill = _kill_all(doomed)
@@ -167,15 +231,33 @@ def test_one_server_and_two_trainers_on_one_store(tmp_path):
             c.get(f"/v1/jobs/{job}").json()), 600, "the retried job finishes")
         total_s = time.monotonic() - t_kill
         assert final["status"] == "succeeded" and final["attempts"] == 2, final
-        rec = json.loads((store / "jobs" / "done" / f"{job}.json").read_text())
+        rec = record(job)
         assert [a["outcome"] for a in rec["attempts"]] == ["lease_expired", "succeeded"]
+        _one_after_the_other(rec)
         assert _owner_pid(rec, 1) in survivor.pids()
         assert c.get("/v1/adapters/killed").json()["versions"] == [1]
+        if pg is not None:  # 3. the database down: 503 + Retry-After, predictions go on
+            pg.stop()
+            pg.wait_down()
+            try:
+                for r in (c.post("/v1/adapters", json={"name": "later", "kind": "lora",
+                                                      "examples": train}),
+                          c.get(f"/v1/jobs/{job}"), c.get("/v1/jobs")):
+                    assert r.status_code == 503, r.text
+                    assert r.json()["error"]["code"] == "unavailable"
+                    assert int(r.headers["Retry-After"]) >= 1
+            finally:
+                pg.start()
+            r = c.post("/v1/adapters", json={"name": "later", "kind": "lora", "examples": train,
+                                             "options": {"epochs": 1}})
+            assert r.status_code == 202, r.text
+            c.delete(f"/v1/jobs/{r.json()['job']['id']}")  # not waited for: CI time
         stop.set()
         loop.join(30)
         assert not loop.is_alive(), "the predict loop did not stop"
-        print(f"\ntrainer pool ({'own hostnames' if apart else 'one host'}): 6 LoRA jobs in "
-              f"{six_s:.1f}s, per trainer {per_trainer}; kill -9 of a trainer mid-job (step "
+        print(f"\ntrainer pool ({'own hostnames' if apart else 'one host'}, queue "
+              f"{'postgres' if queue_url else 'files'}): {n_jobs} LoRA jobs in "
+              f"{jobs_s:.1f}s, per trainer {per_trainer}; kill -9 of a trainer mid-job (step "
               f"{pending['progress'].get('step')}): running again after {recovery_s:.1f}s (lease "
               f"{LEASE_S}s), succeeded {total_s:.1f}s after the kill; {answers[0]} predictions "
               f"on the serving instance meanwhile, {len(failures)} failed")

@@ -195,7 +195,7 @@ def test_a_registered_modality_reaches_the_http_contract():
     assert done.returncode == 0, done.stderr[-2000:]
     got = json.loads(done.stdout.strip().splitlines()[-1])
     assert got["item"]["properties"]["vector"]["type"] == "array", got["item"]
-    assert got["example"] == ["text", "image", "vector", "label", "labels"]
+    assert got["example"] == ["text", "image", "audio", "vector", "label", "labels"]
     assert got["created"] == 201
     assert got["predicted"]["predictions"][0]["label"] == "y"
     assert got["refused"][0] == 422 and "4 numbers" in got["refused"][1]["error"]["message"]
