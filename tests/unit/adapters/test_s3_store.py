@@ -66,6 +66,23 @@ def test_listing_is_paginated(replicas):
     assert store.versions("t1", "c") == [1, 2]
 
 
+def test_a_small_tenant_is_refreshed_with_one_listing(replicas):
+    """Names of a tenant whose keys fit one page are looked up with one request for all."""
+    writer, reader = replicas("w"), replicas("r")
+    for name in ("a", "b", "c"):
+        publish(writer, name)
+    reader.fresh_s = 60.0
+    calls = []
+    real = reader.s3.list_objects_v2
+    reader.s3.list_objects_v2 = lambda **kw: (calls.append(kw["Prefix"]), real(**kw))[1]
+    assert [reader.versions("t1", n) for n in ("a", "b", "c")] == [[1], [1], [1]]
+    assert calls == [f"{PREFIX}/tenants/t1/"]
+    publish(writer, "b")
+    reader.fresh_s = 0.0  # stale: list again
+    assert reader.versions("t1", "b") == [1, 2] and len(calls) == 2
+    assert reader.versions("t1", "nope") == [] and len(calls) == 3
+
+
 def test_concurrent_publishers_on_two_replicas_get_distinct_versions(replicas):
     a, b = replicas("a"), replicas("b")
     got, errors = [], []
