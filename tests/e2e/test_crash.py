@@ -178,6 +178,15 @@ def _create_until_killed(server: Server, ledger: Ledger, rng: random.Random, cyc
                                 daemon=True) for i in range(CLIENTS)]
     for t in threads:
         t.start()
+    # The window opens at the cycle's first acknowledged create, not at the clients' start:
+    # on a busy machine (parallel test workers, a loaded CI host) the first creates took
+    # longer than the whole window, the kill landed before anything was acknowledged, and
+    # the cycle proved nothing.
+    acked = len(ledger.acks)
+    deadline = time.monotonic() + 120
+    while len(ledger.acks) == acked and time.monotonic() < deadline and not ledger.errors:
+        time.sleep(0.05)
+    assert len(ledger.acks) > acked, f"no create acknowledged within 120 s: {ledger.errors[:3]}"
     time.sleep(rng.uniform(*KILL_AFTER_S))
     _kill_all(server)
     stop.set()
