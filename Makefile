@@ -41,6 +41,7 @@ serve: install
 TEST_WORKERS ?= 2
 test: install $(VISION_CI)/model.safetensors audio-tools
 	$(BIN)/lint-imports --no-cache
+	VENV=$(VENV) deploy/install-seaweedfs.sh
 	TEST_VISION_BACKBONE=$(VISION_CI) $(BIN)/python -m pytest -q -ra --durations=30 \
 	  -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 

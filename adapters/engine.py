@@ -35,7 +35,7 @@ from .modalities import get_modality
 from .segments import group_rows
 from .serving import AdapterRegistry, LoadedAdapter, MicroBatcher
 from .serving.suggest import select_informative
-from .storage import AdapterStore, Artifact, Inputs, Manifest
+from .storage import AdapterStore, Artifact, Inputs, Manifest, Store
 from .storage.updates import merge_inputs
 from .training.gate import Gate
 from .training.jobs import Job, JobManager
@@ -85,7 +85,7 @@ def format_prediction(adapter: LoadedAdapter, probs: torch.Tensor) -> dict[str, 
 
 
 class Tailor:
-    def __init__(self, encoder: Encoder, store: AdapterStore, *, limits: Limits = Limits(),
+    def __init__(self, encoder: Encoder, store: Store, *, limits: Limits = Limits(),
                  cache_size: int = 256, max_batch_rows: int = 64, max_wait_ms: float = 20.0,
                  max_queued_rows: int = 4096, max_queue_wait_s: float = 30.0,
                  jobs: JobManager | None = None, worker: WorkerConfig = WorkerConfig(),

@@ -93,6 +93,13 @@ class Unavailable(TailorError):
     code = "unavailable"
 
 
+class StoreUnavailable(Unavailable):
+    """The adapter store (an S3-compatible server) cannot be reached or answered an error:
+    503 with Retry-After, as a transient fault the client can retry, never a 500 or a hang."""
+
+    code = "store_unavailable"
+
+
 class IncompatibleAdapter(TailorError):
     """A stored adapter was trained on another backbone or an unknown schema (409)."""
 

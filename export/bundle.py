@@ -32,7 +32,7 @@ from torch import nn
 from adapters.encoders import TorchEncoder
 from adapters.errors import InvalidRequest
 from adapters.kinds import get_kind
-from adapters.storage import AdapterStore, Manifest, StoredAdapter
+from adapters.storage import Manifest, Store, StoredAdapter
 from adapters.storage.store import sha256_file
 
 from . import audio, image
@@ -98,7 +98,7 @@ def build_module(encoder: TorchEncoder, stored: StoredAdapter) -> nn.Module:
     return Classifier(encoder.graph_module(copy), adapter.head).eval()
 
 
-def export_bundle(encoder: TorchEncoder, store: AdapterStore, tenant: str, name: str,
+def export_bundle(encoder: TorchEncoder, store: Store, tenant: str, name: str,
                   version: int | None = None, *, quantize: str = "none",
                   dest_dir: str | Path | None = None, config: OnnxConfig | None = None,
                   providers: Sequence[str] = ("CPUExecutionProvider",)) -> ExportResult:

@@ -38,7 +38,8 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from adapters import AdapterStore, open_encoder
+    from adapters import open_encoder
+    from adapters.storage import open_store
     from adapters.errors import TailorError
     from adapters.validation import parse_ref
     from export import ParityError, ProviderUnavailable, export_bundle
@@ -49,11 +50,12 @@ def run_export(args: argparse.Namespace) -> int:
     try:
         name, version = parse_ref(args.adapter)
         store_path = args.store or settings.store_path
-        if not (Path(store_path) / "tenants").is_dir():
+        url = None if args.store else settings.store_url  # --store: always a folder
+        if not url and not (Path(store_path) / "tenants").is_dir():
             print(f"error: {store_path} is not a Tailor store folder (no tenants/)", file=sys.stderr)
             return 2
         encoder = open_encoder(args.backbone or settings.backbone_path, name=settings.backbone_name)
-        store = AdapterStore(store_path, encoder.identity)
+        store = open_store(url, store_path, encoder.identity)
         result = export_bundle(encoder, store, args.tenant, name, version,
                                quantize=args.quantize, dest_dir=args.out,
                                providers=[p.strip() for p in args.providers.split(",") if p.strip()])

@@ -64,7 +64,8 @@ def build_engine(settings: Settings, events: Recorder | None = None):
     ``events``: the metrics recorder the domain reports to."""
     import torch
 
-    from adapters import AdapterStore, Tailor, open_encoder
+    from adapters import Tailor, open_encoder
+    from adapters.storage import open_store
     from adapters.training.jobs import JobManager
     from adapters.training.worker import WorkerConfig
 
@@ -72,8 +73,9 @@ def build_engine(settings: Settings, events: Recorder | None = None):
         torch.set_num_threads(settings.torch_threads)
     encoder = open_encoder(settings.backbone_path, name=settings.backbone_name,
                            max_batch_rows=settings.max_batch_rows, workers=settings.workers())
-    store = AdapterStore(settings.store_path, encoder.identity,
-                         max_adapters_per_tenant=settings.max_adapters_per_tenant)
+    store = open_store(settings.store_url, settings.store_path, encoder.identity,
+                       max_adapters_per_tenant=settings.max_adapters_per_tenant,
+                       cache_bytes=settings.store_cache_mb << 20)
     store.sweep()
     # the backbone's forwards run on a registered runtime (export/runtimes/): the one the
     # settings name, or with auto the fastest that keeps accuracy (one log line says which
@@ -102,7 +104,7 @@ def build_engine(settings: Settings, events: Recorder | None = None):
     encoder.warm_up()
     log.info("tailor ready (role %s): backbone %s (%s), store %s, jobs %s, runtime %s: %s",
              settings.role, encoder.identity.name, encoder.identity.sha256[:12],
-             store.root.resolve(), jobs.queue.where, runtime, encoder.describe())
+             store, jobs.queue.where, runtime, encoder.describe())
     return engine
 
 

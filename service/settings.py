@@ -55,7 +55,9 @@ class Settings(BaseSettings, RequestLimits):
 
     backbone_path: Path | None = Field(None, description="local Hugging Face model folder; empty = the embedded all-MiniLM-L6-v2")
     backbone_name: str | None = Field(None, description="name recorded in adapter manifests; default: the folder name")
-    store_path: Path = Field(Path("tailor-store"), description="adapter store folder (shared by replicas)")
+    store_path: Path = Field(Path("tailor-store"), description="adapter store folder (shared by replicas); with an s3:// TAILOR_STORE_URL, this replica's own folder for its file cache, training scratch space and the file job queue")
+    store_url: str | None = Field(None, description="where adapters are stored: empty = the folder TAILOR_STORE_PATH, file:///path = that folder, s3://bucket/prefix = an S3-compatible bucket (endpoint and credentials from the standard AWS variables AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION or ~/.aws; docs/s3.md)")
+    store_cache_mb: int = Field(1024, ge=1, description="with an s3:// store: local disk cache of adapter files per replica, in MiB (least recently used files go first)")
     cache_size: int = Field(256, ge=1, description="adapters kept loaded in memory (LRU)")
     torch_threads: int = Field(1, ge=0, description="intra-op torch threads per forward (forwards run side by side, see forward_workers); 0 = torch's default")
     forward_workers: int = Field(0, ge=0, le=64, description="backbone forwards run side by side; 0 = one per CPU core")
@@ -90,6 +92,13 @@ class Settings(BaseSettings, RequestLimits):
             raise ValueError(
                 "TAILOR_REQUIRE_API_KEYS=true but no API keys are configured: set "
                 "TAILOR_API_KEYS_FILE to a file of `<key> <tenant> [admin]` lines (or TAILOR_API_KEYS)")
+        return self
+
+    @model_validator(mode="after")
+    def _store_url_parses(self) -> "Settings":
+        if self.store_url:
+            from adapters.storage.factory import parse_store_url
+            parse_store_url(self.store_url)  # a ValueError names the bad URL
         return self
 
     @model_validator(mode="after")

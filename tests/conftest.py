@@ -182,6 +182,38 @@ class Server:
         return found
 
 
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory):
+    """One real S3-compatible server (SeaweedFS, tests/s3server.py) for the whole run; each
+    user takes a bucket of its own (``s3.bucket()``)."""
+    from tests.s3server import SeaweedS3
+
+    server = SeaweedS3(tmp_path_factory.mktemp("seaweedfs")).start()
+    yield server
+    server.stop()
+
+
+# The configurations an e2e server can run in: `params=STORE_BACKENDS` on a module's server
+# fixture runs the module's tests on each (the same tests, not a fork), with
+# `env=store_env(request)` for the server: the embedded default and S3 + PostgreSQL.
+STORE_BACKENDS = ["file", "s3-pg"]
+# For a test whose subject is compute, not storage (accuracy, batching): the folder store only,
+# on the module's same server. CI time is the budget that runs it once, not twice.
+FOLDER_STORE_ONLY = pytest.mark.parametrize("server", ["file"], indirect=True)
+
+
+def store_env(request) -> dict[str, str]:
+    """The server settings for ``request.param``: none for the embedded default (folder store,
+    file queue); for ``s3-pg``, the scale-out configuration: adapters in a bucket of its own on
+    the run's SeaweedFS (with the standard AWS variables), jobs in a database of its own on
+    the run's PostgreSQL."""
+    if request.param == "file":
+        return {}
+    s3, pg = request.getfixturevalue("s3"), request.getfixturevalue("pg_server")
+    return {"TAILOR_STORE_URL": f"s3://{s3.bucket()}/tailor", **s3.env(),
+            "TAILOR_QUEUE_URL": pg.database()}
+
+
 # -- the container smoke test runs in the background (tests/deploy/test_container_smoke.py) --
 E2E_HOMES = ("tests/e2e/", "tests/deploy/test_container_smoke.py")
 

@@ -16,7 +16,7 @@ from typing import Callable
 from ..encoders.lora import LoraWeights
 from ..events import NO_EVENTS, Events
 from ..heads import LinearHead
-from ..storage import AdapterStore, Manifest, StoredAdapter
+from ..storage import Manifest, Store, StoredAdapter
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ Loader = Callable[[StoredAdapter], LoadedAdapter]
 
 
 class AdapterRegistry:
-    def __init__(self, store: AdapterStore, loader: Loader, capacity: int = 256,
+    def __init__(self, store: Store, loader: Loader, capacity: int = 256,
                  events: Events = NO_EVENTS):
         if capacity < 1:
             raise ValueError(f"registry capacity must be >= 1, got {capacity}")

@@ -1,4 +1,4 @@
-"""The versioned adapter store: one folder per immutable version.
+"""The filesystem adapter store (the embedded default): one folder per immutable version.
 
 Layout::
 
@@ -15,37 +15,28 @@ A version is written in full to ``.tmp`` (files fsynced), then renamed into plac
 sees a whole version or none. Version numbers come from ``.seq`` under an exclusive file
 lock, so two processes sharing the folder (two replicas on one volume) never hand out the
 same number and never reuse a deleted one: ``name@3`` always means the same weights.
-Only JSON and safetensors are ever read back; nothing is unpickled.
+Only JSON and safetensors are ever read back; nothing is unpickled. What every store does
+the same way (parsing, verification, building a version) is in ``base.py``.
 """
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import fcntl
 import hashlib
-import json
 import os
 import shutil
 import time
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-import torch
-from pydantic import ValidationError
-from safetensors.torch import load as load_tensors
-from safetensors.torch import save_file
-
 from ..encoders.base import BackboneIdentity
-from ..errors import AdapterNotFound, CorruptAdapter, IncompatibleAdapter, TooManyAdapters
-from ..options import describe_validation_error
+from ..errors import AdapterNotFound
 from ..validation import validate_name
-from .manifest import SCHEMA_VERSION, Artifact, FileRef, Inputs, Manifest
+from .base import MANIFEST, Store, StoredAdapter, not_found
+from .manifest import Manifest
 
-MANIFEST = "manifest.json"
-EXAMPLES = "examples.json"  # optional: the posted examples (updates, export parity)
-UNLABELED = "unlabeled.json"  # optional: the posted unlabeled texts (updates)
+__all__ = ["AdapterStore", "StoredAdapter", "sha256_file"]
 
 
 def sha256_file(path: Path) -> str:
@@ -67,15 +58,9 @@ def _version_of(entry: str) -> int | None:
     return None
 
 
-@dataclass(frozen=True)
-class StoredAdapter:
-    """A loaded version: its manifest and its tensors."""
+class AdapterStore(Store):
+    """The store in a local (or shared RWX) folder: ``root``."""
 
-    manifest: Manifest
-    tensors: dict[str, torch.Tensor]
-
-
-class AdapterStore:
     def __init__(self, root: str | Path, backbone: BackboneIdentity, *,
                  max_adapters_per_tenant: int | None = None):
         self.root = Path(root)
@@ -83,6 +68,9 @@ class AdapterStore:
         self.max_adapters_per_tenant = max_adapters_per_tenant
         for sub in ("tenants", ".tmp", ".trash"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
+
+    def __repr__(self) -> str:
+        return f"AdapterStore({self.root.resolve()})"
 
     # -- paths ----------------------------------------------------------------------------
     def _tenant_dir(self, tenant: str) -> Path:
@@ -143,118 +131,22 @@ class AdapterStore:
             out.append({"name": name, "versions": len(versions), "stored_bytes": size})
         return out
 
-    def resolve(self, tenant: str, name: str, version: int | None = None) -> int:
-        """The version number that ``name`` (latest) or ``name@version`` refers to."""
-        vs = self.versions(tenant, name)
-        if not vs:
-            raise AdapterNotFound(f"adapter {name!r} does not exist; create it with POST /v1/adapters "
-                                  "or list yours with GET /v1/adapters")
-        if version is None:
-            return vs[-1]
-        if version not in vs:
-            raise AdapterNotFound(f"adapter {name!r} has no version {version}; versions: "
-                                  f"{', '.join(map(str, vs))}")
-        return version
+    def _vdir(self, tenant: str, name: str, version: int) -> Path:
+        return self._name_dir(tenant, name) / f"v{version}"
 
-    def manifest(self, tenant: str, name: str, version: int | None = None) -> Manifest:
-        """The parsed manifest of ``name`` (latest) or ``name@version``."""
-        v = self.resolve(tenant, name, version)
-        path = self._name_dir(tenant, name) / f"v{v}" / MANIFEST
+    def _manifest_bytes(self, tenant: str, name: str, version: int) -> bytes:
         try:
-            raw = path.read_bytes()
+            return (self._vdir(tenant, name, version) / MANIFEST).read_bytes()
         except FileNotFoundError:  # deleted between resolve and read
-            raise AdapterNotFound(f"adapter {name}@{v} was just deleted") from None
-        return self._parse(raw, f"{name}@{v}")
+            raise AdapterNotFound(f"adapter {name}@{version} was just deleted") from None
 
-    def _parse(self, raw: bytes, ref: str) -> Manifest:
+    def _file_bytes(self, m: Manifest, fname: str, digest: str) -> bytes | None:
         try:
-            data = json.loads(raw)
-        except ValueError as e:
-            raise CorruptAdapter(f"adapter {ref}: {MANIFEST} is not valid JSON ({e}). Delete this "
-                                 "version and re-create it") from None
-        if isinstance(data, dict) and data.get("schema_version") != SCHEMA_VERSION:
-            raise IncompatibleAdapter(f"adapter {ref} has manifest schema {data.get('schema_version')}; "
-                                      f"this server reads schema {SCHEMA_VERSION}. Re-create the adapter")
-        try:
-            return Manifest.model_validate(data)
-        except ValidationError as e:
-            raise CorruptAdapter(f"adapter {ref}: {MANIFEST} does not describe an adapter version "
-                                 f"({describe_validation_error(e)}). Delete this version and "
-                                 "re-create it") from None
-
-    def load(self, tenant: str, name: str, version: int | None = None) -> StoredAdapter:
-        """Read a version, verifying file checksums and the backbone it was trained on."""
-        m = self.manifest(tenant, name, version)
-        if m.backbone.sha256 != self.backbone.sha256:
-            raise IncompatibleAdapter(
-                f"adapter {m.ref} was trained on backbone {m.backbone.name} "
-                f"({m.backbone.sha256[:12]}), but this server runs {self.backbone.name} "
-                f"({self.backbone.sha256[:12]}). Re-create the adapter on this backbone")
-        vdir = self._name_dir(tenant, name) / f"v{m.version}"
-        tensors: dict[str, torch.Tensor] = {}
-        for fname, digest in m.files.items():
-            if not fname.endswith(".safetensors") or "/" in fname or fname.startswith("."):
-                raise CorruptAdapter(f"adapter {m.ref} lists an unexpected file {fname!r}")
-            path = vdir / fname
-            # Read once, verify and parse the same bytes: no window between checksum and load
-            # in which another replica's delete (or a bad disk) could change the file.
-            try:
-                data = path.read_bytes()
-            except FileNotFoundError:
-                data = None
-            if data is not None and hashlib.sha256(data).hexdigest() == digest:
-                tensors.update(load_tensors(data))
-            else:
-                if not vdir.is_dir():  # another replica deleted it between manifest and here
-                    raise AdapterNotFound(f"adapter {m.ref} was just deleted")
-                raise CorruptAdapter(f"adapter {m.ref}: file {fname} is missing or does not match its "
-                                     "checksum. Delete this version and re-create it")
-        return StoredAdapter(m, tensors)
-
-    def inputs(self, tenant: str, name: str, version: int | None = None) -> Inputs:
-        """What a version was trained on (examples, descriptions, unlabeled texts), as far as
-        it stored them; the files are checksum-verified."""
-        m = self.manifest(tenant, name, version)
-        vdir = self._name_dir(tenant, name) / f"v{m.version}"
-        examples = self._read_json(vdir, m, m.examples_file, EXAMPLES)
-        unlabeled = self._read_json(vdir, m, m.unlabeled_file, UNLABELED)
-        return Inputs([e for e in examples if isinstance(e, dict)],
-                      dict(m.label_descriptions or {}),
-                      [t for t in unlabeled if isinstance(t, str)])
-
-    def examples(self, tenant: str, name: str, version: int | None = None) -> list[dict[str, Any]]:
-        """The examples a version was trained on, if it stored them (else []), checksum-verified."""
-        return self.inputs(tenant, name, version).examples
-
-    @staticmethod
-    def _read_json(vdir: Path, m: Manifest, entry: FileRef | None, fname: str) -> list:
-        if entry is None:
-            return []
-        path = vdir / fname
-        try:
-            raw = path.read_bytes()
+            return (self._vdir(m.tenant, m.name, m.version) / fname).read_bytes()
         except FileNotFoundError:
-            raw = None
-        if raw is None or hashlib.sha256(raw).hexdigest() != entry.sha256:
-            raise CorruptAdapter(f"adapter {m.ref}: {fname} is missing or does not match its "
-                                 "checksum. Delete this version and re-create it")
-        data = json.loads(raw)
-        return data if isinstance(data, list) else []
+            return None
 
     # -- writing --------------------------------------------------------------------------
-    def check_room(self, tenant: str, name: str) -> None:
-        """Raise TooManyAdapters if ``name`` is new and the tenant is at its limit. Callers
-        check before training (a 4xx at once); ``publish`` checks again under the lock."""
-        limit = self.max_adapters_per_tenant
-        if limit is None or self.versions(tenant, name):
-            return
-        count = len(self.names(tenant))
-        if count >= limit:
-            raise TooManyAdapters(
-                f"you have {count} adapters; the limit is {limit} per tenant "
-                "(TAILOR_MAX_ADAPTERS_PER_TENANT). Delete one you no longer need "
-                "(DELETE /v1/adapters/{name}) or publish a new version of an existing name")
-
     @staticmethod
     def _read_seq(seq_file: Path) -> int:
         """The last version number handed out (0 when none or unreadable: publish also
@@ -265,60 +157,24 @@ class AdapterStore:
         except (FileNotFoundError, ValueError):
             return 0
 
-    def publish(self, tenant: str, name: str, artifact: Artifact, inputs: Inputs | None = None,
-                changes: dict[str, Any] | None = None) -> Manifest:
-        """Write ``artifact`` as a new immutable version of ``name`` and return its manifest.
-        ``inputs`` (optional) are kept beside the weights (examples.json, unlabeled.json, the
-        descriptions in the manifest); ``changes``: what an update changed."""
+    def _commit(self, tenant: str, name: str, files: dict[str, bytes],
+                fields: dict[str, Any]) -> Manifest:
         name_dir = self._name_dir(tenant, name)
         tmp = self.root / ".tmp" / uuid.uuid4().hex
         tmp.mkdir(parents=True)
         try:
-            weights = tmp / f"{artifact.kind}.safetensors"
-            save_file({k: v.contiguous() for k, v in artifact.tensors.items()}, str(weights))
-            with weights.open("rb") as f:
-                os.fsync(f.fileno())
-            extra: dict[str, Any] = {}
-            inputs = inputs or Inputs()
-            for key, fname, data in (("examples_file", EXAMPLES, inputs.examples),
-                                     ("unlabeled_file", UNLABELED, inputs.unlabeled)):
-                if data:
-                    path = tmp / fname
-                    with path.open("w") as f:
-                        json.dump(data, f, ensure_ascii=False)
-                        f.flush()
-                        os.fsync(f.fileno())
-                    extra[key] = {"name": fname, "sha256": sha256_file(path)}
-            if inputs.label_descriptions:
-                extra["label_descriptions"] = dict(inputs.label_descriptions)
-            if changes:
-                extra["changes"] = changes
-            fields = {
-                "schema_version": SCHEMA_VERSION,
-                "id": uuid.uuid4().hex,
-                "tenant": tenant,
-                "name": name,
-                "kind": artifact.kind,
-                "labels": list(artifact.labels),
-                "multi_label": artifact.multi_label,
-                "options": artifact.options,
-                "metrics": artifact.metrics,
-                "warnings": list(artifact.warnings),
-                **({"lora": artifact.lora.model_dump(mode="json")} if artifact.lora else {}),
-                "backbone": self.backbone.as_dict(),
-                "files": {weights.name: sha256_file(weights)},
-                "size_bytes": weights.stat().st_size,
-                **extra,
-                "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds"),
-            }
+            for fname, data in files.items():
+                with (tmp / fname).open("wb") as f:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
             with self._locked(name_dir), self._room_for(tenant, name):
                 seq_file = name_dir / ".seq"
                 last = max([self._read_seq(seq_file), *self.versions(tenant, name)])
                 version = last + 1
                 manifest = Manifest.model_validate({**fields, "version": version})
-                with (tmp / MANIFEST).open("w") as f:
-                    json.dump(manifest.model_dump(mode="json", exclude_none=True), f, indent=2,
-                              sort_keys=True)
+                with (tmp / MANIFEST).open("wb") as f:
+                    f.write(self.manifest_bytes(manifest))
                     f.flush()
                     os.fsync(f.fileno())
                 _fsync_dir(tmp)
@@ -355,11 +211,8 @@ class AdapterStore:
             raise AdapterNotFound(f"adapter {name!r} does not exist")
         with self._locked(name_dir):
             vs = self.versions(tenant, name)
-            if not vs:
-                raise AdapterNotFound(f"adapter {name!r} does not exist")
-            if version is not None and version not in vs:
-                raise AdapterNotFound(f"adapter {name!r} has no version {version}; versions: "
-                                      f"{', '.join(map(str, vs))}")
+            if not vs or (version is not None and version not in vs):
+                raise not_found(name, vs, version)
             doomed = vs if version is None else [version]
             trashed = []
             for v in doomed:

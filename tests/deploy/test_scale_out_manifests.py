@@ -57,9 +57,6 @@ def test_scale_out_drops_the_rwx_volume_and_reads_the_secret(tmp_path, overlay):
         assert {"configMapRef": {"name": cm["metadata"]["name"]}} in c["envFrom"], name
         env = {e["name"]: e["value"] for e in c["env"] if e["name"].startswith("TAILOR_")}
         tailor = {k: v for k, v in secret.items() if k.startswith("TAILOR_")}
-        # TAILOR_STORE_URL is the object store's setting (issue 21, its other half): checked
-        # once the service knows it
-        if "store_url" not in Settings.model_fields:
-            tailor.pop("TAILOR_STORE_URL")
         settings = Settings.from_env({**cm["data"], **tailor, **env})
+        assert settings.store_url == secret["TAILOR_STORE_URL"]
         assert settings.queue_url.get_secret_value() == secret["TAILOR_QUEUE_URL"]

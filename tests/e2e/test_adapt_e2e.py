@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from benchmarks.datasets import trec_coarse
-from tests.conftest import ROOT, Server
+from tests.conftest import ROOT, STORE_BACKENDS, Server, store_env
 
 pytestmark = pytest.mark.e2e
 
@@ -27,9 +27,9 @@ DESCRIPTIONS = {
 }
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    srv = Server(tmp_path_factory.mktemp("adapt-e2e") / "store").start()
+@pytest.fixture(scope="module", params=STORE_BACKENDS)
+def server(request, tmp_path_factory):
+    srv = Server(tmp_path_factory.mktemp("adapt-e2e") / "store", env=store_env(request)).start()
     yield srv
     srv.stop()
 

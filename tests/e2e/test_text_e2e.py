@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 
 from benchmarks.datasets import bbc_news
-from tests.conftest import ROOT, Server, snapshot
+from tests.conftest import FOLDER_STORE_ONLY, ROOT, STORE_BACKENDS, Server, snapshot, store_env
 
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    srv = Server(tmp_path_factory.mktemp("e2e") / "store").start()
+@pytest.fixture(scope="module", params=STORE_BACKENDS)
+def server(request, tmp_path_factory):
+    srv = Server(tmp_path_factory.mktemp("e2e") / "store", env=store_env(request)).start()
     yield srv
     srv.stop()
 
@@ -37,6 +37,7 @@ def test_health_metrics_and_docs(server):
         assert {"/v1/adapters", "/v1/adapters/{name}", "/v1/predict", "/v1/embed"} <= set(paths)
 
 
+@FOLDER_STORE_ONLY
 def test_few_shot_adapter_matches_or_beats_logreg_on_embeddings(server, bbc):
     """8 examples per class: the adapter is far above chance on held-out rows and at least as
     accurate as a logistic regression fitted on the same examples' /v1/embed vectors."""
@@ -76,6 +77,7 @@ def make_adapters(c: httpx.Client, bbc, n: int) -> list[str]:
     return names
 
 
+@FOLDER_STORE_ONLY
 def test_concurrent_mixed_adapter_requests_equal_solo_answers(server, bbc):
     """200 requests over 50 adapters, all in flight at once, share backbone batches; every
     answer is what the same input gets when sent alone: same adapter version and label,
@@ -118,7 +120,7 @@ def test_restart_keeps_every_adapter_and_its_answers(server, tmp_path, bbc):
     # SIGTERM, as in a rolling update: bentoml stops its worker and exits 0. A crash before
     # it, or a hang past the 30 s that Server.stop waits (then SIGKILL: -9), is not a restart.
     assert server.stop() == 0
-    again = Server(server.store).start()
+    again = Server(server.store, env=server.env).start()
     try:
         with again.client() as c:
             assert c.get("/v1/adapters").json()["adapters"] == before_list

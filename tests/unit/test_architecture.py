@@ -61,6 +61,8 @@ def test_the_tree_keeps_every_contract():
     ("adapters/modalities/base.py", "from .. import validation", "Inside adapters/"),
     ("export/runtimes/base.py", "from . import ort", "Inside export/runtimes/"),
     ("export/runtimes/pytorch.py", "from . import auto", "Inside export/runtimes/"),
+    ("adapters/serving/registry.py", "from ..storage import s3", "The store's backend is picked"),
+    ("service/service.py", "import boto3", "The store's backend is picked"),
 ])
 def test_a_deliberate_violation_breaks_a_contract(tmp_path, module, line, broken):
     tree = copy_tree(tmp_path)
