@@ -1,8 +1,10 @@
 """The trainer pool with real processes: one `bentoml serve` with TAILOR_ROLE=serve and two
 with TAILOR_ROLE=train on one store, each trainer as if on a host of its own (its own UTS
 namespace and hostname, as pods are; where `unshare` is not permitted they share this host).
-Once with the job queue in the store's files (the default), once in a real PostgreSQL
-(TAILOR_QUEUE_URL, tests/pgserver.py) with a second serving replica.
+Once with the job queue in the store's files (the default), once scaled out with no shared
+disk: adapters in a real S3 server (TAILOR_STORE_URL, tests/s3server.py) and jobs in a real
+PostgreSQL (TAILOR_QUEUE_URL, tests/pgserver.py), with a second serving replica: two
+replicas and two trainers on one bucket and one database, each with a folder of its own.
 
 - LoRA jobs queued on the serving instance all succeed, each ran once (one attempt, one
   published version), by the trainers only: the serving instance never starts a training
@@ -12,7 +14,8 @@ Once with the job queue in the store's files (the default), once in a real Postg
   attempts one after the other (never at once);
 - PostgreSQL: restarted while jobs run: none lost, none run twice; stopped: a job submit and
   a job read answer 503 with Retry-After, predictions go on, and submits work once it is
-  back; any replica answers for any job and lists them page by page;
+  back; any replica answers for any job, lists them page by page and serves the versions
+  the trainers published to the bucket;
 - predictions on the serving instance answer 200 all along;
 - a trainer answers only /readyz, /livez and /metrics.
 """
@@ -116,28 +119,42 @@ def _one_after_the_other(record: dict) -> None:
         assert a["ended_at"] is not None and a["ended_at"] <= b["started_at"], attempts
 
 
-@pytest.fixture(params=["files", "postgres"])
+@pytest.fixture(params=["files", "s3-postgres"])
 def queue_url(request):
-    """The job queue of the test's servers: None (files in the store) or a fresh database."""
+    """The job queue of the test's servers: None (files in the shared store) or a fresh
+    database; with the database, adapters go to a bucket of their own (scale-out: no disk
+    shared between the instances)."""
     if request.param == "files":
         return None
     return request.getfixturevalue("pg_server").database()
 
 
 def test_one_server_and_two_trainers_on_one_store(tmp_path, queue_url, request):
+    """Files: one serving instance and two trainers on one shared store folder. S3 +
+    PostgreSQL: two serving replicas and two trainers on one bucket and one database, each
+    instance with a local folder of its own (its cache), as pods without a shared volume."""
     store = tmp_path / "store"
     base = {"TAILOR_FORWARD_WORKERS": "1", "TAILOR_JOB_LEASE_S": str(LEASE_S),
             "TAILOR_JOB_ATTEMPTS": "2", "TAILOR_JOB_QUEUE_SIZE": "16"}
     apart = _can_unshare()
     pg = request.getfixturevalue("pg_server") if queue_url else None
+    if queue_url:
+        s3 = request.getfixturevalue("s3")
+        base |= {"TAILOR_STORE_URL": f"s3://{s3.bucket()}/tailor", **s3.env()}
+
+    def local(name: str):  # the instance's own folder when nothing is shared, else the store
+        return tmp_path / f"local-{name}" if queue_url else store
+
     record = Records(store, queue_url)
-    serve = Server(store, {**base, "TAILOR_ROLE": "serve"}, tmp_path / "serve.log",
+    serve = Server(local("serve"), {**base, "TAILOR_ROLE": "serve"}, tmp_path / "serve.log",
                    queue_url=queue_url)
-    trainers = [Server(store, {**base, "TAILOR_ROLE": "train"}, tmp_path / f"train{i}.log",
+    trainers = [Server(local(f"train{i}"), {**base, "TAILOR_ROLE": "train"},
+                       tmp_path / f"train{i}.log",
                        prefix=_as_host(f"trainer-{i}") if apart else None, queue_url=queue_url)
                 for i in (1, 2)]
-    # PostgreSQL: a second serving replica answers for the jobs the first one queued
-    replicas = [Server(store, {**base, "TAILOR_ROLE": "serve"}, tmp_path / "serve2.log",
+    # S3 + PostgreSQL: a second serving replica answers for the jobs the first one queued
+    # and serves the adapters the trainers published
+    replicas = [Server(local("serve2"), {**base, "TAILOR_ROLE": "serve"}, tmp_path / "serve2.log",
                        queue_url=queue_url)] if queue_url else []
     servers = [serve, *trainers, *replicas]
     n_jobs = 2 if queue_url else 6  # CI time: the postgres run also restarts the database
@@ -209,6 +226,9 @@ def test_one_server_and_two_trainers_on_one_store(tmp_path, queue_url, request):
                 if not (after := page["next"]):
                     break
             assert listed == list(reversed(jobs))
+            for i in range(n_jobs):  # the trainers' LoRA versions, from the bucket
+                r = rc.post("/v1/predict", json={"adapter": f"lora{i}", "inputs": ["Who wrote Hamlet?"]})
+                assert r.status_code == 200 and r.json()["adapter"] == f"lora{i}@1", r.text
         finished = [_metric(tr, 'tailor_jobs_finished_total{kind="lora_train",state="succeeded"}')
                     for tr in trainers]
         assert finished == per_trainer
@@ -256,7 +276,7 @@ def test_one_server_and_two_trainers_on_one_store(tmp_path, queue_url, request):
         loop.join(30)
         assert not loop.is_alive(), "the predict loop did not stop"
         print(f"\ntrainer pool ({'own hostnames' if apart else 'one host'}, queue "
-              f"{'postgres' if queue_url else 'files'}): {n_jobs} LoRA jobs in "
+              f"{'postgres, store s3' if queue_url else 'files'}): {n_jobs} LoRA jobs in "
               f"{jobs_s:.1f}s, per trainer {per_trainer}; kill -9 of a trainer mid-job (step "
               f"{pending['progress'].get('step')}): running again after {recovery_s:.1f}s (lease "
               f"{LEASE_S}s), succeeded {total_s:.1f}s after the kill; {answers[0]} predictions "
