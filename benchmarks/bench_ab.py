@@ -12,7 +12,8 @@ alike; only the ratios B/A mean anything there. Per round and tree:
 - predict c=64 and c=1: single-text predicts over 8 head adapters (bench_serving's client:
   bare asyncio streams, the requests encoded before the clock starts).
 
-Writes results/<topic>.md (listed in run.py's RECORDED) and prints it.
+Writes results/<topic>.md, puts it in RESULTS.md (in place of the section of the same
+heading, or at the end) and prints it.
 """
 from __future__ import annotations
 
@@ -29,7 +30,8 @@ from pathlib import Path
 import httpx
 
 from benchmarks import bench_serving
-from benchmarks.common import machine, write_section
+from benchmarks.common import HERE, machine, write_section
+from benchmarks.run import replace_sections
 from benchmarks.datasets import bbc_news
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -157,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
           "8 head adapters per predict measurement.", "", *table(a, b), ""]
     text = "\n".join(md)
     write_section(args.topic, text)
+    results = HERE / "RESULTS.md"
+    results.write_text(replace_sections(results.read_text(), [text]))
     print(text)
     return 0
 
