@@ -165,6 +165,22 @@ def _watch(url: str, stop: threading.Event, seen: set, errors: list) -> None:
             time.sleep(0.1)
 
 
+def _watch_bucket(store, stop: threading.Event, seen: set, errors: list) -> None:
+    """The same on the bucket itself, listing afresh in a tight loop (B re-lists at most
+    every 0.5 s): a version that is visible before all its files are written shows here."""
+    while not stop.is_set():
+        for name in NAMES:
+            try:
+                for v in set(store.versions("default", name)) - {v for n, v in seen if n == name}:
+                    m = store.manifest("default", name, v)
+                    store.backbone = m.backbone  # the files and checksums are the point here
+                    store.load("default", name, v)
+                    seen.add((name, v))
+            except Exception as e:  # noqa: BLE001 - any failure to load a visible version
+                errors.append(f"{name} on the bucket: {e!r}")
+        time.sleep(0.01)
+
+
 def test_replica_killed_with_9_mid_publish_leaves_no_partial_version_and_loses_no_ack(
         s3, replicas, tmp_path):
     """kill -9 of every process of A while three clients create through it and one through B
@@ -176,15 +192,20 @@ def test_replica_killed_with_9_mid_publish_leaves_no_partial_version_and_loses_n
 
     t0 = time.monotonic()
     a, b = replicas
+    _, bucket, prefix = parse_store_url(a.env["TAILOR_STORE_URL"])
+    store = S3Store(bucket, prefix, None, root=tmp_path / "direct", client=s3.client(), fresh_s=0)
     rng = random.Random(21)
     others = {x["name"] for x in httpx.get(b.url + "/v1/adapters", timeout=30).json()["adapters"]}
     assert not others & set(NAMES)
-    on_a, on_b, stop, seen, errors = Ledger(), Ledger(), threading.Event(), set(), []
+    on_a, on_b, stop, errors = Ledger(), Ledger(), threading.Event(), []
+    seen, on_bucket = set(), set()  # (name, version) loaded by B's watcher, the bucket's
     threads = [threading.Thread(target=_creator, args=(a.url, on_a, 2100 + i, stop), daemon=True)
                for i in range(3)]
     threads += [threading.Thread(target=_creator, args=(b.url, on_b, 2200, stop), daemon=True),
                 threading.Thread(target=recording(errors, _watch), args=(b.url, stop, seen, errors),
-                                 daemon=True)]
+                                 daemon=True),
+                threading.Thread(target=recording(errors, _watch_bucket),
+                                 args=(store, stop, on_bucket, errors), daemon=True)]
     for t in threads:
         t.start()
     try:  # the kill lands at a random moment after A's first acknowledged create
@@ -216,9 +237,7 @@ def test_replica_killed_with_9_mid_publish_leaves_no_partial_version_and_loses_n
         assert listed - others <= set(NAMES), f"not an adapter, but listed: {listed - others}"
         visible = {n: _check_visible(c, n) for n in NAMES if n in listed}
     # the bucket itself, read by a store of its own: the same versions, each whole
-    _, bucket, prefix = parse_store_url(a.env["TAILOR_STORE_URL"])
-    backbone = BackboneIdentity(**next(iter(ledger.acks.values()))["backbone"])
-    store = S3Store(bucket, prefix, backbone, root=tmp_path / "direct", client=s3.client())
+    store.backbone = BackboneIdentity(**next(iter(ledger.acks.values()))["backbone"])
     assert {n: store.versions("default", n) for n in visible} == visible
     ids = {store.load("default", n, v).manifest.id for n, vs in visible.items() for v in vs}
     folders = [p["Prefix"] for n in visible for p in s3.client().list_objects_v2(
@@ -235,5 +254,6 @@ def test_replica_killed_with_9_mid_publish_leaves_no_partial_version_and_loses_n
             assert r.status_code == 201, r.text
             assert r.json()["version"] > max(visible.get(name, [0]))
     print(f"\nreplica kill -9: {killed_at} creates acknowledged by A before the kill, "
-          f"{len(on_b.acks)} by B, {len(seen)} versions watched on B, {len(orphans)} "
+          f"{len(on_b.acks)} by B, {len(seen)} versions watched on B and {len(on_bucket)} on the "
+          f"bucket while it ran, {len(orphans)} "
           f"unreferenced publishes left in the bucket, {time.monotonic() - t0:.1f} s")
