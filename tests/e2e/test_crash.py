@@ -195,6 +195,34 @@ def _create_until_killed(server: Server, ledger: Ledger, rng: random.Random, cyc
     assert not any(t.is_alive() for t in threads), "a client hung after the kill"
 
 
+def _check_acknowledged(c: httpx.Client, ledger: Ledger) -> None:
+    """Every acknowledged version is there, with the same record, and predicts exactly as it
+    did when it was acknowledged (also used by tests/e2e/test_s3_replicas_e2e.py)."""
+    for (name, v), ack in sorted(ledger.acks.items()):
+        r = c.get(f"/v1/adapters/{name}@{v}")
+        assert r.status_code == 200, f"acknowledged {name}@{v} lost: {r.status_code} {r.text}"
+        rec = r.json()
+        rec.pop("versions")
+        assert _no_nulls(rec) == _no_nulls(ack), f"{name}@{v} is not what was acknowledged"
+        if (name, v) in ledger.preds:
+            p = c.post("/v1/predict", json={"adapter": f"{name}@{v}", "inputs": PROBES})
+            assert p.status_code == 200, p.text
+            for before, after in zip(ledger.preds[(name, v)], p.json()["predictions"]):
+                assert after["label"] == before["label"], f"{name}@{v} predicts differently"
+                for lab, s in before["scores"].items():
+                    assert after["scores"][lab] == pytest.approx(s, abs=SCORE_TOL)
+
+
+def _check_visible(c: httpx.Client, name: str) -> list[int]:
+    """Every visible version of ``name`` is whole: it loads, verifies and predicts."""
+    versions = c.get(f"/v1/adapters/{name}").json()["versions"]
+    assert versions == sorted(set(versions))
+    for v in versions:
+        r = c.post("/v1/predict", json={"adapter": f"{name}@{v}", "inputs": PROBES[:1]})
+        assert r.status_code == 200, f"{name}@{v} is visible but unusable: {r.text}"
+    return versions
+
+
 def _verify(url: str, store: Path, ledger: Ledger) -> int:
     """After a restart: everything acknowledged is there and unchanged; nothing partial is
     visible. Raises the floor of each name to the highest version now on disk."""
@@ -202,29 +230,13 @@ def _verify(url: str, store: Path, ledger: Ledger) -> int:
     from adapters.storage import AdapterStore
 
     with httpx.Client(base_url=url, timeout=60) as c:
-        for (name, v), ack in sorted(ledger.acks.items()):
-            r = c.get(f"/v1/adapters/{name}@{v}")
-            assert r.status_code == 200, f"acknowledged {name}@{v} lost: {r.status_code} {r.text}"
-            rec = r.json()
-            rec.pop("versions")
-            assert _no_nulls(rec) == _no_nulls(ack), f"{name}@{v} is not what was acknowledged"
-            if (name, v) in ledger.preds:
-                p = c.post("/v1/predict", json={"adapter": f"{name}@{v}", "inputs": PROBES})
-                assert p.status_code == 200, p.text
-                for before, after in zip(ledger.preds[(name, v)], p.json()["predictions"]):
-                    assert after["label"] == before["label"], f"{name}@{v} predicts differently"
-                    for lab, s in before["scores"].items():
-                        assert after["scores"][lab] == pytest.approx(s, abs=SCORE_TOL)
+        _check_acknowledged(c, ledger)
         listed = c.get("/v1/adapters")
         assert listed.status_code == 200, listed.text
         names = [a["name"] for a in listed.json()["adapters"]]
         assert set(names) <= set(NAMES), f"something that is not an adapter is listed: {names}"
         for name in names:
-            versions = c.get(f"/v1/adapters/{name}").json()["versions"]
-            assert versions == sorted(set(versions))
-            for v in versions:  # every visible version is whole: loads, verifies, predicts
-                r = c.post("/v1/predict", json={"adapter": f"{name}@{v}", "inputs": PROBES[:1]})
-                assert r.status_code == 200, f"{name}@{v} is visible but unusable: {r.text}"
+            versions = _check_visible(c, name)
             ledger.floor[name] = max(versions[-1], ledger.floor.get(name, 0))
     # the same on disk, without the server: every version folder is a whole, verified version
     some = next(iter(ledger.acks.values()))

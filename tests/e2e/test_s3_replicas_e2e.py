@@ -2,9 +2,11 @@
 outgrows one machine relies on. An adapter created through one replica is served by the
 other; simultaneous creates of one name through both get distinct, loadable versions; with
 the object store down, cached adapters keep answering and creates answer 503 with
-Retry-After until it is back (docs/s3.md)."""
+Retry-After until it is back (docs/s3.md); a replica killed with -9 in the middle of
+publishing leaves no partial version and loses no acknowledged one."""
 from __future__ import annotations
 
+import random
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -13,6 +15,8 @@ import httpx
 import pytest
 
 from tests.conftest import Server, recording
+from tests.e2e.test_crash import (NAMES, PROBES, Ledger, _check_acknowledged, _check_visible,
+                                  _creator, _kill_all, _procs_of, _wait_gone)
 from tests.s3server import SeaweedS3
 
 pytestmark = pytest.mark.e2e
@@ -141,3 +145,115 @@ def test_s3_down_for_10_s_cached_adapters_answer_and_creates_get_503_until_it_is
     p = httpx.post(replicas[0].url + "/v1/predict", timeout=60,
                    json={"adapter": "while-down", "inputs": ["a cup final"]})
     assert p.status_code == 200 and p.json()["adapter"] == "while-down@1"
+
+
+def _watch(url: str, stop: threading.Event, seen: set, errors: list) -> None:
+    """While A publishes and dies: each version that B lists, B loads and predicts at once."""
+    with httpx.Client(base_url=url, timeout=60) as c:
+        while not stop.is_set():
+            for name in NAMES:
+                r = c.get(f"/v1/adapters/{name}")
+                if r.status_code != 200:
+                    if r.status_code != 404:
+                        errors.append(f"list {name} on B: {r.status_code} {r.text[:200]}")
+                    continue
+                for v in set(r.json()["versions"]) - {v for n, v in seen if n == name}:
+                    p = c.post("/v1/predict", json={"adapter": f"{name}@{v}", "inputs": PROBES[:1]})
+                    if p.status_code != 200:
+                        errors.append(f"{name}@{v} visible on B but {p.status_code} {p.text[:200]}")
+                    seen.add((name, v))
+            time.sleep(0.1)
+
+
+def _watch_bucket(store, stop: threading.Event, seen: set, errors: list) -> None:
+    """The same on the bucket itself, listing afresh in a tight loop (B re-lists at most
+    every 0.5 s): a version that is visible before all its files are written shows here."""
+    while not stop.is_set():
+        for name in NAMES:
+            try:
+                for v in set(store.versions("default", name)) - {v for n, v in seen if n == name}:
+                    m = store.manifest("default", name, v)
+                    store.backbone = m.backbone  # the files and checksums are the point here
+                    store.load("default", name, v)
+                    seen.add((name, v))
+            except Exception as e:  # noqa: BLE001 - any failure to load a visible version
+                errors.append(f"{name} on the bucket: {e!r}")
+        time.sleep(0.01)
+
+
+def test_replica_killed_with_9_mid_publish_leaves_no_partial_version_and_loses_no_ack(
+        s3, replicas, tmp_path):
+    """kill -9 of every process of A while three clients create through it and one through B
+    (racing A for the same numbers): B never shows a partial version, neither does the bucket
+    read directly, nor A restarted on it; every 201 is there and predicts as it did."""
+    from adapters.encoders import BackboneIdentity
+    from adapters.storage.factory import parse_store_url
+    from adapters.storage.s3 import S3Store
+
+    t0 = time.monotonic()
+    a, b = replicas
+    _, bucket, prefix = parse_store_url(a.env["TAILOR_STORE_URL"])
+    store = S3Store(bucket, prefix, None, root=tmp_path / "direct", client=s3.client(), fresh_s=0)
+    rng = random.Random(21)
+    others = {x["name"] for x in httpx.get(b.url + "/v1/adapters", timeout=30).json()["adapters"]}
+    assert not others & set(NAMES)
+    on_a, on_b, stop, errors = Ledger(), Ledger(), threading.Event(), []
+    seen, on_bucket = set(), set()  # (name, version) loaded by B's watcher, the bucket's
+    threads = [threading.Thread(target=_creator, args=(a.url, on_a, 2100 + i, stop), daemon=True)
+               for i in range(3)]
+    threads += [threading.Thread(target=_creator, args=(b.url, on_b, 2200, stop), daemon=True),
+                threading.Thread(target=recording(errors, _watch), args=(b.url, stop, seen, errors),
+                                 daemon=True),
+                threading.Thread(target=recording(errors, _watch_bucket),
+                                 args=(store, stop, on_bucket, errors), daemon=True)]
+    for t in threads:
+        t.start()
+    try:  # the kill lands at a random moment after A's first acknowledged create
+        deadline = time.monotonic() + 120
+        while not on_a.acks and time.monotonic() < deadline and not on_a.errors:
+            time.sleep(0.05)
+        assert on_a.acks, f"no create acknowledged by A within 120 s: {on_a.errors[:3]}"
+        time.sleep(rng.uniform(0.5, 2.0))
+        _kill_all(a)
+        assert _wait_gone(_procs_of(a.store), 5) == [], "a process of A survived kill -9"
+        killed_at = len(on_a.acks)
+        time.sleep(1.0)  # B creates and watches on a moment with A gone
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    assert not any(t.is_alive() for t in threads), "a client hung after the kill"
+    # A again, on the same bucket with a fresh local folder: it starts while B is checked
+    replicas[0] = a2 = Server(tmp_path / "replica-a-again", env=a.env).launch()
+    errors += on_a.errors + on_b.errors
+    assert errors == [], errors[:5]
+    twice = on_a.acks.keys() & on_b.acks.keys()
+    assert not twice, f"versions handed out by both replicas: {sorted(twice)}"
+    ledger = Ledger(acks={**on_a.acks, **on_b.acks}, preds={**on_a.preds, **on_b.preds})
+
+    with httpx.Client(base_url=b.url, timeout=60) as c:
+        _check_acknowledged(c, ledger)
+        listed = {x["name"] for x in c.get("/v1/adapters").json()["adapters"]}
+        assert listed - others <= set(NAMES), f"not an adapter, but listed: {listed - others}"
+        visible = {n: _check_visible(c, n) for n in NAMES if n in listed}
+    # the bucket itself, read by a store of its own: the same versions, each whole
+    store.backbone = BackboneIdentity(**next(iter(ledger.acks.values()))["backbone"])
+    assert {n: store.versions("default", n) for n in visible} == visible
+    ids = {store.load("default", n, v).manifest.id for n, vs in visible.items() for v in vs}
+    folders = [p["Prefix"] for n in visible for p in s3.client().list_objects_v2(
+        Bucket=bucket, Prefix=f"{store.prefix}objects/default/{n}/",
+        Delimiter="/").get("CommonPrefixes", [])]
+    orphans = [f for f in folders if f.rstrip("/").rsplit("/", 1)[-1] not in ids]  # crashed publishes
+
+    _wait_ready(a2)
+    with httpx.Client(base_url=a2.url, timeout=60) as c:
+        _check_acknowledged(c, ledger)
+        assert {n: _check_visible(c, n) for n in visible} == visible
+        for name in NAMES:  # numbers go on after every one taken, by either replica
+            r = create(a2, name)
+            assert r.status_code == 201, r.text
+            assert r.json()["version"] > max(visible.get(name, [0]))
+    print(f"\nreplica kill -9: {killed_at} creates acknowledged by A before the kill, "
+          f"{len(on_b.acks)} by B, {len(seen)} versions watched on B and {len(on_bucket)} on the "
+          f"bucket while it ran, {len(orphans)} "
+          f"unreferenced publishes left in the bucket, {time.monotonic() - t0:.1f} s")
