@@ -195,6 +195,21 @@ class S3Store(Store):
             with self._lock:
                 self._listing.discard(key)
 
+    def resolve(self, tenant: str, name: str, version: int | None = None) -> int:
+        """As every store, but ``name@N`` above the highest version this replica knows is
+        looked up afresh before it is a 404: another replica may have published it within
+        the last ``fresh_s``, or another thread of this one listed it a moment ago (a
+        version a listing had just shown answered 404 to a predict in the kill -9 test).
+        Only numbers above the known ones: a deleted number never comes back."""
+        if version is not None:
+            known = self.versions(tenant, name)
+            if not known or version > known[-1]:
+                try:
+                    self._refresh(tenant, name)
+                except StoreUnavailable:
+                    pass  # the known list answers while the server is down
+        return super().resolve(tenant, name, version)
+
     def _refresh(self, tenant: str, name: str) -> list[int]:
         """List ``name``'s versions afresh. A tenant whose keys fit in one listing page is
         listed whole: one request refreshes all its names (a replica serving 16 adapters of

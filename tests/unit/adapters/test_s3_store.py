@@ -83,6 +83,19 @@ def test_a_small_tenant_is_refreshed_with_one_listing(replicas):
     assert reader.versions("t1", "nope") == [] and len(calls) == 3
 
 
+def test_a_version_newer_than_a_replica_knows_is_looked_up_before_a_404(replicas):
+    a, b = replicas("a"), replicas("b")
+    publish(a, "n")
+    b.fresh_s = 60.0
+    assert b.versions("t1", "n") == [1]  # b's list is fresh for a minute
+    publish(a, "n")
+    assert b.resolve("t1", "n", 2) == 2 and b.load("t1", "n", 2).manifest.version == 2
+    publish(a, "n")
+    a.delete("t1", "n", 3)
+    with pytest.raises(AdapterNotFound):  # above the known ones, and not there: a 404
+        b.resolve("t1", "n", 3)
+
+
 def test_concurrent_publishers_on_two_replicas_get_distinct_versions(replicas):
     a, b = replicas("a"), replicas("b")
     got, errors = [], []
