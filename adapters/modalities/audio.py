@@ -20,8 +20,6 @@ or ``TooLarge`` (413), each naming the item, what was wrong and what to do.
 """
 from __future__ import annotations
 
-import base64
-import binascii
 import io
 import re
 from dataclasses import dataclass
@@ -29,13 +27,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import InvalidExamples, TooLarge, shorten
-from .base import Modality, refuse_other_modality, register_modality
+from ..errors import InvalidExamples, TooLarge
+from .base import FileItems, Modality, register_modality
 
 FORMATS = ("WAV", "FLAC", "OGG")  # libsndfile's major formats accepted (WAVEX is WAV too)
 RATE = 16_000  # what every packaged audio backbone reads; the reader resamples to it
-_DATA_URI = re.compile(r"data:audio/[A-Za-z0-9.+-]+;base64,", re.ASCII)
-_B64_CHARS = re.compile(rb"[A-Za-z0-9+/]*={0,2}")
 _DATA_LINE = re.compile(r"data\s*:\s*(\d+)\s*\(should be \d+\)")
 _STREAMED = 0x7FFF0000  # a WAV data size from here up is a streaming writer's placeholder
 
@@ -60,40 +56,9 @@ class AudioLimits:
                    max_rate=limits.max_audio_sample_rate)
 
 
-def audio_payload(item: Any, where: str) -> str:
-    """The base64 text of ``{"audio": "..."}`` (examples also carry ``label``/``labels``); a
-    422 naming the modality when the item is another modality's (a text, an image)."""
-    refuse_other_modality(item, where, AUDIO)
-    if not isinstance(item, dict) or "audio" not in item:
-        raise InvalidExamples(f"{where} must be an object {{\"audio\": \"<base64 WAV, FLAC or OGG>\"}}")
-    unknown = set(item) - {"audio", "label", "labels"}
-    if unknown:
-        raise InvalidExamples(f"{where} has unknown field(s) {shorten(sorted(map(str, unknown)))}; "
-                              "allowed: audio, label, labels")
-    data = item["audio"]
-    if not isinstance(data, str):
-        raise InvalidExamples(f"{where}.audio must be a base64 string of a WAV, FLAC or OGG file, "
-                              f"got {type(data).__name__}")
-    return data
-
-
-def _b64decode(data: str, where: str, limits: AudioLimits) -> bytes:
-    m = _DATA_URI.match(data)
-    if m:
-        data = data[m.end():]
-    if len(data) // 4 * 3 > limits.max_bytes + 2:  # measured before decoding: 4 chars per 3 bytes
-        raise TooLarge(f"{where}: the audio file is about {len(data) // 4 * 3:,} bytes; the limit "
-                       f"is {limits.max_bytes:,} bytes per clip (TAILOR_MAX_AUDIO_BYTES). Send a "
-                       f"shorter clip, or FLAC/OGG, or mono {RATE // 1000} kHz (what the model hears)")
-    raw = data.encode("ascii", "replace").translate(None, b" \t\r\n")
-    if not raw or not _B64_CHARS.fullmatch(raw) or len(raw) % 4:
-        raise InvalidExamples(f"{where}.audio is not valid base64 (standard alphabet A-Z a-z 0-9 "
-                              "+ /, '=' padding); encode the file's bytes with base64")
-    try:
-        return base64.b64decode(raw, validate=True)
-    except (binascii.Error, ValueError):
-        raise InvalidExamples(f"{where}.audio is not valid base64; encode the file's bytes "
-                              "with base64") from None
+FILES = FileItems("audio", "WAV, FLAC or OGG", "the audio file", "clip", "TAILOR_MAX_AUDIO_BYTES",
+                  f"Send a shorter clip, or FLAC/OGG, or mono {RATE // 1000} kHz (what the model "
+                  "hears)")
 
 
 def _diagnose(blob: bytes) -> str:
@@ -176,7 +141,7 @@ def decode_audio(items: Sequence[Any], limits: AudioLimits = AudioLimits(), *,
     try:
         for i, item in enumerate(items):
             w = f"{where}[{i}]"
-            f = _open(_b64decode(audio_payload(item, w), w, limits), w)
+            f = _open(FILES.read(item, w, AUDIO, limits.max_bytes), w)
             opened.append((w, f))
             total += _check_header(f, w, limits)
             if total > limits.max_request_seconds:

@@ -10,10 +10,13 @@ names.
 """
 from __future__ import annotations
 
+import base64
+import binascii
+import re
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ..errors import InvalidExamples
+from ..errors import InvalidExamples, TooLarge, shorten
 
 
 class Reader(Protocol):
@@ -89,3 +92,67 @@ def refuse_other_modality(item: Any, where: str, serving: Modality) -> None:
         if (m.bare and isinstance(item, m.value)) or (
                 isinstance(item, dict) and m.field in item and serving.field not in item):
             raise wrong_modality(where, m.name, serving)
+
+
+_B64_CHARS = re.compile(rb"[A-Za-z0-9+/]*={0,2}")
+
+
+@dataclass(frozen=True)
+class FileItems:
+    """How the items of a modality that travels as files (images, sounds) arrive: an object
+    ``{field: "<base64 of one file>"}`` (an example adds ``label``/``labels``), a
+    ``data:<field>/...;base64,`` prefix accepted. The checks every such modality makes before
+    its decoder sees a byte, written once; each module declares one of these with its words:
+
+    ``formats``: "PNG or JPEG"; ``noun``/``unit``: "the image" is about N bytes, the limit is
+    M bytes per "image"; ``limit_setting`` names the byte limit; ``advice`` ends the 413."""
+    field: str
+    formats: str
+    noun: str
+    unit: str
+    limit_setting: str
+    advice: str
+
+    def payload(self, item: Any, where: str, serving: Modality) -> str:
+        """The base64 text of ``item``; a 422 naming what is wrong (another modality's item,
+        not an object, an unknown field, a value that is not a string)."""
+        f = self.field
+        refuse_other_modality(item, where, serving)
+        if not isinstance(item, dict) or f not in item:
+            raise InvalidExamples(f'{where} must be an object {{"{f}": "<base64 {self.formats}>"}}')
+        unknown = set(item) - {f, "label", "labels"}
+        if unknown:
+            raise InvalidExamples(f"{where} has unknown field(s) "
+                                  f"{shorten(sorted(map(str, unknown)))}; allowed: {f}, label, labels")
+        data = item[f]
+        if not isinstance(data, str):
+            raise InvalidExamples(f"{where}.{f} must be a base64 string of a {self.formats} file, "
+                                  f"got {type(data).__name__}")
+        return data
+
+    def decode(self, data: str, where: str, max_bytes: int) -> bytes:
+        """The file's bytes. Its size is bounded from the base64 length (4 characters per 3
+        bytes) before anything is decoded: a 413 above ``max_bytes``; a 422 for text that is
+        not standard base64."""
+        f = self.field
+        if data.startswith("data:"):
+            m = re.match(rf"data:{f}/[A-Za-z0-9.+-]+;base64,", data, re.ASCII)
+            if m:
+                data = data[m.end():]
+        if len(data) // 4 * 3 > max_bytes + 2:
+            raise TooLarge(f"{where}: {self.noun} is about {len(data) // 4 * 3:,} bytes; the limit "
+                           f"is {max_bytes:,} bytes per {self.unit} ({self.limit_setting}). "
+                           f"{self.advice}")
+        raw = data.encode("ascii", "replace").translate(None, b" \t\r\n")
+        if not raw or not _B64_CHARS.fullmatch(raw) or len(raw) % 4:
+            raise InvalidExamples(f"{where}.{f} is not valid base64 (standard alphabet A-Z a-z 0-9 "
+                                  "+ /, '=' padding); encode the file's bytes with base64")
+        try:
+            return base64.b64decode(raw, validate=True)
+        except (binascii.Error, ValueError):
+            raise InvalidExamples(f"{where}.{f} is not valid base64; encode the file's bytes "
+                                  "with base64") from None
+
+    def read(self, item: Any, where: str, serving: Modality, max_bytes: int) -> bytes:
+        """``payload`` then ``decode``: one item's file bytes."""
+        return self.decode(self.payload(item, where, serving), where, max_bytes)

@@ -26,23 +26,18 @@ or ``TooLarge`` (413), each naming the item, what was wrong and what to do.
 """
 from __future__ import annotations
 
-import base64
-import binascii
 import dataclasses
 import io
-import re
 import struct
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import InvalidExamples, TooLarge, shorten
-from .base import Modality, refuse_other_modality, register_modality
+from ..errors import InvalidExamples, TooLarge
+from .base import FileItems, Modality, register_modality
 
 FORMATS = ("PNG", "JPEG")
-_DATA_URI = re.compile(r"data:image/[A-Za-z0-9.+-]+;base64,", re.ASCII)
-_B64_CHARS = re.compile(rb"[A-Za-z0-9+/]*={0,2}")
 
 
 @dataclass(frozen=True)
@@ -68,42 +63,16 @@ class ImageLimits:
                    max_request_pixels=limits.max_request_pixels, min_side=limits.min_image_side)
 
 
+FILES = FileItems("image", "PNG or JPEG", "the image", "image", "TAILOR_MAX_IMAGE_BYTES",
+                  "Send a smaller or more compressed file (the model sees it at a few hundred "
+                  "pixels)")
+
+
 def image_payload(item: Any, where: str) -> str:
     """The base64 text of an image item ``{"image": "..."}`` (examples also carry
     ``label``/``labels``); a 422 naming the modality when the item is another modality's
     (a text, a sound), so a client learns what this deployment expects."""
-    refuse_other_modality(item, where, IMAGE)
-    if not isinstance(item, dict) or "image" not in item:
-        raise InvalidExamples(f"{where} must be an object {{\"image\": \"<base64 PNG or JPEG>\"}}")
-    unknown = set(item) - {"image", "label", "labels"}
-    if unknown:
-        raise InvalidExamples(f"{where} has unknown field(s) {shorten(sorted(map(str, unknown)))}; "
-                              "allowed: image, label, labels")
-    data = item["image"]
-    if not isinstance(data, str):
-        raise InvalidExamples(f"{where}.image must be a base64 string of a PNG or JPEG file, "
-                              f"got {type(data).__name__}")
-    return data
-
-
-def _b64decode(data: str, where: str, limits: ImageLimits) -> bytes:
-    m = _DATA_URI.match(data)
-    if m:
-        data = data[m.end():]
-    # Measured before decoding: base64 is 4 characters per 3 bytes.
-    if len(data) // 4 * 3 > limits.max_bytes + 2:
-        raise TooLarge(f"{where}: the image is about {len(data) // 4 * 3:,} bytes; the limit is "
-                       f"{limits.max_bytes:,} bytes per image (TAILOR_MAX_IMAGE_BYTES). Send a "
-                       "smaller or more compressed file (the model sees it at a few hundred pixels)")
-    raw = data.encode("ascii", "replace").translate(None, b" \t\r\n")
-    if not raw or not _B64_CHARS.fullmatch(raw) or len(raw) % 4:
-        raise InvalidExamples(f"{where}.image is not valid base64 (standard alphabet A-Z a-z 0-9 "
-                              "+ /, '=' padding); encode the file's bytes with base64")
-    try:
-        return base64.b64decode(raw, validate=True)
-    except (binascii.Error, ValueError):
-        raise InvalidExamples(f"{where}.image is not valid base64; encode the file's bytes "
-                              "with base64") from None
+    return FILES.payload(item, where, IMAGE)
 
 
 def _open(blob: bytes, where: str):
@@ -191,7 +160,7 @@ def decode_images(items: Sequence[Any], limits: ImageLimits = ImageLimits(), *,
     total = 0
     for i, item in enumerate(items):
         w = f"{where}[{i}]"
-        img = _open(_b64decode(image_payload(item, w), w, limits), w)
+        img = _open(FILES.read(item, w, IMAGE, limits.max_bytes), w)
         total += _check_header(img, w, limits)
         if total > limits.max_request_pixels:
             raise TooLarge(f"{where}: the images of this request hold more than "
