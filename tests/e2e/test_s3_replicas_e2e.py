@@ -181,6 +181,18 @@ def _watch_bucket(store, stop: threading.Event, seen: set, errors: list) -> None
         time.sleep(0.01)
 
 
+def _check_acknowledged_or_show_bucket(c: httpx.Client, ledger: Ledger, store) -> None:
+    """``_check_acknowledged``; a failure also shows what the bucket holds for each name
+    (number -> manifest size, 0 = deleted) as a store of its own lists it now, so that a
+    replica's stale view and a lost manifest can be told apart."""
+    try:
+        _check_acknowledged(c, ledger)
+    except AssertionError as e:
+        bucket = {n: store._claims("default", n) for n in NAMES}
+        raise AssertionError(f"{e}\nthe bucket now: {bucket}\n"
+                             f"acknowledged: {sorted(ledger.acks)}") from None
+
+
 def test_replica_killed_with_9_mid_publish_leaves_no_partial_version_and_loses_no_ack(
         s3, replicas, tmp_path):
     """kill -9 of every process of A while three clients create through it and one through B
@@ -232,7 +244,7 @@ def test_replica_killed_with_9_mid_publish_leaves_no_partial_version_and_loses_n
     ledger = Ledger(acks={**on_a.acks, **on_b.acks}, preds={**on_a.preds, **on_b.preds})
 
     with httpx.Client(base_url=b.url, timeout=60) as c:
-        _check_acknowledged(c, ledger)
+        _check_acknowledged_or_show_bucket(c, ledger, store)
         listed = {x["name"] for x in c.get("/v1/adapters").json()["adapters"]}
         assert listed - others <= set(NAMES), f"not an adapter, but listed: {listed - others}"
         visible = {n: _check_visible(c, n) for n in NAMES if n in listed}
@@ -247,7 +259,7 @@ def test_replica_killed_with_9_mid_publish_leaves_no_partial_version_and_loses_n
 
     _wait_ready(a2)
     with httpx.Client(base_url=a2.url, timeout=60) as c:
-        _check_acknowledged(c, ledger)
+        _check_acknowledged_or_show_bucket(c, ledger, store)
         assert {n: _check_visible(c, n) for n in visible} == visible
         for name in NAMES:  # numbers go on after every one taken, by either replica
             r = create(a2, name)

@@ -96,6 +96,27 @@ def test_a_version_newer_than_a_replica_knows_is_looked_up_before_a_404(replicas
         b.resolve("t1", "n", 3)
 
 
+def test_a_version_below_the_known_ones_but_missing_from_the_view_is_looked_up(replicas):
+    """A replica's view can lack a lower version: its own publishes added on top of a listing
+    that raced another replica's (a loaded CI run answered 404 for an acknowledged v1 beside
+    a known 2 and 3). Any number a replica does not know is looked up before a 404; a deleted
+    one stays a 404."""
+    import time
+
+    a, b = replicas("a"), replicas("b")
+    publish(a, "n")
+    publish(b, "n")
+    b.fresh_s = 60.0
+    with b._lock:  # the raced view, fresh for a minute: v2 (b's own), not a's v1
+        b._known[("t1", "n")] = (time.monotonic(), [2])
+    assert b.resolve("t1", "n", 1) == 1 and b.load("t1", "n", 1).manifest.version == 1
+    a.delete("t1", "n", 1)
+    with b._lock:
+        b._known[("t1", "n")] = (time.monotonic(), [2])
+    with pytest.raises(AdapterNotFound):
+        b.resolve("t1", "n", 1)
+
+
 def test_concurrent_publishers_on_two_replicas_get_distinct_versions(replicas):
     a, b = replicas("a"), replicas("b")
     got, errors = [], []
