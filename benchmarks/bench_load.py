@@ -125,7 +125,10 @@ async def run_phase(url: str, work: Workload, *, phase: str, clients: int, durat
             if status in (429, 503) and retry and retry.isdigit():
                 await asyncio.sleep(min(float(retry), max(0.0, end - time.perf_counter())))
 
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    # idle connections expire before the server's keep-alive (5 s) can close them under a
+    # request: a client back from a Retry-After wait got ReadError (service/client.py LIMITS)
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients,
+                          keepalive_expiry=2.0)
     async with httpx.AsyncClient(base_url=url, timeout=timeout, limits=limits) as client:
         await asyncio.gather(*[client_loop(client, random.Random(seed * 1000 + i))
                                for i in range(clients)])

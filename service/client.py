@@ -27,6 +27,11 @@ __all__ = ["AsyncClient", "Client", "TailorAPIError", "TailorConnectionError"]
 
 DEFAULT_URL = "http://localhost:3000"
 RETRIED = (429, 503)
+# Idle pooled connections are dropped after this many seconds, well before the server drops
+# them (`bentoml serve` runs uvicorn, keep-alive 5 s; httpx's own default is also 5 s). With
+# equal timers a request sent on a connection the server is closing fails with ReadError: the
+# load test saw it from a client back from a Retry-After wait, on a busy 2-core machine.
+LIMITS = httpx.Limits(keepalive_expiry=2.0)
 # the job states after which a job does not change: adapters.states.FINISHED, spelled
 # here so that the client imports nothing of the server (tests/unit/service/test_client.py)
 FINAL = ("succeeded", "failed", "cancelled")
@@ -245,7 +250,8 @@ class Client(_Base):
         its base URL and headers are used as they are."""
         super().__init__(url, api_key, retries, max_retry_wait)
         self._owned = http is None  # close only what this client opened
-        self.http = http or httpx.Client(base_url=self.url, headers=self.headers, timeout=timeout)
+        self.http = http or httpx.Client(base_url=self.url, headers=self.headers, timeout=timeout,
+                                         limits=LIMITS)
 
     def __enter__(self) -> "Client":
         return self
@@ -351,7 +357,7 @@ class AsyncClient(_Base):
         super().__init__(url, api_key, retries, max_retry_wait)
         self._owned = http is None
         self.http = http or httpx.AsyncClient(base_url=self.url, headers=self.headers,
-                                              timeout=timeout)
+                                              timeout=timeout, limits=LIMITS)
 
     async def __aenter__(self) -> "AsyncClient":
         return self
