@@ -166,12 +166,12 @@ def prior_beats_examples(x, y, d, labels, folds: int = 5) -> bool:
     return by_prior >= balanced_accuracy(y, pred, len(labels))
 
 
-def per_label(yr: np.ndarray, n_labels: int, counts: list[int], start: int = 0) -> np.ndarray:
-    """Reserve row indices: the first ``counts[j]`` (from ``start``) of each label j."""
-    return np.concatenate([np.flatnonzero(yr == j)[start:start + c] for j, c in enumerate(counts)])
+def per_label(yr: np.ndarray, counts: list[int]) -> np.ndarray:
+    """Reserve row indices: the first ``counts[j]`` of each label j (``Split.take``)."""
+    return np.concatenate([np.flatnonzero(yr == j)[:c] for j, c in enumerate(counts)])
 
 
-def run(e: dict, labels: list[str], variant: str, seed: int, check: bool = True) -> dict:
+def run(e: dict, labels: list[str], variant: str, check: bool = True) -> dict:
     from adapters.training.monotone import compare_update, head_predict
 
     k = len(labels)
@@ -182,14 +182,14 @@ def run(e: dict, labels: list[str], variant: str, seed: int, check: bool = True)
         return float((head.predict(xt) == yt).mean())
 
     out: dict = {}
-    b = per_label(yr, k, [8] * k)
+    b = per_label(yr, [8] * k)
     out["balanced"] = acc(fit(xr[b], yr[b]))
     imb, even = [], []
     for shift in range(min(k, 2)):
         cnt = [(16, 8, 4)[(j + shift) % 3] for j in range(k)]
         total = sum(cnt)
         ev = [total // k + (1 if j < total % k else 0) for j in range(k)]
-        i, v = per_label(yr, k, cnt), per_label(yr, k, ev)
+        i, v = per_label(yr, cnt), per_label(yr, ev)
         imb.append(acc(fit(xr[i], yr[i])))
         even.append(acc(fit(xr[v], yr[v])))
     out["imbalanced"], out["even"] = float(np.mean(imb)), float(np.mean(even))
@@ -249,7 +249,7 @@ def main() -> None:
                 if (name, seed, v) in done:
                     continue
                 rows.append({"set": name, "seed": seed, "variant": v,
-                             **run(e, s.labels, v, seed, not a.no_check)})
+                             **run(e, s.labels, v, not a.no_check)})
                 print(json.dumps(rows[-1]), flush=True)
                 out.parent.mkdir(exist_ok=True)
                 out.write_text(json.dumps(rows, indent=0))
