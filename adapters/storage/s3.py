@@ -46,7 +46,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ..encoders.base import BackboneIdentity
-from ..errors import AdapterNotFound, StoreUnavailable
+from ..errors import AdapterNotFound, InvalidName, StoreUnavailable
 from ..validation import validate_name
 from .base import Store, not_found
 from .filecache import ChecksumCache
@@ -357,6 +357,69 @@ class S3Store(Store):
         except StoreUnavailable:
             if not best_effort:
                 raise
+
+    def sweep(self, older_than_s: float = 3600.0) -> int:
+        """Remove the files of publishes that crashed before their manifest (and of deletes
+        that crashed after their tombstone): version folders under ``objects/`` that no live
+        manifest names and whose newest file is older than ``older_than_s`` (a publish in
+        flight writes its files moments before its manifest). Never visible to readers, but
+        they counted in the tenant's usage. Returns the number of folders removed.
+
+        Cost: one listing of ``objects/`` and one of each tenant's manifests; manifests are
+        read (then kept in memory, as for serving) only for a name with more version folders
+        than live versions: each live version has exactly one folder (files are written
+        before the manifest, and a delete tombstones the manifest before removing them). A
+        name whose manifests cannot all be read (or name no id) is left alone, and an
+        unreachable store ends the sweep: it runs again at the next start."""
+        base = f"{self.prefix}objects/"
+        folders: dict[tuple[str, str], dict[str, float]] = {}  # (tenant, name) -> id -> newest
+        removed = 0
+        try:
+            for page in self._list(base):
+                for obj in page.get("Contents", []):
+                    parts = obj["Key"][len(base):].split("/")
+                    if len(parts) >= 4:
+                        newest = folders.setdefault((parts[0], parts[1]), {})
+                        t = obj["LastModified"].timestamp()
+                        newest[parts[2]] = max(newest.get(parts[2], t), t)
+            live: dict[str, dict[str, list[int]]] = {}
+            for (tenant, name), ids in sorted(folders.items()):
+                try:
+                    if tenant not in live:
+                        live[tenant] = self._scan(tenant)
+                    versions = live[tenant].get(name, [])
+                    if len(ids) <= len(versions):
+                        continue
+                    named = self._named_ids(tenant, name, versions)
+                    if named is None:
+                        continue
+                    now = time.time()
+                    for vid in sorted(ids):
+                        if vid not in named and now - ids[vid] > older_than_s:
+                            self._remove_objects(self._objects_prefix(tenant, name, vid))
+                            removed += 1
+                except InvalidName:  # a key no Tailor wrote: not ours to remove
+                    live.setdefault(tenant, {})
+                    continue
+        except StoreUnavailable as e:
+            log.warning("store sweep stopped after %d folders: %s", removed, e)
+        if removed:
+            log.info("store sweep: removed the files of %d unpublished or deleted versions",
+                     removed)
+        return removed
+
+    def _named_ids(self, tenant: str, name: str, versions: list[int]) -> set[str] | None:
+        """The ids the live manifests of ``name`` name, or None if one cannot be read."""
+        ids = set()
+        for v in versions:
+            try:
+                vid = json.loads(self._manifest_bytes(tenant, name, v)).get("id")
+            except (AdapterNotFound, ValueError, AttributeError):
+                return None
+            if not isinstance(vid, str) or not vid:
+                return None
+            ids.add(vid)
+        return ids
 
     def delete(self, tenant: str, name: str, version: int | None = None) -> list[int]:
         claims = self._claims(tenant, name)

@@ -164,6 +164,39 @@ def test_a_publisher_killed_before_its_manifest_leaves_nothing_visible(replicas,
     assert publish(store, "x").version == 1 and store.load("t1", "x").manifest.version == 1
 
 
+def test_the_sweep_removes_only_files_no_live_version_names_once_old_enough(replicas, tmp_path):
+    """Leftovers of a publisher killed before its manifest and of a delete that stopped after
+    its tombstone are removed by ``sweep``, once older than its threshold; the files of live
+    versions, and of a name with a manifest that cannot be read, stay."""
+    import time
+
+    store = replicas()
+    url = f"s3://{replicas.bucket}/{PREFIX}"
+    out = subprocess.run([sys.executable, "-c", CRASH.format(root=str(ROOT), url=url,
+                                                            local=str(tmp_path / "crashed"))],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 3, out.stderr
+    live = [publish(store, "x", 1.0), publish(store, "x", 2.0)]
+    tomb = publish(store, "x", 3.0)  # deleted, but only its tombstone written
+    store.s3.put_object(Bucket=store.bucket, Key=f"{PREFIX}/tenants/t1/x/v{tomb.version}", Body=b"")
+    publish(store, "odd")
+    store.s3.put_object(Bucket=store.bucket, Key=f"{PREFIX}/tenants/t1/odd/v2", Body=b"{not json")
+    for lost in ("lost1", "lost2"):  # more folders than live versions: the ids are read
+        store.s3.put_object(Bucket=store.bucket, Body=b"x",
+                            Key=f"{PREFIX}/objects/t1/odd/{lost}/head.safetensors")
+    folders = lambda n: {k.split("/")[-2] for k in _keys(store, f"{PREFIX}/objects/t1/{n}/")}  # noqa: E731
+    before_x, before_odd = folders("x"), folders("odd")
+    assert len(before_x) == 4 and len(before_odd) == 3  # x: 2 live, 1 tombstoned, 1 crashed
+    assert store.sweep() == 0  # all younger than an hour: a publish may be writing them now
+    time.sleep(1.1)
+    fresh = replicas("b")  # a replica starting: nothing of the store in its memory yet
+    assert fresh.sweep(older_than_s=1.0) == 2
+    assert folders("x") == {m.id for m in live}
+    assert folders("odd") == before_odd  # v2's manifest is unreadable: the name is left alone
+    assert [fresh.load("t1", "x", m.version).manifest.id for m in live] == [m.id for m in live]
+    assert fresh.versions("t1", "x") == [1, 2] and fresh.sweep(older_than_s=1.0) == 0
+
+
 def _keys(store, prefix):
     return [o["Key"] for page in store._list(prefix) for o in page.get("Contents", [])]
 
