@@ -150,13 +150,18 @@ publish(open_store({url!r}, {local!r}, BB), "x")
 """
 
 
-def test_a_publisher_killed_before_its_manifest_leaves_nothing_visible(replicas, tmp_path):
-    store = replicas()
+def _publish_and_die_before_the_manifest(replicas, tmp_path) -> None:
+    """A publisher of ``x`` in a process of its own that exits after its files (CRASH)."""
     url = f"s3://{replicas.bucket}/{PREFIX}"
     out = subprocess.run([sys.executable, "-c", CRASH.format(root=str(ROOT), url=url,
                                                             local=str(tmp_path / "crashed"))],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 3, out.stderr
+
+
+def test_a_publisher_killed_before_its_manifest_leaves_nothing_visible(replicas, tmp_path):
+    store = replicas()
+    _publish_and_die_before_the_manifest(replicas, tmp_path)
     assert _keys(store, f"{PREFIX}/objects/"), "the crashed publisher wrote its files first"
     assert store.versions("t1", "x") == [] and store.names("t1") == []
     with pytest.raises(AdapterNotFound):
@@ -171,11 +176,7 @@ def test_the_sweep_removes_only_files_no_live_version_names_once_old_enough(repl
     import time
 
     store = replicas()
-    url = f"s3://{replicas.bucket}/{PREFIX}"
-    out = subprocess.run([sys.executable, "-c", CRASH.format(root=str(ROOT), url=url,
-                                                            local=str(tmp_path / "crashed"))],
-                         capture_output=True, text=True, timeout=120)
-    assert out.returncode == 3, out.stderr
+    _publish_and_die_before_the_manifest(replicas, tmp_path)
     live = [publish(store, "x", 1.0), publish(store, "x", 2.0)]
     tomb = publish(store, "x", 3.0)  # deleted, but only its tombstone written
     store.s3.put_object(Bucket=store.bucket, Key=f"{PREFIX}/tenants/t1/x/v{tomb.version}", Body=b"")
