@@ -90,6 +90,17 @@ def free_port() -> int:
 HOMES: list[Path] = []  # the servers' BENTOML_HOME folders, removed when the run ends
 
 
+def stop_group(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 30.0) -> None:
+    """Send ``sig`` to the process group a test started (``start_new_session=True``) and wait;
+    SIGKILL after ``timeout`` seconds. Every real server the tests start stops this way."""
+    os.killpg(proc.pid, sig)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 class Server:
     """A real `bentoml serve` of the service (or another ``service`` target), on a free port,
     with the given store and a BENTOML_HOME of its own: every `bentoml serve` start empties
@@ -126,6 +137,15 @@ class Server:
 
     def start(self, timeout: float = 180.0) -> "Server":
         self.launch()
+        try:
+            return self.wait_ready(timeout)
+        except RuntimeError:
+            self.stop()
+            raise
+
+    def wait_ready(self, timeout: float = 180.0) -> "Server":
+        """Wait for /readyz after ``launch``; a RuntimeError with the log's tail if the process
+        exits or is not ready within ``timeout``."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -136,7 +156,6 @@ class Server:
             except httpx.HTTPError:
                 pass
             time.sleep(0.5)
-        self.stop()
         raise RuntimeError(f"server not ready after {timeout}s; log:\n{self.tail()}")
 
     def tail(self, n: int = 4000) -> str:
@@ -148,12 +167,7 @@ class Server:
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int | None:
         if self.proc is None or self.proc.poll() is not None:
             return self.proc.returncode if self.proc else None
-        os.killpg(self.proc.pid, sig)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
+        stop_group(self.proc, sig, timeout)
         self.log.close()
         return self.proc.returncode
 

@@ -8,10 +8,8 @@ test fails loudly, it is never silently skipped.
 """
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -20,7 +18,7 @@ from typing import Callable, Iterable
 import httpx
 import yaml
 
-from tests.conftest import free_port
+from tests.conftest import free_port, stop_group
 
 ROOT = Path(__file__).resolve().parents[1]
 INSTALL = ROOT / "deploy" / "install-prometheus.sh"
@@ -100,12 +98,7 @@ class Prometheus:
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
+        stop_group(self.proc, timeout=20)
         self.log.close()
 
     def __enter__(self) -> "Prometheus":

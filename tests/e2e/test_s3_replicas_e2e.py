@@ -44,25 +44,11 @@ def replicas(s3, tmp_path_factory):
                for n in "ab"]
     try:  # launched together, waited for in turn: the two starts overlap
         for srv in servers:
-            _wait_ready(srv)
+            srv.wait_ready(240)
         yield servers
     finally:
         with ThreadPoolExecutor(2) as pool:  # SIGTERM both at once: their shutdowns overlap
             list(pool.map(Server.stop, servers))
-
-
-def _wait_ready(srv: Server, timeout: float = 240.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if srv.proc.poll() is not None:
-            raise RuntimeError(f"server exited with {srv.proc.returncode}; log:\n{srv.tail()}")
-        try:
-            if httpx.get(srv.url + "/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError(f"server not ready after {timeout}s; log:\n{srv.tail()}")
 
 
 def create(srv: Server, name: str) -> httpx.Response:
@@ -257,7 +243,7 @@ def test_replica_killed_with_9_mid_publish_leaves_no_partial_version_and_loses_n
         Delimiter="/").get("CommonPrefixes", [])]
     orphans = [f for f in folders if f.rstrip("/").rsplit("/", 1)[-1] not in ids]  # crashed publishes
 
-    _wait_ready(a2)
+    a2.wait_ready(240)
     with httpx.Client(base_url=a2.url, timeout=60) as c:
         _check_acknowledged_or_show_bucket(c, ledger, store)
         assert {n: _check_visible(c, n) for n in visible} == visible
