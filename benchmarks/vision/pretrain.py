@@ -287,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--force", action="store_true", help="retrain even if the folder is current")
     ap.add_argument("--steps", type=int, default=Recipe.steps,
                     help=f"optimizer steps (default {Recipe.steps}); the CI backbone of the image "
-                    "e2e tests (make test) takes 150: ~1.5 CPU-minutes, a worse but real backbone")
+                    "e2e tests (make test) takes 80: ~1 CPU-minute, a worse but real backbone")
     args = ap.parse_args(argv)
     r = Recipe(steps=args.steps)
     if not args.force and is_current(args.out, r):
