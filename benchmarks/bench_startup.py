@@ -126,14 +126,18 @@ LABELS = {"import_s": "`import service.service`, wall s", "import_cpu": "... its
 
 
 def table(a: Tree, b: Tree) -> list[str]:
-    out = [f"| measure | A = {a.rev} | B = {b.rev} | B / A |", "|---|---|---|---|"]
+    """Medians [min-max] of each tree, the ratio of the medians, and the median of the rounds'
+    own ratios (A and B of one round ran back to back, under about the same load)."""
+    out = [f"| measure | A = {a.rev} | B = {b.rev} | B / A (medians) | B / A (paired rounds) |",
+           "|---|---|---|---|---|"]
     for key, label in LABELS.items():
         ma, mb = statistics.median(a.rows[key]), statistics.median(b.rows[key])
+        paired = statistics.median(y / x for x, y in zip(a.rows[key], b.rows[key]))
         rng = lambda xs: f"[{min(xs):.3g}-{max(xs):.3g}]"  # noqa: E731
         out.append(f"| {label} | {ma:.3g} {rng(a.rows[key])} | {mb:.3g} {rng(b.rows[key])} "
-                   f"| {mb / ma:.2f} |")
+                   f"| {mb / ma:.2f} | {paired:.2f} |")
     out.append(f"| heavy modules after the import | {', '.join(sorted(a.heavy)) or 'none'} "
-               f"| {', '.join(sorted(b.heavy)) or 'none'} | |")
+               f"| {', '.join(sorted(b.heavy)) or 'none'} | | |")
     return out
 
 
@@ -159,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {args.rounds} rounds, "
           f"1-minute load average {load[0]:.1f} at the start, {load[1]:.1f} at the end")
     print("\n".join(table(*trees)))
+    for t in trees:
+        print(t.rev, json.dumps({k: [round(v, 2) for v in vs] for k, vs in t.rows.items()}))
     return 0
 
 

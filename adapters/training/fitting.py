@@ -117,8 +117,7 @@ def with_prior(head: LinearHead, labels: list[str], prior: ClassPrior,
         shift -= log_frequencies(y, len(labels))
     if not shift.any():
         return head
-    return LinearHead(head.weight, head.bias + _t(shift),
-                      head.activation)
+    return LinearHead(head.weight, head.bias + _t(shift), head.activation)
 
 
 def _t(a: np.ndarray) -> torch.Tensor:
