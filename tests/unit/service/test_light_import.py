@@ -1,7 +1,7 @@
 """`bentoml serve` imports the service module twice: in its CLI process (the supervisor), which
 needs only the definition (class, routes, schemas, settings), and in the worker, which builds
 the engine in ``TailorService.__init__``. torch, transformers and onnx load in the worker only:
-imported by the CLI process they cost about 1.2 s of CPU and 230 MiB on every start, and the
+imported by the CLI process they cost about 1.2 s of CPU and 225 MiB on every start, and the
 test suite starts some fifty servers (benchmarks/RESULTS.md, "Shape (issue 18)")."""
 from __future__ import annotations
 
