@@ -7,10 +7,12 @@ served as one small matmul, so many tenants' heads run after one shared backbone
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # a head is tensors, so torch is loaded by whoever made them
+    import torch
 
 Activation = Literal["softmax", "sigmoid"]
 
@@ -47,10 +49,12 @@ class LinearHead:
 
     def probabilities(self, x: torch.Tensor) -> torch.Tensor:
         z = self.logits(x)
-        return torch.softmax(z, dim=-1) if self.activation == "softmax" else torch.sigmoid(z)
+        return z.softmax(dim=-1) if self.activation == "softmax" else z.sigmoid()
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """x [rows, dim] (numpy) -> [rows] label ids (single-label)."""
+        import torch
+
         return self.logits(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))).argmax(1).numpy()
 
     def scaled(self, scale: float) -> "LinearHead":

@@ -3,10 +3,14 @@ Shared by Tailor's own routes (service/api.py) and the OpenAI-compatible ones
 (service/openai_api.py)."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from starlette.requests import Request
 
-from adapters import Tailor
 from adapters.errors import NotReady
+
+if TYPE_CHECKING:  # the engine (and torch) load in the worker only: service/service.py
+    from adapters import Tailor
 
 
 def engine(request: Request) -> Tailor:

@@ -16,18 +16,20 @@ import asyncio
 import base64
 import datetime as dt
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import orjson
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from adapters import Tailor
 from adapters.errors import AdapterNotFound, InvalidRequest, TailorError
 from adapters.validation import shorten
 
 from .deps import engine, tenant_of
+
+if TYPE_CHECKING:  # the engine (and torch) load in the worker only: service/service.py
+    from adapters import Tailor
 
 openai_router = APIRouter()
 

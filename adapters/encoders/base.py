@@ -20,9 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, Sequence, runtime_checkable
 
-import torch
-
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # torch loads with an encoder, not with this protocol (adapters/__init__)
+    import torch
     from torch import nn
 
     from .lora import LoraWeights
@@ -58,6 +57,8 @@ def weights_sha256(model_dir: Path) -> str:
 
 def describe_torch(dtype: str, workers: int) -> str:
     """``Encoder.describe`` of an encoder whose forwards run on PyTorch."""
+    import torch
+
     return f"torch {dtype}, {workers} forward workers x {torch.get_num_threads()} threads"
 
 

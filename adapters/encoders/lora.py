@@ -25,14 +25,15 @@ import contextvars
 import math
 import threading
 from dataclasses import dataclass
-from typing import Annotated, Iterator, Sequence
+from typing import TYPE_CHECKING, Annotated, Iterator, Sequence
 
-import torch
-import torch.nn as nn
-import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from ..segments import group_rows
+
+if TYPE_CHECKING:  # torch loads with the weights: a manifest's LoraSpec is read without it
+    import torch
+    from torch import nn
 
 
 ModuleName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
@@ -54,6 +55,8 @@ class LoraSpec(BaseModel):
 
 def target_modules(model: nn.Module, targets: Sequence[str]) -> list[str]:
     """Names of the Linear modules whose last name part is one of ``targets``."""
+    from torch import nn
+
     names = [n for n, m in model.named_modules()
              if isinstance(m, nn.Linear) and n.rsplit(".", 1)[-1] in set(targets)]
     if not names:
@@ -74,6 +77,8 @@ class LoraWeights:
              identity: bool = True) -> "LoraWeights":
         """peft's init: A kaiming-uniform, B zero (identity). ``identity=False`` draws B too,
         for tests that must be able to fail (cf. peft ``init_lora_weights=False``)."""
+        import torch
+
         g = torch.Generator().manual_seed(seed)
         modules = dict(model.named_modules())
         a, b = {}, {}
@@ -148,6 +153,9 @@ def routed(routing: Routing | None) -> Iterator[None]:
 
 
 def _make_hook(name: str):
+    import torch
+    import torch.nn.functional as F
+
     def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor):
         routing = _ROUTING.get()
         if routing is None:

@@ -10,10 +10,7 @@ batcher, jobs, export, HTTP) is shared and never asks which kind it holds.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from ..encoders.base import Encoder
 from ..encoders.lora import LoraWeights
@@ -28,6 +25,9 @@ from ..training.payloads import PreviousVersion
 from ..validation import (LabeledData, Limits, validate_descriptions, validate_training_data,
                           validate_unlabeled)
 from .metrics import TrainingMetrics
+
+if TYPE_CHECKING:  # torch loads with an encoder; the kinds are declared without it
+    from torch import nn
 
 Progress = Callable[[int, int, float], None]  # step, total, loss
 StopCheck = Callable[[], bool]  # True: stop now (raise training.jobs.Cancelled)
@@ -81,6 +81,9 @@ def merge_lora(model: nn.Module, adapter: LoadedAdapter) -> None:
     """Bake an adapter's LoRA (if any) into ``model``, a FRESH copy of the backbone:
     W += scaling * B @ A, what peft's ``merge_and_unload`` does. The merged graph has exactly
     the backbone's shape: no extra MatMuls at inference."""
+    import torch
+    from torch import nn
+
     if adapter.lora is None:
         return
     modules = dict(model.named_modules())

@@ -18,11 +18,9 @@ from __future__ import annotations
 
 import random
 import time
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from pydantic import Field, StringConstraints
 
 from ..encoders.base import Encoder, TorchEncoder
@@ -41,6 +39,9 @@ from .base import (AdapterKind, Progress, StopCheck, TrainRequest, register_kind
                    require_examples)
 from .head import head_recipe
 from .metrics import TrainingMetrics, lora_lines
+
+if TYPE_CHECKING:  # torch loads when a LoRA trains: the kind is declared (options) without it
+    import torch
 
 # A Linear module's last name part (e.g. "query"): echoed in answers and stored in manifests.
 ModuleName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
@@ -129,6 +130,8 @@ def _batches(y: np.ndarray, batch_size: int, rng: random.Random) -> list[list[in
 def _contrastive_loss(emb: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """emb [rows, dim] unit vectors. Squared error of every pair's cosine against 1 (same
     label) / 0 (different); positives and negatives weigh half each."""
+    import torch
+
     sim = emb @ emb.T  # [rows, rows]
     same = (y[:, None] == y[None, :]).float()
     off = 1 - torch.eye(len(y))
@@ -157,6 +160,9 @@ def train_embeddings(encoder: TorchEncoder, data: LabeledData, opts: LoraOptions
                      progress: Progress | None = None,
                      should_stop: StopCheck | None = None) -> tuple[LoraWeights, float]:
     """Tune LoRA weights on the examples. Returns the weights and the last epoch's mean loss."""
+    import torch
+    import torch.nn.functional as F
+
     opts = for_encoder(opts, encoder)
     torch.manual_seed(opts.seed)
     rng = random.Random(opts.seed)

@@ -22,17 +22,17 @@ import json
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from pydantic import ValidationError
-from safetensors.torch import load as load_tensors
-from safetensors.torch import save as save_tensors
 
 from ..encoders.base import BackboneIdentity
 from ..errors import AdapterNotFound, CorruptAdapter, IncompatibleAdapter, TooManyAdapters
 from ..options import describe_validation_error
 from .manifest import SCHEMA_VERSION, Artifact, FileRef, Inputs, Manifest
+
+if TYPE_CHECKING:  # tensors load (safetensors.torch) when an adapter does, not with the store
+    import torch
 
 MANIFEST = "manifest.json"
 EXAMPLES = "examples.json"  # optional: the posted examples (updates, export parity)
@@ -151,6 +151,8 @@ class Store(abc.ABC):
                 f"adapter {m.ref} was trained on backbone {m.backbone.name} "
                 f"({m.backbone.sha256[:12]}), but this server runs {self.backbone.name} "
                 f"({self.backbone.sha256[:12]}). Re-create the adapter on this backbone")
+        from safetensors.torch import load as load_tensors
+
         tensors: dict[str, torch.Tensor] = {}
         for fname, digest in m.files.items():
             if not fname.endswith(".safetensors") or "/" in fname or fname.startswith("."):
@@ -197,6 +199,8 @@ class Store(abc.ABC):
         """Write ``artifact`` as a new immutable version of ``name`` and return its manifest.
         ``inputs`` (optional) are kept beside the weights (examples.json, unlabeled.json, the
         descriptions in the manifest); ``changes``: what an update changed."""
+        from safetensors.torch import save as save_tensors
+
         weights = f"{artifact.kind}.safetensors"
         files = {weights: save_tensors({k: v.contiguous() for k, v in artifact.tensors.items()})}
         extra: dict[str, Any] = {}

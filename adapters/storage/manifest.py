@@ -11,13 +11,15 @@ and the time.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..encoders.lora import LoraSpec
 from ..heads import Activation, activation_for
+
+if TYPE_CHECKING:
+    import torch
 
 SCHEMA_VERSION = 1
 

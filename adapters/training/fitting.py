@@ -7,15 +7,17 @@ happened before (adapters/validation.py), embedding happens in the kind's traine
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any, Callable, Literal, Protocol, Union
+from typing import TYPE_CHECKING, Annotated, Any, Callable, Literal, Protocol, Union
 
 import numpy as np
-import torch
 from pydantic import Field
 
 from ..errors import InvalidExamples, InvalidOptions
 from ..heads import LinearHead, activation_for
 from ..validation import LabeledData
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -115,11 +117,14 @@ def with_prior(head: LinearHead, labels: list[str], prior: ClassPrior,
         shift -= log_frequencies(y, len(labels))
     if not shift.any():
         return head
-    return LinearHead(head.weight, head.bias + torch.from_numpy(shift.astype(np.float32)),
-                      head.activation)
+    return LinearHead(head.weight, head.bias + _t(shift), head.activation)
 
 
 def _t(a: np.ndarray) -> torch.Tensor:
+    """float32 rows as a tensor (no copy when they are already); torch loads here, on the
+    first fit, not with this module (the service's CLI process imports the kinds' options)."""
+    import torch
+
     return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
 
 
@@ -163,7 +168,7 @@ def fit_centroid(x: np.ndarray, y: np.ndarray, *, multi_label: bool, c: float,
     w = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
     cents = np.stack([np.average(x[y == j], axis=0, weights=w[y == j]) for j in range(n_labels)])
     cents /= np.linalg.norm(cents, axis=1, keepdims=True).clip(min=1e-12)
-    return LinearHead(_t(cents * temperature), torch.zeros(n_labels), activation_for(False))
+    return LinearHead(_t(cents * temperature), _t(np.zeros(n_labels)), activation_for(False))
 
 
 def fit(x: np.ndarray, data: LabeledData, p: FitParams) -> LinearHead:
@@ -182,7 +187,7 @@ FitRows = Callable[[np.ndarray, np.ndarray], LinearHead]
 
 
 def _predict(head: LinearHead, x: np.ndarray, multi_label: bool, threshold: float) -> np.ndarray:
-    p = head.probabilities(torch.from_numpy(x)).numpy()
+    p = head.probabilities(_t(x)).numpy()
     return (p >= threshold).astype(np.int64) if multi_label else p.argmax(axis=1)
 
 
@@ -212,7 +217,7 @@ def cross_validate(x: np.ndarray, data: LabeledData, opts: FitParams,
             return None  # a fold lacks positives or negatives of some label
         fold_head = fit_rows(x[tr], sub.y) if fit_rows else fit(x[tr], sub, opts)
         pred = _predict(fold_head, x[te], data.multi_label, opts.threshold)
-        oof_logits.append(fold_head.logits(torch.from_numpy(x[te])).numpy())
+        oof_logits.append(fold_head.logits(_t(x[te])).numpy())
         oof_y.append(data.y[te])
         if data.multi_label:
             truth = data.y[te]
@@ -266,7 +271,7 @@ def confidence_cap(head: LinearHead, x: np.ndarray, bound: float) -> float:
     ``x`` [rows, dim] stays within ``bound``. The examples are what a head is surest about
     (it was fitted on them), so answers on new inputs stay about as sure or less. The mean
     top probability grows with the scale, so bisection (in log space) finds it."""
-    logits = head.logits(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))).numpy()
+    logits = head.logits(_t(x)).numpy()
 
     def sure(scale: float) -> float:
         z = logits * scale

@@ -25,7 +25,6 @@ held-out sets (SMS spam, BBC News, 20 Newsgroups):
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from ..heads import LinearHead, activation_for
 
@@ -45,6 +44,8 @@ def _unit(a: np.ndarray) -> np.ndarray:
 
 def zero_shot_head(prototypes: np.ndarray, scale: float = ZERO_SHOT_SCALE) -> LinearHead:
     """prototypes [labels, dim]: embeddings of ``description_text(...)``, in label order."""
+    import torch  # here, not with the module: the kinds are declared without torch
+
     d = _unit(np.asarray(prototypes, np.float64))
     w = scale * d
     b = -w @ d.mean(axis=0)  # centred on the prototypes' mean: only a bias, still linear
@@ -58,6 +59,8 @@ def fit_prior(x: np.ndarray, y: np.ndarray, prior: np.ndarray, c: float = 1.0,
     penalty for that label). x [rows, dim], y [rows] label ids (a label may have no rows: its
     weights then stay at its prior). With ``prior`` = 0 this is sklearn's objective (weights
     within 5e-4 of ``LogisticRegression``, 99.9% same predictions)."""
+    import torch
+
     xt = torch.from_numpy(np.asarray(x, np.float64))
     yt = torch.from_numpy(np.asarray(y, np.int64))
     w0 = torch.from_numpy(np.asarray(prior, np.float64))

@@ -1,0 +1,172 @@
+"""What one `bentoml serve` start costs, for two commits side by side.
+
+    python -m benchmarks.bench_startup BEFORE AFTER [--rounds 5]
+
+The test suite starts about fifty real servers, so a start's CPU is CI time. Each ref is
+checked out in a temporary git worktree and run with this checkout's virtual environment;
+the rounds alternate A, B, B, A, ... so that other jobs on a shared machine hit both alike.
+Per round and tree:
+
+- import: a fresh ``python -c "import service.service"``: wall seconds of the import, the
+  process's CPU seconds and peak RSS, and which heavy modules (torch, transformers, onnx,
+  onnxruntime) it loaded. This is what BentoML's CLI process (the supervisor) pays before it
+  starts the worker, which imports the service again and builds the engine;
+- serve: `bentoml serve` (PyTorch fp32 pinned, a fresh store) until /readyz answers 200: wall
+  seconds, the CPU seconds of every process of the server (user + system, polled every 0.1 s,
+  plus the reaped children's), and the RSS of the CLI process and of the worker at ready.
+
+Prints a markdown table (medians, [min-max]) to paste into RESULTS.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+HEAVY = ("torch", "transformers", "onnx", "onnxruntime")
+IMPORT = ("import json, resource, sys, time; t = time.perf_counter(); import service.service; "
+          "wall = time.perf_counter() - t; u = resource.getrusage(resource.RUSAGE_SELF); "
+          f"print(json.dumps({{'wall': wall, 'cpu': u.ru_utime + u.ru_stime, "
+          f"'rss': u.ru_maxrss / 1024, 'heavy': [m for m in {HEAVY!r} if m in sys.modules]}}))")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Tree:
+    def __init__(self, ref: str, work: Path, n: int):
+        self.rev = subprocess.run(["git", "rev-parse", "--short", ref], cwd=ROOT, check=True,
+                                  capture_output=True, text=True).stdout.strip()
+        self.dir = work / f"tree-{n}-{self.rev}"
+        subprocess.run(["git", "worktree", "add", "--detach", "-f", str(self.dir), self.rev],
+                       cwd=ROOT, check=True, capture_output=True)
+        self.work, self.name = work, f"{n}-{self.rev}"
+        self.rows: dict[str, list[float]] = {k: [] for k in (
+            "import_s", "import_cpu", "import_rss", "ready_s", "start_cpu", "cli_rss", "worker_rss")}
+        self.heavy: set[str] = set()
+
+    def env(self, n: int) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TAILOR_")}
+        env.update(TAILOR_RUNTIME="torch", TAILOR_STORE_PATH=str(self.work / f"store-{self.name}-{n}"),
+                   BENTOML_HOME=str(self.work / f"home-{self.name}-{n}"), BENTOML_DO_NOT_TRACK="true")
+        return env
+
+    def measure_import(self, n: int) -> None:
+        out = subprocess.run([sys.executable, "-c", IMPORT], cwd=self.dir, env=self.env(n),
+                             check=True, capture_output=True, text=True).stdout
+        r = json.loads(out.strip().splitlines()[-1])
+        self.rows["import_s"].append(r["wall"])
+        self.rows["import_cpu"].append(r["cpu"])
+        self.rows["import_rss"].append(r["rss"])
+        self.heavy |= set(r["heavy"])
+
+    def measure_start(self, n: int, timeout: float = 300) -> None:
+        port = _free_port()
+        t0 = time.perf_counter()
+        with open(self.work / f"server-{self.name}-{n}.log", "wb") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "bentoml", "serve", "service.service:TailorService",
+                 "--port", str(port), "--host", "127.0.0.1", "--working-dir", str(self.dir)],
+                cwd=self.dir, env=self.env(n), stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True)
+        cpu: dict[int, float] = {}  # pid -> its latest CPU seconds (children's once reaped)
+        root = psutil.Process(proc.pid)
+        try:
+            while True:
+                if time.perf_counter() - t0 > timeout or proc.poll() is not None:
+                    raise RuntimeError(f"{self.rev}: server did not get ready (see its log)")
+                procs = [root, *root.children(recursive=True)]
+                for p in procs:
+                    try:
+                        c = p.cpu_times()
+                        cpu[p.pid] = c.user + c.system + c.children_user + c.children_system
+                    except psutil.Error:
+                        pass
+                try:
+                    if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.1)
+            self.rows["ready_s"].append(time.perf_counter() - t0)
+            self.rows["start_cpu"].append(sum(cpu.values()))
+            self.rows["cli_rss"].append(root.memory_info().rss / 2**20)
+            self.rows["worker_rss"].append(max(p.memory_info().rss for p in procs[1:]) / 2**20)
+        finally:
+            os.killpg(proc.pid, 15)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, 9)
+                proc.wait()
+
+    def close(self) -> None:
+        subprocess.run(["git", "worktree", "remove", "--force", str(self.dir)], cwd=ROOT,
+                       capture_output=True)
+
+
+LABELS = {"import_s": "`import service.service`, wall s", "import_cpu": "... its process, CPU s",
+          "import_rss": "... its process, peak RSS MiB", "ready_s": "`bentoml serve` to /readyz 200, s",
+          "start_cpu": "... CPU s of all its processes", "cli_rss": "... CLI process RSS at ready, MiB",
+          "worker_rss": "... worker RSS at ready, MiB"}
+
+
+def table(a: Tree, b: Tree) -> list[str]:
+    """Medians [min-max] of each tree, the ratio of the medians, and the median of the rounds'
+    own ratios (A and B of one round ran back to back, under about the same load)."""
+    out = [f"| measure | A = {a.rev} | B = {b.rev} | B / A (medians) | B / A (paired rounds) |",
+           "|---|---|---|---|---|"]
+    for key, label in LABELS.items():
+        ma, mb = statistics.median(a.rows[key]), statistics.median(b.rows[key])
+        paired = statistics.median(y / x for x, y in zip(a.rows[key], b.rows[key]))
+        rng = lambda xs: f"[{min(xs):.3g}-{max(xs):.3g}]"  # noqa: E731
+        out.append(f"| {label} | {ma:.3g} {rng(a.rows[key])} | {mb:.3g} {rng(b.rows[key])} "
+                   f"| {mb / ma:.2f} | {paired:.2f} |")
+    out.append(f"| heavy modules after the import | {', '.join(sorted(a.heavy)) or 'none'} "
+               f"| {', '.join(sorted(b.heavy)) or 'none'} | | |")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("before")
+    ap.add_argument("after")
+    ap.add_argument("--rounds", type=int, default=5)
+    args = ap.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="bench-startup-") as tmp:
+        trees = [Tree(args.before, Path(tmp), 0), Tree(args.after, Path(tmp), 1)]
+        try:
+            load = [os.getloadavg()[0]]
+            for n in range(args.rounds):
+                for t in (trees if n % 2 == 0 else trees[::-1]):
+                    t.measure_import(n)
+                for t in (trees[::-1] if n % 2 == 0 else trees):
+                    t.measure_start(n)
+            load.append(os.getloadavg()[0])
+        finally:
+            for t in trees:
+                t.close()
+    print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {args.rounds} rounds, "
+          f"1-minute load average {load[0]:.1f} at the start, {load[1]:.1f} at the end")
+    print("\n".join(table(*trees)))
+    for t in trees:
+        print(t.rev, json.dumps({k: [round(v, 2) for v in vs] for k, vs in t.rows.items()}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
