@@ -7,7 +7,8 @@ of rows M; LayerNorm and GELU work per token. What moves a row is attention: PyT
 flash-attention kernel (SDPA) blocks the keys by the PADDED length, so a text padded beyond 32
 tokens by a longer batch-mate gets other fp32 roundings (~2e-7), and bf16 rounds them to a
 different bf16 value now and then (~4e-3 at the attention output, 1e-3 in the embedding).
-Eager attention (matmul, softmax over the padded length) moves too (6e-5).
+Eager attention and the SDPA math backend (softmax over the padded length) move too (5e-4,
+1.4e-3 on the admission check).
 
 Here each row's queries, keys and values are cut to its real tokens and attend without a
 mask, so a row's attention has the same shapes (and roundings) alone and in any batch. It
