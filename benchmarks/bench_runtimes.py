@@ -2,9 +2,12 @@
 against PyTorch fp32, and speed at batch 1 and 32.
 
     python -m benchmarks.bench_runtimes            # writes benchmarks/results/runtimes.md
+    python -m benchmarks.bench_runtimes --only "torch fp32,torch bf16,torch bf16 rows,onnx fp32" \
+        --turns 5 --against "onnx fp32"           # a subset, more turns, ratios vs onnx fp32
 
-Runtimes: PyTorch fp32 (the reference) and bf16, onnxruntime fp32 (fused, with its
-LoRA-routed graph), dynamic int8 and static (calibrated) int8 (export/static_int8.py).
+Runtimes: PyTorch fp32 (the reference), bf16 and bf16 with attention row by row
+(``torch-bf16-rows``, batch-invariant), onnxruntime fp32 (fused, with its LoRA-routed graph),
+dynamic int8 and static (calibrated) int8 (export/static_int8.py).
 - invariance: export/runtimes/invariance.py's check on the fixed sample, bare and with LoRA adapters
   mixed per row (the largest |alone - mixed| of both), as ``TAILOR_RUNTIME=auto`` admits;
 - accuracy: cosine to PyTorch fp32 on 150 BBC News texts cut to 400 characters and 100 TREC
@@ -17,6 +20,8 @@ LoRA-routed graph), dynamic int8 and static (calibrated) int8 (export/static_int
 """
 from __future__ import annotations
 
+import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -43,6 +48,7 @@ def runtimes(enc, cache: Path) -> dict:
     return {
         "torch fp32": lambda: enc,
         "torch bf16": lambda: enc.with_dtype("bfloat16"),
+        "torch bf16 rows": lambda: enc.with_dtype("bfloat16", row_attention=True),
         "onnx fp32": lambda: OnnxEncoder.open(enc, cache, cache_dir=cache, threads=1),
         "onnx int8 dynamic": lambda: OnnxEncoder.open(enc, cache, quantize="int8", cache_dir=cache,
                                                       threads=1, lora=False),
@@ -68,7 +74,7 @@ def heads_agreement(ref_enc, encoders: dict, sets) -> dict[str, dict[str, float]
     return out
 
 
-def main() -> str:
+def main(only: list[str] | None = None, turns: int = 2, against: str = "torch bf16") -> str:
     import torch
 
     from adapters import TextEncoder
@@ -82,6 +88,8 @@ def main() -> str:
     cache = Path(tempfile.mkdtemp(prefix="tailor-runtimes-"))
     built, build_s = {}, {}
     for name, make in runtimes(enc, cache).items():
+        if only and name not in only and name != "torch fp32":
+            continue
         t = time.perf_counter()
         built[name] = make()
         build_s[name] = time.perf_counter() - t
@@ -101,12 +109,14 @@ def main() -> str:
         rows.append([name, bare.max_diff, lora.max_diff, float(cos.min()), float(np.mean(1 - cos))])
     agree = heads_agreement(enc, built, sets)
     speed = {n: {} for n in built}
+    loads = [os.getloadavg()[0]]
     for label, texts in (("short", short), ("bbc400", [t for t, _ in bbc])):
-        for _ in range(2):  # turns: each runtime measured twice, interleaved
+        for _ in range(turns):  # turns: each runtime measured in every turn, interleaved
             for n, e in built.items():
                 b1 = statistics.median(_rate(e.embed, [t], 1) for t in texts[:16])
                 b32 = _rate(e.embed, texts[:32], 3)
                 speed[n].setdefault(label, []).append((b1, b32))
+        loads.append(os.getloadavg()[0])
     md = ["## Runtimes side by side (issue 20): batch invariance, accuracy, speed", "",
           f"Machine: {machine()}; 1 thread per runtime, all in one process, measured in turns "
           "(ratios are what counts on a shared machine). `python -m benchmarks.bench_runtimes`.", "",
@@ -121,7 +131,8 @@ def main() -> str:
     for name in built:
         md.append(f"| {name} | " + " | ".join(
             f"{100 * a:.1f} / {100 * acc:.1f}" for a, acc in (agree[name][s] for s in sets)) + " |")
-    md += ["", "Speed, rows/s (median of 2 interleaved turns; ratio vs torch fp32 / vs torch bf16):", "",
+    md += ["", f"Speed, rows/s (median of {turns} interleaved turns; ratio vs torch fp32 / vs {against}; "
+           f"1-minute load average {min(loads):.1f}-{max(loads):.1f} while measuring):", "",
            "| runtime | short b1 | short b32 | bbc400 b1 | bbc400 b32 |", "|---|---:|---:|---:|---:|"]
     med = {n: {k: tuple(statistics.median(x[i] for x in v) for i in (0, 1)) for k, v in s.items()}
            for n, s in speed.items()}
@@ -131,7 +142,7 @@ def main() -> str:
             for i in (0, 1):
                 r = med[n][k][i]
                 cells.append(f"{r:.0f} ({r / med['torch fp32'][k][i]:.2f}x / "
-                             f"{r / med['torch bf16'][k][i]:.2f}x)")
+                             f"{r / med[against][k][i]:.2f}x)")
         md.append(f"| {n} | " + " | ".join(cells) + " |")
     text = "\n".join(md) + "\n"
     write_section("runtimes", text)
@@ -139,4 +150,9 @@ def main() -> str:
 
 
 if __name__ == "__main__":
-    print(main())
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--only", default="", help="comma-separated runtime names (torch fp32 is always run)")
+    ap.add_argument("--turns", type=int, default=2, help="interleaved speed turns (medians over them)")
+    ap.add_argument("--against", default="torch bf16", help="the runtime of the second ratio")
+    a = ap.parse_args()
+    print(main([n.strip() for n in a.only.split(",") if n.strip()] or None, a.turns, a.against))

@@ -152,6 +152,23 @@ def routed(routing: Routing | None) -> Iterator[None]:
         _ROUTING.reset(token)
 
 
+# PyTorch's fp32 GEMM takes other kernels below 4 rows (a 1-3 token input), whose roundings
+# differ by ~1e-7 from the same row's in a bigger product: harmless in fp32, but a bf16
+# backbone rounds that into a different bf16 value now and then (issue 20: 3.2e-3 for a
+# 3-token text alone vs in a batch). From 4 rows on, a row's result does not depend on M
+# (benchmarks/research/bf16_invariance.py), so smaller inputs are padded to 4 zero rows.
+MIN_GEMM_ROWS = 4
+
+
+def _low_rank(x: torch.Tensor, a: torch.Tensor, bt: torch.Tensor) -> torch.Tensor:
+    """(x @ A.T) @ (scaling B).T for x [..., in], computed on at least ``MIN_GEMM_ROWS`` rows."""
+    flat = x.reshape(-1, x.shape[-1])
+    n = flat.shape[0]
+    if n < MIN_GEMM_ROWS:
+        flat = torch.cat([flat, flat.new_zeros(MIN_GEMM_ROWS - n, flat.shape[1])])
+    return ((flat @ a.T) @ bt)[:n].reshape(*x.shape[:-1], bt.shape[1])
+
+
 def _make_hook(name: str):
     import torch
     import torch.nn.functional as F
@@ -171,7 +188,7 @@ def _make_hook(name: str):
                 xs = F.dropout(xs, routing.dropout, training=True)
             # the low-rank update in the adapter's precision (fp32), also on a bf16 backbone
             # (TextEncoder.with_dtype): rounded once, where it is added to the output
-            d = (xs.to(a.dtype) @ a.T) @ w.scaled_bt(name)  # [rows, seq, out]
+            d = _low_rank(xs.to(a.dtype), a, w.scaled_bt(name))  # [rows, seq, out]
             parts.append((start, end, d.to(output.dtype)))
         if not parts:
             return None

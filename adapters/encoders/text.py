@@ -142,12 +142,17 @@ class TextEncoder:
     def pytorch(self) -> "TextEncoder":
         return self
 
-    def with_dtype(self, dtype: str) -> "TextEncoder":
+    def with_dtype(self, dtype: str, *, row_attention: bool = False) -> "TextEncoder":
         """This encoder serving in ``dtype`` ("float32" or "bfloat16"): shares the tokenizer,
         the fp32 ``model`` (training, export) and the forward threads; a bf16 encoder runs
-        its forwards on its own bf16 copy of the weights (~45 MB for MiniLM)."""
+        its forwards on its own bf16 copy of the weights (~45 MB for MiniLM).
+        ``row_attention`` (bf16 only): the copy attends row by row on each row's real tokens
+        (row_attention.py), which makes its answers batch-invariant on CPUs where the GEMMs
+        are (checked by ``auto``'s admission, not assumed)."""
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+        if row_attention and dtype == "float32":
+            raise ValueError("row_attention is for a low-precision copy; fp32 serves ``model``")
         twin = copy.copy(self)
         twin.dtype = dtype
         if dtype == "float32":
@@ -155,6 +160,10 @@ class TextEncoder:
         else:
             serving = copy.deepcopy(self.model).to(DTYPES[dtype]).eval()
             serving.requires_grad_(False)  # LoRA hooks already installed are copied along
+            if row_attention:
+                from . import row_attention as rows
+
+                serving.set_attn_implementation(rows.register())
             twin._low = serving
         return twin
 

@@ -165,12 +165,13 @@ def test_the_service_measures_in_a_child_process(backbone, tmp_path, monkeypatch
     with caplog.at_level(logging.INFO, logger="tailor"):
         served, choice = auto(backbone, RuntimeOptions(tmp_path), isolate=True)
     assert not choice.cached and choice.trials, choice
-    assert choice.runtime in {"onnx-int8", "torch-bf16", "onnx-fp32", "torch-fp32"}
+    assert choice.runtime in {"onnx-int8", "torch-bf16", "torch-bf16-rows", "onnx-fp32", "torch-fp32"}
     (cache,) = tmp_path.glob("choice-*.json")
     assert json.loads(cache.read_text())["runtime"] == choice.runtime
     assert [r.message for r in caplog.records if r.message.startswith("runtime auto chose")] == [
         choice.line()]
-    expected = {"torch-fp32": "float32", "torch-bf16": "bfloat16"}.get(choice.runtime)
+    expected = {"torch-fp32": "float32", "torch-bf16": "bfloat16",
+                "torch-bf16-rows": "bfloat16"}.get(choice.runtime)
     if expected:
         assert served.dtype == expected
     else:

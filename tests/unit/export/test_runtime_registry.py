@@ -19,6 +19,7 @@ from export.runtimes.auto import auto, serving_encoder
     ("torch", "int8", "torch-fp32"),  # the quantization applies to onnx only
     ("onnx", "none", "onnx-fp32"),
     ("onnx", "int8", "onnx-int8"),
+    ("torch-bf16-rows", "none", "torch-bf16-rows"),
 ])
 def test_the_settings_choose_a_registered_runtime(runtime, quantize, name):
     assert base.selected_by(runtime, quantize).name == name
@@ -28,6 +29,7 @@ def test_auto_measures_the_runtimes_that_run_the_backbone_here(backbone):
     names = [r.name for r in auto_candidates(backbone)]
     assert names[:2] == ["onnx-int8", "onnx-fp32"] and REFERENCE not in names
     assert ("torch-bf16" in names) == has_bf16_matrix_units()
+    assert ("torch-bf16-rows" in names) == has_bf16_matrix_units()
 
     class Pictures:  # an image backbone: no candidate, served on the reference unmeasured
         modality, model_dir = "image", "vit"
