@@ -162,6 +162,8 @@ MIN_GEMM_ROWS = 4
 
 def _low_rank(x: torch.Tensor, a: torch.Tensor, bt: torch.Tensor) -> torch.Tensor:
     """(x @ A.T) @ (scaling B).T for x [..., in], computed on at least ``MIN_GEMM_ROWS`` rows."""
+    import torch  # here, not at the top: the service's definition imports this module
+
     flat = x.reshape(-1, x.shape[-1])
     n = flat.shape[0]
     if n < MIN_GEMM_ROWS:

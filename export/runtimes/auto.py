@@ -8,8 +8,6 @@ encoder. Today:
     onnx-fp32   onnxruntime fp32, fused graph (cached)
     torch-bf16  PyTorch on a bf16 copy of the weights, only where the CPU has bf16 matrix
                 units (AMX / avx512_bf16; elsewhere bf16 is emulated, slower than fp32)
-    torch-bf16-rows  the same, attention row by row on real tokens: batch-invariant where
-                the bf16 GEMMs are (avx512_bf16 here: bitwise; issue 20)
     torch-fp32  PyTorch eager: the reference (``REFERENCE``), always qualifies
 
 The sample is text: a backbone with no candidate (an image backbone today) is served on the
@@ -287,10 +285,10 @@ def _rejected(trials: list[Trial]) -> str:
 
 
 # The decision rule's version, part of the cache key: a decision cached under an older rule
-# (4: + the torch-bf16-rows candidate; 3: + batch invariance; 2: the batch-32 rate against
-# fp32; 1: the harmonic mean without fp32) is measured again: a store that cached torch-bf16
-# under rule 2 drops it, one that cached onnx-fp32 under rule 3 measures bf16 rows.
-RULE = 4
+# (3: + batch invariance; 2: the batch-32 rate against fp32; 1: the harmonic mean without
+# fp32) is measured again: a store that cached torch-bf16 under rule 2 drops it.
+# (torch-bf16-rows is not a candidate, pytorch.py says why, so the rule stays 3.)
+RULE = 3
 
 
 def cache_key(sha256: str, threads: int, gate: Gate = GATE) -> str:

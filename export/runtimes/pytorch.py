@@ -31,7 +31,16 @@ TORCH_BF16 = register_runtime(Runtime(
     "torch-bf16", "PyTorch on a bf16 copy of the weights (fast on AMX, NOT batch-invariant: auto's "
     "admission rejects it; TAILOR_RUNTIME=torch-bf16 forces it)", _bf16, available=_no_bf16_units,
     setting=("torch-bf16", None)))
+# Not an ``auto`` candidate (chosen by the lead after measuring, issue 20): it is batch-invariant
+# (bitwise here) and 1.5-1.7x onnx fp32 at c=64 on BBC texts, but onnx fp32 (what ``auto``
+# serves here without it) is faster for one short text (c=1: bf16-rows 0.45-0.59x over HTTP),
+# and an adapter's export, an fp32 graph, would no longer reproduce the served probabilities
+# (up to 3.5e-3, 1 label flip in 300 texts), a promise of the default. Throughput-bound
+# deployments opt in with TAILOR_RUNTIME=torch-bf16-rows. A forced runtime is served without
+# the admission: on another CPU (AMX) check it first (docs/onnx.md).
 TORCH_BF16_ROWS = register_runtime(Runtime(
     "torch-bf16-rows", "PyTorch on a bf16 copy of the weights, attention row by row on real tokens: "
-    "batch-invariant where the GEMMs are (bitwise on avx512_bf16, issue 20; auto's admission checks "
-    "it on every machine)", _bf16_rows, available=_no_bf16_units, setting=("torch-bf16-rows", None)))
+    "batch-invariant where the GEMMs are (bitwise on avx512_bf16, issue 20); opt-in "
+    "(TAILOR_RUNTIME=torch-bf16-rows), not an auto candidate: exports are fp32 graphs and would "
+    "differ from its answers by up to ~3.5e-3", _bf16_rows, candidate=False,
+    available=_no_bf16_units, setting=("torch-bf16-rows", None)))

@@ -29,7 +29,7 @@ def test_auto_measures_the_runtimes_that_run_the_backbone_here(backbone):
     names = [r.name for r in auto_candidates(backbone)]
     assert names[:2] == ["onnx-int8", "onnx-fp32"] and REFERENCE not in names
     assert ("torch-bf16" in names) == has_bf16_matrix_units()
-    assert ("torch-bf16-rows" in names) == has_bf16_matrix_units()
+    assert "torch-bf16-rows" not in names  # opt-in only (export/runtimes/pytorch.py says why)
 
     class Pictures:  # an image backbone: no candidate, served on the reference unmeasured
         modality, model_dir = "image", "vit"
