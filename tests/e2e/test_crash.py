@@ -30,7 +30,7 @@ from tests.conftest import Server
 
 pytestmark = pytest.mark.e2e
 
-KILL_CYCLES = 5  # head creates only; then one more cycle with a LoRA job training
+KILL_CYCLES = 4  # head creates only; then one more cycle with a LoRA job training
 CLIENTS = 4
 KILL_AFTER_S = (1.5, 4.0)  # the kill lands at a random moment in this window of creates
 NAMES = ["alpha", "beta", "gamma"]

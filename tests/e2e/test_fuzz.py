@@ -32,8 +32,11 @@ MAX_EXAMPLES = 100  # per operation, in the fuzzing phase
 SEED = 20261126
 # A real export (ONNX export + parity check) takes ~9 s on 2 cores, and the document's
 # example name makes many export cases hit a real adapter: the first EXPORT_BUDGET real
-# exports run, later cases that name an existing adapter are counted but not sent.
-EXPORT_BUDGET = 3
+# exports run, later cases that name an existing adapter are counted but not sent. One: its
+# 200 is checked against the document like any answer; more real exports are
+# tests/unit/export's subject (three here were 27 of the 36 s this file spent waiting for
+# answers, 2026-12-07).
+EXPORT_BUDGET = 1
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_schema_conformance]
 ENV = {
