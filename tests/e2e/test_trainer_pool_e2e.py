@@ -38,6 +38,11 @@ from tests.conftest import Server, recording
 pytestmark = pytest.mark.e2e
 
 LEASE_S = 3
+# PostgreSQL is restarted while jobs run, and a trainer rides out an outage shorter than its
+# lease: the lease must outlast the restart with room (a 3 s lease ran a job twice in 1 of 2
+# runs on a quiet machine, 2026-12-07: stop + start + the pool's reconnect + a 1 s heartbeat
+# came close to 3 s). The kill -9 recovery then waits this lease instead.
+PG_LEASE_S = 8
 EXAMPLES = [{"text": "the striker scored twice in the final", "label": "sport"},
             {"text": "the keeper saved a late penalty", "label": "sport"},
             {"text": "bake the bread until the crust is golden", "label": "food"},
@@ -134,7 +139,8 @@ def test_one_server_and_two_trainers_on_one_store(tmp_path, queue_url, request):
     PostgreSQL: two serving replicas and two trainers on one bucket and one database, each
     instance with a local folder of its own (its cache), as pods without a shared volume."""
     store = tmp_path / "store"
-    base = {"TAILOR_FORWARD_WORKERS": "1", "TAILOR_JOB_LEASE_S": str(LEASE_S),
+    lease_s = PG_LEASE_S if queue_url else LEASE_S
+    base = {"TAILOR_FORWARD_WORKERS": "1", "TAILOR_JOB_LEASE_S": str(lease_s),
             "TAILOR_JOB_ATTEMPTS": "2", "TAILOR_JOB_QUEUE_SIZE": "16"}
     apart = _can_unshare()
     pg = request.getfixturevalue("pg_server") if queue_url else None
@@ -157,7 +163,8 @@ def test_one_server_and_two_trainers_on_one_store(tmp_path, queue_url, request):
     replicas = [Server(local("serve2"), {**base, "TAILOR_ROLE": "serve"}, tmp_path / "serve2.log",
                        queue_url=queue_url)] if queue_url else []
     servers = [serve, *trainers, *replicas]
-    n_jobs = 2 if queue_url else 6  # CI time: the postgres run also restarts the database
+    n_jobs = 2 if queue_url else 4  # CI time: the postgres run also restarts the database;
+    # 4 (not 6) keep both trainers busy: each job is a training process (~5 CPU s to start)
     train, _ = trec_coarse().few_shot(4, seed=2, max_test=0)  # 24 questions, 6 labels
     stop, answers, failures, serve_trained = threading.Event(), [0], [], []
     try:
@@ -182,7 +189,9 @@ def test_one_server_and_two_trainers_on_one_store(tmp_path, queue_url, request):
                         failures.append((r.status_code, r.text[:200]))
                     if any("adapters.worker_main" in _cmdline(p) for p in serve.pids()):
                         serve_trained.append(True)
-                    time.sleep(0.05)
+                    # 4 a second: at 20 (0.05 s) these forwards took ~0.3 of a core from the
+                    # trainers for the whole test, on a 2-core CI machine
+                    time.sleep(0.25)
         # an exception in the loop (an httpx error) is recorded in failures, not only warned about
         loop = threading.Thread(target=recording(failures, predict_all_along), daemon=True)
         loop.start()
@@ -281,10 +290,10 @@ def test_one_server_and_two_trainers_on_one_store(tmp_path, queue_url, request):
               f"{'postgres, store s3' if queue_url else 'files'}): {n_jobs} LoRA jobs in "
               f"{jobs_s:.1f}s, per trainer {per_trainer}; kill -9 of a trainer mid-job (step "
               f"{pending['progress'].get('step')}): running again after {recovery_s:.1f}s (lease "
-              f"{LEASE_S}s), succeeded {total_s:.1f}s after the kill; {answers[0]} predictions "
+              f"{lease_s}s), succeeded {total_s:.1f}s after the kill; {answers[0]} predictions "
               f"on the serving instance meanwhile, {len(failures)} failed")
         if apart:  # another host's death cannot be seen: only the lease tells
-            assert recovery_s >= LEASE_S - 1, recovery_s
+            assert recovery_s >= lease_s - 1, recovery_s
         assert failures == [] and answers[0] > 50
         assert serve_trained == []  # the serving instance never started a training process
     finally:
