@@ -30,31 +30,21 @@ from pathlib import Path
 import httpx
 
 from benchmarks import bench_serving
-from benchmarks.common import HERE, machine, write_section
+from benchmarks.common import (HERE, checkout, free_port, machine, pinned_env, remove_checkout,
+                               spread, stop_group, write_section)
 from benchmarks.run import replace_sections
 from benchmarks.datasets import bbc_news
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _rev(ref: str) -> str:
-    return subprocess.run(["git", "rev-parse", "--short", ref], cwd=ROOT, check=True,
-                          capture_output=True, text=True).stdout.strip()
 
 
 class Tree:
     """One ref: its worktree, its server, its adapters."""
 
     def __init__(self, ref: str, work: Path, port: int):
-        self.ref, self.rev = ref, _rev(ref)
-        self.dir = work / f"tree-{self.rev}"
-        subprocess.run(["git", "worktree", "add", "--detach", "-f", str(self.dir), self.rev],
-                       cwd=ROOT, check=True, capture_output=True)
-        self.store, self.home = work / f"store-{self.rev}", work / f"home-{self.rev}"
+        self.ref = ref
+        self.dir = work / f"tree-{port}"
+        self.rev = checkout(ref, self.dir)
         self.url = f"http://127.0.0.1:{port}"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TAILOR_")}
-        env.update(TAILOR_RUNTIME="torch", TAILOR_STORE_PATH=str(self.store),
-                   BENTOML_HOME=str(self.home), BENTOML_DO_NOT_TRACK="true")
+        env = pinned_env(work / f"store-{self.rev}", work / f"home-{self.rev}")
         self.log = open(work / f"server-{self.rev}.log", "wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "bentoml", "serve", "service.service:TailorService", "--port",
@@ -77,22 +67,8 @@ class Tree:
         raise RuntimeError(f"{self.rev}: not ready after {timeout} s")
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, 15)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, 9)
-        subprocess.run(["git", "worktree", "remove", "--force", str(self.dir)], cwd=ROOT,
-                       capture_output=True)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        stop_group(self.proc, timeout=60)
+        remove_checkout(self.dir)
 
 
 def measure(tree: Tree, texts: list[str], create_examples: list[dict], n: int) -> None:
@@ -113,9 +89,7 @@ def table(a: Tree, b: Tree) -> list[str]:
              "c1": "predict c=1, texts/s"}
     for key, label in names.items():
         ma, mb = statistics.median(a.rows[key]), statistics.median(b.rows[key])
-        rng = lambda xs: f"[{min(xs):.3g}-{max(xs):.3g}]"  # noqa: E731
-        out.append(f"| {label} | {ma:.3g} {rng(a.rows[key])} | {mb:.3g} {rng(b.rows[key])} "
-                   f"| {mb / ma:.2f} |")
+        out.append(f"| {label} | {spread(a.rows[key])} | {spread(b.rows[key])} | {mb / ma:.2f} |")
     return out
 
 
@@ -131,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     create_examples, _ = ds.few_shot(4, seed=1, max_test=0, max_chars=1000)
     with tempfile.TemporaryDirectory(prefix="bench-ab-") as tmp:
         work = Path(tmp)
-        trees = [Tree(args.before, work, _free_port()), Tree(args.after, work, _free_port())]
+        trees = [Tree(args.before, work, free_port()), Tree(args.after, work, free_port())]
         try:
             load_before = os.getloadavg()[0]
             for t in trees:

@@ -29,8 +29,6 @@ import asyncio
 import json
 import os
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -39,7 +37,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmarks.common import HERE, RESULTS_DIR, machine, write_section
+from benchmarks.common import HERE, RESULTS_DIR, free_port, machine, stop_group, write_section
 
 ROOT = HERE.parent
 PEER_VENV = Path(os.environ.get("TAILOR_PEER_VENV", "/work/venvs/infinity"))
@@ -65,12 +63,6 @@ def text_sets(n: int = N_TEXTS) -> dict[str, list[str]]:
 
 
 # -- servers --------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @dataclass
 class ServerSpec:
     name: str
@@ -161,14 +153,7 @@ def start(spec: ServerSpec, logdir: Path, timeout: float = 900.0) -> Running:
 
 
 def stop(r: Running) -> None:
-    if r.proc.poll() is not None:
-        return
-    os.killpg(r.proc.pid, signal.SIGTERM)
-    try:
-        r.proc.wait(30)
-    except subprocess.TimeoutExpired:
-        os.killpg(r.proc.pid, signal.SIGKILL)
-        r.proc.wait()
+    stop_group(r.proc)
 
 
 # -- the client -------------------------------------------------------------------------------

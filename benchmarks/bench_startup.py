@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,7 +32,9 @@ from pathlib import Path
 import httpx
 import psutil
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks.common import (checkout, free_port, pinned_env, remove_checkout, spread,
+                               stop_group)
+
 HEAVY = ("torch", "transformers", "onnx", "onnxruntime")
 IMPORT = ("import json, resource, sys, time; t = time.perf_counter(); import service.service; "
           "wall = time.perf_counter() - t; u = resource.getrusage(resource.RUSAGE_SELF); "
@@ -41,29 +42,17 @@ IMPORT = ("import json, resource, sys, time; t = time.perf_counter(); import ser
           f"'rss': u.ru_maxrss / 1024, 'heavy': [m for m in {HEAVY!r} if m in sys.modules]}}))")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Tree:
     def __init__(self, ref: str, work: Path, n: int):
-        self.rev = subprocess.run(["git", "rev-parse", "--short", ref], cwd=ROOT, check=True,
-                                  capture_output=True, text=True).stdout.strip()
-        self.dir = work / f"tree-{n}-{self.rev}"
-        subprocess.run(["git", "worktree", "add", "--detach", "-f", str(self.dir), self.rev],
-                       cwd=ROOT, check=True, capture_output=True)
+        self.dir = work / f"tree-{n}"
+        self.rev = checkout(ref, self.dir)
         self.work, self.name = work, f"{n}-{self.rev}"
         self.rows: dict[str, list[float]] = {k: [] for k in (
             "import_s", "import_cpu", "import_rss", "ready_s", "start_cpu", "cli_rss", "worker_rss")}
         self.heavy: set[str] = set()
 
     def env(self, n: int) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TAILOR_")}
-        env.update(TAILOR_RUNTIME="torch", TAILOR_STORE_PATH=str(self.work / f"store-{self.name}-{n}"),
-                   BENTOML_HOME=str(self.work / f"home-{self.name}-{n}"), BENTOML_DO_NOT_TRACK="true")
-        return env
+        return pinned_env(self.work / f"store-{self.name}-{n}", self.work / f"home-{self.name}-{n}")
 
     def measure_import(self, n: int) -> None:
         out = subprocess.run([sys.executable, "-c", IMPORT], cwd=self.dir, env=self.env(n),
@@ -75,7 +64,7 @@ class Tree:
         self.heavy |= set(r["heavy"])
 
     def measure_start(self, n: int, timeout: float = 300) -> None:
-        port = _free_port()
+        port = free_port()
         t0 = time.perf_counter()
         with open(self.work / f"server-{self.name}-{n}.log", "wb") as log:
             proc = subprocess.Popen(
@@ -107,16 +96,10 @@ class Tree:
             self.rows["cli_rss"].append(root.memory_info().rss / 2**20)
             self.rows["worker_rss"].append(max(p.memory_info().rss for p in procs[1:]) / 2**20)
         finally:
-            os.killpg(proc.pid, 15)
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, 9)
-                proc.wait()
+            stop_group(proc, timeout=60)
 
     def close(self) -> None:
-        subprocess.run(["git", "worktree", "remove", "--force", str(self.dir)], cwd=ROOT,
-                       capture_output=True)
+        remove_checkout(self.dir)
 
 
 LABELS = {"import_s": "`import service.service`, wall s", "import_cpu": "... its process, CPU s",
@@ -133,8 +116,7 @@ def table(a: Tree, b: Tree) -> list[str]:
     for key, label in LABELS.items():
         ma, mb = statistics.median(a.rows[key]), statistics.median(b.rows[key])
         paired = statistics.median(y / x for x, y in zip(a.rows[key], b.rows[key]))
-        rng = lambda xs: f"[{min(xs):.3g}-{max(xs):.3g}]"  # noqa: E731
-        out.append(f"| {label} | {ma:.3g} {rng(a.rows[key])} | {mb:.3g} {rng(b.rows[key])} "
+        out.append(f"| {label} | {spread(a.rows[key])} | {spread(b.rows[key])} "
                    f"| {mb / ma:.2f} | {paired:.2f} |")
     out.append(f"| heavy modules after the import | {', '.join(sorted(a.heavy)) or 'none'} "
                f"| {', '.join(sorted(b.heavy)) or 'none'} | | |")

@@ -4,13 +4,65 @@ from __future__ import annotations
 import datetime as dt
 import os
 import platform
+import signal
+import socket
 import statistics
+import subprocess
 import time
 from pathlib import Path
 from typing import Callable
 
 HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
 RESULTS_DIR = HERE / "results"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def stop_group(proc: subprocess.Popen, timeout: float = 30.0) -> None:
+    """SIGTERM a server's process group (started with start_new_session), SIGKILL after
+    ``timeout``."""
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def checkout(ref: str, dest: Path) -> str:
+    """``ref`` checked out in a detached git worktree at ``dest`` (bench_ab, bench_startup:
+    two commits side by side, run with this checkout's venv). -> its short hash."""
+    rev = subprocess.run(["git", "rev-parse", "--short", ref], cwd=ROOT, check=True,
+                         capture_output=True, text=True).stdout.strip()
+    subprocess.run(["git", "worktree", "add", "--detach", "-f", str(dest), rev], cwd=ROOT,
+                   check=True, capture_output=True)
+    return rev
+
+
+def remove_checkout(dest: Path) -> None:
+    subprocess.run(["git", "worktree", "remove", "--force", str(dest)], cwd=ROOT,
+                   capture_output=True)
+
+
+def pinned_env(store: Path, home: Path) -> dict[str, str]:
+    """This environment without its TAILOR_* settings, serving PyTorch fp32 on ``store``:
+    two trees measured alike whatever the shell sets."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TAILOR_")}
+    env.update(TAILOR_RUNTIME="torch", TAILOR_STORE_PATH=str(store), BENTOML_HOME=str(home),
+               BENTOML_DO_NOT_TRACK="true")
+    return env
+
+
+def spread(xs: list[float]) -> str:
+    """A table cell: the median and [min-max]."""
+    return f"{statistics.median(xs):.3g} [{min(xs):.3g}-{max(xs):.3g}]"
 
 
 def machine() -> str:
