@@ -244,8 +244,9 @@ def run_one(h: Http, name: str, seed: int, done: set, log: Path, via: str,
     if want("zero_shot_unlabeled"):
         t0 = time.perf_counter()
         rec = h.create(f"{tag}-zu", "auto", None, s.descriptions, OPTIONS, s.unlabeled)
-        emit("zero_shot_unlabeled", acc=h.accuracy(f"{tag}-zu", s.test), seconds=round(time.perf_counter() - t0, 2),
-             unlabeled=len(s.unlabeled), pseudo_labels=rec["metrics"].get("pseudo_labels"))
+        emit("zero_shot_unlabeled", acc=h.accuracy(f"{tag}-zu", s.test),
+             seconds=round(time.perf_counter() - t0, 2), unlabeled=len(s.unlabeled),
+             pseudo_labels=rec["metrics"].get("pseudo_labels"))
     if want("one_sided"):
         afters = []
         for j, lab in enumerate(s.labels[:SHIFTS]):
@@ -356,7 +357,8 @@ def create_table(rows: list[dict], sets: list[str], of, m) -> list[str]:
         lines.append(
             f"| {s} ({role}) | {m([r['acc'] for r in b])} | {m([r['acc'] for r in i])} | "
             f"{m([r['acc_balanced_same_total'] for r in i])} | {m([r['acc'] for r in n])} | "
-            f"{m([r['acc'] for r in z])} | {m([r['acc'] for r in zu])} | {m([r['acc_probe'] for r in z])} | "
+            f"{m([r['acc'] for r in z])} | {m([r['acc'] for r in zu])} | "
+            f"{m([r['acc_probe'] for r in z])} | "
             f"{m([r['acc_before'] for r in o])} | {m([r['acc_after'] for r in o])} | "
             f"{sum(r['kept_previous'] for r in o)}/{sum(r['updates'] for r in o)} |")
     return lines + [""]
@@ -428,7 +430,8 @@ def zero_shot_unlabeled_goal(z: list[dict], zu: list[dict], via: str, verdict) -
     probe = {(r["set"], r["seed"]): r["acc_probe"] for r in z}
     cells, wins, n = [], 0, 0
     for s in dict.fromkeys(r["set"] for r in zu):
-        d = [100 * (r["acc"] - probe[(s, r["seed"])]) for r in zu if r["set"] == s and (s, r["seed"]) in probe]
+        d = [100 * (r["acc"] - probe[(s, r["seed"])]) for r in zu
+             if r["set"] == s and (s, r["seed"]) in probe]
         if d:
             n += 1
             wins += np.mean(d) >= 0

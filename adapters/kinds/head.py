@@ -144,8 +144,9 @@ def zero_shot_fit(encoder: Encoder, data: LabeledData, descriptions: dict[str, s
     head, y, info = zero_shot_head(protos, scale=opts.temperature), None, None
     texts = sample_texts(unlabeled, opts.self_train_texts, opts.seed)
     if texts:
+        t1 = time.perf_counter()
         xu = encoder.embed(texts, [lora] * len(texts) if lora else None).numpy().astype(np.float32)
-        seconds["embed_unlabeled"] = round(time.perf_counter() - t0, 4)
+        seconds["embed_unlabeled"] = round(time.perf_counter() - t1, 4)
         prior = description_prior(embed_descriptions(encoder, data.labels, descriptions, lora=lora),
                                   len(data.labels), encoder.dim, opts.prior_strength)
         head, y = self_train_zero_shot(head, xu, prior, c=opts.c)

@@ -40,7 +40,7 @@ def test_self_training_beats_the_plain_zero_shot_head():
     gains = []
     for seed in range(3):
         _, desc, x, y = world(seed, n=1200)
-        xu, yu, xt, yt = x[:600], y[:600], x[600:], y[600:]
+        xu, xt, yt = x[:600], x[600:], y[600:]
         plain = zero_shot_head(desc)
         trained, _ = self_train_zero_shot(plain, xu, description_prior(desc, 3, DIM))
         gains.append(accuracy(trained, xt, yt) - accuracy(plain, xt, yt))
