@@ -40,7 +40,7 @@ from ..training.fitting import assess, fit_calibrated
 from ..validation import LabeledData
 from .base import (AdapterKind, Background, Decision, Progress, StopCheck, TrainRequest,
                    register_kind)
-from .head import UNLABELED_UNUSED, HeadOptions, fit_head, guard_update, self_train_field
+from .head import HeadOptions, fit_head, guard_update, self_train_field, unlabeled_warnings
 from .lora import LoraOptions, _Steps, _steps, check_update, lora_predict, lora_recipe
 from .metrics import CrossValidated, lora_lines
 
@@ -116,8 +116,8 @@ def train_auto_head(encoder: Encoder, request: TrainRequest, progress: Progress 
         warnings.append("auto: a stronger recipe (LoRA) needs at least 2 examples of every "
                         "label; add examples (POST /v1/adapters/{name}/examples) to let auto "
                         "try it")
-    if request.unlabeled and not stronger_recipe_applies(request) and not self_trained:
-        warnings.append(UNLABELED_UNUSED)
+    if not stronger_recipe_applies(request):
+        warnings += unlabeled_warnings(request, cv)
     artifact = Artifact(kind="auto", labels=data.labels,
                         tensors={**head.tensors(), **(lora.tensors() if lora else {})},
                         options=opts.stored(request.label_order), metrics=metrics.stored(),

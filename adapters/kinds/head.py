@@ -25,8 +25,9 @@ from ..storage import Artifact
 from ..training.fitting import (ClassPriorOption, FitParams, FitRows, assess, calibrate,
                                 class_prior_field, cross_validate, fit, with_prior)
 from ..training.monotone import compare_update, head_predict
-from ..training.recipes import (PRIOR_STRENGTH, description_prior, description_text, fit_prior,
-                                self_train_zero_shot, zero_shot_head)
+from ..training.recipes import (MIN_PSEUDO_PER_LABEL, PRIOR_STRENGTH, description_prior,
+                                description_text, fit_prior, self_train_zero_shot,
+                                zero_shot_head)
 from ..validation import LabeledData
 from .base import (AdapterKind, Progress, StopCheck, TrainRequest, keep_previous_weights,
                    register_kind)
@@ -35,6 +36,10 @@ from .metrics import CrossValidated
 UNLABELED_UNUSED = ("unlabeled texts are kept with this adapter (updates, and kinds lora and auto, "
                     "learn from them); a head on frozen embeddings with examples does not "
                     "(measured: no gain), so this version was trained without them")
+TOO_FEW_TO_SELF_TRAIN = (f"unlabeled texts: too few to self-train on (the zero-shot head gave fewer "
+                         f"than half of the labels {MIN_PSEUDO_PER_LABEL} of them each), so this "
+                         "version is the plain zero-shot head; post a few hundred or more to let "
+                         "it learn from them")
 SELF_TRAIN_TEXTS = 1000  # unlabeled texts a zero-shot create embeds in the request (research: 1,000)
 
 
@@ -149,8 +154,10 @@ def zero_shot_fit(encoder: Encoder, data: LabeledData, descriptions: dict[str, s
         seconds["embed_unlabeled"] = round(time.perf_counter() - t1, 4)
         prior = description_prior(embed_descriptions(encoder, data.labels, descriptions, lora=lora),
                                   len(data.labels), encoder.dim, opts.prior_strength)
-        head, y = self_train_zero_shot(head, xu, prior, c=opts.c)
-        info = {"pseudo_labels": len(y)}
+        trained = self_train_zero_shot(head, xu, prior, c=opts.c)
+        if trained is not None:
+            head, y = trained
+        info = {"pseudo_labels": 0 if y is None else len(y)}
     seconds["fit"] = round(time.perf_counter() - t0, 4)
     return with_prior(head, data.labels, opts.class_prior, y), info
 
@@ -161,6 +168,14 @@ def sample_texts(texts: list[str], at_most: int, seed: int) -> list[str]:
         return list(texts)
     keep = np.random.default_rng(seed).choice(len(texts), at_most, replace=False)
     return [texts[i] for i in sorted(keep)]
+
+
+def unlabeled_warnings(request: TrainRequest, info: dict | None) -> list[str]:
+    """What the record says about the request's unlabeled texts when this version did not
+    learn from them (``info``: what ``fit_head`` returned besides the head)."""
+    if not request.unlabeled or (info or {}).get("pseudo_labels"):
+        return []
+    return [TOO_FEW_TO_SELF_TRAIN if (info or {}).get("pseudo_labels") == 0 else UNLABELED_UNUSED]
 
 
 def train_head(encoder: Encoder, request: TrainRequest, progress: Progress | None = None,
@@ -177,8 +192,7 @@ def train_head(encoder: Encoder, request: TrainRequest, progress: Progress | Non
                           **(cv or {}), label_descriptions=len(request.descriptions) or None,
                           unlabeled=len(request.unlabeled) or None)
     warnings = assess(data, cv, opts.class_prior)
-    if request.unlabeled and not (cv or {}).get("pseudo_labels"):
-        warnings.append(UNLABELED_UNUSED)
+    warnings += unlabeled_warnings(request, cv)
     artifact = Artifact(kind="head", labels=data.labels, tensors=head.tensors(),
                         options=opts.stored(request.label_order), metrics=metrics.stored(),
                         warnings=warnings, multi_label=data.multi_label)

@@ -9,7 +9,7 @@ import torch
 
 from adapters.heads import LinearHead
 from adapters.kinds import build_request, get_kind
-from adapters.kinds.head import UNLABELED_UNUSED
+from adapters.kinds.head import TOO_FEW_TO_SELF_TRAIN, UNLABELED_UNUSED
 from adapters.training.recipes import (description_prior, description_text,
                                        self_train_zero_shot, zero_shot_head)
 from adapters.validation import Limits
@@ -105,3 +105,13 @@ def test_without_unlabeled_texts_or_switched_off_the_zero_shot_head_is_as_before
         assert torch.allclose(h.weight, expected.weight) and torch.allclose(h.bias, expected.bias)
     assert "pseudo_labels" not in art.metrics and "pseudo_labels" not in off.metrics
     assert UNLABELED_UNUSED in off.warnings
+
+
+@pytest.mark.parametrize("kind", ["head", "auto"])
+def test_too_few_unlabeled_texts_leave_the_zero_shot_head_as_it_is_and_say_so(kind):
+    """10 texts over 3 labels: a head fitted on them would learn their counts, not the labels."""
+    art, head = create(kind, [f"u{i}" for i in range(10)])
+    _, plain = create(kind, None)
+    assert torch.equal(head.weight, plain.weight) and torch.equal(head.bias, plain.bias)
+    assert art.metrics["pseudo_labels"] == 0
+    assert TOO_FEW_TO_SELF_TRAIN in art.warnings and UNLABELED_UNUSED not in art.warnings
