@@ -19,6 +19,9 @@ Cases, per set and seed (test rows at the set's natural label distribution):
   (never test rows) that the latest version gets wrong, through ``/examples``.
 - ``zero_shot`` (descriptions alone) and ``probe`` (8 per label, kind ``head`` without
   descriptions: a linear probe).
+- ``zero_shot_unlabeled``: descriptions and ``UNLABELED_ROWS`` unlabeled texts (disjoint from
+  the test rows, the pool and the reserve), no examples: the zero-shot head self-trained on
+  them (adapters/kinds/head.py ``zero_shot_fit``), against the same seed's probe.
 
 Sets: trec_coarse and rotten_tomatoes are DEV sets (they chose the recipe in
 benchmarks/research/imbalance.py); sms_spam and bbc_news are HELD_OUT (only measured here).
@@ -49,8 +52,10 @@ from .common import HERE, RESULTS_DIR, machine
 SETS = ("trec_coarse", "rotten_tomatoes", "sms_spam", "bbc_news")
 DEV_SETS = ("trec_coarse", "rotten_tomatoes")
 POOL_ROWS, TEST_ROWS, MAX_CHARS, ROUNDS, PER_ROUND = 200, 300, 600, 5, 8
+UNLABELED_ROWS = 1000
 SHIFTS = 2  # imbalanced creates and one-sided updates: which label is frequent, in turn
-CASES = ("balanced", "imbalanced", "noisy", "zero_shot", "one_sided", "correction")
+CASES = ("balanced", "imbalanced", "noisy", "zero_shot", "zero_shot_unlabeled", "one_sided",
+         "correction")
 LOG = RESULTS_DIR / "monotone_runs.jsonl"
 HTTP_LOG = RESULTS_DIR / "monotone_http.jsonl"
 RT_MORE = RESULTS_DIR / "monotone_http_rt_more_seeds.jsonl"  # seeds 3-7, rotten_tomatoes' loop
@@ -111,6 +116,8 @@ class Split:
         self.pool = [{"text": ds.texts[i][:MAX_CHARS], "label": ds.labels[i]}
                      for i in rest[:POOL_ROWS]]
         self.test = [(ds.texts[i][:MAX_CHARS], ds.labels[i]) for i in rest[POOL_ROWS:POOL_ROWS + TEST_ROWS]]
+        end = POOL_ROWS + TEST_ROWS
+        self.unlabeled = [ds.texts[i][:MAX_CHARS] for i in rest[end:end + UNLABELED_ROWS]]
         self.descriptions = DESCRIPTIONS[name]
         self.rng = random.Random(seed + 1000)
 
@@ -129,12 +136,15 @@ class Http:
         return r.json()
 
     def create(self, name: str, kind: str, examples: list[dict] | None,
-               descriptions: dict | None, options: dict | None = None) -> dict:
+               descriptions: dict | None, options: dict | None = None,
+               unlabeled: list[str] | None = None) -> dict:
         body: dict[str, Any] = {"name": name, "kind": kind, "options": options or {}}
         if examples:
             body["examples"] = examples
         if descriptions:
             body["label_descriptions"] = descriptions
+        if unlabeled:
+            body["unlabeled"] = unlabeled
         return self._post("/v1/adapters", body)
 
     def add(self, name: str, examples: list[dict]) -> dict:
@@ -168,9 +178,9 @@ class Engine(Http):
     def remember(self, name: str, texts: list[str]) -> None:
         self.b.remember(f"monotone-{name}", texts)
 
-    def create(self, name, kind, examples, descriptions, options=None) -> dict:
+    def create(self, name, kind, examples, descriptions, options=None, unlabeled=None) -> dict:
         return self.b.engine.create_adapter("bench", name, kind, examples, options or {},
-                                            label_descriptions=descriptions)
+                                            label_descriptions=descriptions, unlabeled=unlabeled)
 
     def add(self, name: str, examples: list[dict]) -> dict:
         return self.b.engine.add_examples("bench", name, examples)
@@ -231,6 +241,12 @@ def run_one(h: Http, name: str, seed: int, done: set, log: Path, via: str,
         h.create(f"{tag}-z", "auto", None, s.descriptions, OPTIONS)
         h.create(f"{tag}-p", "head", s.take(bal), None)
         emit("zero_shot", acc=h.accuracy(f"{tag}-z", s.test), acc_probe=h.accuracy(f"{tag}-p", s.test))
+    if want("zero_shot_unlabeled"):
+        t0 = time.perf_counter()
+        rec = h.create(f"{tag}-zu", "auto", None, s.descriptions, OPTIONS, s.unlabeled)
+        emit("zero_shot_unlabeled", acc=h.accuracy(f"{tag}-zu", s.test),
+             seconds=round(time.perf_counter() - t0, 2), unlabeled=len(s.unlabeled),
+             pseudo_labels=rec["metrics"].get("pseudo_labels"))
     if want("one_sided"):
         afters = []
         for j, lab in enumerate(s.labels[:SHIFTS]):
@@ -331,15 +347,18 @@ def tables(rows: list[dict], sets: list[str]) -> list[str]:
 
 def create_table(rows: list[dict], sets: list[str], of, m) -> list[str]:
     lines = ["| set (role) | balanced 8/label | imbalanced 16/8/4 | same total, even | "
-             "10% wrong labels | zero-shot | 8-shot probe | 8/8 -> 20/8 before | after | kept previous |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "10% wrong labels | zero-shot | zero-shot + 1,000 unlabeled | 8-shot probe | "
+             "8/8 -> 20/8 before | after | kept previous |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for s in sets:
         role = "dev" if s in DEV_SETS else "held-out"
-        b, i, n, z, o = (of(c, s) for c in ("balanced", "imbalanced", "noisy", "zero_shot", "one_sided"))
+        b, i, n, z, zu, o = (of(c, s) for c in ("balanced", "imbalanced", "noisy", "zero_shot",
+                                                 "zero_shot_unlabeled", "one_sided"))
         lines.append(
             f"| {s} ({role}) | {m([r['acc'] for r in b])} | {m([r['acc'] for r in i])} | "
             f"{m([r['acc_balanced_same_total'] for r in i])} | {m([r['acc'] for r in n])} | "
-            f"{m([r['acc'] for r in z])} | {m([r['acc_probe'] for r in z])} | "
+            f"{m([r['acc'] for r in z])} | {m([r['acc'] for r in zu])} | "
+            f"{m([r['acc_probe'] for r in z])} | "
             f"{m([r['acc_before'] for r in o])} | {m([r['acc_after'] for r in o])} | "
             f"{sum(r['kept_previous'] for r in o)}/{sum(r['updates'] for r in o)} |")
     return lines + [""]
@@ -399,7 +418,27 @@ def goals(rows: list[dict], sets: list[str]) -> list[str]:
             n = len({r["set"] for r in z})
             out.append(f"| zero-shot >= 8-shot linear probe on at least half of the sets ({via}) | "
                        f"{len(wins)}/{n} ({', '.join(wins) or 'none'}) | {verdict(2 * len(wins) >= n)} |")
+        zu = [r for r in rows if r["case"] == "zero_shot_unlabeled" and r["via"] == via]
+        if z and zu:
+            out.append(zero_shot_unlabeled_goal(z, zu, via, verdict))
     return out
+
+
+def zero_shot_unlabeled_goal(z: list[dict], zu: list[dict], via: str, verdict) -> str:
+    """Zero-shot + unlabeled texts against the 8-shot probe of the same set and seeds (mean ±
+    the paired standard error over seeds)."""
+    probe = {(r["set"], r["seed"]): r["acc_probe"] for r in z}
+    cells, wins, n = [], 0, 0
+    for s in dict.fromkeys(r["set"] for r in zu):
+        d = [100 * (r["acc"] - probe[(s, r["seed"])]) for r in zu
+             if r["set"] == s and (s, r["seed"]) in probe]
+        if d:
+            n += 1
+            wins += np.mean(d) >= 0
+            cells.append(f"{s} {np.mean(d):+.1f} ± {_paired_se(d):.1f}")
+    return (f"| zero-shot + 1,000 unlabeled >= 8-shot linear probe on at least half of the sets "
+            f"({via}; vs the probe, ± paired standard error) | {wins}/{n}: {', '.join(cells)} | "
+            f"{verdict(2 * wins >= n)} |")
 
 
 def _paired_se(diffs: list[float]) -> float:
@@ -436,7 +475,8 @@ def plot(rows: list[dict], sets: list[str], path: Path) -> None:
     cases = [("balanced", "acc", "8/label"), ("imbalanced", "acc", "16/8/4"),
              ("imbalanced", "acc_balanced_same_total", "same total, even"),
              ("noisy", "acc", "10% wrong"), ("one_sided", "acc_after", "8/8 -> 20/8"),
-             ("zero_shot", "acc", "zero-shot"), ("zero_shot", "acc_probe", "8-shot probe")]
+             ("zero_shot", "acc", "zero-shot"), ("zero_shot_unlabeled", "acc", "zero-shot + unlabeled"),
+             ("zero_shot", "acc_probe", "8-shot probe")]
     width = 0.8 / len(cases)
     via = "http" if any(r["via"] == "http" and r["case"] == "noisy" for r in rows) else "engine"
     for j, (case, key, label) in enumerate(cases):

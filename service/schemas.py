@@ -87,7 +87,9 @@ class CreateAdapterRequest(_Strict):
         examples=[{"billing": "questions about charges, invoices, refunds and payments"}])
     unlabeled: list[str] | None = Field(None, description=(
         "texts without labels from the same source, used for semi-supervised training "
-        "(at most TAILOR_MAX_UNLABELED, distinct); training then runs as a job (202)"))
+        "(at most TAILOR_MAX_UNLABELED, distinct): kinds lora and auto learn from them in a job "
+        "(202); with label_descriptions and no examples (zero-shot), kinds head and auto "
+        "self-train on up to options.self_train_texts of them in the request"))
     options: dict[str, Any] = Field(default_factory=dict, description=_describe_options())
 
 

@@ -1,8 +1,9 @@
 """``kind: "auto"``: use everything a user posted, be servable at once, and get better only
 when an honest estimate says so.
 
-1. In the request (201): the head recipe (zero-shot from the descriptions, or the description
-   prior on the examples), published as the next version at once.
+1. In the request (201): the head recipe (zero-shot from the descriptions, self-trained on
+   the unlabeled texts when there are any; or the description prior on the examples),
+   published as the next version at once.
 2. In a background job (the record's ``job``), when every label has examples: the LoRA
    recipe (kinds/lora.py: descriptions as examples and as a prior, unlabeled texts through
    a teacher and a student LoRA), plus a guard: both recipes are cross-validated on the SAME
@@ -39,7 +40,7 @@ from ..training.fitting import assess, fit_calibrated
 from ..validation import LabeledData
 from .base import (AdapterKind, Background, Decision, Progress, StopCheck, TrainRequest,
                    register_kind)
-from .head import UNLABELED_UNUSED, HeadOptions, fit_head, guard_update
+from .head import HeadOptions, fit_head, guard_update, self_train_field, unlabeled_warnings
 from .lora import LoraOptions, _Steps, _steps, check_update, lora_predict, lora_recipe
 from .metrics import CrossValidated, lora_lines
 
@@ -55,11 +56,12 @@ class AutoOptions(LoraOptions):
     guard_folds: int = Field(2, ge=2, le=5, description="folds of the paired estimate of both recipes")
     min_gain: float = Field(0.0, ge=0, le=1, description="how much better (accuracy) the LoRA "
                             "recipe's estimate must be; a tie keeps the head")
+    self_train_texts: int = self_train_field()
 
     def head_options(self) -> HeadOptions:
         return HeadOptions(c=self.c, temperature=self.temperature, seed=self.seed,
                            cv_folds=self.cv_folds, prior_strength=self.prior_strength,
-                           class_prior=self.class_prior)
+                           class_prior=self.class_prior, self_train_texts=self.self_train_texts)
 
 
 class AutoMetrics(CrossValidated):
@@ -97,9 +99,12 @@ def train_auto_head(encoder: Encoder, request: TrainRequest, progress: Progress 
     lora = request.base.adapter.lora if request.base and request.base.adapter else None
     x = encoder.embed(data.items, [lora] * len(data.items) if lora else None
                       ).numpy().astype(np.float32)  # [rows, dim]
-    head, cv = fit_head(encoder, x, data, request.descriptions, opts.head_options(), lora=lora)
-    recipe = "zero-shot head" if data.zero_shot else (
-        "head with the description prior" if request.descriptions else "head")
+    head, cv = fit_head(encoder, x, data, request.descriptions, opts.head_options(), lora=lora,
+                        unlabeled=request.unlabeled)
+    self_trained = bool((cv or {}).get("pseudo_labels"))
+    recipe = ("zero-shot head, self-trained on unlabeled texts" if self_trained else
+              "zero-shot head" if data.zero_shot else
+              "head with the description prior" if request.descriptions else "head")
     if lora is not None:
         recipe += f" on the LoRA of {request.base.adapter.ref}"  # type: ignore[union-attr]
     metrics = AutoMetrics(examples=len(data.items), per_label=data.counts(), **(cv or {}),
@@ -111,8 +116,8 @@ def train_auto_head(encoder: Encoder, request: TrainRequest, progress: Progress 
         warnings.append("auto: a stronger recipe (LoRA) needs at least 2 examples of every "
                         "label; add examples (POST /v1/adapters/{name}/examples) to let auto "
                         "try it")
-    if request.unlabeled and not stronger_recipe_applies(request):
-        warnings.append(UNLABELED_UNUSED)
+    if not stronger_recipe_applies(request):
+        warnings += unlabeled_warnings(request, cv)
     artifact = Artifact(kind="auto", labels=data.labels,
                         tensors={**head.tensors(), **(lora.tensors() if lora else {})},
                         options=opts.stored(request.label_order), metrics=metrics.stored(),

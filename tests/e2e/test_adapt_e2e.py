@@ -67,6 +67,15 @@ def test_zero_shot_then_examples_then_suggest(server, trec):
         assert zero_shot > 1 / 6 + 0.15, zero_shot  # far above chance without any example
         before = c.post("/v1/predict", json={"adapter": "q@1", "inputs": pool[:5]}).json()
 
+        # zero-shot + unlabeled texts: self-trained on the zero-shot head's pseudo-labels
+        r = c.post("/v1/adapters", json={"name": "q-unl", "label_descriptions": DESCRIPTIONS,
+                                         "unlabeled": pool})
+        assert r.status_code == 201, r.text
+        m = r.json()["metrics"]
+        assert m["unlabeled"] == len(pool) and 0 < m["pseudo_labels"] <= len(pool), m
+        assert not any("trained without them" in w for w in r.json()["warnings"])
+        assert accuracy(c, "q-unl", test) > 1 / 6 + 0.15
+
         r = c.post("/v1/adapters/q/examples", json={"examples": train})
         assert r.status_code == 201, r.text
         rec = r.json()

@@ -1,0 +1,117 @@
+"""Zero-shot adapters with unlabeled texts self-train (issue 19): the zero-shot head labels the
+texts, and the description-prior head is refitted on those pseudo-labels. Synthetic vectors
+stand in for embeddings: three well-separated clusters whose label descriptions point only
+roughly at them, which is the case self-training is for (the nearest description errs near
+the boundaries, the clusters' confident cores show where the boundaries belong)."""
+import numpy as np
+import pytest
+import torch
+
+from adapters.heads import LinearHead
+from adapters.kinds import build_request, get_kind
+from adapters.kinds.head import TOO_FEW_TO_SELF_TRAIN, UNLABELED_UNUSED
+from adapters.training.recipes import (description_prior, description_text,
+                                       self_train_zero_shot, zero_shot_head)
+from adapters.validation import Limits
+
+DIM, LABELS = 16, ["alpha", "beta", "gamma"]
+DESCRIPTIONS = {lab: f"texts about {lab}" for lab in LABELS}
+
+
+def _unit(a):
+    return a / np.linalg.norm(a, axis=-1, keepdims=True)
+
+
+def world(seed=0, n=600, mix=(1 / 3, 1 / 3, 1 / 3)):
+    """Cluster centres, descriptions tilted off them, and n rows drawn with label shares ``mix``."""
+    rng = np.random.default_rng(seed)
+    centres = _unit(rng.normal(size=(len(LABELS), DIM)))
+    desc = _unit(centres + 1.3 * _unit(rng.normal(size=(len(LABELS), DIM))))
+    y = rng.choice(len(LABELS), n, p=mix)
+    x = _unit(centres[y] + 0.3 * rng.normal(size=(n, DIM)))
+    return centres, desc, x.astype(np.float32), y
+
+
+def accuracy(head: LinearHead, x, y) -> float:
+    return float((head.predict(x) == y).mean())
+
+
+def test_self_training_beats_the_plain_zero_shot_head():
+    gains = []
+    for seed in range(3):
+        _, desc, x, y = world(seed, n=1200)
+        xu, xt, yt = x[:600], x[600:], y[600:]
+        plain = zero_shot_head(desc)
+        trained, _ = self_train_zero_shot(plain, xu, description_prior(desc, 3, DIM))
+        gains.append(accuracy(trained, xt, yt) - accuracy(plain, xt, yt))
+    assert min(gains) > 0 and np.mean(gains) > 0.05, gains
+
+
+def test_pseudo_labels_are_balanced_per_label():
+    """Most unlabeled texts are of one label: it gets no more than its equal share."""
+    _, desc, x, _ = world(1, n=600, mix=(0.8, 0.1, 0.1))
+    plain = zero_shot_head(desc)
+    assert np.bincount(plain.predict(x), minlength=3).max() > 300  # the zero-shot head's view
+    _, y = self_train_zero_shot(plain, x, description_prior(desc, 3, DIM))
+    assert np.bincount(y, minlength=3).max() <= 600 // 3
+
+
+class WorldEncoder:
+    """An Encoder as head training uses it: texts "u<i>" are unlabeled rows, descriptions (in
+    either phrasing) their label's description vector."""
+
+    dim = DIM
+
+    def __init__(self, desc, x):
+        self.vec = {f"u{i}": v for i, v in enumerate(x)}
+        for lab, d in zip(LABELS, desc):
+            self.vec[DESCRIPTIONS[lab]] = self.vec[description_text(DESCRIPTIONS[lab])] = d
+
+    def embed(self, texts, loras=None):
+        return torch.tensor(np.array([self.vec[t] for t in texts]), dtype=torch.float32)
+
+
+def create(kind, unlabeled, options=None):
+    _, desc, x, _ = world(2, n=300)
+    k = get_kind(kind)
+    request = build_request(k, None, options, Limits(), DESCRIPTIONS, unlabeled)
+    art = k.train(WorldEncoder(desc, x), request)
+    return art, LinearHead.from_tensors(art.tensors, False)
+
+
+@pytest.mark.parametrize("kind", ["head", "auto"])
+def test_a_zero_shot_create_with_unlabeled_texts_self_trains_and_says_so(kind):
+    texts = [f"u{i}" for i in range(300)]
+    art, head = create(kind, texts)
+    _, plain = create(kind, None)
+    assert 0 < art.metrics["pseudo_labels"] <= 300
+    assert art.metrics["unlabeled"] == 300
+    assert UNLABELED_UNUSED not in art.warnings
+    assert not torch.equal(head.weight, plain.weight)
+    if kind == "auto":
+        assert "self-trained" in art.metrics["recipe"]
+    # at most self_train_texts of them are used (a seeded sample)
+    small, _ = create(kind, texts, {"self_train_texts": 30})
+    assert small.metrics["pseudo_labels"] <= 30
+
+
+@pytest.mark.parametrize("kind", ["head", "auto"])
+def test_without_unlabeled_texts_or_switched_off_the_zero_shot_head_is_as_before(kind):
+    _, desc, _, _ = world(2, n=300)
+    art, head = create(kind, None)
+    off, off_head = create(kind, [f"u{i}" for i in range(300)], {"self_train_texts": 0})
+    expected = zero_shot_head(desc)  # templated and plain descriptions share a vector here
+    for h in (head, off_head):
+        assert torch.allclose(h.weight, expected.weight) and torch.allclose(h.bias, expected.bias)
+    assert "pseudo_labels" not in art.metrics and "pseudo_labels" not in off.metrics
+    assert UNLABELED_UNUSED in off.warnings
+
+
+@pytest.mark.parametrize("kind", ["head", "auto"])
+def test_too_few_unlabeled_texts_leave_the_zero_shot_head_as_it_is_and_say_so(kind):
+    """10 texts over 3 labels: a head fitted on them would learn their counts, not the labels."""
+    art, head = create(kind, [f"u{i}" for i in range(10)])
+    _, plain = create(kind, None)
+    assert torch.equal(head.weight, plain.weight) and torch.equal(head.bias, plain.bias)
+    assert art.metrics["pseudo_labels"] == 0
+    assert TOO_FEW_TO_SELF_TRAIN in art.warnings and UNLABELED_UNUSED not in art.warnings
