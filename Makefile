@@ -43,18 +43,16 @@ serve: install
 # which stops every server the suite starts (service/settings.py).
 # --durations=30: the slowest tests in every CI log, where the suite's time goes.
 # -n $(TEST_WORKERS) --dist loadfile: whole files on parallel workers (a file's module-scoped
-# server is started once), longest files first (tests/conftest.py). Three workers on two
-# cores: with two, the cores sat idle about a fifth of the run (~1,450 CPU s in 15.4 min: kill -9 and
-# restart cycles, leases running out, jobs polled), and a third file fills those gaps. It
-# passed under load 6-10 on the 2-core machine (2026-12-07); where it did not, before the
-# text e2e server waited longer (TAILOR_MAX_QUEUE_WAIT_S) and the S3 list race was fixed.
+# server is started once), longest files first (tests/conftest.py). Two workers for the two
+# cores: three measured no faster on a quiet machine (fresh clones, 2026-12-07: pytest 14:52
+# on three, 14:45 on two) and add contention to every timing-sensitive test.
 # The audio tests speak with espeak-ng/flite and listen to asterisk's human digit recordings
 # (deploy/install-audio.sh, Debian packages; the backbone is the `audio` extra).
 # The set-up runs side by side (-j3): pip into the venv while apt installs the audio tools and
 # Fashion-MNIST (deploy/apt-install.sh queues apt's callers). The CI vision backbone is not a
 # prerequisite: test_image_e2e.py builds it (2 min on one core) while the other worker runs
 # tests, instead of both cores waiting for it before pytest starts.
-TEST_WORKERS ?= 3
+TEST_WORKERS ?= 2
 test:
 	$(MAKE) --no-print-directory -j3 install audio-tools datasets
 	$(BIN)/lint-imports --no-cache
