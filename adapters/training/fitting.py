@@ -328,9 +328,12 @@ def unbalanced_warning(counts: dict[str, int], class_prior: ClassPrior = "unifor
 def assess(data: LabeledData, cv: dict[str, Any] | None,
            class_prior: ClassPrior = "uniform") -> list[str]:
     if data.zero_shot:
-        return ["zero-shot: trained from the label descriptions alone, so there is no quality "
-                "estimate; add labeled examples (POST /v1/adapters/{name}/examples, 8 or more per "
-                "label recommended) to get one"]
+        pseudo = (cv or {}).get("pseudo_labels")  # zero-shot self-training (kinds/head.py)
+        source = (f"the label descriptions and {pseudo} unlabeled texts they labeled" if pseudo
+                  else "the label descriptions alone")
+        return [f"zero-shot: trained from {source}, so there is no quality estimate; add labeled "
+                "examples (POST /v1/adapters/{name}/examples, 8 or more per label recommended) to "
+                "get one"]
     counts = data.counts()
     warnings = []
     bare = [lab for lab, n in counts.items() if n == 0]

@@ -87,6 +87,9 @@ def test_a_zero_shot_create_with_unlabeled_texts_self_trains_and_says_so(kind):
     assert 0 < art.metrics["pseudo_labels"] <= 300
     assert art.metrics["unlabeled"] == 300
     assert UNLABELED_UNUSED not in art.warnings
+    # the record says what it learned from, not "the label descriptions alone"
+    n = art.metrics["pseudo_labels"]
+    assert any(f"descriptions and {n} unlabeled texts" in w for w in art.warnings), art.warnings
     assert not torch.equal(head.weight, plain.weight)
     if kind == "auto":
         assert "self-trained" in art.metrics["recipe"]
