@@ -2,10 +2,11 @@
 pretrained on Fashion-MNIST classes 0-4; the few-shot task is classes 5-9, never seen).
 
 The backbone is the CI one: the `make vision-backbone` recipe cut to 80 steps (~1
-CPU-minute on one core), built by this module's first fixture when build/vision-backbone-ci
-is missing or holds another recipe, then cached: in `make test` that runs while the other
-worker runs other files. It needs the Debian package dataset-fashion-mnist
-(deploy/install-datasets.sh, run by `make test`). One server serves the whole module, and
+CPU-minute on one core), pretrained on this machine and committed in
+tests/fixtures/vision-backbone-ci (tests/unit/benchmarks/test_vision_pretrain.py keeps it
+current and pretrains for real). Where that folder holds another recipe, this module's first
+fixture pretrains one in build/vision-backbone-ci (it needs the Debian package
+dataset-fashion-mnist: deploy/install-datasets.sh, run by `make test`). One server serves the whole module, and
 the adapters the tests share (`clothes`, `clothes-lora`) come from a module fixture, so each
 test runs alone or in any order; the restart test restarts that server on its store.
 
@@ -50,7 +51,9 @@ NAMES = {5: "sandal", 6: "shirt", 7: "sneaker", 8: "bag", 9: "boot"}
 def backbone() -> Path:
     from benchmarks.vision import fashion_mnist, pretrain
 
-    folder = Path(os.environ.get("TEST_VISION_BACKBONE", ROOT / "build/vision-backbone-ci"))
+    folder = Path(os.environ.get("TEST_VISION_BACKBONE", ROOT / "tests/fixtures/vision-backbone-ci"))
+    if not pretrain.is_current(folder, pretrain.Recipe(steps=CI_STEPS)):
+        folder = ROOT / "build/vision-backbone-ci"  # never retrain into the committed folder
     if not pretrain.is_current(folder, pretrain.Recipe(steps=CI_STEPS)):
         if not (fashion_mnist.DATA_DIR / "train-images-idx3-ubyte.gz").exists():
             pytest.fail("the image e2e tests pretrain their backbone on Fashion-MNIST: install it "
