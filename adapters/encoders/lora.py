@@ -161,13 +161,14 @@ MIN_GEMM_ROWS = 4
 
 
 def _low_rank(x: torch.Tensor, a: torch.Tensor, bt: torch.Tensor) -> torch.Tensor:
-    """(x @ A.T) @ (scaling B).T for x [..., in], computed on at least ``MIN_GEMM_ROWS`` rows."""
-    import torch  # here, not at the top: the service's definition imports this module
-
+    """(x @ A.T) @ (scaling B).T for x [..., in], computed on at least ``MIN_GEMM_ROWS`` rows
+    (tensor methods only: the service's definition imports this module without torch)."""
     flat = x.reshape(-1, x.shape[-1])
     n = flat.shape[0]
     if n < MIN_GEMM_ROWS:
-        flat = torch.cat([flat, flat.new_zeros(MIN_GEMM_ROWS - n, flat.shape[1])])
+        padded = flat.new_zeros(MIN_GEMM_ROWS, flat.shape[1])
+        padded[:n] = flat
+        flat = padded
     return ((flat @ a.T) @ bt)[:n].reshape(*x.shape[:-1], bt.shape[1])
 
 
