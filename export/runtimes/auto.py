@@ -4,11 +4,13 @@ Candidates: every registered runtime (base.py) that is a candidate and can serve
 on this machine, in registration order, each an ``Encoder`` built from the loaded PyTorch
 encoder. Today:
 
-    onnx-int8   onnxruntime, dynamic per-channel int8 backbone (cached graphs, ort.py)
     onnx-fp32   onnxruntime fp32, fused graph (cached)
     torch-bf16  PyTorch on a bf16 copy of the weights, only where the CPU has bf16 matrix
                 units (AMX / avx512_bf16; elsewhere bf16 is emulated, slower than fp32)
     torch-fp32  PyTorch eager: the reference (``REFERENCE``), always qualifies
+
+Not candidates: onnx-int8 (dynamic activation scales per run are not batch-invariant by
+construction, ort.py) and torch-bf16-rows (pytorch.py says why); both serve when forced.
 
 The sample is text: a backbone with no candidate (an image backbone today) is served on the
 reference without measuring.

@@ -14,6 +14,7 @@ from adapters.encoders.text import has_bf16_matrix_units
 from export.runtimes import RuntimeOptions
 from export.runtimes import auto as runtime_choice
 from export.runtimes.auto import GATE, Candidate, auto, choose, fixed_sample
+from export.runtimes.base import REFERENCE, auto_candidates
 
 TEXTS = fixed_sample() + ["word " * 600, "", " ", "naïve café déjà vu", "a\tb\nc"]
 
@@ -165,7 +166,10 @@ def test_the_service_measures_in_a_child_process(backbone, tmp_path, monkeypatch
     with caplog.at_level(logging.INFO, logger="tailor"):
         served, choice = auto(backbone, RuntimeOptions(tmp_path), isolate=True)
     assert not choice.cached and choice.trials, choice
-    assert choice.runtime in {"onnx-int8", "torch-bf16", "torch-bf16-rows", "onnx-fp32", "torch-fp32"}
+    # only a candidate or the reference (not onnx-int8, not the opt-in torch-bf16-rows)
+    assert choice.runtime in {r.name for r in auto_candidates(backbone)} | {REFERENCE}
+    assert [t.name for t in choice.trials if t.name != REFERENCE] == [
+        r.name for r in auto_candidates(backbone)], choice.trials
     (cache,) = tmp_path.glob("choice-*.json")
     assert json.loads(cache.read_text())["runtime"] == choice.runtime
     assert [r.message for r in caplog.records if r.message.startswith("runtime auto chose")] == [
