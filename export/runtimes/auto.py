@@ -404,16 +404,68 @@ def auto(encoder: TorchEncoder, options: RuntimeOptions, *, gate: Gate = GATE,
     return served, choice
 
 
+def forced_admission(name: str, served: Any, reference: TorchEncoder, options: RuntimeOptions,
+                     gate: Gate = GATE) -> Trial | None:
+    """What ``auto``'s admission says of a runtime the settings force, logged at start-up: a
+    WARNING when it would not be admitted (embeddings drift from PyTorch fp32 past ``gate``,
+    or a text's answer moves with what shares its batch), one INFO line when it would. The
+    operator chose it, so it is served either way; until 2026-12-07 a forced runtime was
+    served unchecked, and finding out that bf16 moved answers by 1e-3 with the traffic took
+    a benchmark (issue 20). Stops at the first reason, like ``admit``.
+
+    Only runtimes other than the reference, on the text sample (other backbones: None). The
+    report is cached beside ``auto``'s decisions (``forced-<runtime>-<key>.json``, the same
+    key): a restart reads it instead of measuring (~1 s of forwards for the drift, 2-4 s for
+    the invariance check with LoRA rows, on 2 cores)."""
+    if name == REFERENCE or served.modality != "text":  # the sample is text
+        return None
+    path = options.cache_dir / (f"forced-{name}-"
+                                f"{cache_key(reference.identity.sha256, options.threads, gate)}.json")
+    trial = None
+    if path.exists():
+        try:
+            trial = Trial(**json.loads(path.read_text()))
+        except (ValueError, TypeError) as e:
+            log.warning("runtime %s: cached admission report %s unusable (%s); measuring again",
+                        name, path, e)
+    if trial is None:
+        sample = fixed_sample()
+        ref = np.asarray(reference.embed(sample), dtype=np.float32)
+        trial = Trial(name)
+        trial.min_cosine, trial.mean_drift = _drift(ref, np.asarray(served.embed(sample),
+                                                                    dtype=np.float32))
+        trial.passed = trial.min_cosine >= gate.min_cosine and trial.mean_drift <= gate.max_mean_drift
+        if trial.passed:
+            admit(trial, served, sample, _invariance_loras(reference))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(asdict(trial)))
+        tmp.replace(path)
+    if trial.passed:
+        log.info("runtime %s (forced): auto's admission holds here (mean drift %.1e, min cosine "
+                 "%.4f, alone vs mixed batches %.1e)", name, trial.mean_drift, trial.min_cosine,
+                 trial.batch_max_diff)
+    else:
+        log.warning("runtime %s (forced) would NOT be served by TAILOR_RUNTIME=auto here: %s. It "
+                    "is served because the settings name it; auto serves the fastest runtime "
+                    "that keeps accuracy and batch invariance", name, trial.why_not())
+    return trial
+
+
 def serving_encoder(encoder: TorchEncoder, runtime: str, quantize: str,
                     options: RuntimeOptions) -> tuple[Encoder, str]:
     """The serving encoder for the settings ``TAILOR_RUNTIME`` (``runtime``) and
     ``TAILOR_ONNX_QUANTIZE``, and how it was chosen for the start-up line: ``auto`` measures
     in a child process (``auto(isolate=True)``); any other value names a registered runtime
-    (``selected_by``), which raises when it cannot serve this backbone here."""
+    (``selected_by``), which raises when it cannot serve this backbone here, and whose
+    admission is reported (``forced_admission``)."""
     if runtime == "auto":
         served, choice = auto(encoder, options, isolate=True)
         return served, f"auto -> {choice.runtime}"
-    return open_runtime(selected_by(runtime, quantize), encoder, options), runtime
+    chosen = selected_by(runtime, quantize)
+    served = open_runtime(chosen, encoder, options)
+    forced_admission(chosen.name, served, encoder, options)
+    return served, runtime
 
 
 def _child(spec: dict[str, Any]) -> None:
@@ -436,7 +488,8 @@ def _child(spec: dict[str, Any]) -> None:
 
 
 __all__ = ["GATE", "Candidate", "Choice", "Gate", "Trial", "admit", "auto", "cache_key",
-           "candidates_for", "choose", "encoder_for", "fixed_sample", "serving_encoder"]
+           "candidates_for", "choose", "encoder_for", "fixed_sample", "forced_admission",
+           "serving_encoder"]
 
 
 if __name__ == "__main__":

@@ -36,8 +36,9 @@ TORCH_BF16 = register_runtime(Runtime(
 # serves here without it) is faster for one short text (c=1: bf16-rows 0.45-0.59x over HTTP),
 # and an adapter's export, an fp32 graph, would no longer reproduce the served probabilities
 # (up to 3.5e-3, 1 label flip in 300 texts), a promise of the default. Throughput-bound
-# deployments opt in with TAILOR_RUNTIME=torch-bf16-rows. A forced runtime is served without
-# the admission: on another CPU (AMX) check it first (docs/onnx.md).
+# deployments opt in with TAILOR_RUNTIME=torch-bf16-rows. A forced runtime is served whatever
+# the admission says; its first start logs what it says (auto.forced_admission: a WARNING on a
+# CPU whose bf16 GEMMs are not row-invariant).
 TORCH_BF16_ROWS = register_runtime(Runtime(
     "torch-bf16-rows", "PyTorch on a bf16 copy of the weights, attention row by row on real tokens: "
     "batch-invariant where the GEMMs are (bitwise on avx512_bf16, issue 20); opt-in "

@@ -61,6 +61,9 @@ def test_serve_on_onnx_int8_predicts_and_exports(tmp_path, data):
             m = json.loads(zipfile.ZipFile(io.BytesIO(r.content)).read("manifest.json"))
             assert m["parity"]["passed"] and m["quantization"]["mode"] == "none"
         assert list((srv.store / ".onnx").glob("*-int8-op17.onnx"))
+        # forced, so served; the start-up log says why auto would not serve it
+        assert "runtime onnx-int8 (forced) would NOT be served by TAILOR_RUNTIME=auto here: " \
+               "onnx-int8 (mean drift" in srv.tail(200_000)
     finally:
         srv.stop()
     assert len(served) == len(data[1]) and all(

@@ -254,3 +254,50 @@ def test_training_jobs_embed_in_the_serving_precision(backbone, tmp_path, monkey
     pending = t.create_adapter("default", "l", "lora", examples, {"epochs": 1})
     assert t.wait_job("default", pending["job"]["id"], timeout=60)["status"] == "failed"
     assert seen["dtype"] == dtype
+
+
+def test_a_forced_runtime_is_served_and_what_auto_would_say_is_logged(backbone, tmp_path, caplog):
+    """TAILOR_RUNTIME naming a runtime serves it whatever auto's admission would say, and the
+    start-up log says it: a WARNING when auto would not serve it (rows that move with their
+    batch; embeddings that drift), one INFO line when it would. The report is cached beside
+    auto's decisions: a restart reads it and measures nothing. The reference is not checked."""
+    from export.runtimes.auto import forced_admission, serving_encoder
+
+    class Text(Fake):
+        modality = "text"
+
+    options = RuntimeOptions(tmp_path)
+    with caplog.at_level(logging.INFO, logger="tailor"):
+        moving = forced_admission("torch-bf16", Text(backbone, noise=1e-6, batch_noise=1e-4),
+                                  backbone, options)
+        drifting = forced_admission("onnx-int8", Text(backbone, noise=0.2), backbone, options)
+        holding = forced_admission("onnx-fp32", Text(backbone, noise=1e-7), backbone, options)
+    assert not moving.passed and "not batch-invariant" in moving.error
+    assert not drifting.passed and drifting.min_cosine < GATE.min_cosine
+    assert drifting.batch_max_diff == -1  # one reason is enough: not checked further
+    assert holding.passed and 0 <= holding.batch_max_diff <= 1e-5
+    warned = [r.message for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 2 and all("would NOT be served by TAILOR_RUNTIME=auto" in w for w in warned)
+    assert "torch-bf16 (forced)" in warned[0] and "not batch-invariant" in warned[0]
+    assert "onnx-int8 (forced)" in warned[1] and "mean drift" in warned[1]
+    assert any(r.message.startswith("runtime onnx-fp32 (forced): auto's admission holds here")
+               for r in caplog.records)
+
+    class Broken(Text):
+        def embed(self, texts, loras=None):
+            raise AssertionError("measured again")
+
+    again = forced_admission("torch-bf16", Broken(backbone, fail=True), backbone, options)
+    assert again == moving  # read from the cache
+    assert forced_admission(REFERENCE, Broken(backbone, fail=True), backbone, options) is None
+    # through the settings' path, on the real runtimes: fp32 is not checked; real bf16 is
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="tailor"):
+        served, how = serving_encoder(backbone, "torch", "none", RuntimeOptions(tmp_path / "b"))
+        assert served is backbone and how == "torch"
+        assert not [r for r in caplog.records if "(forced)" in r.message]
+        if has_bf16_matrix_units():
+            serving_encoder(backbone, "torch-bf16", "none", RuntimeOptions(tmp_path / "b"))
+            assert [r for r in caplog.records if r.levelno == logging.WARNING
+                    and "torch-bf16 (forced) would NOT be served" in r.message
+                    and "not batch-invariant" in r.message]
