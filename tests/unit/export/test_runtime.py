@@ -289,6 +289,11 @@ def test_a_forced_runtime_is_served_and_what_auto_would_say_is_logged(backbone, 
 
     again = forced_admission("torch-bf16", Broken(backbone, fail=True), backbone, options)
     assert again == moving  # read from the cache
+    # a runtime whose check cannot run is still served: a warning, no report, nothing cached
+    assert forced_admission("onnx-int8-static", Broken(backbone, fail=True), backbone,
+                            options) is None
+    assert "onnx-int8-static (forced): its admission could not be measured" in caplog.text
+    assert not list(tmp_path.glob("forced-onnx-int8-static-*"))
     assert forced_admission(REFERENCE, Broken(backbone, fail=True), backbone, options) is None
     # through the settings' path, on the real runtimes: fp32 is not checked; real bf16 is
     caplog.clear()
