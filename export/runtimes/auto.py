@@ -322,13 +322,18 @@ def encoder_for(name: str, encoder: TorchEncoder, options: RuntimeOptions) -> En
     return open_runtime(get_runtime(name), encoder, options)
 
 
-def _write(path: Path, choice: Choice, gate: Gate) -> None:
+def _put(path: Path, data: dict[str, Any]) -> None:
+    """``data`` as JSON at ``path``, atomically (replicas on one volume read these files)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"runtime": choice.runtime, "reason": choice.reason,
-                               "trials": [asdict(t) for t in choice.trials],
-                               "seconds": choice.seconds, "gate": asdict(gate)}, indent=1))
+    tmp.write_text(json.dumps(data, indent=1))
     tmp.replace(path)
+
+
+def _write(path: Path, choice: Choice, gate: Gate) -> None:
+    _put(path, {"runtime": choice.runtime, "reason": choice.reason,
+                "trials": [asdict(t) for t in choice.trials], "seconds": choice.seconds,
+                "gate": asdict(gate)})
 
 
 def _read(path: Path) -> Choice:
@@ -443,10 +448,7 @@ def forced_admission(name: str, served: Any, reference: TorchEncoder, options: R
             log.warning("runtime %s (forced): its admission could not be measured (%s: %s); "
                         "served unchecked", name, type(e).__name__, str(e)[:200])
             return None
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(asdict(trial)))
-        tmp.replace(path)
+        _put(path, asdict(trial))
     if trial.passed:
         log.info("runtime %s (forced): auto's admission holds here (mean drift %.1e, min cosine "
                  "%.4f, alone vs mixed batches %.1e)", name, trial.mean_drift, trial.min_cosine,
