@@ -65,8 +65,8 @@ def service(s) -> R.Linear:
 
     d = description_embeddings(s.name, ZS_TEMPLATE)
     prior = description_prior(description_embeddings(s.name, "description"), len(d), d.shape[1], PRIOR)
-    trained = self_train_zero_shot(zero_shot_head(d), s.x_unl, prior)
-    head = zero_shot_head(d) if trained is None else trained[0]  # None: too few pseudo-labels
+    trained = self_train_zero_shot(zero_shot_head(d), s.x_unl, prior, seed=s.seed).head
+    head = zero_shot_head(d) if trained is None else trained  # None: a guard kept the zero-shot head
     return R.Linear(head.weight.numpy(), head.bias.numpy())
 
 
