@@ -53,7 +53,9 @@ def self_train_field():
     return Field(SELF_TRAIN_TEXTS, ge=0, le=20_000, description=(
         "zero-shot (descriptions, no examples) with unlabeled texts: at most this many of them "
         "(a seeded sample) are labeled by the zero-shot head, and the head is refitted on "
-        "those pseudo-labels (+1 to +3 points on the dev sets); 0: the plain zero-shot head"))
+        "those pseudo-labels (+3 points on the dev sets where it self-trains), unless those "
+        "labels do not follow how the texts group (metrics.self_train says which and why); "
+        "0: the plain zero-shot head"))
 
 
 class HeadOptions(AdapterOptions):
