@@ -16,7 +16,8 @@ texts and 300 test rows cut to 600 characters, 3 seeds; embedded here once and c
 rotten_tomatoes' loss was seen. Each create is scored as the service builds it
 (adapters/training/recipes.py, kinds/head.py ``zero_shot_fit``), with the pseudo-labels'
 label shares removed by ``class_prior`` "uniform" (the service before this pass) and kept as
-fitted (after).
+fitted (after). k-means is seeded by the split's seed here (the service: ``options.seed``, 0
+by default), so each signal's range includes k-means' own spread.
 
     python -m benchmarks.research.zero_shot_guard                 # DEV: trec, rotten, reuters
     python -m benchmarks.research.zero_shot_guard --sets held_out # once, nothing tuned there
@@ -86,7 +87,10 @@ def signals(zs, st, xu: np.ndarray, name: str, prior: np.ndarray, seed: int) -> 
 
 
 def create(name: str, kind: str, seed: int) -> dict:
-    """One zero-shot create with 1,000 unlabeled texts, as the service builds it."""
+    """One zero-shot create with 1,000 unlabeled texts, as the service builds it (its other
+    guard, too few pseudo-labels, never fires with 1,000 texts on these sets)."""
+    import torch
+
     from adapters.training.fitting import with_prior
     from adapters.training.recipes import (MIN_CLUSTER_AGREEMENT, balanced_pseudo_labels,
                                            description_prior, fit_prior, zero_shot_head)
@@ -96,8 +100,6 @@ def create(name: str, kind: str, seed: int) -> dict:
     d = description_embeddings(name, TEMPLATES[0])
     prior = description_prior(description_embeddings(name, "description"), len(labels), d.shape[1])
     zs = zero_shot_head(d)
-    import torch
-
     idx, y = balanced_pseudo_labels(zs.probabilities(torch.from_numpy(xu)).numpy(), len(xu) // len(labels))
     st = fit_prior(xu[idx], y, prior)  # the pseudo-labels' shares kept, as fitted
     uniform = with_prior(st, labels, "uniform", y)  # their shares removed (the service before)
