@@ -246,7 +246,8 @@ def run_one(h: Http, name: str, seed: int, done: set, log: Path, via: str,
         rec = h.create(f"{tag}-zu", "auto", None, s.descriptions, OPTIONS, s.unlabeled)
         emit("zero_shot_unlabeled", acc=h.accuracy(f"{tag}-zu", s.test),
              seconds=round(time.perf_counter() - t0, 2), unlabeled=len(s.unlabeled),
-             pseudo_labels=rec["metrics"].get("pseudo_labels"))
+             pseudo_labels=rec["metrics"].get("pseudo_labels"),
+             self_train=rec["metrics"].get("self_train"))
     if want("one_sided"):
         afters = []
         for j, lab in enumerate(s.labels[:SHIFTS]):

@@ -77,6 +77,7 @@ class AutoMetrics(CrossValidated):
     train_seconds: float | None = None
     unlabeled: int | None = None
     pseudo_labels: int | None = None
+    self_train: dict | None = None  # zero-shot self-training: used or not, and why (recipes.py)
     cv_accuracy_tuned: float | None = Field(None, ge=0, le=1)  # optimistic: LoRA saw all rows
 
     def describe(self) -> list[str]:
