@@ -37,6 +37,7 @@ from ..encoders.base import Encoder
 from ..errors import InvalidExamples
 from ..storage import Artifact, Manifest
 from ..training.fitting import assess, fit_calibrated
+from ..training.recipes import SelfTrainMetrics
 from ..validation import LabeledData
 from .base import (AdapterKind, Background, Decision, Progress, StopCheck, TrainRequest,
                    register_kind)
@@ -77,7 +78,7 @@ class AutoMetrics(CrossValidated):
     train_seconds: float | None = None
     unlabeled: int | None = None
     pseudo_labels: int | None = None
-    self_train: dict | None = None  # zero-shot self-training: used or not, and why (recipes.py)
+    self_train: SelfTrainMetrics | None = None  # zero-shot self-training: used or not, and why
     cv_accuracy_tuned: float | None = Field(None, ge=0, le=1)  # optimistic: LoRA saw all rows
 
     def describe(self) -> list[str]:

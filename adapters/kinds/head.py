@@ -26,7 +26,7 @@ from ..training.fitting import (ClassPriorOption, FitParams, FitRows, assess, ca
                                 class_prior_field, cross_validate, fit, with_prior)
 from ..training.monotone import compare_update, head_predict
 from ..training.recipes import (MIN_CLUSTER_AGREEMENT, MIN_PSEUDO_PER_LABEL, PRIOR_STRENGTH,
-                                description_prior, description_text, fit_prior,
+                                SelfTrainMetrics, description_prior, description_text, fit_prior,
                                 self_train_zero_shot, zero_shot_head)
 from ..validation import LabeledData
 from .base import (AdapterKind, Progress, StopCheck, TrainRequest, keep_previous_weights,
@@ -88,7 +88,7 @@ class HeadMetrics(CrossValidated):
     label_descriptions: int | None = None
     unlabeled: int | None = None
     pseudo_labels: int | None = None  # zero-shot self-training: unlabeled texts it was fitted on
-    self_train: dict | None = None  # zero-shot self-training: used or not, and why (recipes.py)
+    self_train: SelfTrainMetrics | None = None  # zero-shot self-training: used or not, and why
 
 
 def embed_descriptions(encoder: Encoder, labels: list[str], descriptions: dict[str, str],
@@ -193,8 +193,9 @@ def unlabeled_warnings(request: TrainRequest, info: dict | None) -> list[str]:
         return []
     if info.get("pseudo_labels") != 0:
         return [UNLABELED_UNUSED]
-    skipped = (info.get("self_train") or {}).get("skipped")
-    return [NO_CLUSTERS_TO_SELF_TRAIN if skipped == "no_clusters" else TOO_FEW_TO_SELF_TRAIN]
+    check: SelfTrainMetrics | None = info.get("self_train")
+    no_clusters = check is not None and check.skipped == "no_clusters"
+    return [NO_CLUSTERS_TO_SELF_TRAIN if no_clusters else TOO_FEW_TO_SELF_TRAIN]
 
 
 def train_head(encoder: Encoder, request: TrainRequest, progress: Progress | None = None,

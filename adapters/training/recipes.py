@@ -35,8 +35,10 @@ held-out sets (SMS spam, BBC News, 20 Newsgroups):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict
 
 from ..heads import LinearHead, activation_for
 
@@ -135,6 +137,17 @@ def cluster_agreement(x_unl: np.ndarray, labels: np.ndarray, n_labels: int, seed
     return float(adjusted_mutual_info_score(clusters, labels))
 
 
+class SelfTrainMetrics(BaseModel):
+    """The record's ``metrics.self_train``: whether a zero-shot create learned from its
+    unlabeled texts, and if not, why (``SelfTraining.skipped``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    used: bool
+    skipped: Literal["too_few", "no_clusters"] | None = None
+    cluster_agreement: float | None = None
+    min_cluster_agreement: float | None = None
+
+
 @dataclass(frozen=True)
 class SelfTraining:
     """What ``self_train_zero_shot`` decided. ``head`` None: keep the zero-shot head, for
@@ -145,17 +158,15 @@ class SelfTraining:
     head: LinearHead | None
     pseudo_labels: np.ndarray | None
     cluster_agreement: float | None
-    skipped: str | None = None
+    skipped: Literal["too_few", "no_clusters"] | None = None
 
-    def metrics(self) -> dict:
+    def metrics(self) -> SelfTrainMetrics:
         """The record's ``metrics.self_train``."""
-        out: dict = {"used": self.head is not None}
-        if self.skipped:
-            out["skipped"] = self.skipped
-        if self.cluster_agreement is not None:
-            out.update(cluster_agreement=round(self.cluster_agreement, 4),
-                       min_cluster_agreement=MIN_CLUSTER_AGREEMENT)
-        return out
+        agreement = None if self.cluster_agreement is None else round(self.cluster_agreement, 4)
+        return SelfTrainMetrics(used=self.head is not None, skipped=self.skipped,
+                                cluster_agreement=agreement,
+                                min_cluster_agreement=None if agreement is None
+                                else MIN_CLUSTER_AGREEMENT)
 
 
 def self_train_zero_shot(zero_shot: LinearHead, x_unl: np.ndarray, prior: np.ndarray,
