@@ -1,6 +1,6 @@
 """What one `bentoml serve` start costs, for two commits side by side.
 
-    python -m benchmarks.bench_startup BEFORE AFTER [--rounds 5]
+    python -m benchmarks.bench_startup BEFORE AFTER [--rounds 5] [--runtime auto]
 
 The test suite starts about fifty real servers, so a start's CPU is CI time. Each ref is
 checked out in a temporary git worktree and run with this checkout's virtual environment;
@@ -14,6 +14,9 @@ Per round and tree:
 - serve: `bentoml serve` (PyTorch fp32 pinned, a fresh store) until /readyz answers 200: wall
   seconds, the CPU seconds of every process of the server (user + system, polled every 0.1 s,
   plus the reaped children's), and the RSS of the CLI process and of the worker at ready.
+
+``--runtime auto``: the same, but a FIRST start as `make serve` does it (TAILOR_RUNTIME=auto
+on a fresh store): the serve row then includes the runtime measurement in its child process.
 
 Prints a markdown table (medians, [min-max]) to paste into RESULTS.md.
 """
@@ -43,7 +46,8 @@ IMPORT = ("import json, resource, sys, time; t = time.perf_counter(); import ser
 
 
 class Tree:
-    def __init__(self, ref: str, work: Path, n: int):
+    def __init__(self, ref: str, work: Path, n: int, runtime: str = "torch"):
+        self.runtime = runtime
         self.dir = work / f"tree-{n}"
         self.rev = checkout(ref, self.dir)
         self.work, self.name = work, f"{n}-{self.rev}"
@@ -52,7 +56,8 @@ class Tree:
         self.heavy: set[str] = set()
 
     def env(self, n: int) -> dict[str, str]:
-        return pinned_env(self.work / f"store-{self.name}-{n}", self.work / f"home-{self.name}-{n}")
+        env = pinned_env(self.work / f"store-{self.name}-{n}", self.work / f"home-{self.name}-{n}")
+        return {**env, "TAILOR_RUNTIME": self.runtime}
 
     def measure_import(self, n: int) -> None:
         out = subprocess.run([sys.executable, "-c", IMPORT], cwd=self.dir, env=self.env(n),
@@ -94,12 +99,21 @@ class Tree:
             self.rows["ready_s"].append(time.perf_counter() - t0)
             self.rows["start_cpu"].append(sum(cpu.values()))
             self.rows["cli_rss"].append(root.memory_info().rss / 2**20)
-            self.rows["worker_rss"].append(max(p.memory_info().rss for p in procs[1:]) / 2**20)
+            self.rows["worker_rss"].append(max(_rss(p) for p in procs[1:]) / 2**20)
         finally:
             stop_group(proc, timeout=60)
 
     def close(self) -> None:
         remove_checkout(self.dir)
+
+
+def _rss(p: psutil.Process) -> float:
+    """RSS in bytes; 0 for a process gone since it was listed (e.g. the runtime measurement's
+    child of a first start)."""
+    try:
+        return p.memory_info().rss
+    except psutil.Error:
+        return 0.0
 
 
 LABELS = {"import_s": "`import service.service`, wall s", "import_cpu": "... its process, CPU s",
@@ -128,9 +142,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("before")
     ap.add_argument("after")
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--runtime", default="torch", help="TAILOR_RUNTIME of both trees (auto: a "
+                    "first start, with the runtime measurement)")
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench-startup-") as tmp:
-        trees = [Tree(args.before, Path(tmp), 0), Tree(args.after, Path(tmp), 1)]
+        trees = [Tree(args.before, Path(tmp), 0, args.runtime),
+                 Tree(args.after, Path(tmp), 1, args.runtime)]
         try:
             load = [os.getloadavg()[0]]
             for n in range(args.rounds):
@@ -142,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             for t in trees:
                 t.close()
-    print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {args.rounds} rounds, "
+    print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, TAILOR_RUNTIME={args.runtime}, "
+          f"{args.rounds} rounds, "
           f"1-minute load average {load[0]:.1f} at the start, {load[1]:.1f} at the end")
     print("\n".join(table(*trees)))
     for t in trees:
