@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from benchmarks.datasets import trec_coarse
-from tests.conftest import ROOT, STORE_BACKENDS, Server, store_env
+from tests.conftest import FOLDER_STORE_ONLY, ROOT, STORE_BACKENDS, Server, store_env
 
 pytestmark = pytest.mark.e2e
 
@@ -88,6 +88,29 @@ def test_zero_shot_then_examples_then_suggest(server, trec):
         s = r.json()["suggestions"]
         assert r.json()["adapter"] == "q@2" and len({x["index"] for x in s}) == 8
         assert all(x["text"] == pool[x["index"]] and x["label"] in DESCRIPTIONS for x in s)
+
+
+@FOLDER_STORE_ONLY
+def test_zero_shot_sentiment_keeps_the_zero_shot_head_and_says_why(server):
+    """The self-training guard over HTTP (issue 19): review sentences do not cluster by
+    sentiment, so the zero-shot head's labels of them cut across the texts' own groups
+    (cluster agreement ~0, recipes.py) and self-training on them lost points. The create
+    keeps the plain zero-shot head, and the record says so and why."""
+    from benchmarks.datasets import rotten_tomatoes
+    from benchmarks.label_descriptions import DESCRIPTIONS as ALL
+
+    _, test = rotten_tomatoes().few_shot(1, seed=2, max_test=300)
+    texts = list(dict.fromkeys(t for t, _ in test))
+    with server.client() as c:
+        r = c.post("/v1/adapters", json={"name": "rt", "label_descriptions": ALL["rotten_tomatoes"],
+                                         "unlabeled": texts})
+        assert r.status_code == 201, r.text
+        rec = r.json()
+    check = rec["metrics"]["self_train"]
+    assert check["used"] is False and check["skipped"] == "no_clusters", check
+    assert check["cluster_agreement"] < check["min_cluster_agreement"] == 0.1, check
+    assert rec["metrics"]["pseudo_labels"] == 0 and rec["metrics"]["unlabeled"] == len(texts)
+    assert any("not self-trained on" in w and "cluster" in w for w in rec["warnings"]), rec["warnings"]
 
 
 @pytest.mark.parametrize("promote,decision,versions", [("always", "promoted", [1, 2]),
