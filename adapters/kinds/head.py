@@ -188,14 +188,14 @@ def sample_texts(texts: list[str], at_most: int, seed: int) -> list[str]:
 def unlabeled_warnings(request: TrainRequest, info: dict | None) -> list[str]:
     """What the record says about the request's unlabeled texts when this version did not
     learn from them (``info``: what ``fit_head`` returned besides the head)."""
-    info = info or {}
-    if not request.unlabeled or info.get("pseudo_labels"):
+    if not request.unlabeled:
         return []
-    if info.get("pseudo_labels") != 0:
+    check: SelfTrainMetrics | None = (info or {}).get("self_train")
+    if check is None:  # examples, or self_train_texts 0: not a self-training create
         return [UNLABELED_UNUSED]
-    check: SelfTrainMetrics | None = info.get("self_train")
-    no_clusters = check is not None and check.skipped == "no_clusters"
-    return [NO_CLUSTERS_TO_SELF_TRAIN if no_clusters else TOO_FEW_TO_SELF_TRAIN]
+    if check.used:
+        return []
+    return [NO_CLUSTERS_TO_SELF_TRAIN if check.skipped == "no_clusters" else TOO_FEW_TO_SELF_TRAIN]
 
 
 def train_head(encoder: Encoder, request: TrainRequest, progress: Progress | None = None,

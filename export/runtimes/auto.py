@@ -172,13 +172,19 @@ def _rate(embed: Callable[[list[str]], Any], texts: list[str], repeats: int) -> 
     return len(texts) / max(best, 1e-9)
 
 
+def gated(name: str, encoder: Any, ref: np.ndarray, sample: list[str], gate: Gate) -> Trial:
+    """The accuracy gate: ``encoder``'s embeddings of ``sample`` against the reference's
+    ``ref``."""
+    t = Trial(name)
+    t.min_cosine, t.mean_drift = _drift(ref, np.asarray(encoder.embed(sample), dtype=np.float32))
+    t.passed = t.min_cosine >= gate.min_cosine and t.mean_drift <= gate.max_mean_drift
+    return t
+
+
 def measure(name: str, encoder: Any, ref: np.ndarray, sample: list[str], gate: Gate) -> Trial:
     """The gate, then (if it holds) the speed of ``encoder`` on ``sample``. Batch invariance
     is checked afterwards (``admit``), only for the candidates that could win on speed."""
-    t = Trial(name)
-    got = np.asarray(encoder.embed(sample), dtype=np.float32)
-    t.min_cosine, t.mean_drift = _drift(ref, got)
-    t.passed = t.min_cosine >= gate.min_cosine and t.mean_drift <= gate.max_mean_drift
+    t = gated(name, encoder, ref, sample, gate)
     if t.passed:
         t.rows_per_s_b1 = statistics.median(_rate(encoder.embed, [s], 1) for s in sample[:8])
         t.rows_per_s_b32 = _rate(encoder.embed, (sample * 2)[:32], 2)
@@ -307,6 +313,12 @@ def cache_key(sha256: str, threads: int, gate: Gate = GATE) -> str:
                                     str(threads), repr(gate), f"rule{RULE}"]).encode()).hexdigest()[:16]
 
 
+def cached(options: RuntimeOptions, what: str, encoder: Any, gate: Gate) -> Path:
+    """Where a measurement of ``what`` for ``encoder``'s backbone on this machine is cached."""
+    key = cache_key(encoder.identity.sha256, options.threads, gate)
+    return options.cache_dir / f"{what}-{key}.json"
+
+
 def candidates_for(encoder: TorchEncoder, options: RuntimeOptions) -> list[Candidate]:
     """This machine's candidates for ``encoder`` (the registry's), built lazily. Accuracy and
     speed are measured without what LoRA rows need; a candidate that kept accuracy is opened
@@ -387,7 +399,7 @@ def auto(encoder: TorchEncoder, options: RuntimeOptions, *, gate: Gate = GATE,
                         "so far")
         log.info(choice.line())
         return encoder, choice
-    path = options.cache_dir / f"choice-{cache_key(encoder.identity.sha256, options.threads, gate)}.json"
+    path = cached(options, "choice", encoder, gate)
     choice = None
     if path.exists():
         try:
@@ -424,8 +436,7 @@ def forced_admission(name: str, served: Any, reference: TorchEncoder, options: R
     the invariance check with LoRA rows, on 2 cores)."""
     if name == REFERENCE or served.modality != "text":  # the sample is text
         return None
-    path = options.cache_dir / (f"forced-{name}-"
-                                f"{cache_key(reference.identity.sha256, options.threads, gate)}.json")
+    path = cached(options, f"forced-{name}", reference, gate)
     trial = None
     if path.exists():
         try:
@@ -435,13 +446,9 @@ def forced_admission(name: str, served: Any, reference: TorchEncoder, options: R
                         name, path, e)
     if trial is None:
         sample = fixed_sample()
-        trial = Trial(name)
         try:
             ref = np.asarray(reference.embed(sample), dtype=np.float32)
-            trial.min_cosine, trial.mean_drift = _drift(ref, np.asarray(served.embed(sample),
-                                                                        dtype=np.float32))
-            trial.passed = (trial.min_cosine >= gate.min_cosine
-                            and trial.mean_drift <= gate.max_mean_drift)
+            trial = gated(name, served, ref, sample, gate)
             if trial.passed:
                 admit(trial, served, sample, _invariance_loras(reference))
         except Exception as e:  # noqa: BLE001 - a report, not a gate: serving goes on
@@ -490,7 +497,7 @@ def _child(spec: dict[str, Any]) -> None:
     options = RuntimeOptions(Path(spec["cache_dir"]), spec["threads"], tuple(spec["providers"]),
                              spec["cuda_tf32"])
     gate = Gate(**spec["gate"])
-    path = options.cache_dir / f"choice-{cache_key(encoder.identity.sha256, options.threads, gate)}.json"
+    path = cached(options, "choice", encoder, gate)
     choice, _ = choose(encoder, candidates_for(encoder, options), gate)
     _write(path, choice, gate)
 
