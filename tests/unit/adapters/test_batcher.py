@@ -6,6 +6,7 @@ import time
 import pytest
 
 from adapters.serving import MicroBatcher
+from adapters.serving.batcher import BatchCost
 from adapters.errors import Overloaded
 
 
@@ -169,6 +170,53 @@ def test_queue_longer_than_max_wait_answers_overloaded_with_retry_after():
     assert err.status == 429 and int(err.headers["Retry-After"]) >= 1
     assert "TAILOR_MAX_QUEUE_WAIT_S" in err.message
     assert alone == list(range(80))
+
+
+def test_batch_cost_separates_the_fixed_part_from_the_part_per_row():
+    cost = BatchCost()
+    assert cost.fit() is None and cost.seconds(10, 1) == 0.0
+    cost.record(1, 0.009)  # one size seen: the plain ratio, no overhead
+    assert cost.fit() == (0.0, pytest.approx(0.009))
+    cost.record(64, 0.1728)  # 9 ms for 1 short text, 2.7 ms a row at 64 (this machine)
+    overhead, per_row = cost.fit()
+    assert overhead == pytest.approx(0.0064, rel=1e-3) and per_row == pytest.approx(0.0026, rel=1e-3)
+    # 128 queued rows run in 2 full batches: 2 overheads, not 128 of them
+    assert cost.seconds(128, 2) == pytest.approx(2 * 0.0064 + 128 * 0.0026, rel=1e-3)
+
+
+def test_batch_cost_falls_back_to_the_ratio_when_the_fit_makes_no_sense():
+    cost = BatchCost()
+    cost.record(1, 1.0)  # a cold first batch: slower than the big one after it
+    cost.record(60, 0.5)
+    assert cost.fit() == (0.0, pytest.approx((0.8 * 1.0 + 0.5) / (0.8 * 1 + 60), rel=1e-3))  # decayed
+
+
+def test_a_burst_after_small_batches_is_not_refused_for_their_overhead():
+    """A burst from idle starts with small batches, whose fixed cost per call made a rate
+    of seconds per row several times too high: 64 queued rows were estimated at 64 small
+    batches' worth and refused (CI, 2026-12-07). They run in one batch and are admitted."""
+    gate = threading.Event()
+
+    def fn(rows):  # 100 ms a call + 5 ms a row
+        if rows == ["hold"]:
+            gate.wait(2.0)
+        time.sleep(0.1 + 0.005 * len(rows))
+        return rows
+
+    async def main():
+        b = MicroBatcher(fn, max_rows=64, max_wait_ms=0, max_queue_wait_s=1.0)
+        await b.submit([0])
+        await b.submit([0, 1, 2, 3])  # seconds per row of these two: 0.05 -> 64 rows 3.2 s
+        held = asyncio.create_task(b.submit(["hold"]))
+        await asyncio.sleep(0.05)
+        wait = b.expected_wait_s(64)
+        burst = asyncio.create_task(b.submit(list(range(64))))  # ~0.1 + 0.1 + 0.32 s: admitted
+        gate.set()
+        return wait, await held, await burst
+
+    wait, held, burst = run(main())
+    assert 0.3 < wait < 1.0, wait
+    assert held == ["hold"] and burst == list(range(64))
 
 
 def test_a_lone_request_never_waits_for_company():
