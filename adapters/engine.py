@@ -39,6 +39,7 @@ from .storage import AdapterStore, Artifact, Inputs, Manifest, Store
 from .storage.updates import merge_inputs
 from .training.gate import Gate
 from .training.jobs import Job, JobManager
+from .training.monotone import UpdateCheck
 from .training.payloads import PreviousVersion, TrainPayload, WorkerConfig
 from .states import JobState
 from .training.worker import train_in_subprocess
@@ -280,8 +281,8 @@ class Tailor:
                 return {"adapter": served.ref, "version": served.version, **outcome}
             artifact.metrics["selection"] = {"decision": "promoted", "reason": decision.reason,
                                              "replaces": served.ref}
-        elif p.previous is not None and artifact.metrics.get("update_check", {}).get("worse"):
-            artifact = self._keep_previous(rec.tenant, rec.adapter, artifact, p)
+        elif p.previous is not None and (check := _update_check(artifact)) is not None and check.worse:
+            artifact = self._keep_previous(rec.tenant, rec.adapter, artifact, p, check)
         job.begin_publish()
         m = self.store.publish(rec.tenant, rec.adapter, artifact, p.inputs(),
                                _finish_changes(p.changes, artifact))
@@ -289,7 +290,7 @@ class Tailor:
                 **{k: v for k, v in outcome.items() if k != "candidate_metrics"}}
 
     def _keep_previous(self, tenant: str, name: str, artifact: Artifact,
-                       p: TrainPayload) -> Artifact:
+                       p: TrainPayload, check: UpdateCheck) -> Artifact:
         """A job's update that the check found worse: the replaced version's weights, unless
         that version was deleted meanwhile (then the update as trained, and a warning)."""
         assert p.previous is not None
@@ -300,8 +301,7 @@ class Tailor:
                                      f"{p.previous.ref}, which was deleted meanwhile; published "
                                      "as trained")
             return artifact
-        return keep_previous_weights(artifact, kept, artifact.metrics["update_check"],
-                                     len(p.examples), p.previous.examples)
+        return keep_previous_weights(artifact, kept, check, len(p.examples), p.previous.examples)
 
     # -- what to label next --------------------------------------------------------------------
     def suggest(self, tenant: str, ref: str, texts: Any, k: Any) -> dict[str, Any]:
@@ -456,6 +456,11 @@ def _estimate(kind: str, metrics: dict[str, Any], ref: str) -> dict[str, Any] | 
     metrics; None when there is none (zero-shot, too few examples)."""
     found = get_kind(kind).metrics.read(metrics, ref).best_estimate()
     return None if found is None else found.model_dump()
+
+
+def _update_check(artifact: Artifact) -> UpdateCheck | None:
+    """The update check a job's artifact carries, as its kind reads its metrics."""
+    return get_kind(artifact.kind).metrics.read(artifact.metrics, "the new version").update_check
 
 
 def _finish_changes(changes: dict[str, Any] | None, artifact: Artifact) -> dict[str, Any] | None:

@@ -192,9 +192,8 @@ def train_auto_lora(encoder: Encoder, request: TrainRequest, progress: Progress 
         train_seconds=round(time.perf_counter() - t0, 2),
         unlabeled=len(request.unlabeled) or None,
         pseudo_labels=info["pseudo_labels"] if request.unlabeled else None,
-        cv_accuracy_tuned=tuned_cv["cv_accuracy"] if tuned_cv else None).stored()
-    if check is not None:
-        metrics["update_check"] = check
+        cv_accuracy_tuned=tuned_cv["cv_accuracy"] if tuned_cv else None,
+        update_check=check).stored()
     return Artifact(kind="auto", labels=data.labels, tensors={**head.tensors(), **lw.tensors()},
                     options=opts.stored(request.label_order), metrics=metrics,
                     warnings=assess(data, {"cv_accuracy": lora_est}, opts.class_prior),
@@ -210,13 +209,13 @@ def accept(served: Manifest, candidate: Artifact) -> Decision:
         return Decision(False, f"the candidate has no paired estimates, so {served.ref} stays")
     said = (f"{m.recipe}: {lora:.3f} vs the head's {head:.3f} on the same {m.estimate_folds} "
             "folds of your examples")
-    check = candidate.metrics.get("update_check")
-    if check is not None and check["worse"]:  # never over a better replaced version
+    check = m.update_check
+    if check is not None and check.worse:  # never over a better replaced version
         return Decision(False, f"update check: on held-out folds of all your examples, "
-                        f"{m.recipe} trained on them scored {check['updated']:.3f} balanced "
+                        f"{m.recipe} trained on them scored {check.updated:.3f} balanced "
                         f"accuracy, the version the update came from's recipe on its examples "
-                        f"{check['previous']:.3f} (worse by more than the noise, "
-                        f"{check['noise']:.3f}), so {served.ref} stays")
+                        f"{check.previous:.3f} (worse by more than the noise, "
+                        f"{check.noise:.3f}), so {served.ref} stays")
     if opts.promote == "always":
         return Decision(True, f"options.promote = always ({said})")
     if opts.promote == "never":

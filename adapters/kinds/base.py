@@ -21,6 +21,7 @@ from ..options import AdapterOptions
 from ..serving.registry import LoadedAdapter
 from ..storage import Artifact, Manifest, StoredAdapter
 from ..training.fitting import log_prior
+from ..training.monotone import UpdateCheck
 from ..training.payloads import PreviousVersion
 from ..validation import (LabeledData, Limits, validate_descriptions, validate_training_data,
                           validate_unlabeled)
@@ -96,7 +97,7 @@ def merge_lora(model: nn.Module, adapter: LoadedAdapter) -> None:
             module.weight += adapter.lora.delta_weight(name).to(module.weight.dtype)
 
 
-def keep_previous_weights(artifact: Artifact, kept: LoadedAdapter, check: dict[str, Any],
+def keep_previous_weights(artifact: Artifact, kept: LoadedAdapter, check: UpdateCheck,
                           examples: int, previous_examples: int) -> Artifact:
     """An update that the check found worse (training/monotone.py) is published with the
     replaced version's weights (head and LoRA), its own examples, metrics and a warning that
@@ -106,9 +107,9 @@ def keep_previous_weights(artifact: Artifact, kept: LoadedAdapter, check: dict[s
     artifact.metrics["weights_from"] = kept.ref
     artifact.warnings.append(
         f"kept the weights of {kept.ref}: trained on all {examples} examples, this update's "
-        f"recipe scored {check['updated']:.3f} balanced accuracy on held-out folds, against "
-        f"{check['previous']:.3f} for {kept.ref}'s recipe on its {previous_examples} examples "
-        f"alone (worse by more than the noise, {check['noise']:.3f}). Your examples are stored "
+        f"recipe scored {check.updated:.3f} balanced accuracy on held-out folds, against "
+        f"{check.previous:.3f} for {kept.ref}'s recipe on its {previous_examples} examples "
+        f"alone (worse by more than the noise, {check.noise:.3f}). Your examples are stored "
         "with this version, and the next update trains on all of them; adding examples of the "
         "other labels, or going back to the options of the kept version, usually helps")
     return artifact

@@ -239,8 +239,8 @@ def guard_update(encoder: Encoder, request: TrainRequest, x: np.ndarray, opts: "
     check = compare_update(data.y, previous, len(data.labels), new, old, seed=opts.seed)
     if check is None:
         return artifact
-    artifact.metrics["update_check"] = check
-    if not check["worse"]:
+    artifact.metrics["update_check"] = check.model_dump()
+    if not check.worse:
         return artifact
     return keep_previous_weights(artifact, base.adapter, check, len(data.items), base.examples)
 

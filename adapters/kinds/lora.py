@@ -33,7 +33,7 @@ from ..training.fitting import (ClassPriorOption, FitParams, FitRows, assess, cl
                                 cross_validate, fit, fit_calibrated, with_prior)
 from ..training.recipes import PRIOR_STRENGTH, balanced_pseudo_labels, description_prior, fit_prior
 from ..training.jobs import Cancelled
-from ..training.monotone import FoldPredict, compare_update, head_predict
+from ..training.monotone import FoldPredict, UpdateCheck, compare_update, head_predict
 from ..validation import LabeledData
 from .base import (AdapterKind, Progress, StopCheck, TrainRequest, register_kind,
                    require_examples)
@@ -360,7 +360,7 @@ def previous_recipe(encoder: TorchEncoder, request: TrainRequest, opts: LoraOpti
 
 def check_update(encoder: TorchEncoder, request: TrainRequest, opts: LoraOptions, folds: int,
                  steps: _Steps | None = None, should_stop: StopCheck | None = None,
-                 new: FoldPredict | None = None) -> dict | None:
+                 new: FoldPredict | None = None) -> UpdateCheck | None:
     """The update check (training/monotone.py) of a job's LoRA recipe: on ``folds`` folds of
     all examples, this recipe on all training rows against the replaced version's recipe on
     its examples among them. None: not an update, or no fold can be fitted both ways."""
@@ -405,12 +405,9 @@ def train_lora(encoder: Encoder, request: TrainRequest, progress: Progress | Non
         unlabeled=len(request.unlabeled) or None,
         pseudo_labels=info["pseudo_labels"] if request.unlabeled else None,
         cv_accuracy_head_only=baseline["cv_accuracy"] if baseline else None,
-        cv_accuracy_tuned=tuned_cv["cv_accuracy"] if tuned_cv else None)
-    stored = metrics.stored()
-    if check is not None:
-        stored["update_check"] = check
+        cv_accuracy_tuned=tuned_cv["cv_accuracy"] if tuned_cv else None, update_check=check)
     return Artifact(kind="lora", labels=data.labels, tensors={**head.tensors(), **lw.tensors()},
-                    options=opts.stored(request.label_order), metrics=stored,
+                    options=opts.stored(request.label_order), metrics=metrics.stored(),
                     warnings=assess(data, baseline, opts.class_prior), lora=lw.spec)
 
 

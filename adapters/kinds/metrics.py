@@ -12,6 +12,7 @@ from typing import Any, ClassVar, Mapping, Self
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..errors import CorruptAdapter
+from ..training.monotone import UpdateCheck
 
 
 class Estimate(BaseModel):
@@ -33,6 +34,10 @@ class TrainingMetrics(BaseModel):
 
     examples: int = Field(ge=0, description="labeled examples trained on")
     per_label: dict[str, int] = Field(description="examples per label")
+    # an update checked against the version it replaces (training/monotone.py), and the
+    # version whose weights were kept when the update was worse (kinds/base.py)
+    update_check: UpdateCheck | None = None
+    weights_from: str | None = None
 
     def stored(self) -> dict[str, Any]:
         """The manifest's ``metrics``: fields that were measured (None: not measured)."""
@@ -69,10 +74,6 @@ class CrossValidated(TrainingMetrics):
     cv_f1_micro: float | None = Field(None, ge=0, le=1)
     cv_folds: int | None = Field(None, ge=2)
     calibration_scale: float | None = Field(None, gt=0)
-    # an update checked against the version it replaces (training/monotone.py): the paired
-    # held-out scores, and the version whose weights were kept when the update was worse
-    update_check: dict[str, Any] | None = None
-    weights_from: str | None = None
 
 
 def lora_lines(tuned: float | None, seconds: float | None) -> list[str]:

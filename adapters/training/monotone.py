@@ -18,9 +18,10 @@ and below ``-min_drop``.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable, Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from .fitting import FitRows
 
@@ -28,6 +29,21 @@ Z, MIN_DROP = 2.0, 0.01  # chosen in benchmarks/bench_monotone.py (see RESULTS.m
 
 # (training rows, held-out rows) -> predicted label ids of the held-out rows
 FoldPredict = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+class UpdateCheck(BaseModel):
+    """The check's verdict, stored in the new version's metrics (``update_check``) and its
+    ``changes``, and read back by whoever decides what ``latest`` serves."""
+
+    model_config = ConfigDict(frozen=True)
+    previous: float = Field(description="balanced accuracy of the replaced version's recipe "
+                            "on its own examples, on the held-out folds")
+    updated: float = Field(description="the same for the update's recipe on all examples")
+    difference: float = Field(description="updated - previous, paired over held-out rows")
+    noise: float = Field(ge=0, description="z standard errors of that difference")
+    held_out_rows: int = Field(ge=0)
+    metric: Literal["balanced_accuracy"] = "balanced_accuracy"
+    worse: bool = Field(description="worse by more than the noise (and than MIN_DROP)")
 
 
 def update_folds(y: np.ndarray, previous: np.ndarray, n_labels: int, folds: int,
@@ -45,7 +61,7 @@ def update_folds(y: np.ndarray, previous: np.ndarray, n_labels: int, folds: int,
 
 
 def paired_difference(y: np.ndarray, new_right: np.ndarray, old_right: np.ndarray,
-                      n_labels: int, z: float = Z, min_drop: float = MIN_DROP) -> dict[str, Any]:
+                      n_labels: int, z: float = Z, min_drop: float = MIN_DROP) -> UpdateCheck:
     """The check's verdict from per-row correctness of both sides on the same held-out rows
     (``y`` their labels): balanced accuracies, their paired difference and its noise."""
     per_label = np.bincount(y, minlength=n_labels).astype(np.float64)
@@ -54,14 +70,14 @@ def paired_difference(y: np.ndarray, new_right: np.ndarray, old_right: np.ndarra
     d = new - old
     diff = float(w @ d)
     se = float(np.sqrt(((w * (d - diff)) ** 2).sum()))  # of a weighted mean of paired rows
-    return {"previous": round(float(w @ old), 4), "updated": round(float(w @ new), 4),
-            "difference": round(diff, 4), "noise": round(z * se, 4), "held_out_rows": len(y),
-            "metric": "balanced_accuracy", "worse": bool(diff < -max(z * se, min_drop))}
+    return UpdateCheck(previous=round(float(w @ old), 4), updated=round(float(w @ new), 4),
+                       difference=round(diff, 4), noise=round(z * se, 4), held_out_rows=len(y),
+                       worse=bool(diff < -max(z * se, min_drop)))
 
 
 def compare_update(y: np.ndarray, previous: np.ndarray, n_labels: int, new: FoldPredict,
                    old: FoldPredict, folds: int = 5, seed: int = 0, z: float = Z,
-                   min_drop: float = MIN_DROP) -> dict[str, Any] | None:
+                   min_drop: float = MIN_DROP) -> UpdateCheck | None:
     """y [rows] label ids of all examples, previous [rows] bool: the rows the previous
     version was trained on. ``new`` is given each fold's training rows, ``old`` only the
     previous ones among them. None when no fold can be fitted both ways."""

@@ -81,7 +81,7 @@ def loop(encoder, s: Split, xr: np.ndarray, yr: np.ndarray, xp: np.ndarray, yp: 
             previous = np.arange(len(y2)) < len(y)
             f = head_predict(x2, y2, fit_rows)
             check = compare_update(y2, previous, len(s.labels), f, f, seed=0)
-            keep = bool(check and check["worse"])
+            keep = bool(check and check.worse)
         x, y = x2, y2
         head = head if keep else new
         curve.append(float((head.predict(xt) == yt).mean()))

@@ -209,7 +209,7 @@ def run(e: dict, labels: list[str], variant: str, check: bool = True) -> dict:
         if check:
             f = head_predict(x2, y2, fit)
             c = compare_update(y2, np.arange(len(y2)) < len(y), k, f, f, seed=0)
-            worse = bool(c and c["worse"])
+            worse = bool(c and c.worse)
         kept += worse
         x, y = x2, y2
         head = head if worse else new

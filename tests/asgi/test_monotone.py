@@ -93,12 +93,12 @@ def test_the_update_check_flags_a_recipe_made_worse_by_new_rows():
         return head_predict(x, y, fit_rows)
 
     same = compare_update(y, previous, 2, predict(good), predict(good))
-    assert same is not None and not same["worse"] and same["difference"] == 0
+    assert same is not None and not same.worse and same.difference == 0
     bad = compare_update(y, previous, 2, predict(worse_with_more), predict(worse_with_more))
-    assert bad is not None and bad["worse"] and bad["updated"] < bad["previous"] - bad["noise"]
+    assert bad is not None and bad.worse and bad.updated < bad.previous - bad.noise
     # the previous version's recipe (e.g. its options) on its side, a changed one on the new side
     changed = compare_update(y, previous, 2, predict(worse_with_more), predict(good))
-    assert changed is not None and changed["worse"]
+    assert changed is not None and changed.worse
     assert compare_update(y, np.ones(len(y), bool), 2, predict(good), predict(good)) is None
 
 
