@@ -99,7 +99,8 @@ def build_engine(settings: Settings, events: Recorder | None = None):
                     max_batch_rows=settings.max_batch_rows, max_wait_ms=settings.batch_wait_ms,
                     max_queued_rows=settings.max_queued_rows,
                     max_queue_wait_s=settings.max_queue_wait_s, jobs=jobs,
-                    worker=WorkerConfig(threads=settings.train_threads, nice=settings.train_nice),
+                    worker=WorkerConfig(threads=settings.train_threads, nice=settings.train_nice,
+                                        warm=settings.train_warm),
                     max_concurrent_creates=settings.max_concurrent_creates, **extra)
     encoder.warm_up()
     log.info("tailor ready (role %s): backbone %s (%s), store %s, jobs %s, runtime %s: %s",

@@ -91,10 +91,13 @@ class TrainPayload(TrainInputs):
 
 
 class WorkerConfig(_Frozen):
-    """How training worker processes run (TAILOR_TRAIN_THREADS, TAILOR_TRAIN_NICE)."""
+    """How training worker processes run (TAILOR_TRAIN_THREADS, TAILOR_TRAIN_NICE,
+    TAILOR_TRAIN_WARM: forked from a fork server that imported torch and transformers once,
+    instead of a fresh interpreter per job; training/worker.py)."""
 
     threads: int = Field(1, ge=1)
     nice: int = Field(10, ge=0, le=19)
+    warm: bool = True
 
 
 class WorkerSpec(_Frozen):

@@ -1,6 +1,7 @@
 """What a LoRA job's worker process costs before it trains, cold vs forked from a warm parent.
 
     python -m benchmarks.research.warm_worker [--runs 5]
+    python -m benchmarks.research.warm_worker --jobs 5   # the service's way, cold vs warm
 
 Every LoRA job (and every ``auto`` background job) starts ``python -m adapters.worker_main``
 (adapters/training/worker.py): a fresh interpreter that imports torch and transformers and
@@ -13,6 +14,12 @@ torch op runs in the fork server, so no thread pool exists when it forks), again
 start, both up to the same point: the backbone loaded and one forward run. Per run: wall
 seconds from the request to "ready", the child's own CPU seconds, and the fork server's RSS
 (what a serving pod would hold for it). Prints a markdown table (medians [min-max]).
+
+``--jobs N`` measures what was built from it (adapters/forkserver.py, TAILOR_TRAIN_WARM):
+N LoRA jobs (TREC, 8 x 6 examples, 1 epoch) through the engine's job runner and training
+workers, as the service runs them, with ``WorkerConfig(warm=False)`` then ``warm=True``,
+interleaved job by job: submit -> succeeded seconds, and the machine's busy CPU seconds
+over each job (/proc/stat; keep the machine otherwise quiet).
 """
 from __future__ import annotations
 
@@ -88,10 +95,59 @@ def spread(xs: list[float]) -> str:
     return f"{statistics.median(xs):.2f} [{min(xs):.2f}-{max(xs):.2f}]"
 
 
+def _busy_s() -> float:
+    fields = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")  # minus idle, iowait
+
+
+def jobs(n: int) -> int:
+    import tempfile
+    from pathlib import Path
+
+    from adapters import Tailor
+    from adapters.encoders import open_encoder
+    from adapters.storage import AdapterStore
+    from adapters.training.jobs import JobManager
+    from adapters.training.payloads import WorkerConfig
+    from benchmarks.datasets import trec_coarse
+
+    bb = open_encoder()
+    load0 = os.getloadavg()[0]
+    times: dict[bool, list[tuple[float, float]]] = {False: [], True: []}
+    with tempfile.TemporaryDirectory() as d:
+        engines = {warm: Tailor(bb, AdapterStore(Path(d) / str(warm), bb.identity),
+                                jobs=JobManager(Path(d) / str(warm) / "jobs"),
+                                worker=WorkerConfig(warm=warm)) for warm in (False, True)}
+        for seed in range(n):
+            train, _ = trec_coarse().few_shot(8, seed=seed)
+            for warm, engine in engines.items():
+                t0, c0 = time.perf_counter(), _busy_s()
+                rec = engine.create_adapter("default", f"t{seed}", "lora", train,
+                                            {"seed": seed, "epochs": 1})
+                done = engine.wait_job("default", rec["job"]["id"], timeout=600)
+                assert done["status"] == "succeeded", done
+                times[warm].append((time.perf_counter() - t0, _busy_s() - c0))
+        for engine in engines.values():
+            engine.jobs.close()
+    print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {n} jobs each, interleaved, "
+          f"1-minute load {load0:.1f} -> {os.getloadavg()[0]:.1f}")
+    print("| training worker | submit -> succeeded, s | machine CPU s per job |")
+    print("|---|---|---|")
+    for warm, label in ((False, "cold (`TAILOR_TRAIN_WARM=false`)"), (True, "warm (default)")):
+        ts = times[warm]
+        print(f"| {label}, first job | {ts[0][0]:.2f} | {ts[0][1]:.2f} |")
+        print(f"| {label}, jobs 2-{n} | {spread([t for t, _ in ts[1:]])} | "
+              f"{spread([c for _, c in ts[1:]])} |")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--jobs", type=int, default=0, help="LoRA jobs through the engine, cold vs warm")
     args = ap.parse_args(argv)
+    if args.jobs:
+        return jobs(args.jobs)
     load0 = os.getloadavg()[0]
     c = cold(args.runs)
     w, started, rss = warm(args.runs)

@@ -296,8 +296,10 @@ def test_kill_9_loses_nothing_acknowledged(tmp_path):
                     break
                 assert rec["status"] in ("queued", "running") and time.monotonic() < deadline, rec
                 time.sleep(0.1)
+        # the training worker, and the fork server it was forked from (TAILOR_TRAIN_WARM,
+        # adapters/forkserver.py: its command line names the worker module it preloads)
         trainers = [p for p in _procs_of(store) if "adapters.worker_main" in _cmdline(p)]
-        assert len(trainers) == 1, [(p, _cmdline(p)) for p in _procs_of(store)]
+        assert len(trainers) == 2, [(p, _cmdline(p)) for p in _procs_of(store)]
         # The server dies without a word to the training worker (kill -9 of everything but
         # it, as when the OOM killer picks the server): the worker must not train on as an
         # orphan, holding a core and memory.

@@ -10,7 +10,7 @@ from typing import get_args
 import pytest
 from pydantic import ValidationError
 
-from adapters.child import spawn
+from adapters.child import spawn, spawn_warm
 from adapters.errors import CorruptAdapter
 from adapters.kinds import KINDS, get_kind, kind_of_job
 from adapters.training.payloads import (InvalidJob, TrainPayload, WorkerConfig, WorkerReply,
@@ -147,31 +147,77 @@ def test_unreadable_stored_metrics_are_a_corrupt_adapter_naming_it():
         get_kind("lora").metrics.read({**BASE, "train_seconds": "soon", "train_loss": 1}, "news@2")
 
 
-# -- the child process helper ------------------------------------------------------------------
-def test_a_child_gets_its_spec_and_replies_skipping_foreign_lines():
-    with spawn("tests.echo_child", Spec(words=["one", "two"])) as child:
+# -- the child process helper: a fresh interpreter, or forked by a warm fork server ------------
+@pytest.fixture(params=["cold", "warm"])
+def start(request):
+    if request.param == "cold":
+        return spawn
+    return lambda module, spec: spawn_warm(module, spec, ["pydantic", "adapters.child"])
+
+
+def test_a_child_gets_its_spec_and_replies_skipping_foreign_lines(start):
+    with start("tests.echo_child", Spec(words=["one", "two"])) as child:
         got = [r.word for r in child.replies(Reply)]
         assert child.wait(60) == 0
         assert got == ["one", "two"] and "to stderr" in child.stderr()
 
 
-def test_a_child_exits_when_its_parent_closes_the_pipe():
-    with spawn("tests.echo_child", Spec(words=["x"], hang=True)) as child:
+def test_a_child_exits_when_its_parent_closes_the_pipe(start):
+    with start("tests.echo_child", Spec(words=["x"], hang=True)) as child:
         next(child.replies(Reply))
-        child.proc.stdin.close()  # what the parent's death does
+        child.close_stdin()  # what the parent's death does
         assert child.wait(60) == 3
 
 
-def test_a_child_refuses_a_bad_spec_with_the_reason_on_stderr():
-    with spawn("tests.echo_child", {"words": "not a list"}) as child:
+def test_a_child_refuses_a_bad_spec_with_the_reason_on_stderr(start):
+    with start("tests.echo_child", {"words": "not a list"}) as child:
         assert child.wait(60) != 0
         assert "words" in child.stderr() and "Input should be a valid" in child.stderr()
 
 
-def test_leaving_the_block_kills_a_running_child():
-    with spawn("tests.echo_child", Spec(words=[], hang=True)) as child:
+def test_leaving_the_block_kills_a_running_child(start):
+    with start("tests.echo_child", Spec(words=[], hang=True)) as child:
         time.sleep(0.2)
-    assert not child.running and child.proc.returncode < 0
+        assert child.running
+    assert not child.running and child.wait() == -9
+
+
+def test_exit_codes_and_tracebacks_come_back(start):
+    with start("tests.echo_child", Spec(words=[], exit_code=7)) as child:
+        assert child.wait(60) == 7
+    with start("tests.echo_child", Spec(words=[], crash=True)) as child:
+        assert child.wait(60) == 1 and "RuntimeError: a crash in the child" in child.stderr()
+
+
+def test_warm_children_share_one_fork_server_and_outlive_none_of_it():
+    """Forked children of one preload list come from one server; when it dies (the OOM
+    killer), its children are killed with it and reported -9, and the next call starts a
+    new server."""
+    import os
+    import signal
+
+    from adapters import child as child_mod
+
+    preload = ["pydantic", "adapters.child", "tests.echo_child"]
+    a = spawn_warm("tests.echo_child", Spec(words=["a"], hang=True), preload)
+    b = spawn_warm("tests.echo_child", Spec(words=["b"], hang=True), preload)
+    server = child_mod._SERVERS[tuple(preload)]
+    assert a._server is b._server is server and a.pid != b.pid
+    assert [r.word for r in (next(a.replies(Reply)), next(b.replies(Reply)))] == ["a", "b"]
+    for pid in (a.pid, b.pid):  # children of the fork server, not of this process
+        stat = open(f"/proc/{pid}/stat").read().rpartition(")")[2].split()
+        assert int(stat[1]) == server.proc.pid
+    os.kill(server.proc.pid, signal.SIGKILL)
+    assert a.wait(30) == -9 and b.wait(30) == -9
+    deadline = time.monotonic() + 10  # not left running as orphans
+    while any(os.path.exists(f"/proc/{p}") and open(f"/proc/{p}/stat").read().rpartition(")")[2]
+              .split()[0] != "Z" for p in (a.pid, b.pid)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert time.monotonic() < deadline, "a forked child outlived its fork server"
+    a.close(), b.close()
+    with spawn_warm("tests.echo_child", Spec(words=["c"]), preload) as c:
+        assert [r.word for r in c.replies(Reply)] == ["c"] and c.wait(60) == 0
+        assert c._server is not server
 
 
 def test_a_job_whose_payload_does_not_parse_fails_with_why_and_publishes_nothing(engine):
