@@ -20,7 +20,9 @@ fd ``N`` here. Messages are JSON, one per packet:
   when that child ends (``s`` as ``Popen.returncode``: negative for a signal).
 
 EOF on the socket means the parent died or closed it: the server kills its children and
-exits (it ignores SIGTERM, which its children get when the server stops: main() says why) (the children also exit on their own when their stdin, held by the parent, closes).
+exits; the children also exit on their own when their stdin, held by the parent, closes.
+The server ignores SIGTERM, which its children get when the service stops (``main`` says
+why).
 Nothing here runs a torch operation before forking: torch's thread pools start on the first
 one, and a forked child would inherit a pool without its threads.
 """
