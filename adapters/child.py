@@ -221,6 +221,13 @@ class ForkServer:
         assert slot.value is not None
         return slot.value
 
+    def forget(self, pid: int) -> None:
+        """Drop a finished child's exit status (a long-lived trainer forks thousands)."""
+        with self._lock:
+            slot = self._exits.get(pid)
+            if slot is not None and slot.event.is_set():
+                del self._exits[pid]
+
     def exited(self, pid: int) -> bool:
         with self._lock:
             slot = self._exits.get(pid)
@@ -247,6 +254,7 @@ class Forked(Child):
 
     def __init__(self, server: ForkServer, module: str, spec: BaseModel | dict[str, Any]):
         self._server = server
+        self._status: int | None = None
         in_r, in_w = os.pipe()
         out_r, out_w = os.pipe()
         fd, path = tempfile.mkstemp(prefix="child-stderr-")
@@ -267,11 +275,14 @@ class Forked(Child):
         self._send_spec(spec)
 
     def wait(self, timeout: float | None = None) -> int:
-        return self._server.wait(self.pid, timeout)
+        if self._status is None:
+            self._status = self._server.wait(self.pid, timeout)
+            self._server.forget(self.pid)
+        return self._status
 
     @property
     def running(self) -> bool:
-        return not self._server.exited(self.pid)
+        return self._status is None and not self._server.exited(self.pid)
 
     def kill(self) -> None:
         if self.running:

@@ -218,6 +218,28 @@ def test_warm_children_share_one_fork_server_and_outlive_none_of_it():
     with spawn_warm("tests.echo_child", Spec(words=["c"]), preload) as c:
         assert [r.word for r in c.replies(Reply)] == ["c"] and c.wait(60) == 0
         assert c._server is not server
+        assert c.pid not in c._server._exits and not c.running  # a trainer forks thousands
+
+
+def test_a_worker_starts_cold_when_the_fork_server_cannot(monkeypatch, caplog):
+    """E.g. a platform without SOCK_SEQPACKET: the job still runs, in a fresh interpreter."""
+    import logging
+
+    from adapters.training import worker
+
+    started = []
+
+    def no_server(*a, **k):
+        raise OSError("no fork server here")
+
+    monkeypatch.setattr(worker, "spawn_warm", no_server)
+    monkeypatch.setattr(worker, "spawn", lambda module, spec: started.append(module) or "cold")
+    spec = WorkerSpec(job=TrainPayload(kind="lora", examples=EXAMPLES).training(),
+                      backbone_path=None, limits=Limits(), out="/tmp/x.safetensors")
+    with caplog.at_level(logging.WARNING, logger="tailor"):
+        assert worker.start_worker(spec) == "cold"
+    assert started == ["adapters.worker_main"] and "starting the worker cold" in caplog.text
+    assert worker.start_worker(spec.model_copy(update={"worker": WorkerConfig(warm=False)})) == "cold"
 
 
 def test_a_job_whose_payload_does_not_parse_fails_with_why_and_publishes_nothing(engine):
