@@ -21,9 +21,11 @@ Overload is refused at the door, never by letting a client time out: a request i
 (429 with Retry-After) when the queue holds ``max_queued_rows`` rows, or when the rows ahead
 of it would take longer than ``max_queue_wait_s`` at the measured cost (long texts make a
 row-count bound alone mean minutes of waiting). The cost is fitted as a fixed part per batch
-plus a part per row (``BatchCost``): a batch of 1 short text costs 3.3x a row of a 64-row
-batch here, so a rate taken from the small batches that start a burst refused rows the
-server would have served in a third of the estimated time. Its ``Retry-After`` is drawn from the
+plus a part per row (``BatchCost``), and queued rows are counted in batches of ``max_rows``:
+a batch of 1 short text costs 3.3x a row of a 64-row batch here. A ratio of seconds to rows
+(as until 2026-12-07) overestimates a burst's wait when recent batches were small ones of
+several sizes (a few concurrent clients), up to ~2x for short texts; once a big batch has
+run, both agree, since the ratio weighs batches by their rows. Its ``Retry-After`` is drawn from the
 expected wait and up to half as much again (adapters/backoff.py), so refused clients do not
 all come back in the same second. The forward runs on the batcher's own
 thread, so threads busy elsewhere (adapter training in ``asyncio.to_thread``) cannot hold

@@ -192,9 +192,9 @@ def test_batch_cost_falls_back_to_the_ratio_when_the_fit_makes_no_sense():
 
 
 def test_a_burst_after_small_batches_is_not_refused_for_their_overhead():
-    """A burst from idle starts with small batches, whose fixed cost per call made a rate
-    of seconds per row several times too high: 64 queued rows were estimated at 64 small
-    batches' worth and refused (CI, 2026-12-07). They run in one batch and are admitted."""
+    """After small batches of two sizes (a few clients), a rate of seconds per row counted
+    their fixed cost per call once per row: 64 queued rows were estimated at 3.2 s and
+    refused against a 1 s limit. They run in one batch (~0.4 s) and are admitted."""
     gate = threading.Event()
 
     def fn(rows):  # 100 ms a call + 5 ms a row
