@@ -193,30 +193,33 @@ def test_batch_cost_falls_back_to_the_ratio_when_the_fit_makes_no_sense():
 
 def test_a_burst_after_small_batches_is_not_refused_for_their_overhead():
     """After small batches of two sizes (a few clients), a rate of seconds per row counted
-    their fixed cost per call once per row: 64 queued rows were estimated at 3.2 s and
-    refused against a 1 s limit. They run in one batch (~0.4 s) and are admitted."""
+    their fixed cost per call once per row: 16 queued rows behind a running one were
+    estimated at ~1.5 s and refused against a 1.25 s limit. They run in one batch (~0.9 s
+    after the running one's ~0.15 s) and are admitted. The per-row cost is large enough
+    (50 ms) that a scheduler's jitter on a loaded machine cannot hide the slope."""
     gate = threading.Event()
 
-    def fn(rows):  # 100 ms a call + 5 ms a row
+    def fn(rows):  # 100 ms a call + 50 ms a row
         if rows == ["hold"]:
-            gate.wait(2.0)
-        time.sleep(0.1 + 0.005 * len(rows))
+            gate.wait(5.0)
+        time.sleep(0.1 + 0.05 * len(rows))
         return rows
 
     async def main():
-        b = MicroBatcher(fn, max_rows=64, max_wait_ms=0, max_queue_wait_s=1.0)
-        await b.submit([0])
-        await b.submit([0, 1, 2, 3])  # seconds per row of these two: 0.05 -> 64 rows 3.2 s
+        b = MicroBatcher(fn, max_rows=64, max_wait_ms=0, max_queue_wait_s=1.25)
+        await b.submit([0])  # 0.15 s
+        await b.submit([0, 1, 2, 3])  # 0.3 s; as a ratio 0.0875 s a row: 17 rows 1.49 s
         held = asyncio.create_task(b.submit(["hold"]))
         await asyncio.sleep(0.05)
-        wait = b.expected_wait_s(64)
-        burst = asyncio.create_task(b.submit(list(range(64))))  # ~0.1 + 0.1 + 0.32 s: admitted
+        wait = b.expected_wait_s(16)
+        burst = asyncio.create_task(b.submit(list(range(16))))  # 0.15 + 0.1 + 0.8 s: admitted
+        await asyncio.sleep(0)  # its admission runs while "hold" still runs
         gate.set()
         return wait, await held, await burst
 
     wait, held, burst = run(main())
-    assert 0.3 < wait < 1.0, wait
-    assert held == ["hold"] and burst == list(range(64))
+    assert 0.85 < wait < 1.25, wait
+    assert held == ["hold"] and burst == list(range(16))
 
 
 def test_a_lone_request_never_waits_for_company():
