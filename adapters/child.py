@@ -26,6 +26,8 @@ import subprocess
 import sys
 import tempfile
 import threading
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import IO, Any, Iterator, Sequence, TypeVar
 
@@ -133,18 +135,6 @@ class Process(Child):
             self.proc.kill()
 
 
-class _Slot:
-    """A value another thread sets once."""
-
-    def __init__(self) -> None:
-        self.event = threading.Event()
-        self.value: int | None = None
-
-    def set(self, value: int | None) -> None:
-        self.value = value
-        self.event.set()
-
-
 class ForkServer:
     """The parent's side of ``python -m adapters.forkserver`` (the protocol is described
     there): started with ``preload`` imported, it forks a child per ``start``. A reader
@@ -165,8 +155,8 @@ class ForkServer:
             theirs.close()
         self._lock = threading.Lock()
         self._ids = itertools.count()
-        self._pids: dict[int, _Slot] = {}  # request id -> the child's pid
-        self._exits: dict[int, _Slot] = {}  # pid -> its exit status
+        self._pids: dict[int, Future[int | None]] = {}  # request id -> the child's pid
+        self._exits: dict[int, Future[int]] = {}  # pid -> its exit status
         self.alive = True
         threading.Thread(target=self._read, daemon=True, name="forkserver-reader").start()
 
@@ -181,21 +171,21 @@ class ForkServer:
             m = json.loads(msg)
             with self._lock:
                 if "pid" in m:
-                    self._exits.setdefault(m["pid"], _Slot())
-                    self._pids.pop(m["id"]).set(m["pid"])
+                    self._exits.setdefault(m["pid"], Future())
+                    self._pids.pop(m["id"]).set_result(m["pid"])
                 else:
-                    self._exits.setdefault(m["exit"], _Slot()).set(m["status"])
+                    self._exits.setdefault(m["exit"], Future()).set_result(m["status"])
         with self._lock:  # the server is gone (killed: it would have killed its children)
             self.alive = False
             for slot in self._pids.values():
-                slot.set(None)
-            for pid, slot in self._exits.items():
-                if not slot.event.is_set():  # an orphan now: nobody would report its exit
+                slot.set_result(None)
+            for pid, status in self._exits.items():
+                if not status.done():  # an orphan now: nobody would report its exit
                     try:
                         os.kill(pid, signal.SIGKILL)
                     except ProcessLookupError:
                         pass
-                    slot.set(-signal.SIGKILL)
+                    status.set_result(-signal.SIGKILL)
 
     def start(self, module: str, fds: Sequence[int], timeout: float = 300.0) -> int:
         """Fork a child that runs ``module.main()`` with ``fds`` as its stdin, stdout and
@@ -204,34 +194,38 @@ class ForkServer:
             if not self.alive:
                 raise OSError("the fork server is gone")
             rid = next(self._ids)
-            slot = self._pids[rid] = _Slot()
+            slot = self._pids[rid] = Future()
             socket.send_fds(self._sock, [json.dumps({"id": rid, "module": module}).encode()],
                             list(fds))
-        if not slot.event.wait(timeout) or slot.value is None:
+        try:
+            pid = slot.result(timeout)
+        except FutureTimeout:
+            pid = None
+        if pid is None:
             raise OSError(f"the fork server did not fork {module} "
                           f"({'gone' if not self.alive else f'{timeout:.0f} s'}): "
                           f"{self.log(last=1000)}")
-        return slot.value
+        return pid
 
     def wait(self, pid: int, timeout: float | None = None) -> int:
         with self._lock:
-            slot = self._exits.setdefault(pid, _Slot())
-        if not slot.event.wait(timeout):
-            raise subprocess.TimeoutExpired(f"forked child {pid}", timeout or 0)
-        assert slot.value is not None
-        return slot.value
+            status = self._exits.setdefault(pid, Future())
+        try:
+            return status.result(timeout)
+        except FutureTimeout:
+            raise subprocess.TimeoutExpired(f"forked child {pid}", timeout or 0) from None
 
     def forget(self, pid: int) -> None:
         """Drop a finished child's exit status (a long-lived trainer forks thousands)."""
         with self._lock:
-            slot = self._exits.get(pid)
-            if slot is not None and slot.event.is_set():
+            status = self._exits.get(pid)
+            if status is not None and status.done():
                 del self._exits[pid]
 
     def exited(self, pid: int) -> bool:
         with self._lock:
-            slot = self._exits.get(pid)
-        return slot is not None and slot.event.is_set()
+            status = self._exits.get(pid)
+        return status is not None and status.done()
 
     def log(self, last: int = 2000) -> str:
         self._log.seek(0)
