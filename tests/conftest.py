@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -24,6 +25,12 @@ ROOT = Path(__file__).resolve().parents[1]
 # pins PyTorch fp32 unless the test (or the shell) sets TAILOR_RUNTIME;
 # tests/unit/export/test_runtime.py covers auto.
 PINNED = {"TAILOR_RUNTIME": "torch"}
+
+# httpx builds a new TLS context (certifi's CA bundle: ~21 ms of CPU here) for every Client,
+# httpx.get and httpx.post that is not handed one. The suite's traffic is plain HTTP on
+# loopback, and its polls and bursts built thousands of them (~40 CPU s of a CI run on 2
+# cores, measured 2026-12-07): the clients made in loops pass this one (``verify=TLS``).
+TLS = ssl.create_default_context()
 
 
 @pytest.fixture(scope="session")
@@ -147,15 +154,16 @@ class Server:
         """Wait for /readyz after ``launch``; a RuntimeError with the log's tail if the process
         exits or is not ready within ``timeout``."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}; log:\n{self.tail()}")
-            try:
-                if httpx.get(self.url + "/readyz", timeout=2).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
+        with httpx.Client(verify=TLS, timeout=2) as c:
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"server exited with {self.proc.returncode}; log:\n{self.tail()}")
+                try:
+                    if c.get(self.url + "/readyz").status_code == 200:
+                        return self
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.5)
         raise RuntimeError(f"server not ready after {timeout}s; log:\n{self.tail()}")
 
     def tail(self, n: int = 4000) -> str:
@@ -172,7 +180,7 @@ class Server:
         return self.proc.returncode
 
     def client(self, **kw) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=120, **kw)
+        return httpx.Client(base_url=self.url, timeout=120, **{"verify": TLS, **kw})
 
     def pids(self) -> set[int]:
         """Every live process of this server: the supervisor, its worker (in a session of its

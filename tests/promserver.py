@@ -18,7 +18,7 @@ from typing import Callable, Iterable
 import httpx
 import yaml
 
-from tests.conftest import free_port, stop_group
+from tests.conftest import TLS, free_port, stop_group
 
 ROOT = Path(__file__).resolve().parents[1]
 INSTALL = ROOT / "deploy" / "install-prometheus.sh"
@@ -81,7 +81,7 @@ class Prometheus:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"prometheus exited with {self.proc.returncode}:\n{self.tail()}")
             try:
-                if httpx.get(self.url + "/-/ready", timeout=2).status_code == 200:
+                if httpx.get(self.url + "/-/ready", timeout=2, verify=TLS).status_code == 200:
                     return self
             except httpx.HTTPError:
                 pass
@@ -109,7 +109,7 @@ class Prometheus:
 
     # -- HTTP API -----------------------------------------------------------------------------
     def api(self, path: str, **params) -> dict:
-        r = httpx.get(self.url + "/api/v1/" + path, params=params, timeout=10)
+        r = httpx.get(self.url + "/api/v1/" + path, params=params, timeout=10, verify=TLS)
         body = r.json()
         if r.status_code != 200 or body.get("status") != "success":
             raise AssertionError(f"prometheus {path} {params}: {r.status_code} {body}")

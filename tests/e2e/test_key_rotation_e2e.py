@@ -9,7 +9,7 @@ import time
 import httpx
 import pytest
 
-from tests.conftest import Server, recording
+from tests.conftest import TLS, Server, recording
 from tests.unit.service.test_key_rotation import A, B, C, SecretVolume, lines
 
 pytestmark = pytest.mark.e2e
@@ -39,7 +39,7 @@ def test_rotation_under_load_loses_no_request_of_unchanged_keys(tmp_path):
                 time.sleep(0.02)
 
     def status(key: str) -> int:
-        return httpx.get(server.url + "/v1/adapters", timeout=30,
+        return httpx.get(server.url + "/v1/adapters", timeout=30, verify=TLS,
                          headers={"Authorization": f"Bearer {key}"}).status_code
 
     def until(key: str, code: int) -> float:

@@ -26,7 +26,7 @@ import yaml
 from benchmarks.datasets import bbc_news
 from service.api import create_app
 from service.route_labels import RouteLabels
-from tests.conftest import Server
+from tests.conftest import TLS, Server
 from tests.promserver import Prometheus, relabel_configs
 from tests.deploy.test_monitoring_manifests import DASHBOARD, RULES, rule_groups
 
@@ -175,7 +175,7 @@ def bulk(stack, traffic) -> int:
     names = [f"cold{i}" for i in range(500)]
 
     def create_and_predict(name):
-        with httpx.Client(base_url=server.url, timeout=120, headers=auth("bulk")) as c:
+        with httpx.Client(base_url=server.url, timeout=120, headers=auth("bulk"), verify=TLS) as c:
             r = c.post("/v1/adapters", json={"name": name, "label_descriptions": {
                 "sport": "a text about sport", "food": "a text about food"}})
             assert r.status_code == 201, r.text
@@ -222,7 +222,7 @@ def test_200_simultaneous_large_head_creates_get_201_or_429_with_a_spread_retry_
     barrier = threading.Barrier(n)
 
     def create(i):
-        with httpx.Client(base_url=server.url, timeout=300, headers=auth("burst")) as c:
+        with httpx.Client(base_url=server.url, timeout=300, headers=auth("burst"), verify=TLS) as c:
             barrier.wait()
             r = c.post("/v1/adapters", json={"name": f"big{i}", "examples": large_examples})
             return r.status_code, r.headers.get("retry-after"), r.text[:200]

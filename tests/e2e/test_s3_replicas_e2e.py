@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from tests.conftest import Server, recording
+from tests.conftest import TLS, Server, recording
 from tests.e2e.test_crash import (NAMES, PROBES, Ledger, _check_acknowledged, _check_visible,
                                   _creator, _kill_all, _procs_of, _wait_gone)
 from tests.s3server import SeaweedS3
@@ -52,7 +52,7 @@ def replicas(s3, tmp_path_factory):
 
 
 def create(srv: Server, name: str) -> httpx.Response:
-    return httpx.post(srv.url + "/v1/adapters", timeout=120,
+    return httpx.post(srv.url + "/v1/adapters", timeout=120, verify=TLS,
                       json={"name": name, "examples": EXAMPLES, "options": {"head": "centroid"}})
 
 
@@ -80,7 +80,7 @@ def test_100_simultaneous_creates_of_one_name_through_both_replicas(replicas):
         assert httpx.get(srv.url + "/v1/adapters/race", timeout=30).json()["versions"] == versions
     with ThreadPoolExecutor(8) as pool:  # every version loads, on the replica that did not write it
         loaded = list(pool.map(lambda v: httpx.post(
-            replicas[v % 2].url + "/v1/predict", timeout=60,
+            replicas[v % 2].url + "/v1/predict", timeout=60, verify=TLS,
             json={"adapter": f"race@{v}", "inputs": ["interest rates rose again"]}), versions))
     assert [p.status_code for p in loaded] == [200] * 100
     assert {p.json()["adapter"] for p in loaded} == {f"race@{v}" for v in versions}
