@@ -157,7 +157,8 @@ class Server:
         with httpx.Client(verify=TLS, timeout=2) as c:
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
-                    raise RuntimeError(f"server exited with {self.proc.returncode}; log:\n{self.tail()}")
+                    raise RuntimeError(f"server exited with {self.proc.returncode}; "
+                                       f"log:\n{self.tail()}")
                 try:
                     if c.get(self.url + "/readyz").status_code == 200:
                         return self

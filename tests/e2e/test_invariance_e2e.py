@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from export.sample import HELDOUT_TEXTS
-from tests.conftest import Server
+from tests.conftest import TLS, Server
 
 pytestmark = pytest.mark.e2e
 
@@ -40,7 +40,7 @@ def test_default_runtime_answers_alone_and_in_mixed_batches_alike(default_server
     jobs = [(f"a{i % 3}", [texts[i]] + ([texts[-1 - i] * 3] if i % 2 else [])) for i in range(40)]
 
     def call(job):
-        with httpx.Client(base_url=srv.url, timeout=300) as c:
+        with httpx.Client(base_url=srv.url, timeout=300, verify=TLS) as c:
             r = c.post("/v1/predict", json={"adapter": job[0], "inputs": job[1]})
             e = c.post("/v1/embed", json={"inputs": job[1]})
             return r.status_code, r.json(), e.json()

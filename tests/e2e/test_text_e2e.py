@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from benchmarks.datasets import bbc_news
-from tests.conftest import FOLDER_STORE_ONLY, ROOT, STORE_BACKENDS, Server, snapshot, store_env
+from tests.conftest import FOLDER_STORE_ONLY, ROOT, STORE_BACKENDS, TLS, Server, snapshot, store_env
 
 pytestmark = pytest.mark.e2e
 
@@ -103,7 +103,7 @@ def test_concurrent_mixed_adapter_requests_equal_solo_answers(server, bbc):
              + ([test[(i + 1) % len(test)][0]] if i % 3 == 0 else [])) for i in range(n)]
 
     def call(job):
-        with httpx.Client(base_url=server.url, timeout=120) as c:
+        with httpx.Client(base_url=server.url, timeout=120, verify=TLS) as c:
             r = c.post("/v1/predict", json={"adapter": job[0], "inputs": job[1]})
             return r.status_code, r.json()
 
