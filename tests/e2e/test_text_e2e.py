@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from benchmarks.datasets import bbc_news
-from tests.conftest import FOLDER_STORE_ONLY, ROOT, STORE_BACKENDS, TLS, Server, snapshot, store_env
+from tests.conftest import (FOLDER_STORE_ONLY, ROOT, STORE_BACKENDS, TLS, Server, snapshot,
+                            store_env)
 
 pytestmark = pytest.mark.e2e
 
