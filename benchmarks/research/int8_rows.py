@@ -1,0 +1,221 @@
+"""Research (issue 20): a batch-invariant int8 backbone in PyTorch, per-token activation scales.
+
+    .venv/bin/python -m benchmarks.research.int8_rows [--variants ...] [--rounds 3]
+
+Why it can be batch-invariant where onnxruntime's dynamic int8 and OpenVINO's int8 are not:
+every Linear of the encoder becomes an int8 x int8 GEMM with int32 accumulation
+(``torch._int_mm``), which is EXACT whatever the batch's shape or the kernel's blocking, with
+one activation scale PER TOKEN (its own absolute maximum), so a row's quantization never
+sees the other rows; and attention runs row by row on each row's real tokens (the
+``torch-bf16-rows`` module, adapters/encoders/row_attention.py), so padding never enters a
+reduction. What is left is row-wise (LayerNorm, GELU, softmax, the scales): a text's
+embedding is then bit for bit the same alone or in any batch.
+
+Accuracy comes from two standard tricks, both batch-independent:
+- SmoothQuant (Xiao et al. 2023): per input channel j, activations are divided and weight
+  columns multiplied by s_j = max|X_j|^a / max|W_j|^(1-a), calibrated once on
+  export/sample.py's 102 held-out texts (not the gate's sample);
+- asymmetric per-token scales (a zero point) on the FFN output's input, the GELU outputs,
+  which are nearly one-signed: symmetric int8 wastes half its range there. The zero point's
+  term is a per-row constant times the weight's column sums, still exact.
+
+Variants (``--variants``): ``fp32`` (the reference, row attention), ``sym`` (per-token
+symmetric, no smoothing), ``sq`` (+ SmoothQuant a=0.5), ``sq-asym`` (+ asymmetric FFN
+input), ``sq-ffn32`` (SmoothQuant, FFN output Linear left fp32: no longer exact, within
+float rounding). Each is measured against PyTorch fp32 (the served reference):
+- the gate of ``auto`` on its fixed sample (min cosine >= 0.995, mean 1-cos <= 1e-3) and the
+  same drift on 150 BBC News texts (400 chars) + 100 TREC questions;
+- batch invariance: the fixed sample one text per call vs in mixed, padded calls (max |diff|);
+- top-1 agreement of 8-shot logistic-regression heads fitted on fp32 embeddings (TREC,
+  BBC News, 3 seeds), predicting 300 held-out texts from each variant's embeddings;
+- rows/s at batch 1 (median over 8 short texts) and batch 32 (the sample twice, best of
+  ``--rounds``), 1 thread, against PyTorch fp32 and the onnx-fp32 runtime in the same run.
+Results: benchmarks/RESULTS.md, issue 20.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import re
+import statistics
+import time
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+FFN_OUT = r"layer\.\d+\.output\.dense$"
+
+
+class Int8Linear(nn.Module):
+    """``lin`` as an exact int8 GEMM: per-output-channel weight scales, per-token activation
+    scales (``asym``: with a zero point), optional SmoothQuant factors folded into the weight."""
+
+    def __init__(self, lin: nn.Linear, act_max: torch.Tensor | None = None, alpha: float = 0.5,
+                 asym: bool = False):
+        super().__init__()
+        w = lin.weight.detach().float()  # [out, in]
+        self.smooth = None
+        if act_max is not None:
+            s = (act_max.clamp(min=1e-5) ** alpha
+                 / w.abs().amax(0).clamp(min=1e-5) ** (1 - alpha)).clamp(min=1e-5)
+            w = w * s[None, :]
+            self.smooth = (1.0 / s).contiguous()
+        scale = w.abs().amax(1).clamp(min=1e-12) / 127.0
+        self.wq = torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8).t().contiguous()
+        self.w_scale = scale
+        self.w_colsum = self.wq.float().sum(0)
+        self.bias = None if lin.bias is None else lin.bias.detach().float()
+        self.asym = asym
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        x = x.reshape(-1, shape[-1])
+        if self.smooth is not None:
+            x = x * self.smooth
+        if self.asym:
+            lo, hi = x.amin(1, keepdim=True), x.amax(1, keepdim=True)
+            sx = (hi - lo).clamp(min=1e-12) / 255.0
+            xq = (torch.round((x - lo) / sx) - 128).clamp(-128, 127).to(torch.int8)
+            y = (torch._int_mm(xq, self.wq).float() * sx + (lo + 128 * sx) * self.w_colsum)
+        else:
+            sx = x.abs().amax(1, keepdim=True).clamp(min=1e-12) / 127.0
+            xq = torch.round(x / sx).clamp(-127, 127).to(torch.int8)
+            y = torch._int_mm(xq, self.wq).float() * sx
+        y = y * self.w_scale
+        if self.bias is not None:
+            y = y + self.bias
+        return y.reshape(*shape[:-1], -1)
+
+
+def activation_maxima(model: nn.Module, embed, texts: list[str]) -> dict[str, torch.Tensor]:
+    """Per input channel, the largest |activation| each Linear saw on ``texts``."""
+    seen: dict[str, torch.Tensor] = {}
+    hooks = []
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Linear):
+            def hook(_, inputs, name=name):
+                a = inputs[0].detach().abs().reshape(-1, inputs[0].shape[-1]).amax(0)
+                seen[name] = torch.maximum(seen[name], a) if name in seen else a
+            hooks.append(m.register_forward_pre_hook(hook))
+    with torch.no_grad():
+        for i in range(0, len(texts), 16):
+            embed(texts[i:i + 16])
+    for h in hooks:
+        h.remove()
+    return seen
+
+
+def quantize(model: nn.Module, maxima: dict[str, torch.Tensor] | None, *, alpha: float = 0.5,
+             asym: str | None = None, keep: str | None = None) -> nn.Module:
+    """Every encoder Linear (not the pooler) as ``Int8Linear``, in place; ``keep``: names
+    (regex) left fp32; ``asym``: names (regex) quantized with a zero point."""
+    for parent_name, parent in list(model.named_modules()):
+        for child_name, child in list(parent.named_children()):
+            name = f"{parent_name}.{child_name}" if parent_name else child_name
+            if not isinstance(child, nn.Linear) or "pooler" in name:
+                continue
+            if keep and re.search(keep, name):
+                continue
+            setattr(parent, child_name, Int8Linear(
+                child, None if maxima is None else maxima[name], alpha,
+                bool(asym and re.search(asym, name))))
+    return model
+
+
+VARIANTS = {
+    "fp32": None,
+    "sym": dict(smooth=False),
+    "sq": dict(smooth=True),
+    "sq-asym": dict(smooth=True, asym=FFN_OUT),
+    "sq-ffn32": dict(smooth=True, keep=FFN_OUT),
+}
+
+
+def _drift(ref: np.ndarray, got: np.ndarray) -> tuple[float, float]:
+    cos = np.sum(ref * got, 1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(got, axis=1))
+    return float(cos.min()), float(np.mean(1 - cos))
+
+
+def _rate(fn, texts: list[str], repeats: int) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn(texts)
+        best = min(best, time.perf_counter() - t)
+    return len(texts) / best
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS))
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args(argv)
+
+    from sklearn.linear_model import LogisticRegression
+
+    from adapters import TextEncoder
+    from adapters.encoders import row_attention
+    from benchmarks.datasets import bbc_news, trec_coarse
+    from export.runtimes.auto import fixed_sample
+    from export.runtimes.base import RuntimeOptions, get_runtime, open_runtime
+    from export.sample import HELDOUT_TEXTS
+
+    torch.set_num_threads(1)
+    enc = TextEncoder(workers=1)
+    sample = fixed_sample()
+    _, bt = bbc_news().few_shot(1, seed=9, max_test=150, max_chars=400)
+    _, tt = trec_coarse().few_shot(1, seed=9, max_test=100)
+    wide = [t for t, _ in bt] + [t for t, _ in tt]
+
+    def embed_with(model):
+        def embed(texts):
+            with torch.no_grad():
+                return torch.cat([enc.forward(enc.collate(enc.prepare(texts[i:i + 16])), model)
+                                  for i in range(0, len(texts), 16)]).numpy()
+        return embed
+
+    fp32 = embed_with(enc.model)
+    ref_sample, ref_wide = fp32(sample), fp32(wide)
+    heads = []  # (texts, fp32 predictions, head) per set and seed
+    for ds, kw in ((trec_coarse(), {}), (bbc_news(), {"max_chars": 400})):
+        for seed in range(3):
+            train, test = ds.few_shot(8, seed=seed, max_test=300, **kw)
+            clf = LogisticRegression(max_iter=2000).fit(fp32([e["text"] for e in train]),
+                                                        [e["label"] for e in train])
+            texts = [t for t, _ in test]
+            heads.append((texts, clf.predict(fp32(texts)), clf))
+
+    onnx = open_runtime(get_runtime("onnx-fp32"), enc, RuntimeOptions(
+        __import__("pathlib").Path(__import__("tempfile").mkdtemp()), threads=1, lora=False))
+    b32, b1 = (sample * 2)[:32], sample[:8]
+    speed_ref = {"torch fp32": fp32, "onnx fp32": lambda t: onnx.embed(t).numpy()}
+    rows = []
+    for name in args.variants:
+        spec = VARIANTS[name]
+        model = copy.deepcopy(enc.model).eval()
+        model.set_attn_implementation(row_attention.register())
+        if spec is not None:
+            maxima = (activation_maxima(model, embed_with(model), list(HELDOUT_TEXTS))
+                      if spec["smooth"] else None)
+            quantize(model, maxima, asym=spec.get("asym"), keep=spec.get("keep"))
+        embed = embed_with(model)
+        gate = _drift(ref_sample, embed(sample))
+        wide_drift = _drift(ref_wide, embed(wide))
+        alone = np.concatenate([embed([t]) for t in sample])
+        mixed = np.concatenate([embed(sample[i:i + 11]) for i in range(0, len(sample), 11)])
+        invariance = float(np.abs(alone - mixed).max())
+        agree = [float(np.mean(clf.predict(embed(texts)) == want)) for texts, want, clf in heads]
+        speed = {}
+        for label, fn in [(name, embed), *speed_ref.items()]:
+            speed[label] = (statistics.median(_rate(fn, [s], 1) for s in b1),
+                            _rate(fn, b32, args.rounds))
+        rows.append((name, gate, wide_drift, invariance, agree, speed))
+        print(f"{name}: gate min cos {gate[0]:.4f} mean drift {gate[1]:.1e}; wide {wide_drift[0]:.4f}"
+              f" / {wide_drift[1]:.1e}; alone vs mixed {invariance:.1e}; head agreement min "
+              f"{min(agree):.3f} mean {np.mean(agree):.4f}; rows/s b1 / b32: "
+              + ", ".join(f"{k} {v[0]:.0f} / {v[1]:.0f}" for k, v in speed.items()), flush=True)
+
+
+if __name__ == "__main__":
+    main()
