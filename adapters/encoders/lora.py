@@ -57,8 +57,10 @@ def target_modules(model: nn.Module, targets: Sequence[str]) -> list[str]:
     """Names of the Linear modules whose last name part is one of ``targets``."""
     from torch import nn
 
+    from .int8_rows import Int8Linear  # a served int8 copy's Linears (TextEncoder.with_int8_rows)
+
     names = [n for n, m in model.named_modules()
-             if isinstance(m, nn.Linear) and n.rsplit(".", 1)[-1] in set(targets)]
+             if isinstance(m, (nn.Linear, Int8Linear)) and n.rsplit(".", 1)[-1] in set(targets)]
     if not names:
         raise ValueError(f"no Linear module of the backbone is named any of {list(targets)}")
     return names

@@ -11,9 +11,10 @@ ids (``collate``), so sorting rows by length costs no second tokenization.
 
 Serving precision (``dtype``): ``float32`` runs the served forwards on ``model``; ``bfloat16``
 runs them on a bf16 COPY of the weights (2-3x fp32 at batch 32 where the CPU has bf16 matrix
-units, AMX / avx512_bf16; benchmarks/RESULTS.md), while ``model`` stays fp32 for what needs
-it: autograd (LoRA training), exports and the weights checksum. Embeddings are always pooled
-and returned in fp32.
+units, AMX / avx512_bf16; benchmarks/RESULTS.md), and ``int8`` on an int8 copy with per-token
+scales (``with_int8_rows``, int8_rows.py), while ``model`` stays fp32 for what needs it:
+autograd (LoRA training), exports and the weights checksum. Embeddings are always pooled and
+returned in fp32.
 """
 from __future__ import annotations
 
@@ -68,6 +69,16 @@ def has_bf16_matrix_units() -> bool:
     except OSError:
         return False
     return " amx_bf16" in flags or " avx512_bf16" in flags
+
+
+def has_int8_dot_products() -> bool:
+    """Whether this CPU multiplies int8 matrices in hardware (VNNI or AMX): where it does not,
+    ``torch._int_mm`` gains nothing over fp32."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(f in flags for f in (" avx512_vnni", " avx_vnni", " amx_int8"))
 
 
 def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -165,6 +176,29 @@ class TextEncoder:
 
                 serving.set_attn_implementation(rows.register())
             twin._low = serving
+        return twin
+
+    def with_int8_rows(self, calibration: Sequence[str]) -> "TextEncoder":
+        """This encoder serving on an int8 copy of the weights with per-token activation
+        scales and attention row by row (int8_rows.py): batch-invariant by construction,
+        SmoothQuant-calibrated on the ``calibration`` texts. Shares the tokenizer, the fp32
+        ``model`` and the forward threads, like ``with_dtype``."""
+        from . import int8_rows
+        from . import row_attention as rows
+
+        serving = copy.deepcopy(self.model).float().eval()
+        serving.requires_grad_(False)
+        # LoRA hooks copied along sit on the Linears about to be replaced: forget them, so
+        # that ``lora.install_hooks`` puts them on the int8 modules
+        for key in ("_tailor_lora_targets", "_tailor_lora_hooked"):
+            serving.__dict__.pop(key, None)
+        serving.set_attn_implementation(rows.register())
+        maxima = int8_rows.activation_maxima(
+            serving, lambda texts: self.forward(self.collate(self.prepare(texts)), serving),
+            list(calibration))
+        int8_rows.quantize(serving, maxima)
+        twin = copy.copy(self)
+        twin.dtype, twin._low = "int8", serving
         return twin
 
     # -- tokenisation -------------------------------------------------------------------

@@ -1,4 +1,5 @@
 """Research (issue 20): a batch-invariant int8 backbone in PyTorch, per-token activation scales.
+(The recipe ``sq-asym`` is served as ``TAILOR_RUNTIME=torch-int8-rows``: adapters/encoders/int8_rows.py.)
 
     .venv/bin/python -m benchmarks.research.int8_rows [--variants ...] [--rounds 3]
 
@@ -22,7 +23,7 @@ Accuracy comes from two standard tricks, both batch-independent:
 Variants (``--variants``): ``fp32`` (the reference, row attention), ``sym`` (per-token
 symmetric, no smoothing), ``sq`` (+ SmoothQuant a=0.5), ``sq-asym`` (+ asymmetric FFN
 input), ``sq-ffn32`` (SmoothQuant, FFN output Linear left fp32: no longer exact, within
-float rounding). Each is measured against PyTorch fp32 (the served reference):
+float rounding), and ``bf16-rows`` (the opt-in runtime torch-bf16-rows, for comparison). Each is measured against PyTorch fp32 (the served reference):
 - the gate of ``auto`` on its fixed sample (min cosine >= 0.995, mean 1-cos <= 1e-3) and the
   same drift on 150 BBC News texts (400 chars) + 100 TREC questions;
 - batch invariance: the fixed sample one text per call vs in mixed, padded calls (max |diff|);
@@ -36,99 +37,21 @@ from __future__ import annotations
 
 import argparse
 import copy
-import re
 import statistics
 import time
 
 import numpy as np
 import torch
-import torch.nn as nn
 
-FFN_OUT = r"layer\.\d+\.output\.dense$"
-
-
-class Int8Linear(nn.Module):
-    """``lin`` as an exact int8 GEMM: per-output-channel weight scales, per-token activation
-    scales (``asym``: with a zero point), optional SmoothQuant factors folded into the weight."""
-
-    def __init__(self, lin: nn.Linear, act_max: torch.Tensor | None = None, alpha: float = 0.5,
-                 asym: bool = False):
-        super().__init__()
-        w = lin.weight.detach().float()  # [out, in]
-        self.smooth = None
-        if act_max is not None:
-            s = (act_max.clamp(min=1e-5) ** alpha
-                 / w.abs().amax(0).clamp(min=1e-5) ** (1 - alpha)).clamp(min=1e-5)
-            w = w * s[None, :]
-            self.smooth = (1.0 / s).contiguous()
-        scale = w.abs().amax(1).clamp(min=1e-12) / 127.0
-        self.wq = torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8).t().contiguous()
-        self.w_scale = scale
-        self.w_colsum = self.wq.float().sum(0)
-        self.bias = None if lin.bias is None else lin.bias.detach().float()
-        self.asym = asym
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shape = x.shape
-        x = x.reshape(-1, shape[-1])
-        if self.smooth is not None:
-            x = x * self.smooth
-        if self.asym:
-            lo, hi = x.amin(1, keepdim=True), x.amax(1, keepdim=True)
-            sx = (hi - lo).clamp(min=1e-12) / 255.0
-            xq = (torch.round((x - lo) / sx) - 128).clamp(-128, 127).to(torch.int8)
-            y = (torch._int_mm(xq, self.wq).float() * sx + (lo + 128 * sx) * self.w_colsum)
-        else:
-            sx = x.abs().amax(1, keepdim=True).clamp(min=1e-12) / 127.0
-            xq = torch.round(x / sx).clamp(-127, 127).to(torch.int8)
-            y = torch._int_mm(xq, self.wq).float() * sx
-        y = y * self.w_scale
-        if self.bias is not None:
-            y = y + self.bias
-        return y.reshape(*shape[:-1], -1)
-
-
-def activation_maxima(model: nn.Module, embed, texts: list[str]) -> dict[str, torch.Tensor]:
-    """Per input channel, the largest |activation| each Linear saw on ``texts``."""
-    seen: dict[str, torch.Tensor] = {}
-    hooks = []
-    for name, m in model.named_modules():
-        if isinstance(m, nn.Linear):
-            def hook(_, inputs, name=name):
-                a = inputs[0].detach().abs().reshape(-1, inputs[0].shape[-1]).amax(0)
-                seen[name] = torch.maximum(seen[name], a) if name in seen else a
-            hooks.append(m.register_forward_pre_hook(hook))
-    with torch.no_grad():
-        for i in range(0, len(texts), 16):
-            embed(texts[i:i + 16])
-    for h in hooks:
-        h.remove()
-    return seen
-
-
-def quantize(model: nn.Module, maxima: dict[str, torch.Tensor] | None, *, alpha: float = 0.5,
-             asym: str | None = None, keep: str | None = None) -> nn.Module:
-    """Every encoder Linear (not the pooler) as ``Int8Linear``, in place; ``keep``: names
-    (regex) left fp32; ``asym``: names (regex) quantized with a zero point."""
-    for parent_name, parent in list(model.named_modules()):
-        for child_name, child in list(parent.named_children()):
-            name = f"{parent_name}.{child_name}" if parent_name else child_name
-            if not isinstance(child, nn.Linear) or "pooler" in name:
-                continue
-            if keep and re.search(keep, name):
-                continue
-            setattr(parent, child_name, Int8Linear(
-                child, None if maxima is None else maxima[name], alpha,
-                bool(asym and re.search(asym, name))))
-    return model
-
+from adapters.encoders.int8_rows import ASYMMETRIC, activation_maxima, quantize
 
 VARIANTS = {
     "fp32": None,
     "sym": dict(smooth=False),
     "sq": dict(smooth=True),
-    "sq-asym": dict(smooth=True, asym=FFN_OUT),
-    "sq-ffn32": dict(smooth=True, keep=FFN_OUT),
+    "sq-asym": dict(smooth=True, asymmetric=ASYMMETRIC),  # what torch-int8-rows serves
+    "sq-ffn32": dict(smooth=True, keep=ASYMMETRIC),
+    "bf16-rows": "bf16-rows",  # the opt-in runtime torch-bf16-rows, for comparison
 }
 
 
@@ -193,13 +116,17 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for name in args.variants:
         spec = VARIANTS[name]
-        model = copy.deepcopy(enc.model).eval()
-        model.set_attn_implementation(row_attention.register())
-        if spec is not None:
-            maxima = (activation_maxima(model, embed_with(model), list(HELDOUT_TEXTS))
-                      if spec["smooth"] else None)
-            quantize(model, maxima, asym=spec.get("asym"), keep=spec.get("keep"))
-        embed = embed_with(model)
+        if spec == "bf16-rows":
+            twin = enc.with_dtype("bfloat16", row_attention=True)
+            embed = lambda texts, twin=twin: twin.embed(texts).float().numpy()  # noqa: E731
+        else:
+            model = copy.deepcopy(enc.model).eval()
+            model.set_attn_implementation(row_attention.register())
+            if spec is not None:
+                maxima = (activation_maxima(model, embed_with(model), list(HELDOUT_TEXTS))
+                          if spec["smooth"] else None)
+                quantize(model, maxima, asymmetric=spec.get("asymmetric"), keep=spec.get("keep"))
+            embed = embed_with(model)
         gate = _drift(ref_sample, embed(sample))
         wide_drift = _drift(ref_wide, embed(wide))
         alone = np.concatenate([embed([t]) for t in sample])

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from adapters.encoders.text import has_bf16_matrix_units
+from adapters.encoders.text import has_bf16_matrix_units, has_int8_dot_products
 from export.runtimes import invariance
 from export.lora_graph import parity_adapters
 from export.runtimes.auto import GATE, Candidate, choose, fixed_sample
@@ -190,3 +190,66 @@ def test_row_attention_computes_the_same_attention_as_sdpa(backbone):
         model.set_attn_implementation(row_attention.register())
         got = backbone.forward(batch, model)
     assert float((ref - got).abs().max()) < 1e-5
+
+
+# -- torch-int8-rows (adapters/encoders/int8_rows.py): exact int32 GEMMs, per-token scales ------
+@pytest.fixture(scope="module")
+def int8_rows(backbone):
+    from pathlib import Path
+
+    from export.runtimes import RuntimeOptions, get_runtime
+
+    return get_runtime("torch-int8-rows").open(backbone, RuntimeOptions(Path("unused")))
+
+
+def test_int8_linear_answers_a_row_alike_in_any_batch_and_close_to_fp32():
+    """The GEMM is int8 x int8 into int32, exact, and each row has its own activation scale:
+    a row's output is bitwise the same alone and among others, whatever their range (here a
+    neighbour 1000x larger: one scale per batch, dynamic int8's, would lose this row)."""
+    import torch
+
+    from adapters.encoders.int8_rows import Int8Linear
+
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(384, 1536)
+    x = torch.randn(5, 384)
+    for asymmetric in (False, True):
+        q = Int8Linear(lin, act_max=x.abs().amax(0), asymmetric=asymmetric)
+        alone = q(x[:1])
+        batch = q(torch.cat([x[:1], 1000 * x[1:]]))
+        assert torch.equal(alone[0], batch[0]), asymmetric
+        with torch.no_grad():
+            want = lin(x[:1])
+        assert torch.allclose(alone, want, atol=0.05 * want.abs().max()), asymmetric
+
+
+@pytest.mark.skipif(not has_int8_dot_products(), reason="no int8 dot-product units on this CPU")
+def test_int8_rows_passes_the_admission_bitwise(backbone, int8_rows):
+    """torch-int8-rows: auto's own admission (the accuracy gate, then the invariance check
+    bare and with LoRA rows of three ranks) accepts it, and the rows are BITWISE equal alone
+    and in mixed batches (measured max diff 0, mean drift 8.5e-4 against the gate's 1e-3)."""
+    from export.runtimes.auto import admit, measure
+
+    ref = backbone.embed(SAMPLE).numpy()
+    trial = measure("torch-int8-rows", int8_rows, ref, SAMPLE, GATE)
+    admit(trial, int8_rows, SAMPLE, parity_adapters(backbone))
+    assert trial.passed, trial.why_not()
+    assert trial.batch_max_diff == 0.0
+    assert 0.995 <= trial.min_cosine < 0.9999  # int8: close, not the fp32 weights by mistake
+
+
+@pytest.mark.skipif(not has_int8_dot_products(), reason="no int8 dot-product units on this CPU")
+def test_int8_rows_applies_lora_rows_like_fp32(backbone, int8_rows):
+    """The LoRA routing hooks sit on the int8 modules: each adapter moves its rows as it does
+    on fp32 (the update itself stays fp32), and a bare row in the same call does not move."""
+    adapters = [w for w in parity_adapters(backbone) if w is not None]
+    texts = SAMPLE[:len(adapters)] + [SAMPLE[-1]]
+    rows = adapters + [None]
+    got = np.asarray(int8_rows.embed(texts, rows))
+    bare = np.asarray(int8_rows.embed(texts))
+    want = np.asarray(backbone.embed(texts, rows))
+    for i, w in enumerate(rows):
+        moved = float(np.abs(got[i] - bare[i]).max())
+        assert (moved > 1e-3) if w is not None else (moved == 0.0), (i, moved)
+        cos = float(got[i] @ want[i] / np.linalg.norm(got[i]) / np.linalg.norm(want[i]))
+        assert cos > 0.99, (i, cos)

@@ -20,6 +20,7 @@ from export.runtimes.auto import auto, serving_encoder
     ("onnx", "none", "onnx-fp32"),
     ("onnx", "int8", "onnx-int8"),
     ("torch-bf16-rows", "none", "torch-bf16-rows"),
+    ("torch-int8-rows", "none", "torch-int8-rows"),
 ])
 def test_the_settings_choose_a_registered_runtime(runtime, quantize, name):
     assert base.selected_by(runtime, quantize).name == name
