@@ -128,16 +128,19 @@ def torch_outputs(module: nn.Module, config: OnnxConfig, case: Case) -> list[np.
 
 
 def check_parity(module: nn.Module, session: Any, config: OnnxConfig, cases: Sequence[Case],
-                 quantize: str = "none") -> ParityReport:
-    """Run ``cases`` through PyTorch ``module`` (fp32) and the onnxruntime ``session``."""
+                 quantize: str = "none",
+                 references: Sequence[list[np.ndarray]] | None = None) -> ParityReport:
+    """Run ``cases`` through PyTorch ``module`` (fp32) and the onnxruntime ``session``.
+    ``references``: ``torch_outputs`` of each case, when the caller already has them (an int8
+    export checks one graph per recipe against the same PyTorch outputs)."""
     ci = config.outputs.index(config.checked_output)
     report = ParityReport(quantize=quantize, checked_output=config.checked_output)
     diffs = {o: 0.0 for o in config.outputs}
     agree, cosines, own_agree, held_agree = [], [], [], []
-    for case in cases:
+    for k, case in enumerate(cases):
         name, feed = case
         rows = int(next(iter(feed.values())).shape[0])
-        ref = torch_outputs(module, config, case)
+        ref = references[k] if references is not None else torch_outputs(module, config, case)
         got = session.run(list(config.outputs), feed)
         for o, r, g in zip(config.outputs, ref, got):
             if r.shape != g.shape:

@@ -14,7 +14,7 @@ from torch import nn
 
 from .graph import export_onnx, fuse_transformer
 from .onnx_config import OnnxConfig, Quantize
-from .parity import Case, ParityError, ParityReport, check_parity
+from .parity import Case, ParityError, ParityReport, check_parity, torch_outputs
 from .quantize import quantize as quantize_graph
 from .session import create_session
 
@@ -40,11 +40,15 @@ def build_graph(module: nn.Module, config: OnnxConfig, example: tuple[torch.Tens
         model = fuse_transformer(raw, work / "fused.onnx", model_config)
         return model, check_parity(module, create_session(model, providers), config, cases, quantize)
     attempts: list[dict[str, Any]] = []
+    references = None  # PyTorch's outputs: computed at the first check, the same for every recipe
     for i, recipe in enumerate(recipes):
         model = quantize_graph(recipe, raw, work / f"int8-{recipe}.onnx", keep_fp32=keep_fp32,
                                embeddings=embeddings)
+        if references is None:
+            references = [torch_outputs(module, config, case) for case in cases]
         try:
-            report = check_parity(module, create_session(model, providers), config, cases, quantize)
+            report = check_parity(module, create_session(model, providers), config, cases,
+                                  quantize, references)
         except ParityError as e:
             e.report.recipe = recipe
             attempts.append({"recipe": recipe, "message": e.message,
