@@ -197,6 +197,9 @@ class TextEncoder:
             serving, lambda texts: self.forward(self.collate(self.prepare(texts)), serving),
             list(calibration))
         int8_rows.quantize(serving, maxima)
+        # one forward now: a backbone whose shapes the int8 GEMM cannot take fails at start-up
+        # with its reason, not at its first request
+        self.forward(self.collate(self.prepare(list(calibration)[:2] or ["a"])), serving)
         twin = copy.copy(self)
         twin.dtype, twin._low = "int8", serving
         return twin
