@@ -54,7 +54,8 @@ class Int8Linear(nn.Module):
         wq = torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8).t().contiguous()
         self.register_buffer("weight_q", wq)  # [in, out]
         self.register_buffer("weight_scale", scale)
-        self.register_buffer("weight_colsum", wq.float().sum(0))
+        # the zero point's term needs the weights' column sums (``asymmetric`` only)
+        self.register_buffer("weight_colsum", wq.float().sum(0) if asymmetric else None)
         self.register_buffer("smooth", smooth)
         self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().float())
         self.asymmetric = asymmetric

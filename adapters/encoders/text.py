@@ -61,24 +61,25 @@ def _max_seq_length(model_dir: Path, tokenizer, config) -> int:
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
+def _has_cpu_flag(*flags: str) -> bool:
+    """Whether /proc/cpuinfo names any of ``flags`` (False where it cannot be read)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(f" {f}" in text for f in flags)
+
+
 def has_bf16_matrix_units() -> bool:
     """Whether this CPU computes bf16 matrix products in hardware (AMX or avx512_bf16).
     Elsewhere PyTorch emulates bf16, slower than fp32."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return " amx_bf16" in flags or " avx512_bf16" in flags
+    return _has_cpu_flag("amx_bf16", "avx512_bf16")
 
 
 def has_int8_dot_products() -> bool:
     """Whether this CPU multiplies int8 matrices in hardware (VNNI or AMX): where it does not,
     ``torch._int_mm`` gains nothing over fp32."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return any(f in flags for f in (" avx512_vnni", " avx_vnni", " amx_int8"))
+    return _has_cpu_flag("avx512_vnni", "avx_vnni", "amx_int8")
 
 
 def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -26,7 +26,8 @@ input), ``sq-ffn32`` (SmoothQuant, FFN output Linear left fp32: no longer exact,
 float rounding), and ``bf16-rows`` (the opt-in runtime torch-bf16-rows, for comparison). Each is measured against PyTorch fp32 (the served reference):
 - the gate of ``auto`` on its fixed sample (min cosine >= 0.995, mean 1-cos <= 1e-3) and the
   same drift on 150 BBC News texts (400 chars) + 100 TREC questions;
-- batch invariance: the fixed sample one text per call vs in mixed, padded calls (max |diff|);
+- batch invariance: the fixed sample one text per call vs in mixed, padded calls (max |diff|,
+  export/runtimes/invariance.py's layouts, bare rows);
 - top-1 agreement of 8-shot logistic-regression heads fitted on fp32 embeddings (TREC,
   BBC News, 3 seeds), predicting 300 held-out texts from each variant's embeddings;
 - rows/s at batch 1 (median over 8 short texts) and batch 32 (the sample twice, best of
@@ -38,7 +39,9 @@ from __future__ import annotations
 import argparse
 import copy
 import statistics
-import time
+import tempfile
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -55,20 +58,6 @@ VARIANTS = {
 }
 
 
-def _drift(ref: np.ndarray, got: np.ndarray) -> tuple[float, float]:
-    cos = np.sum(ref * got, 1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(got, axis=1))
-    return float(cos.min()), float(np.mean(1 - cos))
-
-
-def _rate(fn, texts: list[str], repeats: int) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn(texts)
-        best = min(best, time.perf_counter() - t)
-    return len(texts) / best
-
-
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS))
@@ -80,8 +69,9 @@ def main(argv: list[str] | None = None) -> None:
     from adapters import TextEncoder
     from adapters.encoders import row_attention
     from benchmarks.datasets import bbc_news, trec_coarse
-    from export.runtimes.auto import fixed_sample
+    from export.runtimes.auto import _drift, _rate, fixed_sample  # what auto's gate measures
     from export.runtimes.base import RuntimeOptions, get_runtime, open_runtime
+    from export.runtimes.invariance import check
     from export.sample import HELDOUT_TEXTS
 
     torch.set_num_threads(1)
@@ -110,10 +100,9 @@ def main(argv: list[str] | None = None) -> None:
             heads.append((texts, clf.predict(fp32(texts)), clf))
 
     onnx = open_runtime(get_runtime("onnx-fp32"), enc, RuntimeOptions(
-        __import__("pathlib").Path(__import__("tempfile").mkdtemp()), threads=1, lora=False))
+        Path(tempfile.mkdtemp()), threads=1, lora=False))
     b32, b1 = (sample * 2)[:32], sample[:8]
     speed_ref = {"torch fp32": fp32, "onnx fp32": lambda t: onnx.embed(t).numpy()}
-    rows = []
     for name in args.variants:
         spec = VARIANTS[name]
         if spec == "bf16-rows":
@@ -129,15 +118,12 @@ def main(argv: list[str] | None = None) -> None:
             embed = embed_with(model)
         gate = _drift(ref_sample, embed(sample))
         wide_drift = _drift(ref_wide, embed(wide))
-        alone = np.concatenate([embed([t]) for t in sample])
-        mixed = np.concatenate([embed(sample[i:i + 11]) for i in range(0, len(sample), 11)])
-        invariance = float(np.abs(alone - mixed).max())
+        invariance = check(SimpleNamespace(embed=embed), sample).max_diff  # admission's layouts
         agree = [float(np.mean(clf.predict(embed(texts)) == want)) for texts, want, clf in heads]
         speed = {}
         for label, fn in [(name, embed), *speed_ref.items()]:
             speed[label] = (statistics.median(_rate(fn, [s], 1) for s in b1),
                             _rate(fn, b32, args.rounds))
-        rows.append((name, gate, wide_drift, invariance, agree, speed))
         print(f"{name}: gate min cos {gate[0]:.4f} mean drift {gate[1]:.1e}; wide {wide_drift[0]:.4f}"
               f" / {wide_drift[1]:.1e}; alone vs mixed {invariance:.1e}; head agreement min "
               f"{min(agree):.3f} mean {np.mean(agree):.4f}; rows/s b1 / b32: "
