@@ -1,6 +1,6 @@
 """A fork server for training workers: ``python -m adapters.forkserver --fd N MODULE...``.
 
-It imports the given modules once (torch, transformers' BERT modules, the kinds: what a
+It imports the given modules once (torch, the backbone's modules, the kinds: what a
 training worker needs), then forks one child per request, which calls ``main()`` of the
 requested module with the request's pipes as its stdin, stdout and stderr. A job's worker
 then starts in ~0.25 s and ~0.26 CPU s instead of ~3.8 s and ~4.0 CPU s of a fresh

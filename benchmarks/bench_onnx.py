@@ -28,11 +28,11 @@ BUDGET_S = 1.5  # time per (backend, length, batch) cell after warm-up
 MAX_REPEATS = 15
 
 
-def _ids(tokenizer, texts: list[str], length: int, rows: int) -> tuple[np.ndarray, np.ndarray]:
+def _ids(backbone, texts: list[str], length: int, rows: int) -> tuple[np.ndarray, np.ndarray]:
     """``rows`` real texts tokenised and cut to exactly ``length`` tokens (no padding)."""
     out = []
     for t in texts:
-        ids = tokenizer(t, truncation=True, max_length=length)["input_ids"]
+        ids = backbone.prepare([t], length)[0]
         if len(ids) == length:
             out.append(ids)
         if len(out) == rows:
@@ -93,7 +93,7 @@ def speed(backbone, sessions: dict) -> list[dict]:
     long_src = [t for t in bbc_news().texts[:200]]
     rows = []
     for lname, length in LENGTHS.items():
-        ids, mask = _ids(backbone.tokenizer, short_src if lname == "short" else long_src, length, 32)
+        ids, mask = _ids(backbone, short_src if lname == "short" else long_src, length, 32)
         for batch in BATCHES:
             i, m = ids[:batch], mask[:batch]
             ti, tm = torch.from_numpy(i), torch.from_numpy(m)

@@ -164,7 +164,7 @@ def main(data_path: Path, out: Path) -> str:
         sessions["ort_int8"] = create_session(graphs["int8"], [CUDA])
     rows = []
     for lname, length in LENGTHS.items():
-        ids, mask = _ids(backbone.tokenizer, data[lname], length, 32)
+        ids, mask = _ids(backbone, data[lname], length, 32)
         ids128 = np.concatenate([ids] * 4)
         mask128 = np.concatenate([mask] * 4)
         for batch in (*BATCHES, 128):

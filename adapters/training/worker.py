@@ -49,13 +49,25 @@ __all__ = ["TrainingFailed", "WorkerConfig", "train_in_subprocess"]
 log = logging.getLogger("tailor")
 
 WORKER = "adapters.worker_main"
-# What the fork server imports: transformers loads its models lazily, so the BERT modules
+# What the fork server imports. The default text backbone is Tailor's own BERT
+# (adapters/encoders/bert.py), which needs torch, safetensors and tokenizers only. Any other
+# backbone loads through transformers, which loads its models lazily, so the BERT modules
 # (and what they pull in: dynamo, distributed tensors) are named, or every child would still
 # import them; an image or audio backbone's model module is imported by its child.
-PRELOAD = ("torch", "transformers", "transformers.modeling_utils",
-           "transformers.models.bert.modeling_bert", "transformers.models.auto.modeling_auto",
-           "transformers.models.auto.tokenization_auto", "safetensors.torch", "adapters.encoders",
-           "adapters.encoders.text", "adapters.kinds", WORKER)
+PRELOAD = ("torch", "safetensors.torch", "tokenizers", "adapters.encoders",
+           "adapters.encoders.text", "adapters.encoders.bert", "adapters.kinds", WORKER)
+TRANSFORMERS = ("transformers", "transformers.modeling_utils",
+                "transformers.models.bert.modeling_bert", "transformers.models.auto.modeling_auto",
+                "transformers.models.auto.tokenization_auto")
+
+
+def preload(backbone_path: str | None) -> tuple[str, ...]:
+    """The fork server's imports for a job on ``backbone_path`` (None: the embedded default)."""
+    from ..encoders import bert
+
+    if backbone_path is None or bert.native(Path(backbone_path)):
+        return PRELOAD
+    return TRANSFORMERS + PRELOAD
 
 
 def start_worker(spec: WorkerSpec) -> Child:
@@ -63,7 +75,7 @@ def start_worker(spec: WorkerSpec) -> Child:
     or when the fork server cannot start)."""
     if spec.worker.warm:
         try:
-            return spawn_warm(WORKER, spec, PRELOAD)
+            return spawn_warm(WORKER, spec, preload(spec.backbone_path))
         except OSError as e:
             log.warning("training worker: the fork server did not start (%s); starting the "
                         "worker cold", e)

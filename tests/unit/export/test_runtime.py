@@ -20,11 +20,16 @@ TEXTS = fixed_sample() + ["word " * 600, "", " ", "naïve café déjà vu", "a\t
 
 
 def test_prepare_gives_the_ids_of_the_transformers_tokenizer(backbone):
-    """The Rust tokenizer called directly (no lock, one pass) gives the wrapper's ids,
-    truncation included, at the default and at a shorter max length."""
+    """The Rust tokenizer read from tokenizer.json and called directly (no lock, one pass;
+    adapters/encoders/bert.py) gives transformers' ``AutoTokenizer`` ids, truncation included,
+    at the default and at a shorter max length."""
+    from transformers import AutoTokenizer
+
+    wrapper = AutoTokenizer.from_pretrained(backbone.model_dir, local_files_only=True)
+    assert backbone._pad_id == wrapper.pad_token_id and not backbone._pad_left
     for limit in (None, 16):
-        want = backbone.tokenizer(TEXTS, truncation=True, add_special_tokens=True,
-                                  max_length=limit or backbone.max_length)["input_ids"]
+        want = wrapper(TEXTS, truncation=True, add_special_tokens=True,
+                       max_length=limit or backbone.max_length)["input_ids"]
         assert backbone.prepare(TEXTS, limit) == want
     assert backbone.prepare([]) == []
 
