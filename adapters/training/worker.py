@@ -49,13 +49,20 @@ __all__ = ["TrainingFailed", "WorkerConfig", "train_in_subprocess"]
 log = logging.getLogger("tailor")
 
 WORKER = "adapters.worker_main"
-# What the fork server imports. The default text backbone is Tailor's own BERT
-# (adapters/encoders/bert.py), which needs torch, safetensors and tokenizers only. Any other
-# backbone loads through transformers, which loads its models lazily, so the BERT modules
-# (and what they pull in: dynamo, distributed tensors) are named, or every child would still
-# import them; an image or audio backbone's model module is imported by its child.
-PRELOAD = ("torch", "safetensors.torch", "tokenizers", "adapters.encoders",
-           "adapters.encoders.text", "adapters.encoders.bert", "adapters.kinds", WORKER)
+# What the fork server imports: what a job imports, so that a forked job imports nothing.
+# The default text backbone is Tailor's own BERT (adapters/encoders/bert.py), which needs
+# torch, safetensors and tokenizers only. Training needs more, which transformers' import
+# used to pull in: torch's optimizers load torch._dynamo (and sympy) at their first step,
+# and the heads are fitted with scikit-learn (fitting.py, recipes.py, auto's folds) on
+# scipy; without them here every forked job imported them itself (~1.8 s more per job,
+# benchmarks/RESULTS.md "Server start without transformers"). Any other backbone loads
+# through transformers, which loads its models lazily, so the BERT modules (and what they
+# pull in: dynamo, distributed tensors) are named, or every child would still import them;
+# an image or audio backbone's model module is imported by its child.
+PRELOAD = ("torch", "torch.optim", "torch._dynamo", "safetensors.torch", "tokenizers",
+           "sklearn.linear_model", "sklearn.model_selection", "sklearn.cluster", "sklearn.metrics",
+           "adapters.encoders", "adapters.encoders.text", "adapters.encoders.bert", "adapters.kinds",
+           WORKER)
 TRANSFORMERS = ("transformers", "transformers.modeling_utils",
                 "transformers.models.bert.modeling_bert", "transformers.models.auto.modeling_auto",
                 "transformers.models.auto.tokenization_auto")

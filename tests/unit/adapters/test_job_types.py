@@ -248,3 +248,37 @@ def test_a_job_whose_payload_does_not_parse_fails_with_why_and_publishes_nothing
     assert done["status"] == "failed" and done["error"]["code"] == "invalid_job", done
     assert "kind: Field required" in done["error"]["message"]
     assert engine.list_adapters("default") == []
+
+
+def test_a_forked_job_imports_nothing_heavy_the_fork_server_did_not():
+    """The fork server's PRELOAD holds what a job needs (adapters/training/worker.py): a LoRA
+    job and a head fit, run after importing only PRELOAD, load no heavy module of their own
+    (torch's optimizers load dynamo at their first step, the heads scikit-learn and scipy:
+    ~1.8 s more per forked job when they were missing)."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    script = """
+import importlib, json, sys
+from adapters.training.worker import PRELOAD
+for m in PRELOAD:
+    importlib.import_module(m)
+before = set(sys.modules)
+from adapters.encoders import open_encoder
+from adapters.kinds import build_request, get_kind
+from adapters.validation import Limits
+words = ["goal", "match", "shares", "bank", "phone", "chip"]
+examples = [{"text": f"{w} news item {i}", "label": w[0]} for i in range(3) for w in words]
+enc = open_encoder()
+for name, opts in (("lora", {"epochs": 1}), ("head", {})):
+    kind = get_kind(name)
+    kind.train(enc, build_request(kind, examples, opts, Limits()), progress=lambda *a: None)
+heavy = ("scipy", "sklearn", "sympy", "mpmath", "transformers", "torch._dynamo", "torch.fx")
+print(json.dumps(sorted({m for m in set(sys.modules) - before if m.startswith(heavy)})[:20]))
+"""
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
