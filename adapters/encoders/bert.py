@@ -5,12 +5,13 @@ same parameter names as ``transformers``' ``BertModel``, loaded straight from th
 Why not ``AutoModel``: every process that opens the text backbone (the serving worker, the
 training fork server, ``auto``'s measuring child) paid for ``transformers``' import of its
 modelling code, which pulls in ``torch.distributed.tensor``, ``torch._dynamo`` and
-``scipy.optimize``: measured here (2-core EPYC, torch 2.13, transformers 5.25,
-``benchmarks/bench_startup.py``) the import and load of ``AutoModel`` + ``AutoTokenizer``
-cost ~2.5-3.5 s of CPU more than this module's, in every one of those processes, and its
-forward carries mask-building and output plumbing that a 6-layer encoder at batch 1 notices.
+``scipy.optimize``, and ``AutoTokenizer`` ~1 CPU s more. Measured here (2-core EPYC, torch
+2.13, transformers 5.25; benchmarks/RESULTS.md "The text backbone without transformers"): a
+``bentoml serve`` start to ready 9.0 -> 4.4 s and 8.6 -> 3.7 CPU s, the worker 622 -> 500 MiB,
+a CI run 212 CPU s less; its forward of one short text 11.7 -> 10.0 ms (``BertModel``'s mask
+building, output classes and pooler), the same at 32 rows.
 What it computes is pinned to ``BertModel``'s output by tests/unit/adapters/test_bert.py
-(padded batches, LoRA rows, bf16; within 2e-6 in fp32).
+(padded batches, LoRA rows and gradients, bf16; bitwise equal here, tested to 2e-6).
 
 What it leaves to ``transformers``: anything that is not a plain absolute-position BERT
 (``load`` answers None and the caller uses ``AutoModel``), and the ONNX export, which traces
@@ -36,17 +37,22 @@ SDPA = "sdpa"  # the default attention (``set_attn_implementation``)
 
 @dataclass(frozen=True)
 class BertConfig:
-    """The fields of a BERT ``config.json`` this module reads (the others it checks in ``load``)."""
-    vocab_size: int
-    hidden_size: int
-    num_hidden_layers: int
-    num_attention_heads: int
-    intermediate_size: int
-    max_position_embeddings: int
-    type_vocab_size: int
-    layer_norm_eps: float
+    """The fields of a BERT ``config.json`` this module reads, with ``transformers``'
+    ``BertConfig`` defaults for a field the file leaves out."""
+    vocab_size: int = 30522
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    layer_norm_eps: float = 1e-12
     pad_token_id: int = 0
     model_type: str = "bert"
+
+    @classmethod
+    def read(cls, cfg: dict) -> "BertConfig":
+        return cls(**{f: cfg[f] for f in cls.__dataclass_fields__ if cfg.get(f) is not None})
 
 
 @dataclass(frozen=True)
@@ -66,7 +72,8 @@ def supported(cfg: dict) -> str | None:
         return f"position_embedding_type {cfg.get('position_embedding_type')!r}"
     if cfg.get("is_decoder") or cfg.get("add_cross_attention"):
         return "a decoder"
-    if cfg["hidden_size"] % cfg["num_attention_heads"]:
+    c = BertConfig.read(cfg)
+    if c.hidden_size % c.num_attention_heads:
         return "hidden_size is not a multiple of num_attention_heads"
     return None
 
@@ -221,9 +228,7 @@ def load(model_dir: Path) -> tuple[BertEncoder | None, str]:
     why = why_not(model_dir)
     if why:
         return None, why
-    cfg = json.loads((model_dir / "config.json").read_text())
-    config = BertConfig(**{f: cfg[f] for f in BertConfig.__dataclass_fields__ if f in cfg})
-    model = BertEncoder(config)
+    model = BertEncoder(BertConfig.read(json.loads((model_dir / "config.json").read_text())))
     state = load_file(str(model_dir / "model.safetensors"))
     prefix = "bert." if any(k.startswith("bert.") for k in state) else ""
     state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}

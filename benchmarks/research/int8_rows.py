@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
     from sklearn.linear_model import LogisticRegression
 
     from adapters import TextEncoder
-    from adapters.encoders import row_attention
+    from adapters.encoders import bert
     from benchmarks.datasets import bbc_news, trec_coarse
     from export.runtimes.auto import _drift, _rate, fixed_sample  # what auto's gate measures
     from export.runtimes.base import RuntimeOptions, get_runtime, open_runtime
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> None:
             embed = lambda texts, twin=twin: twin.embed(texts).float().numpy()  # noqa: E731
         else:
             model = copy.deepcopy(enc.model).eval()
-            model.set_attn_implementation(row_attention.register())
+            bert.row_attention_on(model)
             if spec is not None:
                 maxima = (activation_maxima(model, embed_with(model), list(HELDOUT_TEXTS))
                           if spec["smooth"] else None)
