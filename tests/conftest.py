@@ -251,21 +251,43 @@ def pytest_collection_modifyitems(session, config, items):
         raise pytest.UsageError("an e2e test outside tests/e2e/, or an unmarked test inside it "
                                 "(move it, or mark the module `pytestmark = pytest.mark.e2e`): "
                                 + ", ".join(misplaced[:10]))
+    stale = [f for f in MEASURED_S if not (ROOT / f).is_file()]
+    if stale:
+        raise pytest.UsageError(f"MEASURED_S names files that do not exist (renamed?): {stale}")
     items.sort(key=_run_order)  # stable: a file's tests keep their order
 
 
 # Longest first: `make test` spreads whole files over parallel workers (pytest-xdist,
-# ``--dist loadfile --no-loadscope-reorder``) in this order, so the real-server files, which
-# take minutes each, start first and the quick unit files fill the gaps at the end. The
-# container test goes last: it only waits for the background smoke run.
+# ``--dist loadfile --no-loadscope-reorder``) in this order, so the files that take minutes
+# start first and the quick ones fill the gaps at the end (longest-processing-time-first
+# scheduling). The files measured at 20 s or more lead, longest first, whatever their folder:
+# ordered by folder alone, tests/unit/export's three (100, 50 and 50 s of in-process exports)
+# were handed out last and one worker ran them while the other sat idle. Their seconds are
+# the medians of three CI runs on fresh clones (2026-12-07, 2 cores); a stale figure only
+# costs balance. Then the rest by folder, real-server files first. The container test goes
+# last: it only waits for the background smoke run.
+MEASURED_S = {
+    "tests/e2e/test_text_e2e.py": 106, "tests/unit/export/test_onnx_export.py": 104,
+    "tests/e2e/test_adapt_e2e.py": 93, "tests/e2e/test_fuzz.py": 88, "tests/e2e/test_crash.py": 86,
+    "tests/e2e/test_trainer_pool_e2e.py": 85, "tests/e2e/test_monitoring_e2e.py": 59,
+    "tests/e2e/test_onnx_runtime_e2e.py": 52, "tests/unit/export/test_runtime.py": 51,
+    "tests/unit/export/test_invariance.py": 50, "tests/e2e/test_lora_e2e.py": 48,
+    "tests/e2e/test_s3_replicas_e2e.py": 48, "tests/e2e/test_invariance_e2e.py": 49,
+    "tests/e2e/test_update_check_e2e.py": 43, "tests/e2e/test_client_e2e.py": 35,
+    "tests/e2e/test_load.py": 34, "tests/e2e/test_image_e2e.py": 30,
+    "tests/e2e/test_console_e2e.py": 30, "tests/e2e/test_audio_e2e.py": 28,
+    "tests/unit/adapters/test_s3_store.py": 27, "tests/e2e/test_openai_compat.py": 23,
+    "tests/asgi/test_tenants.py": 21,
+}
 FOLDER_ORDER = ("tests/e2e/", "tests/asgi/", "tests/deploy/", "tests/unit/")
 
 
-def _run_order(item) -> tuple[int, int]:
+def _run_order(item) -> tuple[int, float, int]:
     if item.get_closest_marker("container"):
-        return (1, 0)
-    return (0, next((n for n, f in enumerate(FOLDER_ORDER) if item.nodeid.startswith(f)),
-                    len(FOLDER_ORDER)))
+        return (1, 0, 0)
+    path = item.nodeid.split("::", 1)[0]
+    return (0, -MEASURED_S.get(path, 0),
+            next((n for n, f in enumerate(FOLDER_ORDER) if path.startswith(f)), len(FOLDER_ORDER)))
 
 
 def _start_smoke(config) -> None:
