@@ -33,9 +33,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..segments import length_sorted_chunks
-from . import lora
+from . import bert, lora
 from .base import BackboneIdentity, describe_torch, weights_sha256
-from . import bert
 from .bert import BertEncoder, TokenizerFiles
 from .lora import LoraWeights
 
