@@ -26,11 +26,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
-
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from . import row_attention
 
 SDPA = "sdpa"  # the default attention (``set_attn_implementation``)
 
@@ -143,10 +143,7 @@ def _sdpa(module, q, k, v, mask, scaling) -> tuple[torch.Tensor, None]:
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scaling).transpose(1, 2), None
 
 
-def _implementations() -> dict[str, Callable]:
-    from . import row_attention
-
-    return {SDPA: _sdpa, row_attention.NAME: row_attention.row_attention}
+ATTENTION = {SDPA: _sdpa, row_attention.NAME: row_attention.row_attention}
 
 
 class BertEncoder(nn.Module):
@@ -162,10 +159,10 @@ class BertEncoder(nn.Module):
 
     def set_attn_implementation(self, name: str) -> None:
         """"sdpa" (the default) or row_attention.NAME (row by row on each row's real tokens)."""
-        impls = _implementations()
-        if name not in impls:
-            raise ValueError(f"attention implementation must be one of {', '.join(impls)}, got {name!r}")
-        self._attn_name, self._attn = name, impls[name]
+        if name not in ATTENTION:
+            raise ValueError(f"attention implementation must be one of {', '.join(ATTENTION)}, "
+                             f"got {name!r}")
+        self._attn_name, self._attn = name, ATTENTION[name]
 
     @property
     def attn_implementation(self) -> str:
@@ -201,18 +198,17 @@ class BertEncoder(nn.Module):
 def row_attention_on(model: nn.Module) -> None:
     """Make ``model`` (a ``BertEncoder`` or a transformers model) attend row by row on each
     row's real tokens (row_attention.py)."""
-    from . import row_attention
-
     model.set_attn_implementation(row_attention.NAME if isinstance(model, BertEncoder)
                                   else row_attention.register())
 
 
-def why_not(model_dir: Path) -> str | None:
+def why_not(model_dir: Path, cfg: dict | None = None) -> str | None:
     """None when this module serves the folder's model (a plain BERT in model.safetensors);
-    else why not, and ``TextEncoder`` loads it with ``AutoModel``. Reads config.json only."""
+    else why not, and ``TextEncoder`` loads it with ``AutoModel``. ``cfg``: the folder's
+    config.json when the caller has read it already."""
     if not (model_dir / "model.safetensors").exists():
         return "no model.safetensors"
-    return supported(json.loads((model_dir / "config.json").read_text()))
+    return supported(cfg if cfg is not None else json.loads((model_dir / "config.json").read_text()))
 
 
 def native(model_dir: Path) -> bool:
@@ -225,10 +221,11 @@ def load(model_dir: Path) -> tuple[BertEncoder | None, str]:
     (None, why) when this module does not compute that model (the caller uses ``AutoModel``)."""
     from safetensors.torch import load_file
 
-    why = why_not(model_dir)
+    cfg = json.loads((model_dir / "config.json").read_text())
+    why = why_not(model_dir, cfg)
     if why:
         return None, why
-    model = BertEncoder(BertConfig.read(json.loads((model_dir / "config.json").read_text())))
+    model = BertEncoder(BertConfig.read(cfg))
     state = load_file(str(model_dir / "model.safetensors"))
     prefix = "bert." if any(k.startswith("bert.") for k in state) else ""
     state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
