@@ -98,6 +98,13 @@ def build_module(encoder: TorchEncoder, stored: StoredAdapter) -> nn.Module:
     return Classifier(encoder.graph_module(copy), adapter.head).eval()
 
 
+# The graph goes into the zip uncompressed: its weights are floats (or int8) that deflate
+# shrinks by 8% (fp32, 90 MB -> 83 MB) or 7% (int8), for 3.1 or 0.8 CPU s of an export's ~16
+# (measured 2026-12-07 on the default backbone); unzipping it is faster too. The text files
+# (tokenizer, manifest, README) are deflated.
+GRAPH_ZIP = zipfile.ZIP_STORED
+
+
 def export_bundle(encoder: TorchEncoder, store: Store, tenant: str, name: str,
                   version: int | None = None, *, quantize: str = "none",
                   dest_dir: str | Path | None = None, config: OnnxConfig | None = None,
@@ -158,7 +165,7 @@ def export_bundle(encoder: TorchEncoder, store: Store, tenant: str, name: str,
         tmp_zip = work / "bundle.zip"
         with zipfile.ZipFile(tmp_zip, "w", compression=zipfile.ZIP_DEFLATED) as z:
             for p in sorted(files.iterdir()):
-                z.write(p, p.name)
+                z.write(p, p.name, compress_type=GRAPH_ZIP if p.suffix == ".onnx" else None)
         final = dest / bundle_filename(m.name, m.version, quantize)
         os.replace(tmp_zip, final)
         return ExportResult(final, manifest)

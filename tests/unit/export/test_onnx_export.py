@@ -71,6 +71,11 @@ def test_bundle_layout_and_manifest(engine, bundle):
     for case in ("one_token", "one_word", "max_length", "batch_1", "batch_16_mixed"):
         assert case in p["cases"]
     assert p["cases"]["batch_16_mixed"] == 16
+    # the graph is stored (its weights do not deflate: export/bundle.py), the text deflated
+    with zipfile.ZipFile(result.path) as z:
+        methods = {i.filename: i.compress_type for i in z.infolist()}
+    assert methods.pop("model.onnx") == zipfile.ZIP_STORED
+    assert set(methods.values()) == {zipfile.ZIP_DEFLATED}, methods
 
 
 def _run_no_torch(code: str, cwd: Path, stdin: str = "") -> subprocess.CompletedProcess:
