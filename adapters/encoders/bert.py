@@ -14,18 +14,23 @@ What it computes is pinned to ``BertModel``'s output by tests/unit/adapters/test
 (padded batches, LoRA rows and gradients, bf16; bitwise equal here, tested to 2e-6).
 
 What it leaves to ``transformers``: anything that is not a plain absolute-position BERT
-(``load`` answers None and the caller uses ``AutoModel``), and the ONNX export, which traces
-``BertModel`` itself (``TextEncoder.fresh_model``) so that onnxruntime's BERT fusions see the
-graph they know. Parameter names are ``BertModel``'s (``encoder.layer.N.attention.self.query``
-...): LoRA targets, int8 replacement and the export's weight copies find the same modules.
-No dropout and no pooler: the backbone is frozen and always in ``eval()``, and Tailor pools
-the last hidden state itself.
+(``load`` answers None and the caller uses ``AutoModel``). The ONNX export traces this module
+too, in eager attention (``TextEncoder.fresh_model``): its modules, their names and their ops
+are ``BertModel``'s, so the traced graph names every node as ``BertModel``'s does and
+onnxruntime's BERT fusions turn it into the same fused graph (tested node for node), and an
+export no longer imports ``transformers``' modelling code (~3 CPU s a process). Parameter
+names are ``BertModel``'s (``encoder.layer.N.attention.self.query`` ...): LoRA targets, int8
+replacement and the export's weight copies find the same modules. No dropout and no pooler:
+the backbone is frozen and always in ``eval()``, and Tailor pools the last hidden state itself.
 """
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -33,6 +38,9 @@ from torch import nn
 from . import row_attention
 
 SDPA = "sdpa"  # the default attention (``set_attn_implementation``)
+EAGER = "eager"  # plain MatMul/Softmax: what the ONNX export traces
+# an attention function: (SelfAttention, q, k, v, mask, scaling) -> ([batch, seq, heads, dim], None)
+Attend = Callable[..., tuple[torch.Tensor, None]]
 
 
 @dataclass(frozen=True)
@@ -87,6 +95,14 @@ class SelfAttention(nn.Module):
         self.key = nn.Linear(c.hidden_size, c.hidden_size)
         self.value = nn.Linear(c.hidden_size, c.hidden_size)
 
+    def forward(self, h: torch.Tensor, mask: torch.Tensor | None, attend: Attend) -> torch.Tensor:
+        batch, seq, _ = h.shape
+        shape = (batch, seq, self.heads, self.head_dim)
+        q = self.query(h).view(shape).transpose(1, 2)
+        k = self.key(h).view(shape).transpose(1, 2)
+        v = self.value(h).view(shape).transpose(1, 2)
+        return attend(self, q, k, v, mask, self.scaling)[0].reshape(batch, seq, -1).contiguous()
+
 
 class Output(nn.Module):
     """dense -> LayerNorm(residual + .): ``BertSelfOutput`` and ``BertOutput``."""
@@ -106,11 +122,17 @@ class Attention(nn.Module):
         self.self = SelfAttention(c)
         self.output = Output(c.hidden_size, c.hidden_size, c.layer_norm_eps)
 
+    def forward(self, h: torch.Tensor, mask: torch.Tensor | None, attend: Attend) -> torch.Tensor:
+        return self.output(self.self(h, mask, attend), h)
+
 
 class Intermediate(nn.Module):
     def __init__(self, c: BertConfig):
         super().__init__()
         self.dense = nn.Linear(c.hidden_size, c.intermediate_size)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return F.gelu(self.dense(h))
 
 
 class Layer(nn.Module):
@@ -120,6 +142,10 @@ class Layer(nn.Module):
         self.intermediate = Intermediate(c)
         self.output = Output(c.intermediate_size, c.hidden_size, c.layer_norm_eps)
 
+    def forward(self, h: torch.Tensor, mask: torch.Tensor | None, attend: Attend) -> torch.Tensor:
+        h = self.attention(h, mask, attend)
+        return self.output(self.intermediate(h), h)
+
 
 class Embeddings(nn.Module):
     def __init__(self, c: BertConfig):
@@ -128,12 +154,27 @@ class Embeddings(nn.Module):
         self.position_embeddings = nn.Embedding(c.max_position_embeddings, c.hidden_size)
         self.token_type_embeddings = nn.Embedding(c.type_vocab_size, c.hidden_size)
         self.LayerNorm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
+        # a slice of this table, as BertEmbeddings takes it: traced, it is the pattern
+        # onnxruntime's EmbedLayerNormalization fusion looks for (an arange is not)
+        self.register_buffer("position_ids", torch.arange(c.max_position_embeddings)[None],
+                             persistent=False)
+
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
+        positions = self.position_ids[:, :input_ids.shape[1]]
+        # the order of BertEmbeddings' sums (float addition is not associative)
+        h = self.word_embeddings(input_ids) + self.token_type_embeddings(token_type_ids)
+        return self.LayerNorm(h + self.position_embeddings(positions))
 
 
 class Encoder(nn.Module):
     def __init__(self, c: BertConfig):
         super().__init__()
         self.layer = nn.ModuleList(Layer(c) for _ in range(c.num_hidden_layers))
+
+    def forward(self, h: torch.Tensor, mask: torch.Tensor | None, attend: Attend) -> torch.Tensor:
+        for layer in self.layer:
+            h = layer(h, mask, attend)
+        return h
 
 
 def _sdpa(module, q, k, v, mask, scaling) -> tuple[torch.Tensor, None]:
@@ -143,7 +184,18 @@ def _sdpa(module, q, k, v, mask, scaling) -> tuple[torch.Tensor, None]:
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scaling).transpose(1, 2), None
 
 
-ATTENTION = {SDPA: _sdpa, row_attention.NAME: row_attention.row_attention}
+def _eager(module, q, k, v, mask, scaling) -> tuple[torch.Tensor, None]:
+    """Attention as plain MatMul/Softmax, for the ONNX export (``TextEncoder.fresh_model``):
+    traced, onnxruntime's transformer optimizer fuses it into its Attention op, as it does
+    ``BertModel``'s graph (the same fused graph, node for node). ``mask`` is BERT's additive
+    float mask [batch, 1, 1, seq] (0 where attended), always given. The scores are divided by
+    sqrt(head_dim), not multiplied by ``scaling``: two Mul parents of the mask's Add would
+    make the optimizer match the scores' Mul as the mask and fuse nothing."""
+    scores = torch.matmul(q, k.transpose(2, 3)) / math.sqrt(module.head_dim) + mask
+    return torch.matmul(torch.softmax(scores, dim=-1), v).transpose(1, 2), None
+
+
+ATTENTION = {SDPA: _sdpa, EAGER: _eager, row_attention.NAME: row_attention.row_attention}
 
 
 class BertEncoder(nn.Module):
@@ -158,7 +210,8 @@ class BertEncoder(nn.Module):
         self._attn_name, self._attn = SDPA, _sdpa
 
     def set_attn_implementation(self, name: str) -> None:
-        """"sdpa" (the default) or row_attention.NAME (row by row on each row's real tokens)."""
+        """"sdpa" (the default), "eager" (what the ONNX export traces) or row_attention.NAME
+        (row by row on each row's real tokens)."""
         if name not in ATTENTION:
             raise ValueError(f"attention implementation must be one of {', '.join(ATTENTION)}, "
                              f"got {name!r}")
@@ -171,28 +224,18 @@ class BertEncoder(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None) -> EncoderOutput:
         batch, seq = input_ids.shape
-        e = self.embeddings
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
-        positions = torch.arange(seq, device=input_ids.device).unsqueeze(0)
-        # the order of BertEmbeddings' sums (float addition is not associative)
-        h = e.word_embeddings(input_ids) + e.token_type_embeddings(token_type_ids)
-        h = e.LayerNorm(h + e.position_embeddings(positions))
-        # transformers' bidirectional mask: None when no row is padded (SDPA then takes its
-        # unmasked path), else boolean [batch, 1, query, key]
-        mask = None
-        if attention_mask is not None and not bool(attention_mask.all()):
+        h = self.embeddings(input_ids, token_type_ids)
+        if self._attn_name == EAGER:  # BERT's additive mask, always (the traced graph's)
+            keep = torch.ones_like(input_ids) if attention_mask is None else attention_mask
+            mask = (1.0 - keep[:, None, None, :].to(h.dtype)) * torch.finfo(h.dtype).min
+        elif attention_mask is not None and not bool(attention_mask.all()):
+            # transformers' bidirectional mask, boolean [batch, 1, query, key]
             mask = attention_mask.bool()[:, None, None, :].expand(batch, 1, seq, seq)
-        for layer in self.encoder.layer:
-            sa = layer.attention.self
-            shape = (batch, seq, sa.heads, sa.head_dim)
-            q = sa.query(h).view(shape).transpose(1, 2)
-            k = sa.key(h).view(shape).transpose(1, 2)
-            v = sa.value(h).view(shape).transpose(1, 2)
-            a = self._attn(sa, q, k, v, mask, sa.scaling)[0].reshape(batch, seq, -1).contiguous()
-            h = layer.attention.output(a, h)
-            h = layer.output(F.gelu(layer.intermediate.dense(h)), h)
-        return EncoderOutput(h)
+        else:  # no row padded: SDPA takes its unmasked path
+            mask = None
+        return EncoderOutput(self.encoder(h, mask, self._attn))
 
 
 def row_attention_on(model: nn.Module) -> None:

@@ -35,7 +35,7 @@ from torch import nn
 from ..segments import length_sorted_chunks
 from . import bert, lora
 from .base import BackboneIdentity, describe_torch, weights_sha256
-from .bert import BertEncoder, TokenizerFiles
+from .bert import TokenizerFiles
 from .lora import LoraWeights
 
 TokenIds = list[int]
@@ -320,19 +320,14 @@ class TextEncoder:
 
     # -- copies for export -------------------------------------------------------------
     def fresh_model(self) -> nn.Module:
-        """A copy of the backbone in fp32 for exports and merges (they happen here only): as
-        ``transformers``' module, whose graph onnxruntime's BERT fusions know, loaded from the
-        same files where Tailor's own BERT serves (bert.py; the weights never change)."""
-        if isinstance(self.model, BertEncoder):
-            from transformers import AutoModel
-
-            model = AutoModel.from_pretrained(self.model_dir, local_files_only=True)
-        else:
-            model = copy.deepcopy(self.model)
-        model = model.to("cpu").float().eval()
+        """A copy of the backbone in fp32 for exports and merges (they happen here only).
+        Eager attention traces to plain MatMul/Softmax that onnxruntime fuses into Attention;
+        the SDPA path traces extra mask plumbing. Same maths (checked by the parity step).
+        Tailor's own BERT in eager mode traces to the graph ``BertModel`` does: the fused
+        graph is the same, node for node (tests/unit/adapters/test_bert.py), and an export
+        imports no ``transformers`` modelling code (~3 CPU s)."""
+        model = copy.deepcopy(self.model).to("cpu").float().eval()
         model.requires_grad_(False)
-        # eager attention traces to plain MatMul/Softmax that onnxruntime fuses into Attention;
-        # the SDPA path traces extra mask plumbing. Same maths (checked by the parity step).
         if hasattr(model, "set_attn_implementation"):
             model.set_attn_implementation("eager")
         return model

@@ -94,15 +94,47 @@ def test_an_unknown_attention_is_refused(backbone):
     assert backbone.model.attn_implementation == bert.SDPA
 
 
-def test_the_export_copy_is_transformers_bert_with_the_same_weights(backbone):
-    """onnxruntime's BERT fusions know BertModel's traced graph: exports trace that."""
+def test_the_export_copy_traces_to_bert_models_fused_graph(backbone, tmp_path):
+    """The export traces Tailor's BERT in eager mode (``fresh_model``): its raw graph names
+    every node as ``BertModel``'s does (int8's fp32 node list and the head's ``keep_fp32``
+    go by name), onnxruntime's optimizer fuses it into the same graph, op for op and
+    weight for weight, and it answers what ``BertModel`` answers."""
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+
+    from adapters.encoders.text import SentenceGraph
+    from export.graph import example_inputs, export_onnx, fuse_transformer
+    from export.onnx_config import SENTENCE_ENCODER
+
     model = backbone.fresh_model()
-    assert type(model).__name__ == "BertModel"
-    ours = backbone.model.state_dict()
-    for name, p in model.state_dict().items():
-        if name in ours:
-            assert torch.equal(p, ours[name]), name
-    assert set(ours) <= set(model.state_dict())
+    assert isinstance(model, bert.BertEncoder) and model.attn_implementation == bert.EAGER
+    assert model is not backbone.model and backbone.model.attn_implementation == bert.SDPA
+    from transformers import AutoModel
+
+    theirs = AutoModel.from_pretrained(backbone.model_dir, local_files_only=True).eval()
+    theirs.set_attn_implementation("eager")  # what exports traced before
+    graphs = {}
+    for name, m in (("ours", model), ("theirs", theirs)):
+        raw = export_onnx(SentenceGraph(m), SENTENCE_ENCODER, tmp_path / f"{name}.onnx",
+                          example_inputs(backbone))
+        matmuls = sorted(n.name for n in onnx.load(str(raw)).graph.node if n.op_type == "MatMul")
+        fused = onnx.load(str(fuse_transformer(raw, tmp_path / f"{name}-fused.onnx", m.config)))
+        graphs[name] = (matmuls, [n.op_type for n in fused.graph.node],
+                        sorted(tuple(i.dims) for i in fused.graph.initializer),
+                        ort.InferenceSession(fused.SerializeToString(), providers=["CPUExecutionProvider"]))
+    (m1, ops1, w1, s1), (m2, ops2, w2, s2) = graphs["ours"], graphs["theirs"]
+    assert m1 == m2 and "/model/encoder/layer.0/intermediate/dense/MatMul" in m1
+    assert ops1 == ops2 and ops1.count("Attention") == backbone.model.config.num_hidden_layers
+    assert "EmbedLayerNormalization" in ops1 and w1 == w2
+    feed = backbone.collate_np(backbone.prepare(TEXTS))
+    a, b = s1.run(None, feed)[0], s2.run(None, feed)[0]
+    assert float(np.abs(a - b).max()) <= 1e-6
+    # and the eager PyTorch forward equals the served one
+    batch = backbone.collate(backbone.prepare(TEXTS))
+    with torch.inference_mode():
+        diff = backbone.forward(batch, model) - backbone.forward(batch, backbone.model)
+    assert float(diff.abs().max()) <= 2e-6
 
 
 @pytest.fixture
@@ -159,9 +191,16 @@ def test_a_tokenizer_it_does_not_read_falls_back_to_auto_tokenizer(tiny_bert):
     assert preload(None) == PRELOAD and preload(str(tiny_bert)) == TRANSFORMERS + PRELOAD
 
 
-def test_opening_the_default_backbone_imports_no_transformers():
-    """The serving worker, the training fork server and auto's measuring child open it."""
-    code = ("import sys; from adapters import open_encoder; e = open_encoder(); e.warm_up(); "
+def test_opening_the_default_backbone_and_exporting_it_import_no_transformers():
+    """The serving worker, the training fork server and auto's measuring child open it;
+    exports (bundles, the onnxruntime runtime's graphs) trace its fresh copy."""
+    code = ("import sys, tempfile, pathlib; from adapters import open_encoder; "
+            "from adapters.encoders.text import SentenceGraph; "
+            "from export.graph import example_inputs, export_onnx, fuse_transformer; "
+            "from export.onnx_config import SENTENCE_ENCODER; "
+            "e = open_encoder(); e.warm_up(); m = e.fresh_model(); d = pathlib.Path(tempfile.mkdtemp()); "
+            "raw = export_onnx(SentenceGraph(m), SENTENCE_ENCODER, d / 'raw.onnx', example_inputs(e)); "
+            "fuse_transformer(raw, d / 'fused.onnx', m.config); "
             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'transformers'))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                          timeout=120)
