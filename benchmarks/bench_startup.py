@@ -12,8 +12,8 @@ Per round and tree:
   onnxruntime) it loaded. This is what BentoML's CLI process (the supervisor) pays before it
   starts the worker, which imports the service again and builds the engine;
 - serve: `bentoml serve` (PyTorch fp32 pinned, a fresh store) until /readyz answers 200: wall
-  seconds, the CPU seconds of every process of the server (user + system, polled every 0.1 s,
-  plus the reaped children's), and the RSS of the CLI process and of the worker at ready.
+  seconds, the CPU seconds of every process of the server (user + system of each, polled every
+  0.1 s), and the RSS of the CLI process and of the worker at ready.
 
 ``--runtime auto``: the same, but a FIRST start as `make serve` does it (TAILOR_RUNTIME=auto
 on a fresh store): the serve row then includes the runtime measurement in its child process.
@@ -77,7 +77,10 @@ class Tree:
                  "--port", str(port), "--host", "127.0.0.1", "--working-dir", str(self.dir)],
                 cwd=self.dir, env=self.env(n), stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True)
-        cpu: dict[int, float] = {}  # pid -> its latest CPU seconds (children's once reaped)
+        # pid -> its own latest CPU seconds. Not ``children_*``: a child sampled alive and
+        # then reaped would count twice (auto's measuring child: 20 s counted 40 in 2 of 3
+        # first starts, 2026-12-07); a child living under one 0.1 s poll is missed instead.
+        cpu: dict[int, float] = {}
         root = psutil.Process(proc.pid)
         try:
             while True:
@@ -87,7 +90,7 @@ class Tree:
                 for p in procs:
                     try:
                         c = p.cpu_times()
-                        cpu[p.pid] = c.user + c.system + c.children_user + c.children_system
+                        cpu[p.pid] = c.user + c.system
                     except psutil.Error:
                         pass
                 try:
