@@ -97,11 +97,12 @@ def test_an_unknown_attention_is_refused(backbone):
 def test_the_export_copy_traces_to_bert_models_fused_graph(backbone, tmp_path):
     """The export traces Tailor's BERT in eager mode (``fresh_model``): its raw graph names
     every node as ``BertModel``'s does (int8's fp32 node list and the head's ``keep_fp32``
-    go by name), onnxruntime's optimizer fuses it into the same graph, op for op and
-    weight for weight, and it answers what ``BertModel`` answers."""
+    go by name), onnxruntime's optimizer fuses it into the same graph, op for op and with
+    the same weight shapes, and it answers what ``BertModel`` answers."""
     import numpy as np
     import onnx
     import onnxruntime as ort
+    from transformers import AutoModel
 
     from adapters.encoders.text import SentenceGraph
     from export.graph import example_inputs, export_onnx, fuse_transformer
@@ -110,8 +111,6 @@ def test_the_export_copy_traces_to_bert_models_fused_graph(backbone, tmp_path):
     model = backbone.fresh_model()
     assert isinstance(model, bert.BertEncoder) and model.attn_implementation == bert.EAGER
     assert model is not backbone.model and backbone.model.attn_implementation == bert.SDPA
-    from transformers import AutoModel
-
     theirs = AutoModel.from_pretrained(backbone.model_dir, local_files_only=True).eval()
     theirs.set_attn_implementation("eager")  # what exports traced before
     graphs = {}
