@@ -22,14 +22,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import checkout, machine, remove_checkout, spread
+from benchmarks.common import checkout, machine, paired_table, remove_checkout
 
 ONE = r"""
 import json, sys, tempfile, time
@@ -84,16 +83,9 @@ class Tree:
 
 
 def table(a: Tree, b: Tree) -> list[str]:
-    out = [f"| measure | A = {a.rev} | B = {b.rev} | B / A (medians) | B / A (paired rounds) |",
-           "|---|---|---|---|---|"]
-    for key, label in KEYS.items():
-        ma, mb = statistics.median(a.rows[key]), statistics.median(b.rows[key])
-        paired = statistics.median(y / x for x, y in zip(a.rows[key], b.rows[key]))
-        out.append(f"| {label} | {spread(a.rows[key])} | {spread(b.rows[key])} "
-                   f"| {mb / ma:.2f} | {paired:.2f} |")
-    out.append(f"| imports transformers | {'yes' if True in a.transformers else 'no'} "
-               f"| {'yes' if True in b.transformers else 'no'} | | |")
-    return out
+    return paired_table(KEYS, a.rev, a.rows, b.rev, b.rows) + [
+        f"| imports transformers | {'yes' if True in a.transformers else 'no'} "
+        f"| {'yes' if True in b.transformers else 'no'} | | |"]
 
 
 def main(argv: list[str] | None = None) -> int:

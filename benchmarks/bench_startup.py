@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -35,7 +34,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from benchmarks.common import (checkout, free_port, pinned_env, remove_checkout, spread,
+from benchmarks.common import (checkout, free_port, paired_table, pinned_env, remove_checkout,
                                stop_group)
 
 HEAVY = ("torch", "transformers", "onnx", "onnxruntime")
@@ -126,18 +125,9 @@ LABELS = {"import_s": "`import service.service`, wall s", "import_cpu": "... its
 
 
 def table(a: Tree, b: Tree) -> list[str]:
-    """Medians [min-max] of each tree, the ratio of the medians, and the median of the rounds'
-    own ratios (A and B of one round ran back to back, under about the same load)."""
-    out = [f"| measure | A = {a.rev} | B = {b.rev} | B / A (medians) | B / A (paired rounds) |",
-           "|---|---|---|---|---|"]
-    for key, label in LABELS.items():
-        ma, mb = statistics.median(a.rows[key]), statistics.median(b.rows[key])
-        paired = statistics.median(y / x for x, y in zip(a.rows[key], b.rows[key]))
-        out.append(f"| {label} | {spread(a.rows[key])} | {spread(b.rows[key])} "
-                   f"| {mb / ma:.2f} | {paired:.2f} |")
-    out.append(f"| heavy modules after the import | {', '.join(sorted(a.heavy)) or 'none'} "
-               f"| {', '.join(sorted(b.heavy)) or 'none'} | | |")
-    return out
+    return paired_table(LABELS, a.rev, a.rows, b.rev, b.rows) + [
+        f"| heavy modules after the import | {', '.join(sorted(a.heavy)) or 'none'} "
+        f"| {', '.join(sorted(b.heavy)) or 'none'} | | |"]
 
 
 def main(argv: list[str] | None = None) -> int:

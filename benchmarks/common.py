@@ -65,6 +65,21 @@ def spread(xs: list[float]) -> str:
     return f"{statistics.median(xs):.3g} [{min(xs):.3g}-{max(xs):.3g}]"
 
 
+def paired_table(labels: dict[str, str], a_rev: str, a: dict[str, list[float]], b_rev: str,
+                 b: dict[str, list[float]]) -> list[str]:
+    """Markdown rows for two trees measured in alternating rounds (bench_startup,
+    bench_export): each measure's median [min-max] per tree, the ratio of the medians, and
+    the median of the rounds' own ratios (A and B of one round ran back to back, under about
+    the same load)."""
+    out = [f"| measure | A = {a_rev} | B = {b_rev} | B / A (medians) | B / A (paired rounds) |",
+           "|---|---|---|---|---|"]
+    for key, label in labels.items():
+        ma, mb = statistics.median(a[key]), statistics.median(b[key])
+        paired = statistics.median(y / x for x, y in zip(a[key], b[key]))
+        out.append(f"| {label} | {spread(a[key])} | {spread(b[key])} | {mb / ma:.2f} | {paired:.2f} |")
+    return out
+
+
 def machine() -> str:
     cpu = "unknown CPU"
     try:
