@@ -55,7 +55,7 @@ WORKER = "adapters.worker_main"
 # used to pull in: torch's optimizers load torch._dynamo (and sympy) at their first step,
 # and the heads are fitted with scikit-learn (fitting.py, recipes.py, auto's folds) on
 # scipy; without them here every forked job imported them itself (~1.8 s more per job,
-# benchmarks/RESULTS.md "Server start without transformers"). Any other backbone loads
+# benchmarks/RESULTS.md "The text backbone without transformers"). Any other backbone loads
 # through transformers, which loads its models lazily, so the BERT modules (and what they
 # pull in: dynamo, distributed tensors) are named, or every child would still import them;
 # an image or audio backbone's model module is imported by its child.
