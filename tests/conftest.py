@@ -43,6 +43,42 @@ def backbone():
     return TextEncoder(workers=2)
 
 
+@pytest.fixture(scope="session")
+def onnx_fp32_graphs(backbone, tmp_path_factory) -> Path:
+    """The folder of the backbone's fp32 onnxruntime graphs, the plain one and its LoRA-routed
+    twin, built ONCE per run by the runtime's own build (export/runtimes/ort.py: trace, fuse,
+    parity checks) under a lock that both xdist workers share. Three tests whose subject is
+    not the build (the measuring child, the onnx engine's answers, the default runtime over
+    HTTP) start from them with ``seed_onnx_cache``, as a replica finds the graphs another
+    one built on a shared store: each had built the same two graphs (~13 CPU s) itself."""
+    import fcntl
+
+    from export.lora_graph import DEFAULT_TARGETS
+    from export.runtimes.ort import build_backbone_onnx, build_lora_onnx, cache_path
+
+    # under xdist the workers' temp folders share a parent (this run's); alone, this run's own
+    base = tmp_path_factory.getbasetemp()
+    root = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "onnx-fp32-graphs"
+    root.mkdir(exist_ok=True)
+    with open(root / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        plain = cache_path(root, backbone, "none")
+        routed = cache_path(root, backbone, "none", lora=DEFAULT_TARGETS)
+        if not plain.exists():
+            build_backbone_onnx(backbone, plain)
+        if not routed.exists():
+            build_lora_onnx(backbone, routed)
+    return root
+
+
+def seed_onnx_cache(graphs: Path, cache_dir: Path) -> None:
+    """Put the run's built graphs (``onnx_fp32_graphs``) into a runtime cache folder (a
+    store's ``.onnx``): hard links, read-only to every reader."""
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    for graph in graphs.glob("*.onnx"):
+        os.link(graph, cache_dir / graph.name)
+
+
 @pytest.fixture
 def engine(backbone, tmp_path):
     from adapters import AdapterStore, Tailor

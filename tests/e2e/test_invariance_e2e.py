@@ -9,20 +9,25 @@ import httpx
 import pytest
 
 from export.sample import HELDOUT_TEXTS
-from tests.conftest import TLS, Server
+from tests.conftest import TLS, Server, seed_onnx_cache
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def default_server(tmp_path_factory):
+def default_server(tmp_path_factory, onnx_fp32_graphs):
     # the default, not the tests' pinned fp32: the first start measures the candidates.
     # The queue-wait limit is raised because the subject here is invariance, not admission:
     # on a CI machine busy with the other worker's tests, the burst below (120 rows, 40 of
     # them long) was estimated at 30 s and some embeds got 429 overloaded (CI, 2026-12-07).
     # The limit itself is tested by test_load.py.
-    srv = Server(tmp_path_factory.mktemp("inv") / "store",
-                 env={"TAILOR_RUNTIME": "auto", "TAILOR_MAX_QUEUE_WAIT_S": "600"})
+    # The store holds the run's build of the onnx fp32 graphs (tests/conftest.py), as a
+    # store that another replica started on does: the measuring child opens them instead of
+    # building them again (the build is tests/unit/export's subject; the container smoke
+    # test measures on an empty store).
+    store = tmp_path_factory.mktemp("inv") / "store"
+    seed_onnx_cache(onnx_fp32_graphs, store / ".onnx")
+    srv = Server(store, env={"TAILOR_RUNTIME": "auto", "TAILOR_MAX_QUEUE_WAIT_S": "600"})
     yield srv.start(timeout=900)
     srv.stop()
 

@@ -26,6 +26,7 @@ from export.bundle import build_module
 from export.parity import check_parity, parity_cases
 from export.quantize import INT8_LADDER
 from tests.bundles import agreement, unzip
+from tests.conftest import seed_onnx_cache
 
 TENANT = "default"
 
@@ -344,7 +345,11 @@ def test_settings_select_the_onnx_runtime():
         Settings.from_env({"TAILOR_RUNTIME": "tensorflow"})
 
 
-def test_engine_on_onnx_runtime_predicts_like_torch(engine, data, lora_bundle):
+def test_engine_on_onnx_runtime_predicts_like_torch(engine, data, lora_bundle, onnx_fp32_graphs):
+    # the run's build of the two graphs (tests/conftest.py onnx_fp32_graphs: the same
+    # build_backbone_onnx / build_lora_onnx that open() runs on a cache miss), found in the
+    # store's cache folder as a replica finds what another one built
+    seed_onnx_cache(onnx_fp32_graphs, engine.store.root / ".onnx")
     ob = OnnxEncoder.open(engine.encoder, engine.store.root)
     cached = list((engine.store.root / ".onnx").glob(f"{engine.encoder.identity.sha256}-none-op*.onnx"))
     assert len(cached) == 1

@@ -15,6 +15,7 @@ from export.runtimes import RuntimeOptions
 from export.runtimes import auto as runtime_choice
 from export.runtimes.auto import GATE, Candidate, auto, choose, fixed_sample
 from export.runtimes.base import REFERENCE, auto_candidates
+from tests.conftest import seed_onnx_cache
 
 TEXTS = fixed_sample() + ["word " * 600, "", " ", "naïve café déjà vu", "a\tb\nc"]
 
@@ -191,11 +192,15 @@ def test_auto_logs_one_line_and_caches_the_decision(backbone, tmp_path, monkeypa
     assert not choice3.cached and choice3.runtime == "torch-bf16"
 
 
-def test_the_service_measures_in_a_child_process(backbone, tmp_path, monkeypatch, caplog):
+def test_the_service_measures_in_a_child_process(backbone, onnx_fp32_graphs, tmp_path,
+                                                 monkeypatch, caplog):
     """isolate=True (the service): the candidates are built and measured in a child process,
     so the serving process only ever builds the runtime it serves (issue 12: measuring in it
     left the rejected candidates in its heap, RSS 1.15 GB against 0.64 GB). Candidates built
-    here would raise: the real ones (onnx exports included) run in the child."""
+    here would raise: the real ones run in the child, which opens the onnx graphs from the
+    cache folder (seeded with the run's build: building them is not this test's subject)."""
+    seed_onnx_cache(onnx_fp32_graphs, tmp_path)
+
     def not_here(*a, **k):
         raise AssertionError("candidates were built in the serving process")
 
