@@ -67,11 +67,12 @@ TEST_WORKERS ?= 2
 # in again at the next allocation. The suite's processes build ONNX graphs (90 MB protobufs,
 # onnxruntime sessions, zips) over and over: test_onnx_export.py spent 17 of its 85 CPU s in
 # the kernel. Keeping blocks up to 256 MiB in the heap (and not trimming it below 1 GiB) cut
-# that to 11 s and the file's wall time 66.9 -> 62.4 s; over a whole CI run on a fresh clone,
-# busy CPU 1304 -> 1208 s and wall 712 -> 662 s (one run each, 2026-12-07; runs of one tree
-# vary by ~40 s). It is a setting of the test run (each process's RSS stays at its peak), not
-# of the service: its forwards measured no different (PyTorch fp32, BBC texts at batch 32:
-# 31-33 rows/s either way; page faults 110-180k -> 16k per 512 rows).
+# that to 11 s and the file's wall time 66.9 -> 62.4 s (2026-12-07). Over whole CI runs its
+# share is inside the host's run-to-run spread (benchmarks/RESULTS.md, Shape, stop 28: the
+# first run with it took 11:02 against 11:53 without). It is a setting of the test run (each
+# process's RSS stays at its peak), not of the service: its forwards measured no different
+# (PyTorch fp32, BBC texts at batch 32: 31-33 rows/s either way; page faults 110-180k -> 16k
+# per 512 rows).
 TEST_MALLOC ?= glibc.malloc.mmap_threshold=268435456:glibc.malloc.trim_threshold=1073741824
 test:
 	$(MAKE) --no-print-directory -j3 install audio-tools datasets
