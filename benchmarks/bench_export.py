@@ -28,7 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import checkout, machine, paired_table, remove_checkout
+from benchmarks.common import (alternating_rounds, checkout, machine, paired_table,
+                               remove_checkout)
 
 ONE = r"""
 import json, sys, tempfile, time
@@ -96,15 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench-export-") as tmp:
         trees = [Tree(args.before, Path(tmp), 0), Tree(args.after, Path(tmp), 1)]
-        try:
-            load = [os.getloadavg()[0]]
-            for n in range(args.rounds):
-                for t in (trees if n % 2 == 0 else trees[::-1]):
-                    t.measure()
-            load.append(os.getloadavg()[0])
-        finally:
-            for t in trees:
-                t.close()
+        load = alternating_rounds(trees, args.rounds, lambda t, n: t.measure())
     print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {machine()}, {args.rounds} "
           f"rounds, 1-minute load average {load[0]:.1f} at the start, {load[1]:.1f} at the end")
     print("\n".join(table(*trees)))

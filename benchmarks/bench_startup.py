@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -34,8 +33,8 @@ from pathlib import Path
 import httpx
 import psutil
 
-from benchmarks.common import (checkout, free_port, paired_table, pinned_env, remove_checkout,
-                               stop_group)
+from benchmarks.common import (alternating_rounds, checkout, free_port, paired_table, pinned_env,
+                               remove_checkout, stop_group)
 
 HEAVY = ("torch", "transformers", "onnx", "onnxruntime")
 IMPORT = ("import json, resource, sys, time; t = time.perf_counter(); import service.service; "
@@ -141,17 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-startup-") as tmp:
         trees = [Tree(args.before, Path(tmp), 0, args.runtime),
                  Tree(args.after, Path(tmp), 1, args.runtime)]
-        try:
-            load = [os.getloadavg()[0]]
-            for n in range(args.rounds):
-                for t in (trees if n % 2 == 0 else trees[::-1]):
-                    t.measure_import(n)
-                for t in (trees[::-1] if n % 2 == 0 else trees):
-                    t.measure_start(n)
-            load.append(os.getloadavg()[0])
-        finally:
-            for t in trees:
-                t.close()
+        load = alternating_rounds(trees, args.rounds, lambda t, n: t.measure_import(n),
+                                  lambda t, n: t.measure_start(n))
     print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, TAILOR_RUNTIME={args.runtime}, "
           f"{args.rounds} rounds, "
           f"1-minute load average {load[0]:.1f} at the start, {load[1]:.1f} at the end")

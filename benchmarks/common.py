@@ -80,6 +80,23 @@ def paired_table(labels: dict[str, str], a_rev: str, a: dict[str, list[float]], 
     return out
 
 
+def alternating_rounds(trees: list, rounds: int, *steps: Callable[[object, int], None]) -> tuple[float, float]:
+    """Run ``steps`` (each ``step(tree, round)``) on two trees for ``rounds`` rounds, the
+    order flipping every round and from one step to the next (neither tree always runs first,
+    under the load the other left), then ``close()`` every tree. Returns the 1-minute load
+    average at the start and at the end (bench_startup, bench_export)."""
+    try:
+        start = os.getloadavg()[0]
+        for n in range(rounds):
+            for i, step in enumerate(steps):
+                for t in (trees if (n + i) % 2 == 0 else trees[::-1]):
+                    step(t, n)
+        return start, os.getloadavg()[0]
+    finally:
+        for t in trees:
+            t.close()
+
+
 def machine() -> str:
     cpu = "unknown CPU"
     try:
