@@ -53,8 +53,7 @@ def onnx_fp32_graphs(backbone, tmp_path_factory) -> Path:
     one built on a shared store: each had built the same two graphs (~13 CPU s) itself."""
     import fcntl
 
-    from export.lora_graph import DEFAULT_TARGETS
-    from export.runtimes.ort import build_backbone_onnx, build_lora_onnx, cache_path
+    from export.runtimes.ort import cached_graphs
 
     # under xdist the workers' temp folders share a parent (this run's); alone, this run's own
     base = tmp_path_factory.getbasetemp()
@@ -62,12 +61,7 @@ def onnx_fp32_graphs(backbone, tmp_path_factory) -> Path:
     root.mkdir(exist_ok=True)
     with open(root / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        plain = cache_path(root, backbone, "none")
-        routed = cache_path(root, backbone, "none", lora=DEFAULT_TARGETS)
-        if not plain.exists():
-            build_backbone_onnx(backbone, plain)
-        if not routed.exists():
-            build_lora_onnx(backbone, routed)
+        cached_graphs(backbone, root)  # what OnnxEncoder.open builds on a miss
     return root
 
 

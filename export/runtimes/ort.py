@@ -103,6 +103,22 @@ def build_lora_onnx(encoder: TorchEncoder, dest: Path, quantize: Quantize = "non
         cases=cases, providers=providers))
 
 
+def cached_graphs(encoder: TorchEncoder, cache_dir: str | Path, quantize: Quantize = "none",
+                  providers: Sequence[str] = ("CPUExecutionProvider",),
+                  lora: bool = True) -> tuple[Path, Path | None]:
+    """The backbone's graph in ``cache_dir`` and, with ``lora``, its LoRA-routed twin: each
+    built (parity checked on ``providers``) when it is not there yet. Returns their paths."""
+    path = cache_path(cache_dir, encoder, quantize)
+    if not path.exists():
+        build_backbone_onnx(encoder, path, quantize, providers=providers)
+    if not lora:
+        return path, None
+    lora_path = cache_path(cache_dir, encoder, quantize, lora=DEFAULT_TARGETS)
+    if not lora_path.exists():
+        build_lora_onnx(encoder, lora_path, quantize, providers=providers)
+    return path, lora_path
+
+
 class OnnxEncoder:
     """An ``Encoder`` whose forward runs on onnxruntime. Same rows, pooling and chunking as
     the PyTorch text encoder it wraps."""
@@ -147,14 +163,7 @@ class OnnxEncoder:
         where the graphs are cached (default ``<store_root>/.onnx``)."""
         wanted = require_providers(providers)  # fail before spending seconds on an export
         cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir(store_root)
-        path = cache_path(cache_dir, encoder, quantize)
-        if not path.exists():
-            build_backbone_onnx(encoder, path, quantize, providers=wanted)
-        lora_path = None
-        if lora:
-            lora_path = cache_path(cache_dir, encoder, quantize, lora=DEFAULT_TARGETS)
-            if not lora_path.exists():
-                build_lora_onnx(encoder, lora_path, quantize, providers=wanted)
+        path, lora_path = cached_graphs(encoder, cache_dir, quantize, wanted, lora)
         return cls(encoder, path, wanted, threads, quantize, cuda_tf32, lora_path)
 
     def pytorch(self) -> TextEncoder:
@@ -246,4 +255,5 @@ ONNX_FP32 = register_runtime(Runtime(
 
 
 __all__ = ["CACHE_DIR", "ONNX_FP32", "ONNX_INT8", "OnnxEncoder", "build_backbone_onnx", "build_lora_onnx", "cache_path",
+           "cached_graphs",
            "default_cache_dir"]

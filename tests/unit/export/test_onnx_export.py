@@ -346,9 +346,9 @@ def test_settings_select_the_onnx_runtime():
 
 
 def test_engine_on_onnx_runtime_predicts_like_torch(engine, data, lora_bundle, onnx_fp32_graphs):
-    # the run's build of the two graphs (tests/conftest.py onnx_fp32_graphs: the same
-    # build_backbone_onnx / build_lora_onnx that open() runs on a cache miss), found in the
-    # store's cache folder as a replica finds what another one built
+    # the run's build of the two graphs (tests/conftest.py onnx_fp32_graphs: the
+    # cached_graphs that open() runs on a cache miss), found in the store's cache folder as a
+    # replica finds what another one built
     seed_onnx_cache(onnx_fp32_graphs, engine.store.root / ".onnx")
     ob = OnnxEncoder.open(engine.encoder, engine.store.root)
     cached = list((engine.store.root / ".onnx").glob(f"{engine.encoder.identity.sha256}-none-op*.onnx"))
