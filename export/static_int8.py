@@ -36,6 +36,8 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from .calibration import calibration_texts, row_feeds, weight_matmuls
+
 CALIBRATION_METHOD = "MinMax"
 NAME = "onnx-int8-static"
 # MatMuls kept fp32, by regular expression on the node name: the FFN (intermediate and
@@ -43,15 +45,6 @@ NAME = "onnx-int8-static"
 # cannot hold. Measured on MiniLM (BBC + TREC texts vs fp32): every weight MatMul int8 min
 # cosine 0.79, FFN output fp32 0.96, whole FFN fp32 0.997 (mean drift 1.8-1.9e-3).
 KEEP_FP32: tuple[str, ...] = (r"/intermediate/dense/", r"/layer\.\d+/output/dense/")
-
-
-def calibration_texts() -> list[str]:
-    """The fixed calibration sample, packaged with the code (the same scales everywhere):
-    export/sample.py's 102 held-out texts of every register, disjoint from the sample the
-    runtime choice judges accuracy and invariance on (so its gate is not flattered)."""
-    from .sample import HELDOUT_TEXTS
-
-    return list(HELDOUT_TEXTS)
 
 
 def available() -> bool:
@@ -74,21 +67,6 @@ class TextReader:
 
     def rewind(self) -> None:  # not used by MinMax; part of the reader protocol
         raise NotImplementedError
-
-
-def row_feeds(encoder: Any, texts: Sequence[str], inputs: Sequence[str]) -> list[dict[str, np.ndarray]]:
-    """One feed per text (no padding), with the graph's input names."""
-    out = []
-    for row in encoder.prepare(list(texts)):
-        feed = encoder.collate_np([row])
-        out.append({k: feed[k] for k in inputs if k in feed})
-    return out
-
-
-def weight_matmuls(model: Any) -> list[str]:
-    """MatMul nodes whose second input is an initializer (a Linear's weight)."""
-    inits = {i.name for i in model.graph.initializer}
-    return [n.name for n in model.graph.node if n.op_type == "MatMul" and n.input[1] in inits]
 
 
 def quantize(src: Path, dst: Path, feeds: Sequence[dict[str, np.ndarray]], *,
