@@ -249,11 +249,43 @@ ONNX_INT8 = register_runtime(Runtime(
     "onnx-int8", "onnxruntime, dynamic per-channel int8 backbone (cached graphs); not "
     "batch-invariant, so not an auto candidate", _opener("int8"), candidate=False,
     setting=("onnx", "int8")))
+
+
+def _int8_rows(encoder: TorchEncoder, options: RuntimeOptions) -> OnnxEncoder:
+    """The cached int8-rows graph (built on first use: ~5 s here) on the CPU provider. LoRA
+    rows run on the PyTorch fp32 encoder in the same call (no routed int8 graph yet)."""
+    from .. import int8_rows
+
+    assert isinstance(encoder, TextEncoder)  # modalities={"text"}: open_runtime checked it
+    path = int8_rows.cache_path(options.cache_dir, encoder)
+    if not path.exists():
+        int8_rows.build(encoder, path)
+    return OnnxEncoder(encoder, path, ("CPUExecutionProvider",), options.threads, quantize="int8")
+
+
+def _no_cpu_provider() -> str | None:
+    import onnxruntime as ort
+
+    return (None if "CPUExecutionProvider" in ort.get_available_providers()
+            else "onnxruntime has no CPU execution provider here")
+
+
+# Opt-in, not an ``auto`` candidate yet (stop 29, 2026-12-07; benchmarks/RESULTS.md "int8 rows
+# in onnxruntime"). It is batch-invariant (6e-8), passes the gate (mean drift 8.2e-4, min
+# cosine 0.9969) and was the fastest batch-invariant runtime here (in process 1.3x onnx fp32
+# at batch 1, 1.7-1.8x at batch 32). As the default it would break two promises onnx fp32
+# keeps: an adapter's export (an fp32 graph) would no longer reproduce the service, and heads
+# are fitted by training workers on fp32 embeddings; LoRA rows run on PyTorch fp32 beside it.
+ONNX_INT8_ROWS = register_runtime(Runtime(
+    "onnx-int8-rows", "onnxruntime int8 graph with one activation scale and zero point per token, "
+    "SmoothQuant and exact int32 GEMMs (export/int8_rows.py): batch-invariant by construction; "
+    "opt-in (TAILOR_RUNTIME=onnx-int8-rows), not an auto candidate: exports are fp32 graphs",
+    _int8_rows, candidate=False, available=_no_cpu_provider, setting=("onnx-int8-rows", None)))
 ONNX_FP32 = register_runtime(Runtime(
     "onnx-fp32", "onnxruntime fp32, fused graph (cached)", _opener("none"),
     setting=("onnx", "none")))
 
 
-__all__ = ["CACHE_DIR", "ONNX_FP32", "ONNX_INT8", "OnnxEncoder", "build_backbone_onnx", "build_lora_onnx", "cache_path",
+__all__ = ["CACHE_DIR", "ONNX_FP32", "ONNX_INT8", "ONNX_INT8_ROWS", "OnnxEncoder", "build_backbone_onnx", "build_lora_onnx", "cache_path",
            "cached_graphs",
            "default_cache_dir"]

@@ -340,6 +340,11 @@ def test_settings_select_the_onnx_runtime():
     with pytest.raises(SettingsError, match="TAILOR_ONNX_QUANTIZE=int8 with CUDAExecutionProvider"):
         Settings.from_env({"TAILOR_RUNTIME": "onnx", "TAILOR_ONNX_QUANTIZE": "int8",
                            "TAILOR_ONNX_PROVIDERS": "CUDAExecutionProvider"})
+    # onnx-int8-rows' kernels are CPU kernels: asking for a GPU with it is refused, saying why
+    assert Settings.from_env({"TAILOR_RUNTIME": "onnx-int8-rows"}).runtime == "onnx-int8-rows"
+    with pytest.raises(SettingsError, match="onnx-int8-rows runs on onnxruntime's CPU provider only"):
+        Settings.from_env({"TAILOR_RUNTIME": "onnx-int8-rows",
+                           "TAILOR_ONNX_PROVIDERS": "CUDAExecutionProvider,CPUExecutionProvider"})
     assert Settings.model_fields["runtime"].default == "auto"  # tests/unit/export/test_runtime.py
     with pytest.raises(SettingsError, match="TAILOR_RUNTIME"):
         Settings.from_env({"TAILOR_RUNTIME": "tensorflow"})
