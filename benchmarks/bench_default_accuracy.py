@@ -2,6 +2,7 @@
 
     python -m benchmarks.bench_default_accuracy             # 4 sets, 300 held-out texts each
     python -m benchmarks.bench_default_accuracy --test 100  # a quick run
+    python -m benchmarks.bench_default_accuracy --runtime onnx-int8-rows --no-exports  # an opt-in runtime
 
 The default path is what ``TAILOR_RUNTIME=auto`` picks on this machine
 (export/runtimes/auto.py, measured here on a fresh cache). For each set (BBC News, TREC,
@@ -29,20 +30,29 @@ def main(argv: list[str] | None = None) -> str:
 
     from adapters import AdapterStore, Tailor, TextEncoder
     from benchmarks import datasets
-    from export.runtimes import RuntimeOptions
+    from export.runtimes import RuntimeOptions, get_runtime
     from export.runtimes.auto import auto
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--test", type=int, default=300)
     p.add_argument("--lora-epochs", type=int, default=2)
+    p.add_argument("--runtime", default="auto",
+                   help="the runtime compared with PyTorch fp32: auto (the default path) or a registered name")
+    p.add_argument("--no-exports", action="store_true", help="skip the int8 export of each LoRA adapter")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="tailor-acc-"))
     fp32 = TextEncoder()
-    served, choice = auto(fp32, RuntimeOptions(work / "onnx-cache", threads=1))
+    options = RuntimeOptions(work / "onnx-cache", threads=1)
+    if args.runtime == "auto":
+        served, choice = auto(fp32, options)
+        name_, why = choice.runtime, f"`TAILOR_RUNTIME=auto` chose **{choice.runtime}** here ({choice.reason})"
+    else:
+        served = get_runtime(args.runtime).open(fp32, options)
+        name_, why = args.runtime, f"forced: `TAILOR_RUNTIME={args.runtime}`"
     engines = {"fp32": Tailor(fp32, AdapterStore(work / "fp32", fp32.identity)),
-               choice.runtime: Tailor(served, AdapterStore(work / "default", fp32.identity))}
+               name_: Tailor(served, AdapterStore(work / "default", fp32.identity))}
     loaders = {**datasets.ALL, **datasets.MORE}
     rows, exports = [], []
     for name in SETS:
@@ -61,13 +71,13 @@ def main(argv: list[str] | None = None) -> str:
                     preds += [q["label"] for q in t.predict("default", f"{name}-{kind}",
                                                              texts[i:i + 64])["predictions"]]
                 labels[tag] = preds
-            a, b = labels["fp32"], labels[choice.runtime]
+            a, b = labels["fp32"], labels[name_]
             acc_a = sum(x == y for x, y in zip(a, gold)) / len(gold)
             acc_b = sum(x == y for x, y in zip(b, gold)) / len(gold)
             agree = sum(x == y for x, y in zip(a, b)) / len(gold)
             rows.append((name, kind, len(gold), acc_a, acc_b, agree))
             print(rows[-1], flush=True)
-            if kind == "lora":  # its int8 export: recipe, parity on held-out texts, size
+            if kind == "lora" and not args.no_exports:  # its int8 export: recipe, parity on held-out texts, size
                 from export import ParityError, export_bundle
 
                 e = engines["fp32"]
@@ -86,13 +96,13 @@ def main(argv: list[str] | None = None) -> str:
                 print(exports[-1], flush=True)
     load = os.getloadavg()
     worst = max(abs(r[3] - r[4]) for r in rows)
-    md = [f"## Accuracy of the default path vs PyTorch fp32 (issue 12)", "",
+    title = "the default path" if args.runtime == "auto" else f"`{args.runtime}`"
+    md = [f"## Accuracy of {title} vs PyTorch fp32 (issue 12)", "",
           f"Machine: {machine()}; load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} at the "
-          f"end; {time.perf_counter() - t0:.0f} s. Default path: `TAILOR_RUNTIME=auto` chose "
-          f"**{choice.runtime}** here ({choice.reason}). Each engine fits its own heads on its own "
+          f"end; {time.perf_counter() - t0:.0f} s. Runtime: {why}. Each engine fits its own heads on its own "
           f"embeddings (LoRA: {args.lora_epochs} epochs, trained in the worker process in that "
           "engine's precision). 8 examples per label, seed 0; held-out texts cut to 400 chars.", "",
-          f"| set | kind | held-out | acc fp32 | acc {choice.runtime} | change (pts) | top-1 agreement |",
+          f"| set | kind | held-out | acc fp32 | acc {name_} | change (pts) | top-1 agreement |",
           "|---|---|---:|---:|---:|---:|---:|"]
     for s, k, n, a, b, g in rows:
         md.append(f"| {s} | {k} | {n} | {100 * a:.1f} | {100 * b:.1f} | {100 * (b - a):+.1f} | {100 * g:.1f}% |")
@@ -107,7 +117,7 @@ def main(argv: list[str] | None = None) -> str:
         md.append(f"| {s_} | {rec} | {tried} | {100 * g_:.1f}% | {100 * h_:.1f}% | {n_} | "
                   f"{mb:.1f} | {fmb:.1f} |")
     text = "\n".join(md) + "\n"
-    write_section("default_accuracy", text)
+    write_section("default_accuracy" if args.runtime == "auto" else f"accuracy_{args.runtime}", text)
     print(text)
     return text
 

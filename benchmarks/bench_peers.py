@@ -321,6 +321,8 @@ SERVERS = {
     "tailor-onnx": lambda store: (lambda: tailor_spec("Tailor, onnx fp32", store, TAILOR_RUNTIME="onnx")),
     "tailor-onnx-int8": lambda store: (lambda: tailor_spec("Tailor, onnx int8", store, TAILOR_RUNTIME="onnx",
                                                            TAILOR_ONNX_QUANTIZE="int8")),
+    "tailor-int8-rows": lambda store: (lambda: tailor_spec("Tailor, TAILOR_RUNTIME=onnx-int8-rows", store,
+                                                           TAILOR_RUNTIME="onnx-int8-rows")),
     "infinity-torch": lambda store: (lambda: infinity_spec("Infinity, torch engine")),
     # the peer at its best here: bf16 on CPUs with bf16 units (issue 20)
     "infinity-bf16": lambda store: (lambda: infinity_spec("Infinity, torch engine, --dtype bfloat16",
