@@ -8,13 +8,16 @@ Built from the plain fp32 export (export/graph.py; a fresh copy of the backbone,
 served is touched). Every weight MatMul of the encoder (``calibration.weight_matmuls``)
 becomes:
 
-    x -> Mul(1/s)                         SmoothQuant, s per input channel (a = 0.5)
-      -> lo, hi = ReduceMin/ReduceMax     per token: a row's scale never sees another row
-      -> step = max(hi - lo, eps) / 255
-      -> QuantizeLinear((x - lo) / step)  uint8, round half to even (one kernel)
-      -> MatMulIntegerToFloat(q, Wq)      com.microsoft: int32 sums (exact), times the
-                                          per-output-channel weight scales, in one kernel
-      -> * step + lo * colsum(W)          the token's scale and zero point back
+    x -> Mul(1/s)                          SmoothQuant, s per input channel (a = 0.5)
+      -> lo, hi = ReduceMin/ReduceMax      per token (0 included): a row's scale never
+                                           sees another row
+      -> step = (hi - lo) / 255, zp = round(-lo / step)
+      -> QuantizeLinear(x, step, zp)       uint8, a scale and zero point per token (ONNX
+                                           opset 21 block quantization; the graph is
+                                           converted to opset 21), round half to even
+      -> MatMulIntegerToFloat(q, Wq)       com.microsoft: int32 sums (exact), times the
+                                           per-output-channel weight scales, in one kernel
+      -> * step - zp * step * colsum(W)    the token's scale and zero point back
 
 MatMuls that read the same tensor (a layer's Q, K and V) share one smoothing (from the
 largest of their weights per input channel) and one quantization. Everything else (LayerNorm,
@@ -24,14 +27,20 @@ not depend on what shares its batch: admission measures 6e-8 (fp32 itself: 4.5e-
 Chosen on the calibration texts (export/sample.py's 102 held-out texts, one text per run),
 judged on ``auto``'s own gate sample, which chose nothing: alpha 0.4-0.7 x zero point on the
 FFN output only, on none, or on every input; every input with alpha 0.5 had the lowest
-calibration drift (7.0e-4) and passes the gate (mean drift 8.2e-4, min cosine 0.9969). In
-process, 2 threads, against the served onnx fp32 graph: 1.23x / 1.70x rows/s on short texts
-at batch 1 / 32, 1.34x / 1.76x on BBC texts cut to 400 characters.
+calibration drift (6.6e-4) and passes the gate (mean drift 7.6e-4, min cosine 0.9967). In
+process, 2 threads, against the served onnx fp32 graph: 1.19x / 1.85x rows/s on short texts
+at batch 1 / 32, 1.38x / 1.71x on BBC texts cut to 400 characters; over HTTP 1.3-1.4x the
+default at c=1 and 1.5-1.6x at c=64 on those BBC texts.
 
 Not an ``auto`` candidate (export/runtimes/ort.py, which serves it, says why);
-``TAILOR_RUNTIME=onnx-int8-rows`` chooses it. CPU only: ``MatMulIntegerToFloat`` is an onnxruntime CPU kernel. LoRA rows run on
-the PyTorch fp32 encoder in the same call (no routed int8 graph yet), which keeps every row's
-answer independent of its batch.
+``TAILOR_RUNTIME=onnx-int8-rows`` chooses it. CPU only: ``MatMulIntegerToFloat`` is an
+onnxruntime CPU kernel. LoRA rows run on the PyTorch fp32 encoder in the same call (no routed
+int8 graph yet), which keeps every row's answer independent of its batch.
+
+Why not onnxruntime's own quantizers: ``quantize_dynamic`` takes one activation scale per
+batch (not batch-invariant: export/quantize.py), and ``quantize_static`` fixed per-tensor
+ranges (export/static_int8.py: min cosine 0.79 with every MatMul int8). Neither has a scale
+per token; the graph here is written directly.
 """
 from __future__ import annotations
 
@@ -48,7 +57,7 @@ import numpy as np
 NAME = "onnx-int8-rows"
 ALPHA = 0.5  # SmoothQuant's migration strength
 EPS = 1e-12
-RECIPE = f"int8-rows-v1-alpha{ALPHA}-zero-point-every-input"
+RECIPE = f"int8-rows-v2-alpha{ALPHA}-zero-point-every-input-blocked-qkv-concat"
 
 
 def calibrate(model: Any, feeds: Sequence[dict[str, np.ndarray]], names: Sequence[str]
@@ -76,15 +85,26 @@ def calibrate(model: Any, feeds: Sequence[dict[str, np.ndarray]], names: Sequenc
 
 
 def quantize_rows(model: Any, maxima: dict[str, np.ndarray], *, alpha: float = ALPHA,
-                  asymmetric: re.Pattern | None = None) -> Any:
+                  asymmetric: re.Pattern | None = None, blocked: bool = True,
+                  concat: bool = True) -> Any:
     """``model`` (fp32 ModelProto) with every MatMul in ``maxima`` as a per-token int8 GEMM
-    (module docstring). ``asymmetric``: the MatMuls (by the name of the first of those that
-    share an input) quantized with a per-token zero point; None: all of them. The others are
-    symmetric (benchmarks/research/ort_int8_rows.py compares). Returns a new ModelProto."""
+    (module docstring); returns a new ModelProto.
+
+    ``asymmetric``: the MatMuls (by the name of the first of those that share an input)
+    quantized with a per-token zero point; None: all of them; the others are symmetric.
+    ``blocked``: one ``QuantizeLinear`` with a scale and zero point per token (ONNX opset 21's
+    block quantization; the graph is converted to opset 21) instead of subtracting and dividing
+    first (3 passes over the activations instead of 1; zero-point rows only). ``concat``: MatMuls
+    that share an input run as one GEMM on their concatenated weights, then Split.
+    benchmarks/research/ort_int8_rows.py compares them."""
     import onnx
-    from onnx import helper, numpy_helper
+    from onnx import helper, numpy_helper, version_converter
 
     model = onnx.ModelProto.FromString(model.SerializeToString())
+    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    if blocked and opset < 21:
+        model = version_converter.convert_version(model, 21)
+        opset = 21
     g = model.graph
     inits = {i.name: i for i in g.initializer}
     by_input: dict[str, list] = {}
@@ -109,8 +129,15 @@ def quantize_rows(model: Any, maxima: dict[str, np.ndarray], *, alpha: float = A
         group = by_input[x]
         p = node.name.strip("/").replace("/", "_")
 
-        def n(op: str, ins: list[str], out: str, domain: str = "", **kw: Any) -> None:
-            new_nodes.append(helper.make_node(op, ins, [out], name=f"{p}/{out}", domain=domain, **kw))
+        def n(op: str, ins: list[str], out: str | list[str], domain: str = "", **kw: Any) -> None:
+            outs = [out] if isinstance(out, str) else out
+            new_nodes.append(helper.make_node(op, ins, outs, name=f"{p}/{outs[0]}", domain=domain, **kw))
+
+        def reduce(op: str, src: str, out: str) -> None:
+            if opset >= 18:
+                n(op, [src, const(f"{out}_axes", np.array([-1], np.int64))], out, keepdims=1)
+            else:
+                n(op, [src], out, axes=[-1], keepdims=1)
 
         ws = [numpy_helper.to_array(inits[m.input[1]]).astype(np.float64) for m in group]  # [in, out]
         wmax = np.max([np.abs(w).max(1) for w in ws], axis=0)
@@ -118,42 +145,71 @@ def quantize_rows(model: Any, maxima: dict[str, np.ndarray], *, alpha: float = A
                     / np.clip(wmax, 1e-5, None) ** (1 - alpha), 1e-5, None)
         n("Mul", [x, const(f"{p}_smooth", (1.0 / s).astype(np.float32))], f"{p}_xs")
         asym = asymmetric is None or bool(asymmetric.search(node.name))
-        n("ReduceMax", [f"{p}_xs"], f"{p}_hi", axes=[-1], keepdims=1)
-        n("ReduceMin", [f"{p}_xs"], f"{p}_lo", axes=[-1], keepdims=1)
+        reduce("ReduceMax", f"{p}_xs", f"{p}_hi")
+        reduce("ReduceMin", f"{p}_xs", f"{p}_lo")
         eps = const(f"{p}_eps", np.array(EPS, np.float32))
-        if asym:
+        zterm = None  # [rows, 1]: what times the weights' column sums the zero point adds back
+        if asym and blocked:
+            zero = const(f"{p}_zero", np.array(0.0, np.float32))
+            n("Min", [f"{p}_lo", zero], f"{p}_lo0")  # the range holds 0, so the zero point fits uint8
+            n("Max", [f"{p}_hi", zero], f"{p}_hi0")
+            n("Sub", [f"{p}_hi0", f"{p}_lo0"], f"{p}_range")
+            n("Max", [f"{p}_range", eps], f"{p}_range_eps")
+            n("Mul", [f"{p}_range_eps", const(f"{p}_inv255", np.array(1 / 255, np.float32))], f"{p}_step")
+            n("Div", [f"{p}_lo0", f"{p}_step"], f"{p}_lo_steps")
+            n("Neg", [f"{p}_lo_steps"], f"{p}_zpf_raw")
+            n("Round", [f"{p}_zpf_raw"], f"{p}_zpf_round")
+            n("Clip", [f"{p}_zpf_round", zero, const(f"{p}_255", np.array(255.0, np.float32))], f"{p}_zpf")
+            n("Cast", [f"{p}_zpf"], f"{p}_zpq", to=onnx.TensorProto.UINT8)
+            # x / step + zero point per token, round half to even, saturate: one pass
+            n("QuantizeLinear", [f"{p}_xs", f"{p}_step", f"{p}_zpq"], f"{p}_q", axis=-1,
+              block_size=int(ws[0].shape[0]))
+            n("Mul", [f"{p}_zpf", f"{p}_step"], f"{p}_zstep")
+            n("Neg", [f"{p}_zstep"], f"{p}_zneg")  # - zero point x step
+            zterm, zp = f"{p}_zneg", np.array(0, np.uint8)
+        elif asym:
             n("Sub", [f"{p}_hi", f"{p}_lo"], f"{p}_range")
             n("Max", [f"{p}_range", eps], f"{p}_range_eps")
             n("Mul", [f"{p}_range_eps", const(f"{p}_inv255", np.array(1 / 255, np.float32))], f"{p}_step")
             n("Sub", [f"{p}_xs", f"{p}_lo"], f"{p}_x0")
             n("Div", [f"{p}_x0", f"{p}_step"], f"{p}_xd")  # 0..255
-            zp = np.array(0, np.uint8)
+            n("QuantizeLinear", [f"{p}_xd", const(f"{p}_unit", np.array(1.0, np.float32)),
+                                 const(f"{p}_qzp", np.array(0, np.uint8))], f"{p}_q")
+            zterm, zp = f"{p}_lo", np.array(0, np.uint8)
         else:
             n("Neg", [f"{p}_lo"], f"{p}_neg_lo")
             n("Max", [f"{p}_hi", f"{p}_neg_lo", eps], f"{p}_amax")
             n("Mul", [f"{p}_amax", const(f"{p}_inv127", np.array(1 / 127, np.float32))], f"{p}_step")
-            n("Div", [f"{p}_xs", f"{p}_step"], f"{p}_xd")  # -127..127, shifted by 128 below
-            zp = np.array(128, np.uint8)
-        # round half to even, + zero point, saturate, to uint8 (what VNNI multiplies): one kernel
-        n("QuantizeLinear", [f"{p}_xd", const(f"{p}_unit", np.array(1.0, np.float32)),
-                             const(f"{p}_qzp", zp)], f"{p}_q")
+            n("Div", [f"{p}_xs", f"{p}_step"], f"{p}_xd")  # -127..127, shifted by 128
+            n("QuantizeLinear", [f"{p}_xd", const(f"{p}_unit", np.array(1.0, np.float32)),
+                                 const(f"{p}_qzp", np.array(128, np.uint8))], f"{p}_q")
+            zp = np.array(128, np.uint8)  # MatMulIntegerToFloat takes the shift back
         one = const(f"{p}_one", np.array(1.0, np.float32))
         zpn = const(f"{p}_zp", zp)
+        parts = []  # (output name, int8 weights, weight scales)
         for m, w in zip(group, ws):
-            q = m.name.strip("/").replace("/", "_")
             w = w * s[:, None]
             wscale = np.clip(np.abs(w).max(0), EPS, None) / 127.0
-            wq = np.clip(np.round(w / wscale), -127, 127).astype(np.int8)
+            parts.append((m.output[0], np.clip(np.round(w / wscale), -127, 127).astype(np.int8), wscale))
+        if concat and len(parts) > 1:
+            parts = [([o for o, _, _ in parts], np.concatenate([q for _, q, _ in parts], 1),
+                      np.concatenate([c for _, _, c in parts]))]
+        for k, (out, wq, wscale) in enumerate(parts):
+            q = f"{p}_{k}"
             n("MatMulIntegerToFloat", [f"{p}_q", const(f"{q}_wq", wq), one,
                                        const(f"{q}_wscale", wscale.astype(np.float32)), zpn],
               f"{q}_acc", domain="com.microsoft")
-            if asym:  # the token's zero point: lo x the dequantized weights' column sums
+            y = out if isinstance(out, str) else f"{q}_y"
+            if zterm is not None:  # the token's zero point: zterm x the dequantized column sums
                 n("Mul", [f"{q}_acc", f"{p}_step"], f"{q}_main")
                 colsum = (wq.astype(np.float64).sum(0) * wscale).astype(np.float32)
-                n("Mul", [f"{p}_lo", const(f"{q}_colsum", colsum)], f"{q}_zterm")
-                n("Add", [f"{q}_main", f"{q}_zterm"], m.output[0])
+                n("Mul", [zterm, const(f"{q}_colsum", colsum)], f"{q}_zterm")
+                n("Add", [f"{q}_main", f"{q}_zterm"], y)
             else:
-                n("Mul", [f"{q}_acc", f"{p}_step"], m.output[0])
+                n("Mul", [f"{q}_acc", f"{p}_step"], y)
+            if not isinstance(out, str):
+                sizes = [numpy_helper.to_array(inits[m.input[1]]).shape[1] for m in group]
+                n("Split", [y, const(f"{q}_sizes", np.array(sizes, np.int64))], out, axis=-1)  # opset >= 13
     del g.node[:]
     g.node.extend(new_nodes)
     used = {i for nd in new_nodes for i in nd.input}
