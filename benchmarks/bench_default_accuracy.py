@@ -106,12 +106,13 @@ def main(argv: list[str] | None = None) -> str:
           "|---|---|---:|---:|---:|---:|---:|"]
     for s, k, n, a, b, g in rows:
         md.append(f"| {s} | {k} | {n} | {100 * a:.1f} | {100 * b:.1f} | {100 * (b - a):+.1f} | {100 * g:.1f}% |")
-    md += ["", f"Largest accuracy change: {100 * worst:.2f} points (goal: within 0.5).", "",
-           "### int8 export of each LoRA adapter (export/quantize.py ladder, gate >= 99% top-1 "
-           "over its examples + held-out texts)", "",
-           "| set | recipe kept | failed first (agreement) | agreement (gated) | held-out agreement "
-           "| held-out rows | int8 zip MB | fp32 zip MB |",
-           "|---|---|---|---:|---:|---:|---:|---:|"]
+    md += ["", f"Largest accuracy change: {100 * worst:.2f} points (goal: within 0.5).", ""]
+    if not args.no_exports:
+        md += ["### int8 export of each LoRA adapter (export/quantize.py ladder, gate >= 99% top-1 "
+               "over its examples + held-out texts)", "",
+               "| set | recipe kept | failed first (agreement) | agreement (gated) | held-out agreement "
+               "| held-out rows | int8 zip MB | fp32 zip MB |",
+               "|---|---|---|---:|---:|---:|---:|---:|"]
     for s_, rec, failed, fagree, g_, h_, n_, mb, fmb in exports:
         tried = ", ".join(f"{a} ({100 * b:.1f}%)" for a, b in zip(failed, fagree)) or "-"
         md.append(f"| {s_} | {rec} | {tried} | {100 * g_:.1f}% | {100 * h_:.1f}% | {n_} | "

@@ -134,14 +134,16 @@ def rewrite(raw, dst, maxima: dict[str, np.ndarray], *, u8: bool = False,
 
 
 def rewrite_fused(raw, dst, maxima: dict[str, np.ndarray], *, alpha: float = ALPHA,
-                  asymmetric: re.Pattern | None = ASYMMETRIC) -> Path:
+                  asymmetric: re.Pattern | None = ASYMMETRIC, **kw) -> Path:
     """The served recipe's graph (export/int8_rows.py ``quantize_rows``: shared quantization
-    of Q, K and V, ``MatMulIntegerToFloat``) for one alpha and zero-point choice."""
+    of Q, K and V, ``MatMulIntegerToFloat``) for one alpha and zero-point choice; ``kw``:
+    ``blocked``, ``concat``."""
     import onnx
 
     from export.int8_rows import quantize_rows
 
-    onnx.save(quantize_rows(onnx.load(str(raw)), maxima, alpha=alpha, asymmetric=asymmetric), str(dst))
+    onnx.save(quantize_rows(onnx.load(str(raw)), maxima, alpha=alpha, asymmetric=asymmetric, **kw),
+              str(dst))
     return Path(dst)
 
 
@@ -226,11 +228,19 @@ def main() -> None:
     if a.sweep:
         sweep(enc, raw, maxima, work)
         return
+    v1 = dict(blocked=False, concat=False)
     graphs = {"onnx fp32 (served)": fp32_path,
               "onnx int8 rows (u8s8)": rewrite(raw, work / "rows_u8.onnx", maxima, u8=True),
-              "onnx int8 rows, fused (u8s8)": rewrite_fused(raw, work / "rows_fused.onnx", maxima),  # zero point on the FFN output only
-              "onnx int8 rows, fused, every input with a zero point": rewrite_fused(
-                  raw, work / "rows_fasym.onnx", maxima, asymmetric=EVERY)}
+              "fused, zero point on the FFN output only": rewrite_fused(
+                  raw, work / "rows_fused.onnx", maxima, **v1),
+              "fused, a zero point on every input": rewrite_fused(
+                  raw, work / "rows_fasym.onnx", maxima, asymmetric=EVERY, **v1),
+              "+ Q, K, V as one GEMM": rewrite_fused(
+                  raw, work / "rows_concat.onnx", maxima, asymmetric=EVERY, blocked=False, concat=True),
+              "+ one blocked QuantizeLinear per input, Q, K, V apart": rewrite_fused(
+                  raw, work / "rows_blocked.onnx", maxima, asymmetric=EVERY, concat=False),
+              "+ blocked QuantizeLinear and Q, K, V as one GEMM (served)": rewrite_fused(
+                  raw, work / "rows_served.onnx", maxima, asymmetric=EVERY)}
     encs = {k: OnnxEncoder(enc, p, ("CPUExecutionProvider",), a.threads, quantize="int8")
             for k, p in graphs.items()}
     sample = fixed_sample()
