@@ -96,7 +96,10 @@ def main(argv: list[str] | None = None) -> str:
         for kind, r in sorted(res.items()):
             md.append(f"| {runtime} | {chose} | {kind} | {r['n']} | {r['max']:.1e} | {r['over']} | {r['flips']} |")
     text = "\n".join(md) + "\n"
-    write_section("invariance", text)
+    default = p.get_default("runtimes")
+    # the default comparison keeps its file; other runtime lists get their own
+    write_section("invariance" if args.runtimes == default else
+                  "invariance_" + args.runtimes.replace(",", "_"), text)
     print(text)
     print(json.dumps({r[0]: r[2] for r in rows}))
     return text
