@@ -272,10 +272,11 @@ def _no_cpu_provider() -> str | None:
 
 # Opt-in, not an ``auto`` candidate yet (stop 29, 2026-12-07; benchmarks/RESULTS.md "int8 rows
 # in onnxruntime"). It is batch-invariant (6e-8), passes the gate (mean drift 7.6e-4, min
-# cosine 0.9967) and is the fastest batch-invariant runtime here (over HTTP 1.3-1.4x onnx fp32
-# at c=1 and 1.5-1.6x at c=64 on 400-character texts; within 0.7 points of fp32's accuracy). As the default it would break two promises onnx fp32
-# keeps: an adapter's export (an fp32 graph) would no longer reproduce the service, and heads
-# are fitted by training workers on fp32 embeddings; LoRA rows run on PyTorch fp32 beside it.
+# cosine 0.9967) and is the fastest batch-invariant runtime here: over HTTP 1.3-1.4x onnx fp32
+# at c=1 and 1.5-1.6x at c=64 on 400-character texts, head accuracy within 0.7 points of fp32.
+# As the default it would break a promise onnx fp32 keeps: an adapter's export (an fp32 graph)
+# would no longer reproduce the service's answers (~1e-3 apart). LoRA rows run on PyTorch fp32
+# beside it (no int8 LoRA-routed graph yet). What it would take: RESULTS.md, same section.
 ONNX_INT8_ROWS = register_runtime(Runtime(
     "onnx-int8-rows", "onnxruntime int8 graph with one activation scale and zero point per token, "
     "SmoothQuant and exact int32 GEMMs (export/int8_rows.py): batch-invariant by construction; "
