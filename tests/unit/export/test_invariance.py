@@ -275,12 +275,41 @@ def test_onnx_int8_rows_passes_the_admission_and_quantizes_every_linear(backbone
     enc = get_runtime("onnx-int8-rows").open(backbone, RuntimeOptions(tmp_path, threads=1))
     path = int8_rows.cache_path(tmp_path, backbone)
     assert path.exists() and not list(tmp_path.glob(".build-*"))  # cached, nothing left behind
-    graph = onnx.load(str(path)).graph
-    ops = Counter(n.op_type for n in graph.node)
+    model = onnx.load(str(path))
+    ops = Counter(n.op_type for n in model.graph.node)
     assert ops["MatMulIntegerToFloat"] == 24 and ops["QuantizeLinear"] == 24, ops
-    assert not weight_matmuls(onnx.load(str(path)))
+    assert not weight_matmuls(model)
     ref = backbone.embed(SAMPLE).numpy()
     trial = measure("onnx-int8-rows", enc, ref, SAMPLE, GATE)
     admit(trial, enc, SAMPLE, parity_adapters(backbone))
     assert trial.passed, trial.why_not()
     assert 0.995 <= trial.min_cosine < 0.9999  # int8: close, not the fp32 weights by mistake
+
+
+def test_quantize_rows_answers_a_token_alike_beside_a_1000x_larger_one():
+    """export/int8_rows.py on a one-MatMul graph: each token gets its own scale and zero point
+    and the sums are int32, so a token's output is bitwise the same alone and beside a token
+    1000x larger (one scale per batch, dynamic int8's, would crush it), and close to fp32."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from export.int8_rows import calibrate, quantize_rows
+
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((16, 8)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"], name="/dense/MatMul")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, None, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, None, 8])],
+        [numpy_helper.from_array(w, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = rng.standard_normal((1, 3, 16)).astype(np.float32)
+    maxima = calibrate(model, [{"x": x}], ["/dense/MatMul"])
+    sess = ort.InferenceSession(quantize_rows(model, maxima).SerializeToString(),
+                                providers=["CPUExecutionProvider"])
+    alone = sess.run(None, {"x": x[:, :1]})[0][0, 0]
+    together = sess.run(None, {"x": np.concatenate([x[:, :1], 1000 * x[:, 1:]], 1)})[0][0, 0]
+    assert np.array_equal(alone, together)
+    want = x[0, 0] @ w
+    assert np.allclose(alone, want, atol=0.05 * np.abs(want).max())
