@@ -446,7 +446,7 @@ def auto(encoder: TorchEncoder, options: RuntimeOptions, *, gate: Gate = GATE,
 
 
 def forced_admission(name: str, served: Any, reference: TorchEncoder, options: RuntimeOptions,
-                     gate: Gate = GATE) -> Trial | None:
+                     gate: Gate = GATE, revision: str = "") -> Trial | None:
     """What ``auto``'s admission says of a runtime the settings force, logged at start-up: a
     WARNING when it would not be admitted (embeddings drift from PyTorch fp32 past ``gate``,
     or a text's answer moves with what shares its batch), one INFO line when it would. The
@@ -456,11 +456,13 @@ def forced_admission(name: str, served: Any, reference: TorchEncoder, options: R
 
     Only runtimes other than the reference, on the text sample (other backbones: None). The
     report is cached beside ``auto``'s decisions (``forced-<runtime>-<key>.json``, the same
-    key): a restart reads it instead of measuring (~1 s of forwards for the drift, 2-4 s for
-    the invariance check with LoRA rows, on 2 cores)."""
+    key, and the runtime's ``revision`` when it has one): a restart reads it instead of
+    measuring (~1 s of forwards for the drift, 2-4 s for the invariance check with LoRA rows,
+    on 2 cores)."""
     if name == REFERENCE or served.modality != "text":  # the sample is text
         return None
-    path = cached(options, f"forced-{name}", reference, gate)
+    tag = f"-{hashlib.sha256(revision.encode()).hexdigest()[:8]}" if revision else ""
+    path = cached(options, f"forced-{name}{tag}", reference, gate)
     trial = None
     if path.exists():
         try:
@@ -503,7 +505,7 @@ def serving_encoder(encoder: TorchEncoder, runtime: str, quantize: str,
         return served, f"auto -> {choice.runtime}"
     chosen = selected_by(runtime, quantize)
     served = open_runtime(chosen, encoder, options)
-    forced_admission(chosen.name, served, encoder, options)
+    forced_admission(chosen.name, served, encoder, options, revision=chosen.revision)
     return served, runtime
 
 

@@ -46,6 +46,9 @@ class Runtime:
     candidate: bool = True  # measured by TAILOR_RUNTIME=auto against the reference
     # (TAILOR_RUNTIME, TAILOR_ONNX_QUANTIZE or None for any) that choose it directly
     setting: tuple[str, str | None] | None = None
+    # changes when what it serves changes (e.g. a graph recipe): a forced runtime's cached
+    # admission report (auto.forced_admission) is keyed by it, so a new recipe is measured
+    revision: str = ""
 
     def why_not(self, encoder: Encoder) -> str | None:
         """None when this runtime can serve ``encoder`` here; otherwise why not."""

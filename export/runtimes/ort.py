@@ -37,6 +37,7 @@ from adapters.encoders.lora import LoraWeights
 from adapters.segments import length_sorted_chunks
 
 from ..graph import example_inputs
+from ..int8_rows import RECIPE as INT8_ROWS_RECIPE
 from ..lora_graph import (DEFAULT_TARGETS, LoraGraph, a_input, lora_config, lora_feed,
                           parity_adapters, with_lora_feeds)
 from ..onnx_config import SENTENCE_ENCODER, OnnxConfig, Quantize
@@ -281,7 +282,8 @@ ONNX_INT8_ROWS = register_runtime(Runtime(
     "onnx-int8-rows", "onnxruntime int8 graph with one activation scale and zero point per token, "
     "SmoothQuant and exact int32 GEMMs (export/int8_rows.py): batch-invariant by construction; "
     "opt-in (TAILOR_RUNTIME=onnx-int8-rows), not an auto candidate: exports are fp32 graphs",
-    _int8_rows, candidate=False, available=_no_cpu_provider, setting=("onnx-int8-rows", None)))
+    _int8_rows, candidate=False, available=_no_cpu_provider, setting=("onnx-int8-rows", None),
+    revision=INT8_ROWS_RECIPE))
 ONNX_FP32 = register_runtime(Runtime(
     "onnx-fp32", "onnxruntime fp32, fused graph (cached)", _opener("none"),
     setting=("onnx", "none")))

@@ -331,6 +331,11 @@ def test_a_forced_runtime_is_served_and_what_auto_would_say_is_logged(backbone, 
 
     again = forced_admission("torch-bf16", Broken(backbone, fail=True), backbone, options)
     assert again == moving  # read from the cache
+    # a new revision of what the runtime serves (a graph recipe) is measured, not read back
+    with caplog.at_level(logging.INFO, logger="tailor"):
+        revised = forced_admission("torch-bf16", Text(backbone, noise=1e-7), backbone, options,
+                                   revision="recipe-2")
+    assert revised.passed and revised != moving
     # a runtime whose check cannot run is still served: a warning, no report, nothing cached
     assert forced_admission("onnx-int8-static", Broken(backbone, fail=True), backbone,
                             options) is None
