@@ -180,9 +180,16 @@ def quantize_rows(model: Any, maxima: dict[str, np.ndarray], *, alpha: float = A
             n("Neg", [f"{p}_lo"], f"{p}_neg_lo")
             n("Max", [f"{p}_hi", f"{p}_neg_lo", eps], f"{p}_amax")
             n("Mul", [f"{p}_amax", const(f"{p}_inv127", np.array(1 / 127, np.float32))], f"{p}_step")
-            n("Div", [f"{p}_xs", f"{p}_step"], f"{p}_xd")  # -127..127, shifted by 128
-            n("QuantizeLinear", [f"{p}_xd", const(f"{p}_unit", np.array(1.0, np.float32)),
-                                 const(f"{p}_qzp", np.array(128, np.uint8))], f"{p}_q")
+            if blocked:  # x / step + 128 per token in one pass; the zero point is the same for all
+                n("Shape", [f"{p}_step"], f"{p}_step_shape")
+                n("Expand", [const(f"{p}_zp128_1", np.array(128, np.uint8)), f"{p}_step_shape"],
+                  f"{p}_zp128_rows")
+                n("QuantizeLinear", [f"{p}_xs", f"{p}_step", f"{p}_zp128_rows"], f"{p}_q", axis=-1,
+                  block_size=int(ws[0].shape[0]))
+            else:
+                n("Div", [f"{p}_xs", f"{p}_step"], f"{p}_xd")  # -127..127, shifted by 128
+                n("QuantizeLinear", [f"{p}_xd", const(f"{p}_unit", np.array(1.0, np.float32)),
+                                     const(f"{p}_qzp", np.array(128, np.uint8))], f"{p}_q")
             zp = np.array(128, np.uint8)  # MatMulIntegerToFloat takes the shift back
         one = const(f"{p}_one", np.array(1.0, np.float32))
         zpn = const(f"{p}_zp", zp)

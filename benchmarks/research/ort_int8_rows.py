@@ -9,6 +9,8 @@ PyTorch passes around ``torch._int_mm``; stop 26 suggested expressing the same m
 an export could reproduce the service.
 
     python -m benchmarks.research.ort_int8_rows [--threads 2] [--turns 5]
+    python -m benchmarks.research.ort_int8_rows --sweep   # SmoothQuant alpha x zero point
+    python -m benchmarks.research.ort_int8_rows --sites   # which of a layer's inputs get one
 
 What it does, on a fresh copy of the backbone (nothing served is touched):
 1. exports the plain fp32 graph (export/graph.py, as export/static_int8.py does);
@@ -192,6 +194,36 @@ def sweep(enc, raw, maxima, work: Path) -> None:
                   flush=True)
 
 
+SITES = {"qkv": r"/(query|key|value)/", "attn-out": r"/attention/output/dense/",
+         "ffn-up": r"/intermediate/dense/", "ffn-down": r"/layer\.\d+/output/dense/"}
+
+
+def sites(enc, raw, maxima, work: Path) -> None:
+    """Drift of the served graph (alpha 0.5) for every subset of a layer's four quantized
+    inputs given a zero point (the others symmetric: fewer passes after the GEMM)."""
+    from itertools import combinations
+
+    from export.calibration import calibration_texts
+    from export.runtimes.auto import _drift, fixed_sample
+    from export.runtimes.ort import OnnxEncoder
+
+    sets = {"calibration": calibration_texts(), "gate": fixed_sample()}
+    refs = {k: enc.embed(t).numpy() for k, t in sets.items()}
+    print("\n| zero point on | calibration: mean drift, min cos | gate: mean drift, min cos |")
+    print("|---|---|---|")
+    for r in range(len(SITES) + 1):
+        for chosen in combinations(SITES, r):
+            pattern = re.compile("|".join(SITES[c] for c in chosen) or r"(?!)")
+            path = rewrite_fused(raw, work / f"sites-{'-'.join(chosen) or 'none'}.onnx", maxima,
+                                 alpha=ALPHA, asymmetric=pattern)
+            e = OnnxEncoder(enc, path, ("CPUExecutionProvider",), 2, quantize="int8")
+            cells = []
+            for k, t in sets.items():
+                mc, md = _drift(refs[k], np.asarray(e.embed(t), np.float32))
+                cells.append(f"{md:.2e}, {mc:.4f}")
+            print(f"| {', '.join(chosen) or 'none'} | " + " | ".join(cells) + " |", flush=True)
+
+
 def main() -> None:
     import torch
 
@@ -209,6 +241,8 @@ def main() -> None:
     ap.add_argument("--turns", type=int, default=5)
     ap.add_argument("--sweep", action="store_true",
                     help="accuracy only: SmoothQuant's alpha x FFN-output zero point, fused graph")
+    ap.add_argument("--sites", action="store_true",
+                    help="accuracy only: which of a layer's four inputs get a zero point (alpha 0.5)")
     ap.add_argument("--cache", type=Path, default=Path("benchmarks/.cache/ort_int8_rows"))
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
@@ -227,6 +261,9 @@ def main() -> None:
     print(f"{len(names)} weight MatMuls calibrated in {time.perf_counter() - t0:.1f} s")
     if a.sweep:
         sweep(enc, raw, maxima, work)
+        return
+    if a.sites:
+        sites(enc, raw, maxima, work)
         return
     v1 = dict(blocked=False, concat=False)
     graphs = {"onnx fp32 (served)": fp32_path,

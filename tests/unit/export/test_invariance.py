@@ -286,11 +286,14 @@ def test_onnx_int8_rows_passes_the_admission_and_quantizes_every_linear(backbone
     assert 0.995 <= trial.min_cosine < 0.9999  # int8: close, not the fp32 weights by mistake
 
 
-def test_quantize_rows_answers_a_token_alike_beside_a_1000x_larger_one():
-    """export/int8_rows.py on a one-MatMul graph: each token gets its own scale and zero point
-    and the sums are int32, so a token's output is bitwise the same alone and beside a token
-    1000x larger (one scale per batch, dynamic int8's, would crush it), and close to fp32."""
-    import onnx
+@pytest.mark.parametrize("zero_point", [True, False])
+def test_quantize_rows_answers_a_token_alike_beside_a_1000x_larger_one(zero_point):
+    """export/int8_rows.py on a one-MatMul graph: each token gets its own scale (and zero
+    point, or the served recipe's symmetric variant) and the sums are int32, so a token's
+    output is bitwise the same alone and beside a token 1000x larger (one scale per batch,
+    dynamic int8's, would crush it), and close to fp32."""
+    import re
+
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
@@ -306,8 +309,8 @@ def test_quantize_rows_answers_a_token_alike_beside_a_1000x_larger_one():
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     x = rng.standard_normal((1, 3, 16)).astype(np.float32)
     maxima = calibrate(model, [{"x": x}], ["/dense/MatMul"])
-    sess = ort.InferenceSession(quantize_rows(model, maxima).SerializeToString(),
-                                providers=["CPUExecutionProvider"])
+    rows = quantize_rows(model, maxima, asymmetric=None if zero_point else re.compile(r"(?!)"))
+    sess = ort.InferenceSession(rows.SerializeToString(), providers=["CPUExecutionProvider"])
     alone = sess.run(None, {"x": x[:, :1]})[0][0, 0]
     together = sess.run(None, {"x": np.concatenate([x[:, :1], 1000 * x[:, 1:]], 1)})[0][0, 0]
     assert np.array_equal(alone, together)
