@@ -94,8 +94,9 @@ def quantize_rows(model: Any, maxima: dict[str, np.ndarray], *, alpha: float = A
     quantized with a per-token zero point; None: all of them; the others are symmetric.
     ``blocked``: one ``QuantizeLinear`` with a scale and zero point per token (ONNX opset 21's
     block quantization; the graph is converted to opset 21) instead of subtracting and dividing
-    first (3 passes over the activations instead of 1; zero-point rows only). ``concat``: MatMuls
-    that share an input run as one GEMM on their concatenated weights, then Split.
+    first (1 pass over the activations instead of 3; symmetric inputs get a zero point of 128
+    per token). ``concat``: MatMuls that share an input run as one GEMM on their concatenated
+    weights, then Split.
     benchmarks/research/ort_int8_rows.py compares them."""
     import onnx
     from onnx import helper, numpy_helper, version_converter
@@ -229,12 +230,12 @@ def quantize_rows(model: Any, maxima: dict[str, np.ndarray], *, alpha: float = A
 
 
 def cache_path(cache_dir: str | Path, encoder: Any) -> Path:
-    """The cached graph: keyed by the backbone, the recipe and the calibration sample."""
-    from .onnx_config import SENTENCE_ENCODER
+    """The cached graph: keyed by the backbone, the recipe and the calibration sample (opset
+    21: ``quantize_rows`` converts the export to it for block quantization)."""
     from .calibration import calibration_texts
 
     tag = hashlib.sha256(repr((RECIPE, calibration_texts())).encode()).hexdigest()[:8]
-    return Path(cache_dir) / f"{encoder.identity.sha256}-int8rows-{tag}-op{SENTENCE_ENCODER.opset}.onnx"
+    return Path(cache_dir) / f"{encoder.identity.sha256}-int8rows-{tag}-op21.onnx"
 
 
 def build(encoder: Any, dest: Path) -> Path:
