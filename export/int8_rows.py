@@ -84,6 +84,34 @@ def calibrate(model: Any, feeds: Sequence[dict[str, np.ndarray]], names: Sequenc
     return {n: seen[t] for n, t in inputs.items()}
 
 
+def smoothing(act_max: np.ndarray, weights: Sequence[np.ndarray], alpha: float = ALPHA) -> np.ndarray:
+    """SmoothQuant's per-input-channel factor s = max|X|^a / max|W|^(1-a) for MatMuls that read
+    the same input: activations are divided by s, weight rows multiplied by it. ``weights``:
+    each [in, out]; their largest |weight| per input channel counts."""
+    wmax = np.max([np.abs(w).max(1) for w in weights], axis=0)
+    return np.clip(np.clip(act_max, 1e-5, None) ** alpha
+                   / np.clip(wmax, 1e-5, None) ** (1 - alpha), 1e-5, None)
+
+
+def int8_weights(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """[in, out] -> (symmetric int8 weights, one scale per output channel)."""
+    wscale = np.clip(np.abs(w).max(0), EPS, None) / 127.0
+    return np.clip(np.round(w / wscale), -127, 127).astype(np.int8), wscale
+
+
+def replace_nodes(model: Any, nodes: list, initializers: list) -> Any:
+    """``model`` with its graph's nodes replaced by ``nodes``; initializers no node reads
+    any more are dropped and ``initializers`` added."""
+    g = model.graph
+    del g.node[:]
+    g.node.extend(nodes)
+    used = {i for nd in nodes for i in nd.input}
+    keep = [i for i in g.initializer if i.name in used]
+    del g.initializer[:]
+    g.initializer.extend(keep + initializers)
+    return model
+
+
 def quantize_rows(model: Any, maxima: dict[str, np.ndarray], *, alpha: float = ALPHA,
                   asymmetric: re.Pattern | None = None, blocked: bool = True,
                   concat: bool = True) -> Any:
@@ -141,9 +169,7 @@ def quantize_rows(model: Any, maxima: dict[str, np.ndarray], *, alpha: float = A
                 n(op, [src], out, axes=[-1], keepdims=1)
 
         ws = [numpy_helper.to_array(inits[m.input[1]]).astype(np.float64) for m in group]  # [in, out]
-        wmax = np.max([np.abs(w).max(1) for w in ws], axis=0)
-        s = np.clip(np.clip(maxima[node.name], 1e-5, None) ** alpha
-                    / np.clip(wmax, 1e-5, None) ** (1 - alpha), 1e-5, None)
+        s = smoothing(maxima[node.name], ws, alpha)
         n("Mul", [x, const(f"{p}_smooth", (1.0 / s).astype(np.float32))], f"{p}_xs")
         asym = asymmetric is None or bool(asymmetric.search(node.name))
         reduce("ReduceMax", f"{p}_xs", f"{p}_hi")
@@ -196,9 +222,7 @@ def quantize_rows(model: Any, maxima: dict[str, np.ndarray], *, alpha: float = A
         zpn = const(f"{p}_zp", zp)
         parts = []  # (output name, int8 weights, weight scales)
         for m, w in zip(group, ws):
-            w = w * s[:, None]
-            wscale = np.clip(np.abs(w).max(0), EPS, None) / 127.0
-            parts.append((m.output[0], np.clip(np.round(w / wscale), -127, 127).astype(np.int8), wscale))
+            parts.append((m.output[0], *int8_weights(w * s[:, None])))
         if concat and len(parts) > 1:
             parts = [([o for o, _, _ in parts], np.concatenate([q for _, q, _ in parts], 1),
                       np.concatenate([c for _, _, c in parts]))]
@@ -216,14 +240,9 @@ def quantize_rows(model: Any, maxima: dict[str, np.ndarray], *, alpha: float = A
             else:
                 n("Mul", [f"{q}_acc", f"{p}_step"], y)
             if not isinstance(out, str):
-                sizes = [numpy_helper.to_array(inits[m.input[1]]).shape[1] for m in group]
-                n("Split", [y, const(f"{q}_sizes", np.array(sizes, np.int64))], out, axis=-1)  # opset >= 13
-    del g.node[:]
-    g.node.extend(new_nodes)
-    used = {i for nd in new_nodes for i in nd.input}
-    keep = [i for i in g.initializer if i.name in used]
-    del g.initializer[:]
-    g.initializer.extend(keep + new_inits)
+                sizes = np.array([w.shape[1] for w in ws], np.int64)
+                n("Split", [y, const(f"{q}_sizes", sizes)], out, axis=-1)  # opset >= 13
+    replace_nodes(model, new_nodes, new_inits)
     if not any(o.domain == "com.microsoft" for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     return model
@@ -263,4 +282,5 @@ def build(encoder: Any, dest: Path) -> Path:
     return dest
 
 
-__all__ = ["ALPHA", "NAME", "RECIPE", "build", "cache_path", "calibrate", "quantize_rows"]
+__all__ = ["ALPHA", "NAME", "RECIPE", "build", "cache_path", "calibrate", "int8_weights",
+           "quantize_rows", "replace_nodes", "smoothing"]

@@ -39,9 +39,9 @@ from pathlib import Path
 
 import numpy as np
 
-ALPHA = 0.5
+from export.int8_rows import ALPHA, EPS  # the served recipe's
+
 ASYMMETRIC = re.compile(r"/layer\.\d+/output/dense/")
-EPS = 1e-12
 EVERY = None  # quantize_rows: a zero point on every input
 NONE = re.compile(r"(?!)")  # matches nothing: all symmetric
 ASYM_CHOICES = (ASYMMETRIC, NONE, EVERY)
@@ -52,6 +52,8 @@ def rewrite(raw, dst, maxima: dict[str, np.ndarray], *, u8: bool = False,
     """``raw`` with every calibrated weight MatMul as a per-token int8 GEMM (module docstring)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
+
+    from export.int8_rows import int8_weights, replace_nodes, smoothing
 
     model = onnx.load(str(raw))
     g = model.graph
@@ -69,11 +71,8 @@ def rewrite(raw, dst, maxima: dict[str, np.ndarray], *, u8: bool = False,
         p = node.name.strip("/").replace("/", "_")
         x, (y,) = node.input[0], node.output
         w = numpy_helper.to_array(inits[node.input[1]]).astype(np.float64)  # [in, out]
-        s = np.clip(np.clip(maxima[node.name], 1e-5, None) ** alpha
-                    / np.clip(np.abs(w).max(1), 1e-5, None) ** (1 - alpha), 1e-5, None)
-        w = w * s[:, None]
-        wscale = np.clip(np.abs(w).max(0), EPS, None) / 127.0
-        wq = np.clip(np.round(w / wscale), -127, 127).astype(np.int8)
+        s = smoothing(maxima[node.name], [w], alpha)
+        wq, wscale = int8_weights(w * s[:, None])
         colsum = wq.astype(np.float32).sum(0)
         asym = bool(asymmetric is not None and asymmetric.search(node.name))
         n = lambda op, ins, outs, **kw: new_nodes.append(  # noqa: E731
@@ -124,12 +123,7 @@ def rewrite(raw, dst, maxima: dict[str, np.ndarray], *, u8: bool = False,
                 n("Cast", [f"{p}_acc"], [f"{p}_accf"], to=TensorProto.FLOAT)
                 n("Mul", [f"{p}_accf", f"{p}_step"], [f"{p}_deq"])
         n("Mul", [f"{p}_deq", const(f"{p}_wscale", wscale.astype(np.float32))], [y])
-    del g.node[:]
-    g.node.extend(new_nodes)
-    used = {i for nd in new_nodes for i in nd.input}
-    keep = [i for i in g.initializer if i.name in used]
-    del g.initializer[:]
-    g.initializer.extend(keep + new_inits)
+    replace_nodes(model, new_nodes, new_inits)
     onnx.checker.check_model(model)
     onnx.save(model, str(dst))
     return Path(dst)

@@ -37,7 +37,7 @@ from adapters.encoders.lora import LoraWeights
 from adapters.segments import length_sorted_chunks
 
 from ..graph import example_inputs
-from ..int8_rows import RECIPE as INT8_ROWS_RECIPE
+from ..int8_rows import NAME as INT8_ROWS, RECIPE as INT8_ROWS_RECIPE
 from ..lora_graph import (DEFAULT_TARGETS, LoraGraph, a_input, lora_config, lora_feed,
                           parity_adapters, with_lora_feeds)
 from ..onnx_config import SENTENCE_ENCODER, OnnxConfig, Quantize
@@ -264,13 +264,6 @@ def _int8_rows(encoder: TorchEncoder, options: RuntimeOptions) -> OnnxEncoder:
     return OnnxEncoder(encoder, path, ("CPUExecutionProvider",), options.threads, quantize="int8")
 
 
-def _no_cpu_provider() -> str | None:
-    import onnxruntime as ort
-
-    return (None if "CPUExecutionProvider" in ort.get_available_providers()
-            else "onnxruntime has no CPU execution provider here")
-
-
 # Opt-in, not an ``auto`` candidate yet (stop 29, 2026-12-07; benchmarks/RESULTS.md "int8 rows
 # in onnxruntime"). It is batch-invariant (6e-8), passes the gate (mean drift 7.6e-4, min
 # cosine 0.9967) and is the fastest batch-invariant runtime here: over HTTP 1.3-1.4x onnx fp32
@@ -279,10 +272,10 @@ def _no_cpu_provider() -> str | None:
 # would no longer reproduce the service's answers (~1e-3 apart). LoRA rows run on PyTorch fp32
 # beside it (no int8 LoRA-routed graph yet). What it would take: RESULTS.md, same section.
 ONNX_INT8_ROWS = register_runtime(Runtime(
-    "onnx-int8-rows", "onnxruntime int8 graph with one activation scale and zero point per token, "
+    INT8_ROWS, "onnxruntime int8 graph with one activation scale and zero point per token, "
     "SmoothQuant and exact int32 GEMMs (export/int8_rows.py): batch-invariant by construction; "
     "opt-in (TAILOR_RUNTIME=onnx-int8-rows), not an auto candidate: exports are fp32 graphs",
-    _int8_rows, candidate=False, available=_no_cpu_provider, setting=("onnx-int8-rows", None),
+    _int8_rows, candidate=False, setting=(INT8_ROWS, None),
     revision=INT8_ROWS_RECIPE))
 ONNX_FP32 = register_runtime(Runtime(
     "onnx-fp32", "onnxruntime fp32, fused graph (cached)", _opener("none"),
