@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .bundle import ExportResult, check_quantize, export_bundle
-    from .onnx_config import CLASSIFIER, QUANTIZE_CHOICES, SENTENCE_ENCODER, OnnxConfig, Quantize
+    from .onnx_config import (CLASSIFIER, EXPORT_QUANTIZE_CHOICES, QUANTIZE_CHOICES,
+                              SENTENCE_ENCODER, ExportQuantize, OnnxConfig, Quantize)
     from .parity import ParityError, ParityReport
     from .runtimes.ort import OnnxEncoder, build_backbone_onnx
     from .session import ProviderUnavailable, create_session
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 _WHERE = {"ExportResult": "bundle", "check_quantize": "bundle", "export_bundle": "bundle",
           "CLASSIFIER": "onnx_config", "QUANTIZE_CHOICES": "onnx_config",
           "SENTENCE_ENCODER": "onnx_config", "OnnxConfig": "onnx_config", "Quantize": "onnx_config",
+          "ExportQuantize": "onnx_config", "EXPORT_QUANTIZE_CHOICES": "onnx_config",
           "ParityError": "parity", "ParityReport": "parity", "OnnxEncoder": "runtimes.ort",
           "build_backbone_onnx": "runtimes.ort", "ProviderUnavailable": "session",
           "create_session": "session"}

@@ -35,9 +35,9 @@ from adapters.kinds import get_kind
 from adapters.storage import Manifest, Store, StoredAdapter
 from adapters.storage.store import sha256_file
 
-from . import audio, image
+from . import audio, image, int8_rows
 from .graph import Classifier, example_inputs
-from .onnx_config import CLASSIFIER, QUANTIZE_CHOICES, OnnxConfig
+from .onnx_config import CLASSIFIER, EXPORT_QUANTIZE_CHOICES, OnnxConfig
 from .parity import Case, parity_cases
 from .pipeline import build_graph
 from .quantize import INT8_LADDER, SCHEMES
@@ -78,13 +78,15 @@ MODALITIES: dict[str, ModalityExport] = {}  # filled at the end of this module
 
 
 def check_quantize(quantize: Any) -> str:
-    if quantize not in QUANTIZE_CHOICES:
-        raise InvalidRequest(f"quantize must be one of {', '.join(QUANTIZE_CHOICES)}, got {quantize!r}")
+    if quantize not in EXPORT_QUANTIZE_CHOICES:
+        raise InvalidRequest(f"quantize must be one of {', '.join(EXPORT_QUANTIZE_CHOICES)}, "
+                             f"got {quantize!r}")
     return quantize
 
 
 def bundle_filename(name: str, version: int, quantize: str) -> str:
-    return f"{name}-v{version}{'-int8' if quantize == 'int8' else ''}.onnx.zip"
+    suffix = {"int8": "-int8", "int8-rows": "-int8rows"}.get(quantize, "")
+    return f"{name}-v{version}{suffix}.onnx.zip"
 
 
 def build_module(encoder: TorchEncoder, stored: StoredAdapter) -> nn.Module:
@@ -132,22 +134,37 @@ def export_bundle(encoder: TorchEncoder, store: Store, tenant: str, name: str,
     if quantize == "int8" and modality.no_int8:
         raise InvalidRequest(f"quantize int8 does not apply to {encoder.modality} adapters: "
                              f"{modality.no_int8}; export with quantize \"none\"")
+    if quantize == int8_rows.EXPORT_MODE and encoder.modality != "text":
+        raise InvalidRequest(f"quantize int8-rows is the onnx-int8-rows runtime's graph, which "
+                             f"serves text backbones only, not {encoder.modality}; export with "
+                             'quantize "none" or "int8"')
+    if quantize == int8_rows.EXPORT_MODE and "CPUExecutionProvider" not in providers:
+        raise InvalidRequest("quantize int8-rows runs on onnxruntime's CPU kernels "
+                             "(MatMulIntegerToFloat); check it on CPUExecutionProvider")
     config = config or modality.config
     dest = Path(dest_dir) if dest_dir is not None else Path(tempfile.mkdtemp(prefix="tailor-bundle-"))
     dest.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".export-", dir=dest))
     try:
-        module = build_module(encoder, stored)
         inputs = store.inputs(tenant, m.name, m.version)
         own = inputs.examples
         unlabeled = inputs.unlabeled
         if len(unlabeled) > HELDOUT_UNLABELED:  # a seeded sample: the same on every export
             unlabeled = random.Random(0).sample(unlabeled, HELDOUT_UNLABELED)
-        model, report = build_graph(module, config, modality.example_inputs(encoder), work,
-                                    quantize=quantize, model_config=encoder.model.config,
-                                    cases=modality.parity_cases(encoder, own, unlabeled),
-                                    providers=providers, keep_fp32=("/head/",),
-                                    recipes=INT8_LADDER, embeddings=modality.int8_embeddings)
+        cases = modality.parity_cases(encoder, own, unlabeled)
+        extra: dict[str, Any] = {}
+        if quantize == int8_rows.EXPORT_MODE:  # the served graph + the head, not a new recipe
+            model, report, vs_fp32 = int8_rows.bundle_graph(
+                encoder, get_kind(m.kind).load(stored), work, cases, config)
+            extra = {"vs_pytorch_fp32": {k: vs_fp32.as_dict()[k] for k in (
+                "top1_agreement", "top1_agreement_examples", "top1_agreement_heldout",
+                "max_abs_diff", "min_cosine", "rows")}}
+        else:
+            model, report = build_graph(build_module(encoder, stored), config,
+                                        modality.example_inputs(encoder), work,
+                                        quantize=quantize, model_config=encoder.model.config,
+                                        cases=cases, providers=providers, keep_fp32=("/head/",),
+                                        recipes=INT8_LADDER, embeddings=modality.int8_embeddings)
 
         files = work / "bundle"
         files.mkdir()
@@ -155,7 +172,7 @@ def export_bundle(encoder: TorchEncoder, store: Store, tenant: str, name: str,
         encoder.write_preprocessor(files)
         (files / "labels.json").write_text(json.dumps(list(m.labels), indent=2, ensure_ascii=False))
         manifest = _bundle_manifest(encoder, m, config, quantize,
-                                    {**report.as_dict(), "providers": list(providers)},
+                                    {**report.as_dict(), "providers": list(providers), **extra},
                                     report.recipe)
         manifest.update(modality.manifest_extra(encoder, own))
         manifest["files"] = {p.name: sha256_file(p) for p in sorted(files.iterdir())}
@@ -191,15 +208,24 @@ def _bundle_manifest(encoder: TorchEncoder, m: Manifest, config: OnnxConfig, qua
         "outputs": list(config.outputs),
         "opset": config.opset,
         "activation": m.activation,
-        "quantization": ({"mode": "int8", "recipe": recipe,
-                          "scheme": f"{SCHEMES[recipe]}; word embeddings int8 with a scale per "
-                          "row; head kept fp32"} if quantize == "int8" and recipe
-                         else {"mode": "none"}),
+        "quantization": _quantization(quantize, recipe),
         "exporter": {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
                      "method": "torch.onnx.export(dynamo=False) + onnxruntime transformer fusions"},
         "parity": parity,
         "exported_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def _quantization(quantize: str, recipe: str | None) -> dict[str, Any]:
+    if quantize == "int8" and recipe:
+        return {"mode": "int8", "recipe": recipe, "scheme": f"{SCHEMES[recipe]}; word embeddings "
+                "int8 with a scale per row; head kept fp32"}
+    if quantize == int8_rows.EXPORT_MODE:
+        return {"mode": quantize, "recipe": int8_rows.RECIPE, "scheme": "the onnx-int8-rows "
+                "runtime's graph: every encoder MatMul int8 with one activation scale and zero "
+                "point per token (SmoothQuant, exact int32 sums), LoRA's low-rank path and the "
+                "head fp32; parity is against the served graphs, vs_pytorch_fp32 the drift"}
+    return {"mode": "none"}
 
 
 def bundle_readme(manifest: dict[str, Any]) -> str:
@@ -210,8 +236,8 @@ def bundle_readme(manifest: dict[str, Any]) -> str:
 
 Backbone {manifest['backbone']['name']} (sha256 {manifest['backbone']['sha256'][:12]}...) +
 mean pooling + L2 norm + the adapter's head, in one graph. Opset {manifest['opset']},
-quantization: {manifest['quantization']['mode']}. Parity with PyTorch at export time is in
-`manifest.json` (`parity`).
+quantization: {manifest['quantization']['mode']}. Parity at export time (with PyTorch; for
+int8-rows with the graphs the onnx-int8-rows runtime serves) is in `manifest.json` (`parity`).
 
 Inputs: `input_ids`, `attention_mask` (int64, [batch, sequence]). Outputs:
 `probabilities` and `logits` ([batch, {len(manifest['labels'])}], label order in `labels.json`).
@@ -238,7 +264,8 @@ for text, row in zip(texts, probs):
     print(text, "->", {"labels" if a["multi_label"] else "label"}, dict(zip(LABELS, row.round(4))))
 ```
 
-On a GPU use `pip install onnxruntime-gpu` and `providers=["CUDAExecutionProvider"]`.
+On a GPU use `pip install onnxruntime-gpu` and `providers=["CUDAExecutionProvider"]` (not for
+int8-rows: its int8 kernels are onnxruntime's CPU ones).
 """
 
 

@@ -57,6 +57,7 @@ import numpy as np
 NAME = "onnx-int8-rows"
 ALPHA = 0.5  # SmoothQuant's migration strength
 EPS = 1e-12
+EXPORT_MODE = "int8-rows"  # an adapter's export as this runtime serves it (export/bundle.py)
 RECIPE = f"int8-rows-v2-alpha{ALPHA}-zero-point-every-input-blocked-qkv-concat"
 
 
@@ -248,39 +249,180 @@ def quantize_rows(model: Any, maxima: dict[str, np.ndarray], *, alpha: float = A
     return model
 
 
-def cache_path(cache_dir: str | Path, encoder: Any) -> Path:
+def weight_keys(model: Any) -> dict[str, str]:
+    """Weight MatMul node name -> a hash of its weight: which MatMuls of two graphs of one
+    backbone carry the same Linear (names differ between a plain export, a routed one and an
+    adapter's bundle)."""
+    from onnx import numpy_helper
+
+    from .calibration import weight_matmuls
+
+    inits = {i.name: i for i in model.graph.initializer}
+    nodes = {n.name: n for n in model.graph.node}
+    return {name: hashlib.sha256(numpy_helper.to_array(inits[nodes[name].input[1]]).tobytes())
+            .hexdigest() for name in weight_matmuls(model)}
+
+
+def by_weight(maxima: dict[str, np.ndarray], model: Any) -> dict[str, np.ndarray]:
+    """Calibration maxima of ``model``'s MatMuls keyed by their weights' hash (``weight_keys``)."""
+    return {key: maxima[name] for name, key in weight_keys(model).items() if name in maxima}
+
+
+def for_graph(keyed: dict[str, np.ndarray], dst: Any) -> dict[str, np.ndarray]:
+    """Maxima keyed by weight (``by_weight``) as ``dst``'s MatMul names, so ``dst`` gets the
+    very smoothing and int8 weights of the graph they were calibrated on (a head's MatMul
+    matches nothing and stays fp32). Raises when a calibrated weight is not in ``dst``."""
+    out = {name: keyed[key] for name, key in weight_keys(dst).items() if key in keyed}
+    if len(out) != len(keyed):
+        raise ValueError(f"{len(keyed)} calibrated MatMuls, {len(out)} found in the graph")
+    return out
+
+
+def transfer(maxima: dict[str, np.ndarray], src: Any, dst: Any) -> dict[str, np.ndarray]:
+    """``src``'s calibration maxima as ``dst``'s MatMul names (``for_graph``)."""
+    return for_graph(by_weight(maxima, src), dst)
+
+
+def cache_path(cache_dir: str | Path, encoder: Any, lora: Sequence[str] | None = None) -> Path:
     """The cached graph: keyed by the backbone, the recipe and the calibration sample (opset
-    21: ``quantize_rows`` converts the export to it for block quantization)."""
+    21: ``quantize_rows`` converts the export to it for block quantization). ``lora``: the
+    routed targets of the LoRA-routed twin (None: the plain graph)."""
     from .calibration import calibration_texts
 
     tag = hashlib.sha256(repr((RECIPE, calibration_texts())).encode()).hexdigest()[:8]
+    if lora is not None:
+        tag += "-lora-" + hashlib.sha256(",".join(lora).encode()).hexdigest()[:8]
     return Path(cache_dir) / f"{encoder.identity.sha256}-int8rows-{tag}-op21.onnx"
 
 
-def build(encoder: Any, dest: Path) -> Path:
-    """Export the backbone (a fresh copy), calibrate, rewrite, and move the graph into
-    ``dest`` atomically (nothing is left behind on failure). Accuracy and batch invariance
-    are judged by the caller (export/runtimes/auto.py's admission, logged at first start)."""
+def calibrated(encoder: Any, work: Path) -> tuple[Any, dict[str, np.ndarray]]:
+    """The plain fp32 export of the backbone (a fresh copy) and its calibration maxima: what
+    every int8-rows graph of this backbone is quantized with (``transfer``)."""
     import onnx
 
+    from .calibration import calibration_texts, row_feeds, weight_matmuls
     from .graph import example_inputs, export_onnx
     from .onnx_config import SENTENCE_ENCODER
-    from .calibration import calibration_texts, row_feeds, weight_matmuls
+
+    raw = onnx.load(str(export_onnx(encoder.graph_module(encoder.fresh_model()), SENTENCE_ENCODER,
+                                    work / "raw.onnx", example_inputs(encoder))))
+    return raw, calibrate(raw, row_feeds(encoder, calibration_texts(), SENTENCE_ENCODER.inputs),
+                          weight_matmuls(raw))
+
+
+def routed_export(encoder: Any, work: Path, targets: Sequence[str]) -> tuple[Any, Any]:
+    """The plain fp32 export of the LoRA-routed backbone (export/lora_graph.py) and its module."""
+    import onnx
+
+    from .graph import export_onnx
+    from .lora_graph import routed_module
+
+    module, config, example = routed_module(encoder, targets)
+    return onnx.load(str(export_onnx(module, config, work / "routed.onnx", example))), module
+
+
+def bundle_graph(encoder: Any, adapter: Any, work: Path, cases: Sequence[Any], config: Any,
+                 targets: Sequence[str] = ("query", "value")) -> tuple[Path, Any, Any]:
+    """An adapter's classifier (tokens -> embedding -> head) as the int8-rows runtime serves
+    it, in ``work``: the backbone's MatMuls quantized with the served graphs' very maxima and
+    weights (``transfer``), a LoRA adapter's low-rank path fp32 beside them as in the routed
+    graph (not merged into the weights: merged, it would be quantized differently), the head
+    fp32.
+
+    Checked on ``cases`` (export/parity.py) against the SERVED graphs as the service uses them
+    (the plain graph for a head adapter, the routed graph with this adapter's tables for a
+    LoRA one; then the head on PyTorch, as the engine applies it), within ``config.atol``
+    (``ParityError`` otherwise); and compared with PyTorch fp32 (top-1 agreement, the drift),
+    which is reported, not gated: the export answers what the service answers, and whether
+    int8-rows is accurate enough to serve is the runtime's admission (auto's gate). Returns
+    the graph's path, the parity report and the fp32 comparison. Raises ``InvalidRequest`` for a LoRA adapter whose rows
+    the service runs on PyTorch (it adapts Linears the routed graph does not route)."""
+    import onnx
+    import torch
+
+    from adapters.errors import InvalidRequest
+
+    from .graph import Classifier, example_inputs, export_onnx
+    from .lora_graph import OneAdapter, lora_feed
+    from .parity import ParityError, check_parity, torch_outputs
+    from .session import create_session
+
+    lora, head = adapter.lora, adapter.head
+    raw, maxima = calibrated(encoder, work)
+    if lora is None:
+        served, graph = quantize_rows(raw, maxima), None
+        encoder_module = encoder.graph_module(encoder.fresh_model())
+    else:
+        routed, graph = routed_export(encoder, work, targets)
+        if not set(lora.a) <= set(graph.targets):
+            raise InvalidRequest(
+                f"this adapter adapts {sorted(set(lora.a) - set(graph.targets))}, which the "
+                f"int8-rows runtime does not route (only {list(targets)}): its rows are served on "
+                'PyTorch fp32, so export it with {"quantize": "none"} to reproduce the service')
+        served = quantize_rows(routed, transfer(maxima, raw, routed))
+        encoder_module = OneAdapter(graph, lora)
+    module = Classifier(encoder_module, head).eval()
+    bundle_raw = onnx.load(str(export_onnx(module, config, work / "bundle-raw.onnx",
+                                           example_inputs(encoder))))
+    path = work / "bundle-int8rows.onnx"
+    onnx.save(quantize_rows(bundle_raw, transfer(maxima, raw, bundle_raw)), str(path))
+
+    onnx.save(served, str(work / "served.onnx"))
+    served_session = create_session(work / "served.onnx", ["CPUExecutionProvider"])
+    references = []
+    for _, feed in cases:
+        rows = int(next(iter(feed.values())).shape[0])
+        if graph is not None:
+            feed = {**feed, **lora_feed([lora] * rows, graph.targets, graph.dims)}
+        (emb,) = served_session.run(["sentence_embedding"], feed)
+        x = torch.from_numpy(emb)
+        references.append([head.probabilities(x).numpy(), head.logits(x).numpy()])
+    session = create_session(path, ["CPUExecutionProvider"])
+    report = check_parity(module, session, config, cases, EXPORT_MODE, references)
+    fp32 = [torch_outputs(module, config, case) for case in cases]
+    try:
+        vs_fp32 = check_parity(module, session, config, cases, "int8", fp32)
+    except ParityError as e:  # reported, not gated: the service answers the same
+        vs_fp32 = e.report
+    return path, report, vs_fp32
+
+
+def build(encoder: Any, dest: Path, lora_dest: Path | None = None,
+          targets: Sequence[str] = ("query", "value")) -> Path:
+    """Export the backbone (a fresh copy), calibrate, rewrite, and move the graph into
+    ``dest`` atomically (nothing is left behind on failure). ``lora_dest``: also the
+    LoRA-routed twin (``targets`` routed), its base MatMuls quantized with the plain graph's
+    very maxima (``transfer``): a bare row answers alike in both, and each row's low-rank
+    path ``(x A^T) B^T`` stays fp32 on the unsmoothed input. The maxima are kept beside
+    ``dest`` (``-maxima.npz``, keyed by weight), so the routed twin of a plain graph built
+    earlier (auto measures candidates without their LoRA graphs) needs no second calibration. Accuracy and batch invariance are
+    judged by the caller (export/runtimes/auto.py's admission, logged at first start)."""
+    import onnx
 
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
+    maxima_file = dest.with_name(dest.name[:-len(".onnx")] + "-maxima.npz")
     work = Path(tempfile.mkdtemp(prefix=".build-", dir=dest.parent))
     try:
-        raw = onnx.load(str(export_onnx(encoder.graph_module(encoder.fresh_model()), SENTENCE_ENCODER,
-                                        work / "raw.onnx", example_inputs(encoder))))
-        maxima = calibrate(raw, row_feeds(encoder, calibration_texts(), SENTENCE_ENCODER.inputs),
-                           weight_matmuls(raw))
-        onnx.save(quantize_rows(raw, maxima), str(work / "int8rows.onnx"))
-        os.replace(work / "int8rows.onnx", dest)
+        if dest.exists() and maxima_file.exists():  # auto measured the plain graph alone first
+            with np.load(maxima_file) as f:
+                keyed = {k: f[k] for k in f.files}
+        else:
+            raw, maxima = calibrated(encoder, work)
+            keyed = by_weight(maxima, raw)
+            onnx.save(quantize_rows(raw, maxima), str(work / "int8rows.onnx"))
+            np.savez(work / "maxima.npz", **keyed)
+            os.replace(work / "maxima.npz", maxima_file)
+            os.replace(work / "int8rows.onnx", dest)
+        if lora_dest is not None:
+            routed, _ = routed_export(encoder, work, targets)
+            onnx.save(quantize_rows(routed, for_graph(keyed, routed)), str(work / "int8rows-lora.onnx"))
+            os.replace(work / "int8rows-lora.onnx", lora_dest)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return dest
 
 
-__all__ = ["ALPHA", "NAME", "RECIPE", "build", "cache_path", "calibrate", "int8_weights",
-           "quantize_rows", "replace_nodes", "smoothing"]
+__all__ = ["ALPHA", "EXPORT_MODE", "NAME", "RECIPE", "build", "cache_path", "bundle_graph", "calibrate", "calibrated",
+           "int8_weights", "quantize_rows", "replace_nodes", "routed_export", "smoothing",
+           "by_weight", "for_graph", "transfer", "weight_keys"]

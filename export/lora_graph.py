@@ -142,6 +142,23 @@ class LoraGraph(nn.Module):
         return self.inner(*graph_inputs)  # [batch, dim]
 
 
+class OneAdapter(nn.Module):
+    """A ``LoraGraph`` with ONE adapter's tables as constants, taking only the encoder's graph
+    inputs: the routed graph as that adapter's rows run in it (every row in slot 1), for a
+    bundle that must reproduce the served graph (export/int8_rows.py)."""
+
+    def __init__(self, graph: LoraGraph, lora: LoraWeights):
+        super().__init__()
+        self.graph = graph
+        feed = lora_feed([lora], graph.targets, graph.dims)
+        names = [a_input(t) for t in graph.targets] + [b_input(t) for t in graph.targets]
+        self.tables = [torch.from_numpy(feed[k]) for k in names]
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        slot = torch.ones_like(inputs[0][:, 0])  # [batch] int64: the adapter's slot
+        return self.graph(*inputs, slot, *self.tables)
+
+
 def lora_config(encoder: TorchEncoder, targets: Sequence[str],
                 base: OnnxConfig = SENTENCE_ENCODER) -> OnnxConfig:
     """The routed graph's inputs, outputs and dynamic axes."""
@@ -152,6 +169,20 @@ def lora_config(encoder: TorchEncoder, targets: Sequence[str],
     axes.update({b_input(t): {0: "slots", 2: "rank"} for t in targets})
     return dataclasses.replace(base, inputs=(*encoder.graph_inputs, SLOT, *tables),
                                dynamic_axes=axes)
+
+
+def routed_module(encoder: TorchEncoder, targets: Sequence[str] = DEFAULT_TARGETS
+                  ) -> tuple[LoraGraph, OnnxConfig, tuple[torch.Tensor, ...]]:
+    """A LoRA-routed module on a fresh copy of the backbone, its graph config, and a batch to
+    trace it with (non-identity adapters of several ranks mixed per row, ``parity_adapters``)."""
+    module = LoraGraph(encoder, encoder.fresh_model(), targets).eval()
+    config = lora_config(encoder, module.targets)
+    example = example_inputs(encoder)
+    adapters = parity_adapters(encoder)
+    feed = lora_feed([adapters[i % len(adapters)] for i in range(example[0].shape[0])],
+                     module.targets, module.dims)
+    return module, config, example + tuple(torch.from_numpy(feed[k])
+                                           for k in config.inputs[len(example):])
 
 
 def tables_of(w: LoraWeights) -> dict[str, tuple[np.ndarray, np.ndarray]]:

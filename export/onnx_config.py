@@ -12,6 +12,10 @@ from typing import Literal, get_args
 # The one list of quantization modes: settings, the HTTP schema, the CLI and export read it.
 Quantize = Literal["none", "int8"]
 QUANTIZE_CHOICES: tuple[str, ...] = get_args(Quantize)
+# An adapter's export (HTTP, CLI) also has int8-rows: the graph the onnx-int8-rows runtime
+# serves, with the head (export/int8_rows.py); not a setting of the onnx runtime.
+ExportQuantize = Literal["none", "int8", "int8-rows"]
+EXPORT_QUANTIZE_CHOICES: tuple[str, ...] = get_args(ExportQuantize)
 
 
 @dataclass(frozen=True)

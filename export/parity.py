@@ -7,6 +7,8 @@ cases: a sequence of one token, a one-word text, a text cut at the maximum lengt
 and a mixed-length batch of 16 (padding).
 
 - fp32: max |p_onnx - p_torch| over the checked output must be <= ``config.atol``.
+- int8-rows (export/int8_rows.py): the same, against the served int8-rows graphs' answers
+  (the caller's ``references``) instead of PyTorch's.
 - int8: top-1 agreement with PyTorch fp32 over every text row (examples AND held-out texts)
   must be >= ``config.min_int8_top1`` (probability outputs), or the minimum cosine >=
   ``config.min_int8_cosine`` (embeddings). Agreement on the examples and on the held-out
@@ -73,6 +75,10 @@ class ParityReport:
 
 Case = tuple[str, dict[str, np.ndarray]]  # name, graph inputs by name ([batch, ...] each)
 
+
+# modes checked within ``atol`` against their reference: fp32 against PyTorch; int8-rows (an
+# adapter's export as the onnx-int8-rows runtime serves it) against the served graphs
+EXACT = {"none": "PyTorch", "int8-rows": "the served int8-rows graph"}
 
 EXAMPLES, HELDOUT, SAMPLE = "examples[", "heldout[", "sample["
 TEXT_CASES = (EXAMPLES, HELDOUT, SAMPLE)  # what the int8 top-1 gate reads
@@ -167,12 +173,12 @@ def check_parity(module: nn.Module, session: Any, config: OnnxConfig, cases: Seq
     gated = own_agree + held_agree
     report.top1_agreement = float(np.mean(gated if gated else agree))
     report.min_cosine = float(np.min(cosines))
-    if quantize == "none":
+    if quantize in EXACT:
         report.atol = config.atol
         report.passed = bool(report.max_abs_diff <= config.atol)
         if not report.passed:
             raise ParityError(
-                f"ONNX export disagrees with PyTorch: max |difference| of {config.checked_output} is "
+                f"ONNX export disagrees with {EXACT[quantize]}: max |difference| of {config.checked_output} is "
                 f"{report.max_abs_diff:.3g} > tolerance {config.atol:g} on {report.rows} rows; "
                 "nothing was published", report)
     elif config.checked_output == "probabilities":

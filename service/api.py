@@ -121,11 +121,13 @@ async def export_adapter(request: Request, name: str = Ref,
 
     t = engine(request)
     adapter, version = parse_ref(name)
+    # by default the bundle answers what this service answers (its runtime's precision)
+    quantize = req.quantize or getattr(t.encoder, "export_quantize", None) or "none"
     dest = FsPath(tempfile.mkdtemp(prefix="tailor-export-"))
     try:  # seconds of CPU: off the event loop
         result = await asyncio.to_thread(export_bundle, t.encoder.pytorch(), t.store,
                                          tenant_of(request), adapter, version,
-                                         quantize=req.quantize, dest_dir=dest)
+                                         quantize=quantize, dest_dir=dest)
     except BaseException:
         shutil.rmtree(dest, ignore_errors=True)
         raise

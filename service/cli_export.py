@@ -30,7 +30,8 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
                    help="backbone folder (default: TAILOR_BACKBONE_PATH or the embedded MiniLM)")
     p.add_argument("--tenant", default="default", help="tenant that owns the adapter (default: default)")
     p.add_argument("--quantize", default="none", metavar="MODE",
-                   help="none (fp32 graph, the default) or int8; checked by the exporter")
+                   help="none (fp32 graph, the default), int8, or int8-rows (the graph the "
+                        "onnx-int8-rows runtime serves); checked by the exporter")
     p.add_argument("--out", type=Path, default=Path("."), help="folder for the zip (default: .)")
     p.add_argument("--providers", default="CPUExecutionProvider",
                    help="comma-separated onnxruntime providers the parity check runs on, e.g. "

@@ -15,7 +15,7 @@ from adapters.kinds import KINDS
 from adapters.modalities import MODALITIES, Modality
 from adapters.training.jobs import JOB_ID_RE, JobState
 from adapters.validation import NAME_RE, VERSION_RE
-from export.onnx_config import Quantize
+from export.onnx_config import ExportQuantize
 
 # Documented, not enforced here: the domain checks names and refs itself and answers 422
 # invalid_name with a message that says what is allowed. The patterns are in the OpenAPI
@@ -256,12 +256,15 @@ class ErrorResponse(BaseModel):
 
 
 class ExportRequest(_Strict):
-    quantize: Quantize = Field(
-        "none", description="none: fp32 graph (parity <= 1e-4 with PyTorch); int8: int8 backbone "
+    quantize: ExportQuantize | None = Field(
+        None, description="default: the graph that answers what this service serves (int8-rows "
+        "when the runtime is onnx-int8-rows, else none). none: fp32 graph (parity <= 1e-4 with PyTorch); int8: int8 backbone "
         "weights by the first recipe that keeps top-1 agreement with fp32 >= 99% over the "
         "adapter's examples and held-out texts (dynamic int8, then weight-only int8 in blocks "
         "of 32 or 16; the manifest names it and what the others measured), ~3.4x smaller; "
-        "refused when no recipe does")
+        "refused when no recipe does; int8-rows: the graph the onnx-int8-rows runtime serves, "
+        "with the head (parity <= 1e-4 with the served graphs, top-1 agreement with fp32 >= 99%), "
+        "text backbones only")
 
 
 class AdapterUsage(BaseModel):

@@ -44,15 +44,19 @@ def backbone():
 
 
 @pytest.fixture(scope="session")
-def onnx_fp32_graphs(backbone, tmp_path_factory) -> Path:
-    """The folder of the backbone's fp32 onnxruntime graphs, the plain one and its LoRA-routed
-    twin, built ONCE per run by the runtime's own build (export/runtimes/ort.py: trace, fuse,
-    parity checks) under a lock that both xdist workers share. Three tests whose subject is
-    not the build (the measuring child, the onnx engine's answers, the default runtime over
-    HTTP) start from them with ``seed_onnx_cache``, as a replica finds the graphs another
-    one built on a shared store: each had built the same two graphs (~13 CPU s) itself."""
+def onnx_graphs(backbone, tmp_path_factory) -> Path:
+    """The folder of the backbone's onnxruntime graphs that ``auto`` measures and serves: fp32
+    (the plain one and its LoRA-routed twin) and int8-rows (the same two), built ONCE per run
+    by the runtimes' own builds (export/runtimes/ort.py: trace, fuse, parity checks;
+    export/int8_rows.py: calibrate, quantize) under a lock that both xdist workers share.
+    Three tests whose subject is not the build (the measuring child, the onnx engine's
+    answers, the default runtime over HTTP) start from them with ``seed_onnx_cache``, as a
+    replica finds the graphs another one built on a shared store: each had built the same
+    fp32 graphs (~13 CPU s) and int8-rows graphs (~7 CPU s) itself."""
     import fcntl
 
+    from export import int8_rows
+    from export.lora_graph import DEFAULT_TARGETS
     from export.runtimes.ort import cached_graphs
 
     # under xdist the workers' temp folders share a parent (this run's); alone, this run's own
@@ -62,14 +66,17 @@ def onnx_fp32_graphs(backbone, tmp_path_factory) -> Path:
     with open(root / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         cached_graphs(backbone, root)  # what OnnxEncoder.open builds on a miss
+        plain, routed = (int8_rows.cache_path(root, backbone, t) for t in (None, DEFAULT_TARGETS))
+        if not (plain.exists() and routed.exists()):  # what onnx-int8-rows builds on a miss
+            int8_rows.build(backbone, plain, routed, DEFAULT_TARGETS)
     return root
 
 
 def seed_onnx_cache(graphs: Path, cache_dir: Path) -> None:
-    """Put the run's built graphs (``onnx_fp32_graphs``) into a runtime cache folder (a
+    """Put the run's built graphs (``onnx_graphs``) into a runtime cache folder (a
     store's ``.onnx``): hard links, read-only to every reader."""
     cache_dir.mkdir(parents=True, exist_ok=True)
-    for graph in graphs.glob("*.onnx"):
+    for graph in [*graphs.glob("*.onnx"), *graphs.glob("*.npz")]:
         os.link(graph, cache_dir / graph.name)
 
 

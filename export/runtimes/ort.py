@@ -38,8 +38,8 @@ from adapters.segments import length_sorted_chunks
 
 from ..graph import example_inputs
 from ..int8_rows import NAME as INT8_ROWS, RECIPE as INT8_ROWS_RECIPE
-from ..lora_graph import (DEFAULT_TARGETS, LoraGraph, a_input, lora_config, lora_feed,
-                          parity_adapters, with_lora_feeds)
+from ..lora_graph import (DEFAULT_TARGETS, a_input, lora_feed, parity_adapters, routed_module,
+                          with_lora_feeds)
 from ..onnx_config import SENTENCE_ENCODER, OnnxConfig, Quantize
 from ..parity import ParityReport, parity_cases
 from ..pipeline import build_graph
@@ -91,13 +91,8 @@ def build_lora_onnx(encoder: TorchEncoder, dest: Path, quantize: Quantize = "non
                     providers: Sequence[str] = ("CPUExecutionProvider",)) -> ParityReport:
     """The LoRA-routed backbone graph: parity checked on the usual text cases with
     non-identity adapters of several ranks and targets mixed into every batch."""
-    module = LoraGraph(encoder, encoder.fresh_model(), suffixes).eval()
-    config = lora_config(encoder, module.targets)
+    module, config, example = routed_module(encoder, suffixes)
     adapters = parity_adapters(encoder)
-    example = example_inputs(encoder)
-    feed = lora_feed([adapters[i % len(adapters)] for i in range(example[0].shape[0])],
-                     module.targets, module.dims)
-    example = example + tuple(torch.from_numpy(feed[k]) for k in config.inputs[len(example):])
     cases = with_lora_feeds(parity_cases(encoder), adapters, module.targets, module.dims)
     return _build(Path(dest), lambda work: build_graph(
         module, config, example, work, quantize=quantize, model_config=encoder.model.config,
@@ -127,7 +122,7 @@ class OnnxEncoder:
     def __init__(self, encoder: TextEncoder, model_path: str | Path,
                  providers: Sequence[str] = ("CPUExecutionProvider",), threads: int = 0,
                  quantize: Quantize = "none", cuda_tf32: bool = False,
-                 lora_path: str | Path | None = None):
+                 lora_path: str | Path | None = None, export_quantize: str | None = None):
         self.torch_encoder = encoder
         self.model_path = Path(model_path)
         self.quantize = quantize
@@ -152,6 +147,9 @@ class OnnxEncoder:
         self.max_length = encoder.max_length
         self.workers = 1  # one session per graph; onnxruntime parallelises inside each run
         self.dtype = "int8" if quantize == "int8" else "float32"
+        # an adapter export's ``quantize`` that answers what this encoder serves (the default
+        # of HTTP exports): fp32 graphs for fp32; none for dynamic int8 (per-batch scales)
+        self.export_quantize = export_quantize or ("none" if quantize == "none" else None)
 
     @classmethod
     def open(cls, encoder: TextEncoder, store_root: str | Path, *, quantize: Quantize = "none",
@@ -174,7 +172,8 @@ class OnnxEncoder:
         self.embed(["warm-up"])
 
     def describe(self) -> str:
-        return f"onnxruntime {self.quantize} on {','.join(self.providers)}"
+        what = "int8 rows" if self.export_quantize == "int8-rows" else self.quantize
+        return f"onnxruntime {what} on {','.join(self.providers)}"
 
     def prepare(self, texts: Sequence[str], max_length: int | None = None) -> list[Any]:
         return self.torch_encoder.prepare(texts, max_length)
@@ -253,30 +252,32 @@ ONNX_INT8 = register_runtime(Runtime(
 
 
 def _int8_rows(encoder: TorchEncoder, options: RuntimeOptions) -> OnnxEncoder:
-    """The cached int8-rows graph (built on first use: ~5 s here) on the CPU provider. LoRA
-    rows run on the PyTorch fp32 encoder in the same call (no routed int8 graph yet)."""
+    """The cached int8-rows graph and, with ``options.lora``, its LoRA-routed twin (both built
+    on first use: ~8 s here) on the CPU provider."""
     from .. import int8_rows
 
     assert isinstance(encoder, TextEncoder)  # modalities={"text"}: open_runtime checked it
     path = int8_rows.cache_path(options.cache_dir, encoder)
-    if not path.exists():
-        int8_rows.build(encoder, path)
-    return OnnxEncoder(encoder, path, ("CPUExecutionProvider",), options.threads, quantize="int8")
+    lora_path = int8_rows.cache_path(options.cache_dir, encoder, DEFAULT_TARGETS) if options.lora else None
+    if not path.exists() or (lora_path is not None and not lora_path.exists()):
+        int8_rows.build(encoder, path, lora_path, DEFAULT_TARGETS)
+    return OnnxEncoder(encoder, path, ("CPUExecutionProvider",), options.threads, quantize="int8",
+                       lora_path=lora_path, export_quantize=int8_rows.EXPORT_MODE)
 
 
-# Opt-in, not an ``auto`` candidate yet (stop 29, 2026-12-07; benchmarks/RESULTS.md "int8 rows
-# in onnxruntime"). It is batch-invariant (6e-8), passes the gate (mean drift 7.6e-4, min
-# cosine 0.9967) and is the fastest batch-invariant runtime here: over HTTP 1.3-1.4x onnx fp32
-# at c=1 and 1.5-1.6x at c=64 on 400-character texts, head accuracy within 0.7 points of fp32.
-# As the default it would break a promise onnx fp32 keeps: an adapter's export (an fp32 graph)
-# would no longer reproduce the service's answers (~1e-3 apart). LoRA rows run on PyTorch fp32
-# beside it (no int8 LoRA-routed graph yet). What it would take: RESULTS.md, same section.
+# An ``auto`` candidate since stop 30 (2026-12-08; benchmarks/RESULTS.md "int8 rows in
+# onnxruntime" and "onnx-int8-rows as a candidate"). It is batch-invariant by construction
+# (admission: 3e-7 with LoRA rows in its routed graph), passes the gate (mean drift 7.6e-4,
+# min cosine 0.9967), and over HTTP served 1.3-1.4x onnx fp32 at c=1 and 1.5-1.6x at c=64 on
+# 400-character texts. What kept it opt-in is done: LoRA rows of the routed targets run in
+# its LoRA-routed int8 graph, and an adapter's ``int8-rows`` export is the served graph plus
+# the head (export/int8_rows.py ``bundle_graph``), so exports reproduce the service (2e-7).
+# CPU provider only: ``MatMulIntegerToFloat`` is a CPU kernel.
 ONNX_INT8_ROWS = register_runtime(Runtime(
     INT8_ROWS, "onnxruntime int8 graph with one activation scale and zero point per token, "
-    "SmoothQuant and exact int32 GEMMs (export/int8_rows.py): batch-invariant by construction; "
-    "opt-in (TAILOR_RUNTIME=onnx-int8-rows), not an auto candidate: exports are fp32 graphs",
-    _int8_rows, candidate=False, setting=(INT8_ROWS, None),
-    revision=INT8_ROWS_RECIPE))
+    "SmoothQuant and exact int32 GEMMs (export/int8_rows.py), LoRA rows in its routed twin: "
+    "batch-invariant by construction; adapters export with quantize int8-rows to reproduce it",
+    _int8_rows, setting=(INT8_ROWS, None), revision=f"{INT8_ROWS_RECIPE}; lora-routed"))
 ONNX_FP32 = register_runtime(Runtime(
     "onnx-fp32", "onnxruntime fp32, fused graph (cached)", _opener("none"),
     setting=("onnx", "none")))

@@ -15,18 +15,18 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def default_server(tmp_path_factory, onnx_fp32_graphs):
+def default_server(tmp_path_factory, onnx_graphs):
     # the default, not the tests' pinned fp32: the first start measures the candidates.
     # The queue-wait limit is raised because the subject here is invariance, not admission:
     # on a CI machine busy with the other worker's tests, the burst below (120 rows, 40 of
     # them long) was estimated at 30 s and some embeds got 429 overloaded (CI, 2026-12-07).
     # The limit itself is tested by test_load.py.
-    # The store holds the run's build of the onnx fp32 graphs (tests/conftest.py), as a
+    # The store holds the run's build of the onnx graphs (tests/conftest.py), as a
     # store that another replica started on does: the measuring child opens them instead of
     # building them again (the build is tests/unit/export's subject; the container smoke
     # test measures on an empty store).
     store = tmp_path_factory.mktemp("inv") / "store"
-    seed_onnx_cache(onnx_fp32_graphs, store / ".onnx")
+    seed_onnx_cache(onnx_graphs, store / ".onnx")
     srv = Server(store, env={"TAILOR_RUNTIME": "auto", "TAILOR_MAX_QUEUE_WAIT_S": "600"})
     yield srv.start(timeout=900)
     srv.stop()
@@ -66,8 +66,11 @@ def test_default_runtime_answers_alone_and_in_mixed_batches_alike(default_server
 
 
 def test_default_runtime_export_reproduces_the_service(default_server, tmp_path):
-    """An adapter's fp32 bundle, run on onnxruntime with its own tokenizer, gives the
-    probabilities the default runtime serves, within 1e-4 (on bf16 they differed by 3.8e-3).
+    """An adapter's bundle exported as the default asks (no ``quantize``: the served
+    runtime's precision, int8-rows where auto chose onnx-int8-rows, fp32 where it chose an fp32
+    runtime), run on onnxruntime with its own tokenizer, gives the probabilities the default
+    runtime serves, within 1e-4 (on bf16 they differed by 3.8e-3; on onnx-int8-rows an fp32
+    bundle differs by ~1e-2, its int8-rows bundle by 2e-7).
 
     The adapter is a real few-shot head (TREC, 8 questions per label): its probabilities
     move with the embedding. An adapter fitted on arbitrary labels answers nearly the same
@@ -88,8 +91,11 @@ def test_default_runtime_export_reproduces_the_service(default_server, tmp_path)
     with default_server.client() as c:
         r = c.post("/v1/adapters", json={"name": "trec", "examples": train})
         assert r.status_code == 201, r.text
-        r = c.post("/v1/adapters/trec/export", json={"quantize": "none"})
+        r = c.post("/v1/adapters/trec/export", json={})
         assert r.status_code == 200, r.text[:400]
+        chosen = default_server.tail(200_000).split("runtime auto chose ", 1)[1].split(" ", 1)[0]
+        assert r.headers["content-disposition"].endswith(
+            '-int8rows.onnx.zip"' if chosen == "onnx-int8-rows" else 'v1.onnx.zip"'), (chosen, r.headers)
         served = [c.post("/v1/predict", json={"adapter": "trec", "inputs": [t]}).json()["predictions"][0]
                   for t in texts]
     zipfile.ZipFile(io.BytesIO(r.content)).extractall(tmp_path)
