@@ -46,6 +46,10 @@ def ensure_installed() -> str:
     return str(weed)
 
 
+class PortTaken(RuntimeError):
+    """weed could not bind a port it was given: another process took it after it was picked."""
+
+
 class SeaweedS3:
     def __init__(self, workdir: Path):
         self.workdir = Path(workdir)
@@ -71,7 +75,23 @@ class SeaweedS3:
         self.client().create_bucket(Bucket=name)
         return name
 
-    def start(self, timeout: float = 60.0) -> "SeaweedS3":
+    def start(self, timeout: float = 60.0, tries: int = 3) -> "SeaweedS3":
+        """Start ``weed mini`` and wait for its S3 API. Its ten ports are free when picked,
+        but it binds them one service after another (the S3 one last, ~0.6 s later), and an
+        ephemeral port of any other connection on the machine can take one in between
+        ("bind: address already in use", CI 2026-12-07), or be taken when weed checks them
+        ("Port allocation failed"): then new ports, up to ``tries``."""
+        for attempt in range(tries):
+            try:
+                return self._start(timeout)
+            except PortTaken:
+                if attempt == tries - 1:
+                    raise
+                self.ports = {name: free_port() for name in PORTS}
+                self.url = f"http://127.0.0.1:{self.ports['s3.port']}"
+        raise AssertionError("unreachable")
+
+    def _start(self, timeout: float) -> "SeaweedS3":
         weed = ensure_installed()
         (self.workdir / "data").mkdir(parents=True, exist_ok=True)
         config = self.workdir / "s3.json"
@@ -79,6 +99,7 @@ class SeaweedS3:
             "name": "tailor", "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
             "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
         self.log = self.log_path.open("ab")
+        start = self.log.tell()  # this attempt's output begins here
         self.proc = subprocess.Popen(
             [weed, "mini", f"-dir={self.workdir / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
              f"-s3.config={config}", "-admin.ui=false", "-webdav=false",
@@ -88,7 +109,12 @@ class SeaweedS3:
         probe = self.client(connect_timeout=1, read_timeout=2)
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"weed exited with {self.proc.returncode}:\n{self.tail()}")
+                self.log.close()
+                tail = self.tail()
+                said = self.log_path.read_bytes()[start:]
+                if b"address already in use" in said or b"Port allocation failed" in said:
+                    raise PortTaken(f"weed exited with {self.proc.returncode}:\n{tail}")
+                raise RuntimeError(f"weed exited with {self.proc.returncode}:\n{tail}")
             try:
                 probe.list_buckets()
                 return self
