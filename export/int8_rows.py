@@ -29,13 +29,17 @@ judged on ``auto``'s own gate sample, which chose nothing: alpha 0.4-0.7 x zero 
 FFN output only, on none, or on every input; every input with alpha 0.5 had the lowest
 calibration drift (6.6e-4) and passes the gate (mean drift 7.6e-4, min cosine 0.9967). In
 process, 2 threads, against the served onnx fp32 graph: 1.19x / 1.85x rows/s on short texts
-at batch 1 / 32, 1.38x / 1.71x on BBC texts cut to 400 characters; over HTTP 1.3-1.4x the
-default at c=1 and 1.5-1.6x at c=64 on those BBC texts.
+at batch 1 / 32, 1.38x / 1.71x on BBC texts cut to 400 characters; over HTTP, as the default,
+1.35-1.42x onnx fp32 at c=64 and 1.0-1.2x at c=1 on those BBC texts.
 
-Not an ``auto`` candidate (export/runtimes/ort.py, which serves it, says why);
-``TAILOR_RUNTIME=onnx-int8-rows`` chooses it. CPU only: ``MatMulIntegerToFloat`` is an
-onnxruntime CPU kernel. LoRA rows run on the PyTorch fp32 encoder in the same call (no routed
-int8 graph yet), which keeps every row's answer independent of its batch.
+An ``auto`` candidate (export/runtimes/ort.py serves it; ``TAILOR_RUNTIME=onnx-int8-rows``
+forces it). CPU only: ``MatMulIntegerToFloat`` is an onnxruntime CPU kernel. Three graphs
+come from one calibration:
+- ``build``: the plain graph, and its LoRA-routed twin (export/lora_graph.py's routed export
+  quantized with the plain graph's very maxima, ``transfer``: LoRA's low-rank path stays fp32
+  beside the int8 GEMMs, and a bare row answers alike in both);
+- ``bundle_graph``: an adapter's classifier as this runtime serves it (an export with
+  ``quantize`` ``int8-rows``), checked against the served graphs' answers.
 
 Why not onnxruntime's own quantizers: ``quantize_dynamic`` takes one activation scale per
 batch (not batch-invariant: export/quantize.py), and ``quantize_static`` fixed per-tensor

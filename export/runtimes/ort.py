@@ -265,14 +265,16 @@ def _int8_rows(encoder: TorchEncoder, options: RuntimeOptions) -> OnnxEncoder:
                        lora_path=lora_path, export_quantize=int8_rows.EXPORT_MODE)
 
 
-# An ``auto`` candidate since stop 30 (2026-12-08; benchmarks/RESULTS.md "int8 rows in
-# onnxruntime" and "onnx-int8-rows as a candidate"). It is batch-invariant by construction
-# (admission: 3e-7 with LoRA rows in its routed graph), passes the gate (mean drift 7.6e-4,
-# min cosine 0.9967), and over HTTP served 1.3-1.4x onnx fp32 at c=1 and 1.5-1.6x at c=64 on
-# 400-character texts. What kept it opt-in is done: LoRA rows of the routed targets run in
-# its LoRA-routed int8 graph, and an adapter's ``int8-rows`` export is the served graph plus
-# the head (export/int8_rows.py ``bundle_graph``), so exports reproduce the service (2e-7).
-# CPU provider only: ``MatMulIntegerToFloat`` is a CPU kernel.
+# An ``auto`` candidate since stop 30 (2026-12-07; benchmarks/RESULTS.md "int8 rows in
+# onnxruntime" and "`onnx-int8-rows` is `auto`'s choice"), and the one auto serves on the
+# 2-core dev machine. It is batch-invariant by construction (admission: 3e-7 with LoRA rows in
+# its routed graph) and passes the gate (mean drift 7.6e-4, min cosine 0.9967). As the default
+# over HTTP it served 1.35-1.42x onnx fp32 at c=64 and 1.0-1.2x at c=1 on 400-character texts,
+# but 0.85-0.89x for one short text at a time. What kept it opt-in until then is done: LoRA
+# rows of the routed targets run in its LoRA-routed int8 graph, and an adapter's
+# ``int8-rows`` export is the served graph plus the head (export/int8_rows.py
+# ``bundle_graph``), so exports reproduce the service (2e-7). CPU provider only:
+# ``MatMulIntegerToFloat`` is a CPU kernel.
 ONNX_INT8_ROWS = register_runtime(Runtime(
     INT8_ROWS, "onnxruntime int8 graph with one activation scale and zero point per token, "
     "SmoothQuant and exact int32 GEMMs (export/int8_rows.py), LoRA rows in its routed twin: "
