@@ -352,6 +352,15 @@ def bundle_graph(encoder: Any, adapter: Any, work: Path, cases: Sequence[Any], c
     from .session import create_session
 
     lora, head = adapter.lora, adapter.head
+    # before seconds of work: the routed graph adapts Linears named like ``targets`` (and, of
+    # those, what reaches the embedding: checked again below)
+    unrouted = sorted(n for n in (lora.a if lora is not None else ())
+                      if n.rsplit(".", 1)[-1] not in targets)
+    if unrouted:
+        raise InvalidRequest(
+            f"this adapter adapts {unrouted}, which the int8-rows runtime does not route (only "
+            f"{list(targets)}): its rows are served on PyTorch fp32, so export it with "
+            '{"quantize": "none"} to reproduce the service')
     raw, maxima = calibrated(encoder, work)
     if lora is None:
         served, graph = quantize_rows(raw, maxima), None
@@ -359,10 +368,9 @@ def bundle_graph(encoder: Any, adapter: Any, work: Path, cases: Sequence[Any], c
     else:
         routed, graph = routed_export(encoder, work, targets)
         if not set(lora.a) <= set(graph.targets):
-            raise InvalidRequest(
-                f"this adapter adapts {sorted(set(lora.a) - set(graph.targets))}, which the "
-                f"int8-rows runtime does not route (only {list(targets)}): its rows are served on "
-                'PyTorch fp32, so export it with {"quantize": "none"} to reproduce the service')
+            raise InvalidRequest(f"this adapter adapts {sorted(set(lora.a) - set(graph.targets))}, "
+                                 "which does not reach the embedding; export it with "
+                                 '{"quantize": "none"}')
         served = quantize_rows(routed, transfer(maxima, raw, routed))
         encoder_module = OneAdapter(graph, lora)
     module = Classifier(encoder_module, head).eval()

@@ -407,7 +407,7 @@ def test_engine_on_onnx_runtime_predicts_like_torch(engine, data, lora_bundle, o
 
 
 def test_int8_rows_bundles_reproduce_the_service_on_onnx_int8_rows(engine, data, lora_bundle,
-                                                                    tmp_path):
+                                                                    onnx_graphs, tmp_path):
     """issue 20: under TAILOR_RUNTIME=onnx-int8-rows, a head adapter's and a LoRA adapter's
     int8-rows export answer what the service answers (the engine on that runtime, LoRA rows
     in its routed int8 graph), run the README's way without torch: the same labels, scores
@@ -418,6 +418,7 @@ def test_int8_rows_bundles_reproduce_the_service_on_onnx_int8_rows(engine, data,
     from export.runtimes import RuntimeOptions, get_runtime
     from tests.bundles import agreement
 
+    seed_onnx_cache(onnx_graphs, tmp_path / "cache")  # the run's build (its own test: test_invariance)
     served_encoder = get_runtime("onnx-int8-rows").open(engine.encoder,
                                                         RuntimeOptions(tmp_path / "cache", threads=1))
     assert served_encoder.lora_session is not None  # LoRA rows run in the routed int8 graph
