@@ -442,15 +442,19 @@ def test_int8_rows_bundles_reproduce_the_service_on_onnx_int8_rows(engine, data,
         got = agreement(folder, texts, answers)
         assert got["top1_agreement"] == 1.0 and got["max_abs_diff"] <= 1e-4, (name, got)
     # an adapter whose rows the runtime serves on PyTorch (it adapts a Linear the routed graph
-    # does not route) is refused with what to do, and nothing is written
+    # does not route) is refused with what to do, before any work (nothing written in ``work``)
+    from adapters.encoders.lora import LoraSpec, LoraWeights
     from adapters.errors import InvalidRequest
+    from adapters.kinds import get_kind
+    from export import int8_rows
 
-    pending = engine.create_adapter(TENANT, "trec-dense", "lora", data[0][:12],
-                                    {"epochs": 1, "targets": ["dense"]})
-    assert engine.wait_job(TENANT, pending["job"]["id"], timeout=600)["status"] == "succeeded"
+    trained = get_kind("lora").load(engine.store.load(TENANT, "trec-lora"))
+    dense = LoraWeights.init(engine.encoder.model, LoraSpec(rank=4, alpha=8, targets=("dense",)),
+                             seed=0, identity=False)
+    (tmp_path / "dense").mkdir()
     with pytest.raises(InvalidRequest, match='export it with {"quantize": "none"}'):
-        export_bundle(engine.encoder, engine.store, TENANT, "trec-dense", quantize="int8-rows",
-                      dest_dir=tmp_path / "dense")
+        int8_rows.bundle_graph(engine.encoder, dataclasses.replace(trained, lora=dense),
+                               tmp_path / "dense", [], CLASSIFIER)
     assert not list((tmp_path / "dense").iterdir())
 
 
