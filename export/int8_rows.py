@@ -339,8 +339,9 @@ def bundle_graph(encoder: Any, adapter: Any, work: Path, cases: Sequence[Any], c
     (``ParityError`` otherwise); and compared with PyTorch fp32 (top-1 agreement, the drift),
     which is reported, not gated: the export answers what the service answers, and whether
     int8-rows is accurate enough to serve is the runtime's admission (auto's gate). Returns
-    the graph's path, the parity report and the fp32 comparison. Raises ``InvalidRequest`` for a LoRA adapter whose rows
-    the service runs on PyTorch (it adapts Linears the routed graph does not route)."""
+    the graph's path, the parity report and the fp32 comparison. Raises ``InvalidRequest``
+    for a LoRA adapter whose rows the service runs on PyTorch (it adapts Linears the routed
+    graph does not route)."""
     import onnx
     import torch
 
@@ -407,8 +408,9 @@ def build(encoder: Any, dest: Path, lora_dest: Path | None = None,
     very maxima (``transfer``): a bare row answers alike in both, and each row's low-rank
     path ``(x A^T) B^T`` stays fp32 on the unsmoothed input. The maxima are kept beside
     ``dest`` (``-maxima.npz``, keyed by weight), so the routed twin of a plain graph built
-    earlier (auto measures candidates without their LoRA graphs) needs no second calibration. Accuracy and batch invariance are
-    judged by the caller (export/runtimes/auto.py's admission, logged at first start)."""
+    earlier (auto measures candidates without their LoRA graphs) needs no second calibration.
+    Accuracy and batch invariance are judged by the caller (export/runtimes/auto.py's
+    admission, logged at first start)."""
     import onnx
 
     dest = Path(dest)
@@ -428,13 +430,14 @@ def build(encoder: Any, dest: Path, lora_dest: Path | None = None,
             os.replace(work / "int8rows.onnx", dest)
         if lora_dest is not None:
             routed, _ = routed_export(encoder, work, targets)
-            onnx.save(quantize_rows(routed, for_graph(keyed, routed)), str(work / "int8rows-lora.onnx"))
+            onnx.save(quantize_rows(routed, for_graph(keyed, routed)),
+                      str(work / "int8rows-lora.onnx"))
             os.replace(work / "int8rows-lora.onnx", lora_dest)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return dest
 
 
-__all__ = ["ALPHA", "EXPORT_MODE", "NAME", "RECIPE", "build", "cache_path", "bundle_graph", "calibrate", "calibrated",
-           "int8_weights", "quantize_rows", "replace_nodes", "routed_export", "smoothing",
-           "by_weight", "for_graph", "transfer", "weight_keys"]
+__all__ = ["ALPHA", "EXPORT_MODE", "NAME", "RECIPE", "build", "bundle_graph", "by_weight",
+           "cache_path", "calibrate", "calibrated", "for_graph", "int8_weights", "quantize_rows",
+           "replace_nodes", "routed_export", "smoothing", "transfer", "weight_keys"]

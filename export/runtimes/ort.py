@@ -258,7 +258,8 @@ def _int8_rows(encoder: TorchEncoder, options: RuntimeOptions) -> OnnxEncoder:
 
     assert isinstance(encoder, TextEncoder)  # modalities={"text"}: open_runtime checked it
     path = int8_rows.cache_path(options.cache_dir, encoder)
-    lora_path = int8_rows.cache_path(options.cache_dir, encoder, DEFAULT_TARGETS) if options.lora else None
+    lora_path = (int8_rows.cache_path(options.cache_dir, encoder, DEFAULT_TARGETS)
+                 if options.lora else None)
     if not path.exists() or (lora_path is not None and not lora_path.exists()):
         int8_rows.build(encoder, path, lora_path, DEFAULT_TARGETS)
     return OnnxEncoder(encoder, path, ("CPUExecutionProvider",), options.threads, quantize="int8",
