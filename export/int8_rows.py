@@ -117,6 +117,42 @@ def replace_nodes(model: Any, nodes: list, initializers: list) -> Any:
     return model
 
 
+class Rewrite:
+    """The new nodes and initializers of a graph being rewritten (``quantize_rows``, and the
+    research variants of benchmarks/research/ort_int8_rows.py). ``done`` puts them in place of
+    the model's (``replace_nodes``)."""
+
+    def __init__(self) -> None:
+        self.nodes: list = []
+        self.inits: list = []
+
+    def targets(self, nodes: Any, names: Any) -> Any:
+        """The nodes named in ``names``, in graph order, to rewrite; every other node is kept
+        as it is."""
+        for node in nodes:
+            if node.name in names:
+                yield node
+            else:
+                self.nodes.append(node)
+
+    def const(self, name: str, arr: np.ndarray) -> str:
+        from onnx import numpy_helper
+
+        self.inits.append(numpy_helper.from_array(arr, name))
+        return name
+
+    def node(self, prefix: str, op: str, ins: list[str], out: str | list[str], **kw: Any) -> None:
+        """A node named ``<prefix>/<its first output>``; ``kw``: its attributes (and
+        ``domain``)."""
+        from onnx import helper
+
+        outs = [out] if isinstance(out, str) else out
+        self.nodes.append(helper.make_node(op, ins, outs, name=f"{prefix}/{outs[0]}", **kw))
+
+    def done(self, model: Any) -> Any:
+        return replace_nodes(model, self.nodes, self.inits)
+
+
 def quantize_rows(model: Any, maxima: dict[str, np.ndarray], *, alpha: float = ALPHA,
                   asymmetric: re.Pattern | None = None, blocked: bool = True,
                   concat: bool = True) -> Any:
@@ -146,17 +182,9 @@ def quantize_rows(model: Any, maxima: dict[str, np.ndarray], *, alpha: float = A
         if node.name in maxima:
             by_input.setdefault(node.input[0], []).append(node)
     first = {nodes[0].name: x for x, nodes in by_input.items()}
-    new_nodes: list = []
-    new_inits: list = []
-
-    def const(name: str, arr: np.ndarray) -> str:
-        new_inits.append(numpy_helper.from_array(arr, name))
-        return name
-
-    for node in g.node:
-        if node.name not in maxima:
-            new_nodes.append(node)
-            continue
+    r = Rewrite()
+    const = r.const
+    for node in r.targets(g.node, maxima):
         if node.name not in first:
             continue  # emitted with the first MatMul that reads the same tensor
         x = first[node.name]
@@ -164,8 +192,7 @@ def quantize_rows(model: Any, maxima: dict[str, np.ndarray], *, alpha: float = A
         p = node.name.strip("/").replace("/", "_")
 
         def n(op: str, ins: list[str], out: str | list[str], domain: str = "", **kw: Any) -> None:
-            outs = [out] if isinstance(out, str) else out
-            new_nodes.append(helper.make_node(op, ins, outs, name=f"{p}/{outs[0]}", domain=domain, **kw))
+            r.node(p, op, ins, out, domain=domain, **kw)
 
         def reduce(op: str, src: str, out: str) -> None:
             if opset >= 18:
@@ -247,7 +274,7 @@ def quantize_rows(model: Any, maxima: dict[str, np.ndarray], *, alpha: float = A
             if not isinstance(out, str):
                 sizes = np.array([w.shape[1] for w in ws], np.int64)
                 n("Split", [y, const(f"{q}_sizes", sizes)], out, axis=-1)  # opset >= 13
-    replace_nodes(model, new_nodes, new_inits)
+    r.done(model)
     if not any(o.domain == "com.microsoft" for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     return model
@@ -438,6 +465,6 @@ def build(encoder: Any, dest: Path, lora_dest: Path | None = None,
     return dest
 
 
-__all__ = ["ALPHA", "EXPORT_MODE", "NAME", "RECIPE", "build", "bundle_graph", "by_weight",
+__all__ = ["ALPHA", "EXPORT_MODE", "NAME", "RECIPE", "Rewrite", "build", "bundle_graph", "by_weight",
            "cache_path", "calibrate", "calibrated", "for_graph", "int8_weights", "quantize_rows",
            "replace_nodes", "routed_export", "smoothing", "transfer", "weight_keys"]

@@ -51,23 +51,16 @@ def rewrite(raw, dst, maxima: dict[str, np.ndarray], *, u8: bool = False,
             alpha: float = ALPHA, asymmetric: re.Pattern | None = ASYMMETRIC) -> Path:
     """``raw`` with every calibrated weight MatMul as a per-token int8 GEMM (module docstring)."""
     import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import TensorProto, numpy_helper
 
-    from export.int8_rows import int8_weights, replace_nodes, smoothing
+    from export.int8_rows import Rewrite, int8_weights, smoothing
 
     model = onnx.load(str(raw))
     g = model.graph
     inits = {i.name: i for i in g.initializer}
-    new_nodes, new_inits = [], []
-
-    def const(name: str, arr: np.ndarray) -> str:
-        new_inits.append(numpy_helper.from_array(arr, name))
-        return name
-
-    for node in g.node:
-        if node.name not in maxima:
-            new_nodes.append(node)
-            continue
+    r = Rewrite()
+    const = r.const
+    for node in r.targets(g.node, maxima):
         p = node.name.strip("/").replace("/", "_")
         x, (y,) = node.input[0], node.output
         w = numpy_helper.to_array(inits[node.input[1]]).astype(np.float64)  # [in, out]
@@ -75,8 +68,7 @@ def rewrite(raw, dst, maxima: dict[str, np.ndarray], *, u8: bool = False,
         wq, wscale = int8_weights(w * s[:, None])
         colsum = wq.astype(np.float32).sum(0)
         asym = bool(asymmetric is not None and asymmetric.search(node.name))
-        n = lambda op, ins, outs, **kw: new_nodes.append(  # noqa: E731
-            helper.make_node(op, ins, outs, name=f"{p}/{outs[0]}", **kw))
+        n = lambda op, ins, outs, p=p, **kw: r.node(p, op, ins, outs, **kw)  # noqa: E731
         n("Mul", [x, const(f"{p}_smooth", (1.0 / s).astype(np.float32))], [f"{p}_xs"])
         wq_name = const(f"{p}_wq", wq)
         if asym:
@@ -123,7 +115,7 @@ def rewrite(raw, dst, maxima: dict[str, np.ndarray], *, u8: bool = False,
                 n("Cast", [f"{p}_acc"], [f"{p}_accf"], to=TensorProto.FLOAT)
                 n("Mul", [f"{p}_accf", f"{p}_step"], [f"{p}_deq"])
         n("Mul", [f"{p}_deq", const(f"{p}_wscale", wscale.astype(np.float32))], [y])
-    replace_nodes(model, new_nodes, new_inits)
+    r.done(model)
     onnx.checker.check_model(model)
     onnx.save(model, str(dst))
     return Path(dst)
