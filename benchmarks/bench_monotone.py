@@ -58,7 +58,9 @@ CASES = ("balanced", "imbalanced", "noisy", "zero_shot", "zero_shot_unlabeled", 
          "correction")
 LOG = RESULTS_DIR / "monotone_runs.jsonl"
 HTTP_LOG = RESULTS_DIR / "monotone_http.jsonl"
-RT_MORE = RESULTS_DIR / "monotone_http_rt_more_seeds.jsonl"  # seeds 3-7, rotten_tomatoes' loop
+# rotten_tomatoes' correction loop on seeds 3-7 over HTTP (stop 29: is its drift noise?); a log
+# like HTTP_LOG, read with it (later seeds went into HTTP_LOG itself)
+RT_MORE = RESULTS_DIR / "monotone_http_rt_more_seeds.jsonl"
 OPTIONS = {"promote": "never"}
 # load averages seen while the logged rows were measured (the correction loop and the engine
 # rows on the first run; the other HTTP cases on the second)
@@ -283,7 +285,7 @@ def main() -> None:
     ap.add_argument("--report", action="store_true")
     a = ap.parse_args()
     if a.report:
-        report([p for p in (LOG, HTTP_LOG) if p.exists()])
+        report([p for p in (LOG, HTTP_LOG, RT_MORE) if p.exists()])
         return
     a.log = a.log or (HTTP_LOG if a.via == "http" else LOG)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the server on the way out
@@ -461,13 +463,6 @@ def plot(rows: list[dict], sets: list[str], path: Path) -> None:
             if c:
                 ax.plot(range(ROUNDS + 1), 100 * np.mean(c, 0), style, marker="o", color=f"C{i}",
                         label=f"{s} ({via}, {len(c)} seeds)")
-    if RT_MORE.exists():  # rotten_tomatoes on 5 more seeds (is its drift noise?)
-        more = [json.loads(x)["curve"] for x in RT_MORE.read_text().splitlines()]
-        c = more + [r["curve"] for r in rows if r["case"] == "correction" and r["via"] == "http"
-                    and r["set"] == "rotten_tomatoes"]
-        ax.plot(range(ROUNDS + 1), 100 * np.mean(c, 0), "--", marker="o",
-                color=f"C{sets.index('rotten_tomatoes')}",
-                label=f"rotten_tomatoes (http, {len(c)} seeds)")
     ax.set_xlabel(f"round (+{PER_ROUND} examples the adapter got wrong)")
     ax.set_ylabel("test accuracy %")
     ax.set_title("correction loop (mean over seeds)")
