@@ -64,7 +64,9 @@ RT_MORE = RESULTS_DIR / "monotone_http_rt_more_seeds.jsonl"
 OPTIONS = {"promote": "never"}
 # load averages seen while the logged rows were measured (the correction loop and the engine
 # rows on the first run; the other HTTP cases on the second)
-LOAD = "9-20 on the first run; on the second (every other case over HTTP) median 14, 5-17"
+LOAD = ("9-20 on the first run; on the second (every other case over HTTP) median 14, 5-17; "
+        "the correction loop's HTTP seeds 8-15 (rotten_tomatoes) and 3-7 (the other sets), "
+        "2026-12-08: ~1-2, quiet")
 
 
 INTRO = """`python -m benchmarks.bench_monotone --via http` (a real `bentoml serve`, PyTorch fp32,
