@@ -124,9 +124,9 @@ def _export_agreement(engine, name: str, texts: list[str], dest: Path):
     import onnxruntime as ort
     from tokenizers import Tokenizer
 
-    from export import export_bundle
+    from export import export_bundle, served_quantize
 
-    quantize = getattr(engine.encoder, "export_quantize", None) or "none"
+    quantize = served_quantize(engine.encoder)
     r = export_bundle(engine.encoder.pytorch(), engine.store, "default", name, quantize=quantize,
                       dest_dir=dest)
     folder = dest / f"{name}-unzipped"

@@ -20,7 +20,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .bundle import ExportResult, check_quantize, export_bundle
+    from .bundle import ExportResult, check_quantize, export_bundle, served_quantize
     from .onnx_config import (CLASSIFIER, EXPORT_QUANTIZE_CHOICES, QUANTIZE_CHOICES,
                               SENTENCE_ENCODER, ExportQuantize, OnnxConfig, Quantize)
     from .parity import ParityError, ParityReport
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from .session import ProviderUnavailable, create_session
 
 _WHERE = {"ExportResult": "bundle", "check_quantize": "bundle", "export_bundle": "bundle",
+          "served_quantize": "bundle",
           "CLASSIFIER": "onnx_config", "QUANTIZE_CHOICES": "onnx_config",
           "SENTENCE_ENCODER": "onnx_config", "OnnxConfig": "onnx_config", "Quantize": "onnx_config",
           "ExportQuantize": "onnx_config", "EXPORT_QUANTIZE_CHOICES": "onnx_config",

@@ -84,6 +84,14 @@ def check_quantize(quantize: Any) -> str:
     return quantize
 
 
+def served_quantize(encoder: Any) -> str:
+    """The export ``quantize`` that answers what ``encoder`` (a serving encoder) serves: the
+    runtime's own (``export_quantize``: int8-rows on onnx-int8-rows), else fp32 (``none``;
+    also for dynamic int8, whose per-batch scales no export reproduces). What an HTTP export
+    gets when it names none."""
+    return getattr(encoder, "export_quantize", None) or "none"
+
+
 def bundle_filename(name: str, version: int, quantize: str) -> str:
     suffix = {"int8": "-int8", "int8-rows": "-int8rows"}.get(quantize, "")
     return f"{name}-v{version}{suffix}.onnx.zip"

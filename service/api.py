@@ -117,12 +117,12 @@ async def delete_adapter(request: Request, name: str = Name,
                                     "manifest.json (incl. parity report), README.md"}})
 async def export_adapter(request: Request, name: str = Ref,
                          req: ExportRequest = Body(default_factory=ExportRequest)) -> Response:
-    from export import export_bundle
+    from export import export_bundle, served_quantize
 
     t = engine(request)
     adapter, version = parse_ref(name)
     # by default the bundle answers what this service answers (its runtime's precision)
-    quantize = req.quantize or getattr(t.encoder, "export_quantize", None) or "none"
+    quantize = req.quantize or served_quantize(t.encoder)
     dest = FsPath(tempfile.mkdtemp(prefix="tailor-export-"))
     try:  # seconds of CPU: off the event loop
         result = await asyncio.to_thread(export_bundle, t.encoder.pytorch(), t.store,
