@@ -28,74 +28,91 @@ def fuse_attention(model, heads: int):
 
     g = model.graph
     nodes = list(g.node)
-    layers = sorted({int(m.group(1)) for n in nodes for m in [re.search(r"layer\.(\d+)/attention/self/query/Add$", n.name)] if m})
-    new_nodes = []
-    # key padding mask, int32 [B, L], once
-    new_nodes.append(helper.make_node("Cast", ["attention_mask"], ["xp_mask_i32"], name="xp/mask_i32", to=TensorProto.INT32))
-    ctx_names = {}
-    for L in layers:
-        pre = f"/model/encoder/layer.{L}/attention/"
-        out_mm = next(n for n in nodes if n.name.endswith(f"layer.{L}_attention_output_dense_MatMul_xs") or n.name == pre + "output/dense/MatMul")
-        # context: the input of the output projection's first consumer node in the raw graph
-        ctx = out_mm.input[0]
+    layers = sorted({int(m.group(1)) for n in nodes
+                     if (m := re.search(r"layer\.(\d+)/attention/self/query/Add$", n.name))})
+    mask = helper.make_node("Cast", ["attention_mask"], ["xp_mask_i32"], name="xp/mask_i32",
+                            to=TensorProto.INT32)  # the key padding mask, int32 [B, L], once
+    fused = {}  # the context tensor the output projection reads -> the node that now makes it
+    for layer in layers:
+        pre = f"/model/encoder/layer.{layer}/attention/"
+        # the output projection's input: its smoothing Mul in the int8-rows graph
+        proj = next(n for n in nodes if n.name.endswith(f"layer.{layer}_attention_output_dense_MatMul_xs")
+                    or n.name == pre + "output/dense/MatMul")
         q, k, v = (pre + f"self/{x}/Add_output_0" for x in ("query", "key", "value"))
-        ctx_names[ctx] = helper.make_node("MultiHeadAttention", [q, k, v, "", "xp_mask_i32"], [ctx],
-                                          name=f"xp/layer{L}/mha", domain="com.microsoft", num_heads=heads)
-    kept = [n for n in nodes if not any(o in ctx_names for o in n.output)]
-    all_nodes = new_nodes[:1] + kept + list(ctx_names.values())
-    # dead code elimination
-    outs = {o.name for o in g.output}
-    while True:
-        used = {i for n in all_nodes for i in n.input} | outs
-        alive = [n for n in all_nodes if any(o in used for o in n.output)]
-        if len(alive) == len(all_nodes): break
-        all_nodes = alive
-    # topological sort
-    avail = {i.name for i in g.input} | {i.name for i in g.initializer} | {""}
-    order, pending = [], list(all_nodes)
-    while pending:
+        fused[proj.input[0]] = helper.make_node(
+            "MultiHeadAttention", [q, k, v, "", "xp_mask_i32"], [proj.input[0]],
+            name=f"xp/layer{layer}/mha", domain="com.microsoft", num_heads=heads)
+    keep = [mask] + [n for n in nodes if not any(o in fused for o in n.output)] + list(fused.values())
+    outputs = {o.name for o in g.output}
+    while True:  # drop what no longer feeds anything
+        used = {i for n in keep for i in n.input} | outputs
+        alive = [n for n in keep if any(o in used for o in n.output)]
+        if len(alive) == len(keep):
+            break
+        keep = alive
+    ready = {i.name for i in g.input} | {i.name for i in g.initializer} | {""}
+    order, pending = [], keep
+    while pending:  # topological order
         rest = []
         for n in pending:
-            if all(i in avail for i in n.input):
-                order.append(n); avail.update(n.output)
+            if all(i in ready for i in n.input):
+                order.append(n)
+                ready.update(n.output)
             else:
                 rest.append(n)
-        if len(rest) == len(pending): raise RuntimeError(f"cycle/missing: {[n.name for n in rest[:3]]} {[i for i in rest[0].input if i not in avail]}")
+        if len(rest) == len(pending):
+            raise RuntimeError(f"inputs never made: {[i for i in rest[0].input if i not in ready]}")
         pending = rest
-    del g.node[:]; g.node.extend(order)
+    del g.node[:]
+    g.node.extend(order)
     return model
+
 
 def main() -> None:
     import onnx
 
     from adapters.encoders import open_encoder
+    from benchmarks.research.ort_int8_rows import rate, texts
     from export import int8_rows
-    from export.runtimes.ort import OnnxEncoder
-    from export.runtimes.auto import fixed_sample, _drift
     from export.runtimes import invariance
-    from benchmarks.research.ort_int8_rows import texts, rate
+    from export.runtimes.auto import _drift, fixed_sample
+    from export.runtimes.ort import OnnxEncoder
+
+    turns = int(sys.argv[1]) if len(sys.argv) > 1 else 5
     enc = open_encoder()
-    work = Path(tempfile.mkdtemp(dir="/tmp/prof"))
-    raw, maxima = int8_rows.calibrated(enc, work)
-    v3 = int8_rows.quantize_rows(raw, maxima)
-    fused = fuse_attention(onnx.ModelProto.FromString(v3.SerializeToString()), enc.model.config.num_attention_heads)
-    print("nodes", len(v3.graph.node), "->", len(fused.graph.node))
-    paths = {"v3": work / "v3.onnx", "mha": work / "mha.onnx"}
-    onnx.save(v3, str(paths["v3"])); onnx.save(fused, str(paths["mha"]))
-    encs = {k: OnnxEncoder(enc, p, ("CPUExecutionProvider",), 0, quantize="int8") for k, p in paths.items()}
-    sample = fixed_sample(); ref = enc.embed(sample).numpy()
-    for k, e in encs.items():
-        got = np.asarray(e.embed(sample), np.float32); mc, md = _drift(ref, got)
-        print(k, f"gate: drift {md:.2e} min cos {mc:.4f}; invariance {invariance.check(e, sample).max_diff:.1e}")
-    a = np.asarray(encs["v3"].embed(sample)); b = np.asarray(encs["mha"].embed(sample)); print("max |v3 - mha|", float(np.abs(a - b).max()))
-    ts = texts(); prepared = {s: encs["v3"].prepare(t) for s, t in ts.items()}
-    cells = [(s, bb) for s in ts for bb in (1, 32)]; got = {}
-    for turn in range(int(sys.argv[1]) if len(sys.argv) > 1 else 5):
+    with tempfile.TemporaryDirectory() as d:
+        work = Path(d)
+        raw, maxima = int8_rows.calibrated(enc, work)
+        served = int8_rows.quantize_rows(raw, maxima)
+        fused = fuse_attention(onnx.ModelProto.FromString(served.SerializeToString()),
+                               enc.model.config.num_attention_heads)
+        print("nodes", len(served.graph.node), "->", len(fused.graph.node))
+        encs = {}
+        for name, model in (("served", served), ("mha", fused)):
+            onnx.save(model, str(work / f"{name}.onnx"))
+            encs[name] = OnnxEncoder(enc, work / f"{name}.onnx", ("CPUExecutionProvider",), 0,
+                                     quantize="int8")
+        sample = fixed_sample()
+        ref = enc.embed(sample).numpy()
+        got = {k: np.asarray(e.embed(sample), np.float32) for k, e in encs.items()}
         for k, e in encs.items():
-            for s, bb in cells: got.setdefault((k, s, bb), []).append(rate(e, prepared[s], bb, 1.5))
-    for s, bb in cells:
-        o = statistics.median(got[("v3", s, bb)]); n = statistics.median(got[("mha", s, bb)])
-        print(f"{s} b{bb}: v3 {o:.1f} mha {n:.1f} rows/s, {n/o:.3f}x, paired {[round(y/x, 2) for x, y in zip(got[('v3', s, bb)], got[('mha', s, bb)])]}")
+            mc, md = _drift(ref, got[k])
+            print(f"{k}: gate drift {md:.2e}, min cos {mc:.4f}; "
+                  f"invariance {invariance.check(e, sample).max_diff:.1e}")
+        print("max |served - mha|", float(np.abs(got["served"] - got["mha"]).max()))
+        ts = texts()
+        prepared = {s: encs["served"].prepare(t) for s, t in ts.items()}
+        cells = [(s, b) for s in ts for b in (1, 32)]
+        rates: dict[tuple, list[float]] = {}
+        for _ in range(turns):
+            for k, e in encs.items():
+                for s, b in cells:
+                    rates.setdefault((k, s, b), []).append(rate(e, prepared[s], b, 1.5))
+        for s, b in cells:
+            a, m = rates[("served", s, b)], rates[("mha", s, b)]
+            print(f"{s} b{b}: served {statistics.median(a):.1f}, mha {statistics.median(m):.1f} "
+                  f"rows/s, {statistics.median(m) / statistics.median(a):.3f}x, paired "
+                  f"{[round(y / x, 2) for x, y in zip(a, m)]}")
 
 
 if __name__ == "__main__":
